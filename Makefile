@@ -1,0 +1,44 @@
+# The project's verbs. `make test` is what CI runs (.ci/run); `make demo` is the tour.
+# Every target installs what it needs through tools/deps.sh (idempotent, cached outside the clone).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+export SMSC_CACHE ?= $(HOME)/.cache/smsc-operator
+# Two cores: keep cargo from starving the Go build or the tests it runs.
+export CARGO_BUILD_JOBS ?= 2
+
+.PHONY: all build deps lint fmt test test-unit test-peers e2e fuzz bench demo cluster-up cluster-down k8s-tools crds chart-lint clean
+
+all: build
+
+deps:
+	tools/deps.sh all
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+fmt:
+	$(CARGO) fmt --all
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Every test tier: unit + property + peers (Python, Node, Kannel) + store (Redis) + control plane.
+test: deps lint
+	$(CARGO) test --workspace --all-targets --no-fail-fast
+	$(CARGO) test --workspace --doc
+
+## Bounded fuzzing of the SMPP decoder (FUZZ_SECS, default 60).
+FUZZ_SECS ?= 60
+fuzz:
+	tools/fuzz.sh $(FUZZ_SECS)
+
+bench: deps
+	$(CARGO) bench -p smpp --bench codec
+
+demo: deps
+	tools/demo.sh
+
+clean:
+	$(CARGO) clean
