@@ -2,3 +2,23 @@
 //!
 //! No Kubernetes and no configuration live here; everything above (smscd, the bench tool) builds
 //! on these types.
+//!
+//! - [`pdu`]: every SMPP 3.4 PDU, decode from a frame and encode into a buffer.
+//! - [`tlv`]: optional parameters, kept byte-exact, with typed accessors.
+//! - [`codec`]: framing by command_length, for `tokio_util::codec::Framed`.
+//! - [`status`], [`command_id`]: the header's enumerations.
+//! - [`error`]: decode/encode errors and the status each maps to.
+
+pub mod codec;
+pub mod command_id;
+pub mod error;
+pub mod pdu;
+pub mod status;
+pub mod tlv;
+
+pub use codec::{CodecError, SmppCodec};
+pub use command_id::CommandId;
+pub use error::{DecodeError, DecodeErrorKind, EncodeError, Field};
+pub use pdu::*;
+pub use status::CommandStatus;
+pub use tlv::{Tag, Tlv, Tlvs};
