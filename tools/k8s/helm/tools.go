@@ -1,0 +1,8 @@
+//go:build tools
+
+// Package tools pins the binaries tools/k8s/build.sh builds from this module.
+package tools
+
+import (
+	_ "helm.sh/helm/v3/cmd/helm"
+)
