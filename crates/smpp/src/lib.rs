@@ -14,6 +14,7 @@ pub mod command_id;
 pub mod error;
 pub mod pdu;
 pub mod status;
+pub mod session;
 pub mod tlv;
 
 pub use codec::{CodecError, SmppCodec};

@@ -1,0 +1,525 @@
+//! The session task: one poll loop that reads, dispatches, writes and keeps time for one bound
+//! connection.
+//!
+//! Why a hand-written poll loop rather than `select!` over split halves: the hot path (read a
+//! batch, decode each PDU, call the handler inline, encode the response into the write buffer,
+//! write the batch once the read buffer is drained) then runs without a lock, a channel hop or a
+//! wake-up per PDU. Every source of work is bounded: reading stops while the write buffer is above
+//! its high-water mark or the handler is not ready, outbound requests hold a window permit, and
+//! deferred responses use a channel sized to the inbound window.
+
+use super::config::SessionConfig;
+use super::error::{CloseReason, SessionError};
+use super::handler::{encode_limited, Handler, Reply, Request};
+use super::sequence::SequenceGen;
+use super::shared::Shared;
+use super::state::{self, Role, State};
+use super::transport::{malformed_answer, Transport};
+use super::window::{Entry, PendingTable, ReplyTx, Waiter};
+use crate::codec::{CodecError, SmppCodec};
+use crate::command_id::CommandId;
+use crate::pdu::{Body, Pdu};
+use crate::status::CommandStatus;
+use bytes::{Buf, BytesMut};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+use tokio_util::codec::Decoder;
+use tracing::{debug, info, warn};
+
+/// Work for the session task from its handles.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// A request already encoded with sequence number 0 (patched here).
+    Request {
+        id: CommandId,
+        frame: BytesMut,
+        reply: ReplyTx,
+        permit: OwnedSemaphorePermit,
+    },
+    Unbind,
+    Close,
+}
+
+/// How many rounds of (commands, read, write) one poll may run before yielding.
+const POLL_BUDGET: usize = 32;
+
+pub(crate) struct Driver<S, H> {
+    io: S,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    codec: SmppCodec,
+    role: Role,
+    state: State,
+    handler: H,
+    cfg: SessionConfig,
+    seq: SequenceGen,
+    pending: PendingTable,
+    window: Arc<Semaphore>,
+    cmd_rx: mpsc::Receiver<Command>,
+    cmd_open: bool,
+    resp_rx: mpsc::Receiver<BytesMut>,
+    resp_tx: mpsc::Sender<BytesMut>,
+    /// Inbound requests deferred and not yet answered.
+    deferred: usize,
+    last_read: Instant,
+    keepalive: Pin<Box<Sleep>>,
+    enquire_outstanding: bool,
+    needs_flush: bool,
+    closing: Option<CloseReason>,
+    close_deadline: Option<Pin<Box<Sleep>>>,
+    shared: Arc<Shared>,
+}
+
+/// The handle side of a new session task.
+pub(crate) struct Channels {
+    pub(crate) cmd_tx: mpsc::Sender<Command>,
+    pub(crate) window: Arc<Semaphore>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<S, H> Driver<S, H>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: Handler,
+{
+    pub(crate) fn new(
+        t: Transport<S>,
+        role: Role,
+        state: State,
+        seq: SequenceGen,
+        cfg: SessionConfig,
+        handler: H,
+    ) -> (Self, Channels) {
+        let window = Arc::new(Semaphore::new(cfg.window));
+        // Requests hold a permit, so `window` slots suffice; a few more for unbind/close.
+        let (cmd_tx, cmd_rx) = mpsc::channel(cfg.window + 4);
+        let (resp_tx, resp_rx) = mpsc::channel(cfg.inbound_window);
+        let shared = Arc::new(Shared::new());
+        let now = Instant::now();
+        let driver = Driver {
+            io: t.io,
+            rbuf: t.rbuf,
+            wbuf: t.wbuf,
+            codec: t.codec,
+            role,
+            state,
+            handler,
+            seq,
+            pending: PendingTable::with_capacity(cfg.window + 2),
+            window: Arc::clone(&window),
+            cmd_rx,
+            cmd_open: true,
+            resp_rx,
+            resp_tx,
+            deferred: 0,
+            last_read: now,
+            keepalive: Box::pin(tokio::time::sleep_until(now + cfg.enquire_link_interval)),
+            enquire_outstanding: false,
+            needs_flush: false,
+            closing: None,
+            close_deadline: None,
+            shared: Arc::clone(&shared),
+            cfg,
+        };
+        (driver, Channels { cmd_tx, window, shared })
+    }
+
+    pub(crate) async fn run(mut self) {
+        let reason = std::future::poll_fn(|cx| self.poll_drive(cx)).await;
+        info!(%reason, "session closed");
+        self.state = State::Closed;
+        self.shared.set_reason(reason.clone());
+        self.window.close();
+        for (_, entry) in self.pending.drain() {
+            if let Waiter::Caller { reply, .. } = entry.waiter {
+                let _ = reply.send(Err(SessionError::Closed(reason.clone())));
+            }
+        }
+        self.handler.on_close(&reason);
+    }
+
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        for _ in 0..POLL_BUDGET {
+            self.poll_timers(cx);
+            let mut progress = false;
+            if self.closing.is_none() {
+                progress |= self.poll_commands(cx);
+                progress |= self.poll_deferred(cx);
+                match self.poll_read(cx) {
+                    Ok(p) => progress |= p,
+                    Err(reason) => self.begin_close(reason),
+                }
+            }
+            match self.poll_write(cx) {
+                Ok(p) => progress |= p,
+                Err(reason) => return Poll::Ready(reason),
+            }
+            if let Some(reason) = &self.closing {
+                if self.wbuf.is_empty() && !self.needs_flush {
+                    // Best effort: a failed shutdown changes nothing for us.
+                    return match Pin::new(&mut self.io).poll_shutdown(cx) {
+                        Poll::Pending => self.poll_close_deadline(cx),
+                        Poll::Ready(_) => Poll::Ready(reason.clone()),
+                    };
+                }
+                return self.poll_close_deadline(cx);
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// While closing, give up on flushing once the close deadline passes.
+    fn poll_close_deadline(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        let reason = self.closing.clone().unwrap_or(CloseReason::LocalClose);
+        let Some(deadline) = self.close_deadline.as_mut() else {
+            return Poll::Ready(reason);
+        };
+        if deadline.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        debug!("close deadline passed with {} bytes unwritten", self.wbuf.len());
+        Poll::Ready(reason)
+    }
+
+    fn begin_close(&mut self, reason: CloseReason) {
+        if self.closing.is_none() {
+            debug!(%reason, "closing");
+            self.closing = Some(reason);
+            self.state = State::Closed;
+            let deadline = Instant::now() + self.cfg.unbind_timeout;
+            self.close_deadline = Some(Box::pin(tokio::time::sleep_until(deadline)));
+        }
+    }
+
+    fn write_high(&self) -> bool {
+        self.wbuf.len() >= self.cfg.write_high_water
+    }
+
+    // ---- timers -------------------------------------------------------------------------------
+
+    fn poll_timers(&mut self, cx: &mut Context<'_>) {
+        if let Poll::Ready(expired) = self.pending.poll_expired(cx) {
+            for (seq, entry) in expired {
+                match entry.waiter {
+                    Waiter::Caller { reply, timeout, .. } => {
+                        debug!(seq, command = %entry.command_id, "request timed out");
+                        let _ = reply.send(Err(SessionError::Timeout(timeout)));
+                    }
+                    Waiter::EnquireLink => self.begin_close(CloseReason::EnquireLinkTimeout),
+                    Waiter::Unbind => self.begin_close(CloseReason::UnbindTimeout),
+                }
+            }
+        }
+        if self.closing.is_some() {
+            return;
+        }
+        while self.keepalive.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            let interval = self.cfg.enquire_link_interval;
+            let idle = now.saturating_duration_since(self.last_read);
+            if idle >= interval * self.cfg.dead_after_idle_intervals {
+                self.begin_close(CloseReason::Idle(idle));
+                return;
+            }
+            let next = if idle >= interval {
+                if !self.enquire_outstanding && matches!(self.state, State::Bound(_)) {
+                    self.send_internal(Body::EnquireLink, Waiter::EnquireLink, self.cfg.enquire_link_timeout);
+                    self.enquire_outstanding = true;
+                }
+                now + interval
+            } else {
+                self.last_read + interval
+            };
+            self.keepalive.as_mut().reset(next);
+        }
+    }
+
+    /// Send a request of our own (enquire_link, unbind) outside the window.
+    fn send_internal(&mut self, body: Body, waiter: Waiter, timeout: std::time::Duration) {
+        let seq = self.next_seq();
+        let id = body.command_id();
+        if let Err(e) = encode_limited(&Pdu::new(seq, body), self.cfg.max_pdu_len, &mut self.wbuf) {
+            warn!(error = %e, "cannot encode {id}");
+            return;
+        }
+        let deadline = Instant::now() + timeout;
+        self.pending.insert(seq, Entry { command_id: id, deadline, waiter });
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        // Skip numbers still awaiting a response (only possible after a full wrap).
+        loop {
+            let s = self.seq.next();
+            if !self.pending.contains(s) {
+                return s;
+            }
+        }
+    }
+
+    // ---- commands from handles ----------------------------------------------------------------
+
+    fn poll_commands(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        let max = self.cfg.window + 4;
+        for _ in 0..max {
+            if !self.cmd_open || self.write_high() || self.closing.is_some() {
+                break;
+            }
+            match self.cmd_rx.poll_recv(cx) {
+                Poll::Ready(Some(cmd)) => {
+                    progress = true;
+                    self.on_command(cmd);
+                }
+                Poll::Ready(None) => {
+                    // Every handle is gone: nobody can unbind later, so do it now.
+                    self.cmd_open = false;
+                    debug!("all session handles dropped: unbinding");
+                    self.start_unbind();
+                    progress = true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        progress
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Request { id, mut frame, reply, permit } => {
+                if let Err(status) = state::check(self.role, self.state, id) {
+                    let _ = reply.send(Err(SessionError::NotAllowed { command: id, status }));
+                    return;
+                }
+                let seq = self.next_seq();
+                if let Some(b) = frame.get_mut(12..16) {
+                    b.copy_from_slice(&seq.to_be_bytes());
+                }
+                self.wbuf.extend_from_slice(&frame);
+                let timeout = self.cfg.request_timeout;
+                let deadline = Instant::now() + timeout;
+                let waiter = Waiter::Caller { reply, _permit: Some(permit), timeout };
+                self.pending.insert(seq, Entry { command_id: id, deadline, waiter });
+            }
+            Command::Unbind => self.start_unbind(),
+            Command::Close => self.begin_close(CloseReason::LocalClose),
+        }
+    }
+
+    fn start_unbind(&mut self) {
+        match self.state {
+            State::Bound(kind) => {
+                self.state = State::Unbinding(kind);
+                self.send_internal(Body::Unbind, Waiter::Unbind, self.cfg.unbind_timeout);
+            }
+            State::Unbinding(_) => {}
+            State::Open | State::Closed => self.begin_close(CloseReason::LocalClose),
+        }
+    }
+
+    fn poll_deferred(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        while !self.write_high() {
+            match self.resp_rx.poll_recv(cx) {
+                Poll::Ready(Some(frame)) => {
+                    self.deferred = self.deferred.saturating_sub(1);
+                    self.wbuf.extend_from_slice(&frame);
+                    progress = true;
+                }
+                // We hold a sender, so None cannot happen; treat it as nothing to do.
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        progress
+    }
+
+    // ---- reading ------------------------------------------------------------------------------
+
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Result<bool, CloseReason> {
+        let mut progress = self.process_buffered(cx);
+        if self.closing.is_some() || self.write_high() || self.handler.poll_ready(cx).is_pending() {
+            return Ok(progress);
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(self.cfg.read_chunk);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+            Poll::Pending => {}
+            Poll::Ready(Ok(0)) => return Err(CloseReason::PeerClosed),
+            Poll::Ready(Ok(_)) => {
+                self.last_read = Instant::now();
+                progress = true;
+                self.process_buffered(cx);
+            }
+            Poll::Ready(Err(e)) => return Err(CloseReason::Io(e.to_string())),
+        }
+        Ok(progress)
+    }
+
+    /// Decode and dispatch every complete PDU in the read buffer (while there is room to answer).
+    fn process_buffered(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        while self.closing.is_none() && !self.write_high() {
+            if self.handler.poll_ready(cx).is_pending() {
+                break;
+            }
+            match self.codec.decode(&mut self.rbuf) {
+                Ok(None) => break,
+                Ok(Some(Ok(pdu))) => self.on_pdu(pdu),
+                Ok(Some(Err(e))) => self.on_malformed(e),
+                Err(CodecError::InvalidCommandLength { length, sequence_number, .. }) => {
+                    warn!(length, "invalid command_length: generic_nack and close");
+                    let nack =
+                        Pdu::generic_nack(CommandStatus::ESME_RINVCMDLEN, sequence_number.unwrap_or(0));
+                    self.push(&nack);
+                    self.begin_close(CloseReason::InvalidCommandLength(length));
+                }
+                Err(e) => self.begin_close(CloseReason::Io(e.to_string())),
+            }
+            progress = true;
+        }
+        progress
+    }
+
+    /// Encode into the write buffer; a PDU that cannot be encoded is logged and dropped.
+    fn push(&mut self, pdu: &Pdu) {
+        if let Err(e) = encode_limited(pdu, self.cfg.max_pdu_len, &mut self.wbuf) {
+            warn!(error = %e, command = %pdu.command_id(), "cannot encode");
+        }
+    }
+
+    /// A response from the handler; an unencodable one becomes ESME_RSYSERR.
+    fn push_response(&mut self, request: CommandId, pdu: Pdu) {
+        if let Err(e) = encode_limited(&pdu, self.cfg.max_pdu_len, &mut self.wbuf) {
+            warn!(error = %e, "response not encodable: ESME_RSYSERR");
+            self.push(&Pdu::error_response(request, CommandStatus::ESME_RSYSERR, pdu.sequence_number));
+        }
+    }
+
+    fn on_malformed(&mut self, e: crate::error::DecodeError) {
+        debug!(error = %e, "malformed PDU");
+        if let Some(answer) = malformed_answer(&e) {
+            self.push(&answer);
+        } else if let Some(entry) = self.pending.take(e.sequence_number) {
+            self.complete(entry, Err(SessionError::MalformedResponse(e)));
+        }
+    }
+
+    fn on_pdu(&mut self, pdu: Pdu) {
+        let id = pdu.command_id();
+        let seq = pdu.sequence_number;
+        if id.is_response() {
+            match self.pending.take(seq) {
+                Some(entry) => self.complete(entry, Ok(pdu)),
+                None => debug!(seq, command = %id, "response to no outstanding request"),
+            }
+            return;
+        }
+        if let Err(status) = state::check(self.role.peer(), self.state, id) {
+            debug!(seq, command = %id, %status, "refused in state {:?}", self.state);
+            if id.response().is_some() {
+                self.push(&Pdu::error_response(id, status, seq));
+            }
+            return;
+        }
+        match id {
+            CommandId::ENQUIRE_LINK => self.push(&Pdu::new(seq, Body::EnquireLinkResp)),
+            CommandId::UNBIND => {
+                self.push(&Pdu::new(seq, Body::UnbindResp));
+                self.begin_close(CloseReason::PeerUnbind);
+            }
+            _ => self.dispatch(pdu),
+        }
+    }
+
+    fn dispatch(&mut self, pdu: Pdu) {
+        let id = pdu.command_id();
+        let seq = pdu.sequence_number;
+        let has_response = id.response().is_some();
+        if has_response && self.deferred >= self.cfg.inbound_window {
+            debug!(seq, "inbound window full: ESME_RMSGQFUL");
+            self.push(&Pdu::error_response(id, CommandStatus::ESME_RMSGQFUL, seq));
+            return;
+        }
+        let mut deferred = false;
+        let req = Request {
+            pdu,
+            tx: &self.resp_tx,
+            shared: &self.shared,
+            max_pdu_len: self.cfg.max_pdu_len,
+            deferred: &mut deferred,
+        };
+        let reply = self.handler.on_request(req);
+        if !has_response {
+            return;
+        }
+        if deferred {
+            self.deferred += 1;
+            if !matches!(reply, Reply::Deferred) {
+                warn!(seq, "handler deferred and replied; the reply is ignored");
+            }
+            return;
+        }
+        match reply {
+            Reply::Ok(body) => self.push_response(id, Pdu::new(seq, body)),
+            Reply::Respond(status, body) => self.push_response(id, Pdu::with_status(status, seq, body)),
+            Reply::Error(status) => self.push(&Pdu::error_response(id, status, seq)),
+            Reply::Deferred => {
+                warn!(seq, "Reply::Deferred without Request::defer: ESME_RSYSERR");
+                self.push(&Pdu::error_response(id, CommandStatus::ESME_RSYSERR, seq));
+            }
+        }
+    }
+
+    fn complete(&mut self, entry: Entry, result: Result<Pdu, SessionError>) {
+        match entry.waiter {
+            Waiter::Caller { reply, .. } => {
+                let _ = reply.send(result);
+            }
+            Waiter::EnquireLink => self.enquire_outstanding = false,
+            Waiter::Unbind => {
+                if let Ok(p) = &result {
+                    if !p.command_status.is_ok() {
+                        debug!(status = %p.command_status, "unbind refused; closing anyway");
+                    }
+                }
+                self.begin_close(CloseReason::LocalUnbind);
+            }
+        }
+    }
+
+    // ---- writing ------------------------------------------------------------------------------
+
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<bool, CloseReason> {
+        let mut progress = false;
+        while !self.wbuf.is_empty() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.wbuf) {
+                Poll::Ready(Ok(0)) => return Err(CloseReason::Io("write returned 0".into())),
+                Poll::Ready(Ok(n)) => {
+                    self.wbuf.advance(n);
+                    self.needs_flush = true;
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => return Err(CloseReason::Io(e.to_string())),
+                Poll::Pending => return Ok(progress),
+            }
+        }
+        if self.needs_flush {
+            // TLS streams buffer; TCP's flush is a no-op.
+            match Pin::new(&mut self.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Err(e)) => return Err(CloseReason::Io(e.to_string())),
+                Poll::Pending => {}
+            }
+        }
+        Ok(progress)
+    }
+}

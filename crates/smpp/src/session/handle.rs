@@ -1,0 +1,134 @@
+//! [`Session`]: the cloneable handle to a running session task.
+
+use super::driver::{Channels, Command};
+use super::error::{CloseReason, SessionError};
+use super::handler::encode_limited;
+use super::shared::Shared;
+use super::state::{BindKind, Role};
+use crate::command_id::CommandId;
+use crate::pdu::{Body, Pdu};
+use bytes::{Bytes, BytesMut};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+
+/// Who we are bound to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub role: Role,
+    pub kind: BindKind,
+    /// SMSC role: the ESME's bind system_id. ESME role: the SMSC's bind_resp system_id.
+    pub peer_system_id: Bytes,
+    pub peer_addr: Option<SocketAddr>,
+}
+
+/// Handle to a bound session. Cheap to clone; when the last clone is dropped the session
+/// unbinds.
+#[derive(Clone, Debug)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    cmd_tx: mpsc::Sender<Command>,
+    window: Arc<Semaphore>,
+    shared: Arc<Shared>,
+    info: SessionInfo,
+    max_pdu_len: u32,
+}
+
+impl Session {
+    pub(crate) fn new(ch: Channels, info: SessionInfo, max_pdu_len: u32) -> Self {
+        let inner = Inner { cmd_tx: ch.cmd_tx, window: ch.window, shared: ch.shared, info, max_pdu_len };
+        Session { inner: Arc::new(inner) }
+    }
+
+    pub fn info(&self) -> &SessionInfo {
+        &self.inner.info
+    }
+
+    /// Send a request and wait for its response, waiting for a window slot first
+    /// (back-pressure). The response may carry an error status; it is returned as it came.
+    pub async fn request(&self, body: Body) -> Result<Pdu, SessionError> {
+        let (id, frame) = self.encode(body)?;
+        let permit = match Arc::clone(&self.inner.window).acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return Err(self.closed_error()),
+        };
+        self.send(id, frame, permit).await
+    }
+
+    /// Like [`request`](Self::request) but fails at once with [`SessionError::WindowFull`] when
+    /// every window slot is taken.
+    pub async fn try_request(&self, body: Body) -> Result<Pdu, SessionError> {
+        let (id, frame) = self.encode(body)?;
+        let permit = match Arc::clone(&self.inner.window).try_acquire_owned() {
+            Ok(p) => p,
+            Err(TryAcquireError::NoPermits) => return Err(SessionError::WindowFull),
+            Err(TryAcquireError::Closed) => return Err(self.closed_error()),
+        };
+        self.send(id, frame, permit).await
+    }
+
+    /// Free window slots right now.
+    pub fn window_available(&self) -> usize {
+        self.inner.window.available_permits()
+    }
+
+    /// Send unbind, wait for unbind_resp (or the unbind timeout), close. Returns why the session
+    /// ended (which may be something else if it was already ending).
+    pub async fn unbind(&self) -> CloseReason {
+        let _ = self.inner.cmd_tx.send(Command::Unbind).await;
+        self.closed().await
+    }
+
+    /// Close without unbinding, after flushing what is already queued for writing.
+    pub async fn close(&self) -> CloseReason {
+        let _ = self.inner.cmd_tx.send(Command::Close).await;
+        self.closed().await
+    }
+
+    /// Wait until the session has ended.
+    pub async fn closed(&self) -> CloseReason {
+        self.inner.shared.wait().await
+    }
+
+    /// Why the session ended, if it has.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.inner.shared.reason()
+    }
+
+    /// Encoded in the caller's task (sequence number patched by the session task), so encoding
+    /// cost spreads over the callers and an unencodable body fails here.
+    fn encode(&self, body: Body) -> Result<(CommandId, BytesMut), SessionError> {
+        let id = body.command_id();
+        if id.is_response() {
+            return Err(SessionError::NotARequest(id));
+        }
+        let mut frame = BytesMut::new();
+        encode_limited(&Pdu::new(0, body), self.inner.max_pdu_len, &mut frame)?;
+        Ok((id, frame))
+    }
+
+    async fn send(
+        &self,
+        id: CommandId,
+        frame: BytesMut,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Pdu, SessionError> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Request { id, frame, reply, permit };
+        if self.inner.cmd_tx.send(cmd).await.is_err() {
+            return Err(self.closed_error());
+        }
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(self.closed_error()),
+        }
+    }
+
+    fn closed_error(&self) -> SessionError {
+        SessionError::Closed(self.inner.shared.reason_or_closed())
+    }
+}

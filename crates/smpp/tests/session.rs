@@ -1,0 +1,728 @@
+//! Loopback tests (127.0.0.1 and in-memory duplex streams) of our ESME session against our SMSC
+//! session, and of each against raw bytes written to the socket.
+//!
+//! Every wait is bounded by `within`; timer-driven cases use tokio's paused clock over
+//! `tokio::io::duplex`, so no test sleeps to synchronise.
+
+use bytes::{Bytes, BytesMut};
+use smpp::session::{
+    esme, smsc, BindKind, CloseReason, Handler, Reply, Request, Responder, Session, SessionConfig,
+    SessionError,
+};
+use smpp::{
+    Address, Bind, Body, CommandId, CommandStatus, DeliverSm, Outbind, Pdu, SmppCodec, SubmitSm, SubmitSmResp,
+};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::codec::Decoder;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+async fn within<T>(f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(LIMIT, f).await.expect("test step timed out")
+}
+
+fn bind_params(system_id: &str, password: &str) -> Bind {
+    Bind {
+        system_id: Bytes::copy_from_slice(system_id.as_bytes()),
+        password: Bytes::copy_from_slice(password.as_bytes()),
+        ..Bind::default()
+    }
+}
+
+fn submit(text: &str) -> Body {
+    Body::SubmitSm(SubmitSm {
+        source: Address::new(1, 1, "12345"),
+        destination: Address::new(1, 1, "31600000000"),
+        registered_delivery: 1,
+        short_message: Bytes::copy_from_slice(text.as_bytes()),
+        ..SubmitSm::default()
+    })
+}
+
+fn receipt(id: &str) -> Body {
+    let text = format!(
+        "id:{id} sub:001 dlvrd:001 submit date:2611251200 done date:2611251201 stat:DELIVRD err:000 text:hi"
+    );
+    let mut d = DeliverSm {
+        source: Address::new(1, 1, "31600000000"),
+        destination: Address::new(1, 1, "12345"),
+        esm_class: smpp::esm_class::DELIVERY_RECEIPT,
+        short_message: Bytes::from(text),
+        ..DeliverSm::default()
+    };
+    d.tlvs.set_receipted_message_id(id.as_bytes());
+    d.tlvs.set_message_state(2);
+    Body::DeliverSm(d)
+}
+
+// ---- handlers ---------------------------------------------------------------------------------
+
+/// SMSC side: answers submit_sm with a counter id at once.
+#[derive(Default)]
+struct SubmitOk {
+    next: u64,
+}
+
+impl Handler for SubmitOk {
+    fn on_request(&mut self, req: Request<'_>) -> Reply {
+        match req.pdu.body {
+            Body::SubmitSm(_) => {
+                self.next += 1;
+                let message_id = Bytes::from(format!("{:08x}", self.next));
+                Reply::Ok(Body::SubmitSmResp(SubmitSmResp { message_id, ..Default::default() }))
+            }
+            _ => Reply::Error(CommandStatus::ESME_RINVCMDID),
+        }
+    }
+}
+
+/// Defers every request and parks the responder for the test to answer.
+#[derive(Clone, Default)]
+struct Hold {
+    held: Arc<Mutex<Vec<Responder>>>,
+}
+
+impl Hold {
+    fn count(&self) -> usize {
+        self.held.lock().unwrap().len()
+    }
+    fn take(&self) -> Vec<Responder> {
+        std::mem::take(&mut *self.held.lock().unwrap())
+    }
+}
+
+impl Handler for Hold {
+    fn on_request(&mut self, req: Request<'_>) -> Reply {
+        let (_pdu, responder) = req.defer();
+        self.held.lock().unwrap().push(responder);
+        Reply::Deferred
+    }
+}
+
+/// ESME side: records deliver_sm and answers deliver_sm_resp.
+struct Record {
+    tx: mpsc::Sender<Pdu>,
+}
+
+impl Handler for Record {
+    fn on_request(&mut self, req: Request<'_>) -> Reply {
+        let ok = self.tx.try_send(req.pdu).is_ok();
+        if ok {
+            Reply::Ok(Body::DeliverSmResp(SubmitSmResp::default()))
+        } else {
+            Reply::Error(CommandStatus::ESME_RX_T_APPN)
+        }
+    }
+}
+
+// ---- a test SMSC ------------------------------------------------------------------------------
+
+/// Accepts binds with password "secret" (others ESME_RINVPASWD) and hands each session out.
+async fn smsc_server<H, F>(cfg: SessionConfig, make: F) -> (SocketAddr, mpsc::Receiver<Session>)
+where
+    H: Handler,
+    F: Fn() -> H + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        while let Ok((stream, peer)) = listener.accept().await {
+            let Ok(incoming) = smsc::accept(stream, Some(peer), cfg.clone()).await else { continue };
+            if incoming.bind.password.as_ref() != b"secret" {
+                let _ = incoming.reject(CommandStatus::ESME_RINVPASWD).await;
+                continue;
+            }
+            if let Ok(s) = incoming.accept("testsmsc", Some(0x34), make()).await {
+                let _ = tx.send(s).await;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+fn fast_cfg() -> SessionConfig {
+    SessionConfig { bind_timeout: Duration::from_secs(5), ..SessionConfig::default() }
+}
+
+async fn bound_pair<H: Handler>(
+    kind: BindKind,
+    esme_cfg: SessionConfig,
+    esme_handler: H,
+    smsc_make: impl Fn() -> Box<dyn Handler> + Send + 'static,
+) -> (Session, Session) {
+    let (addr, mut sessions) = smsc_server(fast_cfg(), smsc_make).await;
+    let (esme, _) = within(esme::connect(addr, kind, bind_params("esme1", "secret"), esme_cfg, esme_handler))
+        .await
+        .expect("bind");
+    let server = within(sessions.recv()).await.expect("server session");
+    (esme, server)
+}
+
+// ---- raw socket helpers -----------------------------------------------------------------------
+
+struct Raw {
+    stream: TcpStream,
+    buf: BytesMut,
+    codec: SmppCodec,
+}
+
+impl Raw {
+    async fn connect(addr: SocketAddr) -> Raw {
+        let stream = within(TcpStream::connect(addr)).await.unwrap();
+        Raw { stream, buf: BytesMut::new(), codec: SmppCodec::default() }
+    }
+
+    async fn send(&mut self, pdu: &Pdu) {
+        self.write(&pdu.to_bytes().unwrap()).await;
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        within(self.stream.write_all(bytes)).await.unwrap();
+    }
+
+    /// The next PDU, or None at EOF.
+    async fn recv(&mut self) -> Option<Pdu> {
+        loop {
+            if let Some(item) = self.codec.decode(&mut self.buf).expect("framing") {
+                return Some(item.expect("decodable"));
+            }
+            if within(self.stream.read_buf(&mut self.buf)).await.unwrap_or(0) == 0 {
+                return None;
+            }
+        }
+    }
+
+    async fn bind(&mut self, kind: BindKind) -> Pdu {
+        let b = bind_params("raw", "secret");
+        let body = match kind {
+            BindKind::Transmitter => Body::BindTransmitter(b),
+            BindKind::Receiver => Body::BindReceiver(b),
+            BindKind::Transceiver => Body::BindTransceiver(b),
+        };
+        self.send(&Pdu::new(1, body)).await;
+        self.recv().await.expect("bind_resp")
+    }
+}
+
+fn header(len: u32, id: u32, status: u32, seq: u32) -> Vec<u8> {
+    [len, id, status, seq].iter().flat_map(|w| w.to_be_bytes()).collect()
+}
+
+// ---- tests: binds -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn bind_all_three_types() {
+    for kind in [BindKind::Transmitter, BindKind::Receiver, BindKind::Transceiver] {
+        let (addr, mut sessions) = smsc_server(fast_cfg(), SubmitOk::default).await;
+        let (tx, _rx) = mpsc::channel(4);
+        let (esme, resp) = within(esme::connect(
+            addr,
+            kind,
+            bind_params("esme1", "secret"),
+            SessionConfig::default(),
+            Record { tx },
+        ))
+        .await
+        .expect("bind");
+        assert_eq!(resp.system_id.as_ref(), b"testsmsc");
+        assert_eq!(resp.tlvs.sc_interface_version(), Some(0x34));
+        assert_eq!(esme.info().kind, kind);
+        let server = within(sessions.recv()).await.unwrap();
+        assert_eq!(server.info().kind, kind);
+        assert_eq!(server.info().peer_system_id.as_ref(), b"esme1");
+        assert!(server.info().peer_addr.is_some());
+        assert_eq!(within(esme.unbind()).await, CloseReason::LocalUnbind);
+        assert_eq!(within(server.closed()).await, CloseReason::PeerUnbind);
+    }
+}
+
+#[tokio::test]
+async fn bind_rejected_with_status() {
+    let (addr, _sessions) = smsc_server(fast_cfg(), SubmitOk::default).await;
+    let r = within(esme::connect(
+        addr,
+        BindKind::Transmitter,
+        bind_params("esme1", "wrong"),
+        SessionConfig::default(),
+        SubmitOk::default(),
+    ))
+    .await;
+    match r {
+        Err(SessionError::BindRejected(s)) => assert_eq!(s, CommandStatus::ESME_RINVPASWD),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bind_timeout_closes_the_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (stream, peer) = listener.accept().await.unwrap();
+        let cfg = SessionConfig { bind_timeout: Duration::from_millis(200), ..SessionConfig::default() };
+        smsc::accept(stream, Some(peer), cfg).await.map(|_| ())
+    });
+    let mut raw = Raw::connect(addr).await;
+    // enquire_link before the bind is answered; then silence until the timeout.
+    raw.send(&Pdu::new(9, Body::EnquireLink)).await;
+    let el = raw.recv().await.unwrap();
+    assert_eq!((el.command_id(), el.sequence_number), (CommandId::ENQUIRE_LINK_RESP, 9));
+    assert!(raw.recv().await.is_none(), "closed after the bind timeout");
+    assert!(matches!(within(server).await.unwrap(), Err(SessionError::BindTimeout(_))));
+}
+
+#[tokio::test]
+async fn bind_state_errors() {
+    let (addr, _sessions) = smsc_server(fast_cfg(), SubmitOk::default).await;
+    let mut raw = Raw::connect(addr).await;
+    // Before any bind: ESME_RINVBNDSTS, and unbind too.
+    raw.send(&Pdu::new(2, submit("early"))).await;
+    let r = raw.recv().await.unwrap();
+    assert_eq!(
+        (r.command_id(), r.command_status),
+        (CommandId::SUBMIT_SM_RESP, CommandStatus::ESME_RINVBNDSTS)
+    );
+    raw.send(&Pdu::new(3, Body::Unbind)).await;
+    let r = raw.recv().await.unwrap();
+    assert_eq!((r.command_id(), r.command_status), (CommandId::UNBIND_RESP, CommandStatus::ESME_RINVBNDSTS));
+
+    // Bound as receiver: submit_sm is not allowed.
+    let resp = raw.bind(BindKind::Receiver).await;
+    assert_eq!(
+        (resp.command_id(), resp.command_status),
+        (CommandId::BIND_RECEIVER_RESP, CommandStatus::ESME_ROK)
+    );
+    raw.send(&Pdu::new(4, submit("rx"))).await;
+    let r = raw.recv().await.unwrap();
+    assert_eq!(
+        (r.command_id(), r.command_status),
+        (CommandId::SUBMIT_SM_RESP, CommandStatus::ESME_RINVBNDSTS)
+    );
+    assert_eq!(r.sequence_number, 4);
+
+    // A second bind: ESME_RALYBND, and the session stays bound.
+    raw.send(&Pdu::new(5, Body::BindTransmitter(bind_params("raw", "secret")))).await;
+    let r = raw.recv().await.unwrap();
+    assert_eq!(
+        (r.command_id(), r.command_status),
+        (CommandId::BIND_TRANSMITTER_RESP, CommandStatus::ESME_RALYBND)
+    );
+    raw.send(&Pdu::new(6, Body::EnquireLink)).await;
+    let r = raw.recv().await.unwrap();
+    assert_eq!((r.command_id(), r.command_status), (CommandId::ENQUIRE_LINK_RESP, CommandStatus::ESME_ROK));
+}
+
+#[tokio::test]
+async fn outbind_then_bind_receiver() {
+    // The ESME listens; our SMSC connects and sends outbind.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (dtx, mut drx) = mpsc::channel(4);
+    let esme_side = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let req = esme::wait_outbind(stream, fast_cfg()).await?;
+        assert_eq!(req.outbind.system_id.as_ref(), b"esme1");
+        req.bind(BindKind::Receiver, bind_params("esme1", "secret"), Record { tx: dtx }).await
+    });
+    let stream = within(TcpStream::connect(addr)).await.unwrap();
+    let outbind =
+        Outbind { system_id: Bytes::from_static(b"esme1"), password: Bytes::from_static(b"secret") };
+    let incoming = within(smsc::outbind(stream, outbind, None, fast_cfg())).await.unwrap();
+    assert_eq!(incoming.kind, BindKind::Receiver);
+    let server = within(incoming.accept("testsmsc", None, SubmitOk::default())).await.unwrap();
+    let (esme, _) = within(esme_side).await.unwrap().unwrap();
+    let resp = within(server.request(receipt("abc"))).await.unwrap();
+    assert_eq!(
+        (resp.command_id(), resp.command_status),
+        (CommandId::DELIVER_SM_RESP, CommandStatus::ESME_ROK)
+    );
+    assert!(within(drx.recv()).await.is_some());
+    assert_eq!(within(server.unbind()).await, CloseReason::LocalUnbind);
+    assert_eq!(within(esme.closed()).await, CloseReason::PeerUnbind);
+}
+
+// ---- tests: traffic ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn submit_and_receipt_round_trip() {
+    let (dtx, mut drx) = mpsc::channel(4);
+    let (esme, server) =
+        bound_pair(BindKind::Transceiver, SessionConfig::default(), Record { tx: dtx }, || {
+            Box::new(SubmitOk::default())
+        })
+        .await;
+
+    let resp = within(esme.request(submit("hello"))).await.unwrap();
+    assert_eq!(resp.command_status, CommandStatus::ESME_ROK);
+    let Body::SubmitSmResp(r) = resp.body else { panic!("not a submit_sm_resp: {resp:?}") };
+    assert_eq!(r.message_id.as_ref(), b"00000001");
+
+    let dresp = within(server.request(receipt("00000001"))).await.unwrap();
+    assert_eq!(
+        (dresp.command_id(), dresp.command_status),
+        (CommandId::DELIVER_SM_RESP, CommandStatus::ESME_ROK)
+    );
+    let got = within(drx.recv()).await.unwrap();
+    let Body::DeliverSm(d) = got.body else { panic!("not a deliver_sm") };
+    assert!(d.is_delivery_receipt());
+    assert_eq!(d.tlvs.receipted_message_id(), Some(&b"00000001"[..]));
+    assert_eq!(d.tlvs.message_state(), Some(2));
+    assert!(d.short_message.starts_with(b"id:00000001 sub:001 dlvrd:001"));
+
+    // Explicit enquire_link either way.
+    for s in [&esme, &server] {
+        let r = within(s.request(Body::EnquireLink)).await.unwrap();
+        assert_eq!(
+            (r.command_id(), r.command_status),
+            (CommandId::ENQUIRE_LINK_RESP, CommandStatus::ESME_ROK)
+        );
+    }
+
+    // Not allowed locally: an SMSC does not submit, a response is not a request.
+    assert!(matches!(
+        within(server.request(submit("x"))).await,
+        Err(SessionError::NotAllowed { status: CommandStatus::ESME_RINVBNDSTS, .. })
+    ));
+    assert!(matches!(within(esme.request(Body::EnquireLinkResp)).await, Err(SessionError::NotARequest(_))));
+
+    assert_eq!(within(server.unbind()).await, CloseReason::LocalUnbind);
+    assert_eq!(within(esme.closed()).await, CloseReason::PeerUnbind);
+    assert!(matches!(within(esme.request(submit("late"))).await, Err(SessionError::Closed(_))));
+}
+
+#[tokio::test]
+async fn deferred_responses_and_window_full() {
+    let hold = Hold::default();
+    let h = hold.clone();
+    let cfg = SessionConfig { window: 2, ..SessionConfig::default() };
+    let (esme, _server) =
+        bound_pair(BindKind::Transmitter, cfg, SubmitOk::default(), move || Box::new(h.clone())).await;
+
+    let a = tokio::spawn({
+        let e = esme.clone();
+        async move { e.request(submit("a")).await }
+    });
+    let b = tokio::spawn({
+        let e = esme.clone();
+        async move { e.request(submit("b")).await }
+    });
+    within(async {
+        while hold.count() < 2 {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(esme.window_available(), 0);
+    assert!(matches!(esme.try_request(submit("c")).await, Err(SessionError::WindowFull)));
+
+    // `request` waits for a slot instead.
+    let c = tokio::spawn({
+        let e = esme.clone();
+        async move { e.request(submit("c")).await }
+    });
+    for (i, r) in hold.take().into_iter().enumerate() {
+        let id = Bytes::from(format!("d{i}"));
+        r.respond(Body::SubmitSmResp(SubmitSmResp { message_id: id, ..Default::default() })).unwrap();
+    }
+    for j in [a, b] {
+        let pdu = within(j).await.unwrap().unwrap();
+        assert_eq!(pdu.command_status, CommandStatus::ESME_ROK);
+    }
+    within(async {
+        while hold.count() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    for r in hold.take() {
+        r.reject(CommandStatus::ESME_RTHROTTLED).unwrap();
+    }
+    let pdu = within(c).await.unwrap().unwrap();
+    assert_eq!(pdu.command_status, CommandStatus::ESME_RTHROTTLED);
+    assert_eq!(esme.window_available(), 2);
+}
+
+#[tokio::test]
+async fn request_timeout_frees_the_slot() {
+    let hold = Hold::default();
+    let h = hold.clone();
+    let cfg =
+        SessionConfig { window: 1, request_timeout: Duration::from_millis(200), ..SessionConfig::default() };
+    let (esme, _server) =
+        bound_pair(BindKind::Transmitter, cfg, SubmitOk::default(), move || Box::new(h.clone())).await;
+    match within(esme.request(submit("slow"))).await {
+        Err(SessionError::Timeout(d)) => assert_eq!(d, Duration::from_millis(200)),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(esme.window_available(), 1);
+    // The late answer is dropped quietly; the session keeps working.
+    for r in hold.take() {
+        r.respond(Body::SubmitSmResp(SubmitSmResp::default())).unwrap();
+    }
+    let r = within(esme.request(Body::EnquireLink)).await.unwrap();
+    assert_eq!(r.command_id(), CommandId::ENQUIRE_LINK_RESP);
+}
+
+#[tokio::test]
+async fn inbound_window_overflow_gets_msgqful() {
+    let hold = Hold::default();
+    let h = hold.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (stream, peer) = listener.accept().await.unwrap();
+        let cfg = SessionConfig { inbound_window: 2, ..SessionConfig::default() };
+        let incoming = smsc::accept(stream, Some(peer), cfg).await.unwrap();
+        let s = incoming.accept("testsmsc", None, h).await.unwrap();
+        s.closed().await
+    });
+    let mut raw = Raw::connect(addr).await;
+    raw.bind(BindKind::Transmitter).await;
+    for seq in 10..13 {
+        raw.send(&Pdu::new(seq, submit("x"))).await;
+    }
+    let r = raw.recv().await.unwrap();
+    assert_eq!((r.sequence_number, r.command_status), (12, CommandStatus::ESME_RMSGQFUL));
+    // Answering one frees a slot.
+    let mut held = hold.take();
+    assert_eq!(held.len(), 2);
+    held.pop().unwrap().respond(Body::SubmitSmResp(SubmitSmResp::default())).unwrap();
+    let r = raw.recv().await.unwrap();
+    assert_eq!((r.sequence_number, r.command_status), (11, CommandStatus::ESME_ROK));
+    raw.send(&Pdu::new(13, submit("y"))).await;
+    within(async {
+        while hold.count() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    // A dropped responder still answers (ESME_RSYSERR).
+    drop(held);
+    let r = raw.recv().await.unwrap();
+    assert_eq!((r.sequence_number, r.command_status), (10, CommandStatus::ESME_RSYSERR));
+}
+
+#[tokio::test]
+async fn malformed_pdus_get_the_spec_answer() {
+    let (addr, _sessions) = smsc_server(fast_cfg(), SubmitOk::default).await;
+    let mut raw = Raw::connect(addr).await;
+    raw.bind(BindKind::Transceiver).await;
+
+    // Unknown command_id: generic_nack ESME_RINVCMDID.
+    raw.write(&header(16, 0x0000_0077, 0, 21)).await;
+    let r = raw.recv().await.unwrap();
+    assert_eq!(
+        (r.command_id(), r.command_status, r.sequence_number),
+        (CommandId::GENERIC_NACK, CommandStatus::ESME_RINVCMDID, 21)
+    );
+
+    // submit_sm whose source_addr has no NUL within 21 octets: submit_sm_resp ESME_RINVSRCADR.
+    let mut body = vec![0u8, 1, 1];
+    body.extend_from_slice(&[b'7'; 30]);
+    body.push(0);
+    let mut frame = header(16 + body.len() as u32, 0x0000_0004, 0, 22);
+    frame.extend_from_slice(&body);
+    raw.write(&frame).await;
+    let r = raw.recv().await.unwrap();
+    assert_eq!(
+        (r.command_id(), r.command_status, r.sequence_number),
+        (CommandId::SUBMIT_SM_RESP, CommandStatus::ESME_RINVSRCADR, 22)
+    );
+
+    // A body cut short: the command's response with ESME_RINVCMDLEN.
+    let mut frame = header(18, 0x0000_0004, 0, 23);
+    frame.extend_from_slice(&[0, 1]);
+    raw.write(&frame).await;
+    let r = raw.recv().await.unwrap();
+    assert_eq!(
+        (r.command_id(), r.command_status, r.sequence_number),
+        (CommandId::SUBMIT_SM_RESP, CommandStatus::ESME_RINVCMDLEN, 23)
+    );
+
+    // enquire_link with trailing bytes: enquire_link_resp ESME_RINVCMDLEN.
+    let mut frame = header(20, 0x0000_0015, 0, 24);
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    raw.write(&frame).await;
+    let r = raw.recv().await.unwrap();
+    assert_eq!(
+        (r.command_id(), r.command_status),
+        (CommandId::ENQUIRE_LINK_RESP, CommandStatus::ESME_RINVCMDLEN)
+    );
+
+    // The session is still usable.
+    raw.send(&Pdu::new(25, submit("fine"))).await;
+    let r = raw.recv().await.unwrap();
+    assert_eq!(
+        (r.command_id(), r.command_status, r.sequence_number),
+        (CommandId::SUBMIT_SM_RESP, CommandStatus::ESME_ROK, 25)
+    );
+
+    // An impossible command_length: generic_nack ESME_RINVCMDLEN, then the connection closes.
+    raw.write(&header(8, 0x0000_0004, 0, 26)).await;
+    let r = raw.recv().await.unwrap();
+    assert_eq!((r.command_id(), r.command_status), (CommandId::GENERIC_NACK, CommandStatus::ESME_RINVCMDLEN));
+    assert!(raw.recv().await.is_none(), "closed after a bad command_length");
+}
+
+#[tokio::test]
+async fn oversized_command_length_closes() {
+    let (addr, _sessions) = smsc_server(fast_cfg(), SubmitOk::default).await;
+    let mut raw = Raw::connect(addr).await;
+    raw.bind(BindKind::Transmitter).await;
+    raw.write(&header(0x7FFF_0000, 0x0000_0004, 0, 30)).await;
+    let r = raw.recv().await.unwrap();
+    assert_eq!(
+        (r.command_id(), r.command_status, r.sequence_number),
+        (CommandId::GENERIC_NACK, CommandStatus::ESME_RINVCMDLEN, 30)
+    );
+    assert!(raw.recv().await.is_none());
+}
+
+#[tokio::test]
+async fn dropping_every_handle_unbinds() {
+    let (dtx, _drx) = mpsc::channel(4);
+    let (esme, server) = bound_pair(BindKind::Receiver, SessionConfig::default(), Record { tx: dtx }, || {
+        Box::new(SubmitOk::default())
+    })
+    .await;
+    drop(esme);
+    assert_eq!(within(server.closed()).await, CloseReason::PeerUnbind);
+}
+
+// ---- tests: keepalive and dead peers (paused clock, in-memory stream) --------------------------
+
+/// A bound ESME session over a duplex stream whose other end the test drives by hand.
+async fn esme_over_duplex(cfg: SessionConfig) -> (Session, tokio::io::DuplexStream, BytesMut) {
+    let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+    let bind = tokio::spawn(esme::bind(
+        ours,
+        BindKind::Transceiver,
+        bind_params("e", "secret"),
+        cfg,
+        SubmitOk::default(),
+    ));
+    let mut buf = BytesMut::new();
+    let req = read_pdu(&mut theirs, &mut buf).await.unwrap();
+    let resp = Body::BindTransceiverResp(smpp::BindResp {
+        system_id: Bytes::from_static(b"raw"),
+        ..Default::default()
+    });
+    theirs.write_all(&Pdu::new(req.sequence_number, resp).to_bytes().unwrap()).await.unwrap();
+    let (session, _) = bind.await.unwrap().unwrap();
+    (session, theirs, buf)
+}
+
+async fn read_pdu(s: &mut tokio::io::DuplexStream, buf: &mut BytesMut) -> Option<Pdu> {
+    let mut codec = SmppCodec::default();
+    loop {
+        if let Some(item) = codec.decode(buf).unwrap() {
+            return Some(item.unwrap());
+        }
+        if s.read_buf(buf).await.ok()? == 0 {
+            return None;
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalive_then_dead_peer_on_missing_enquire_link_resp() {
+    let cfg = SessionConfig {
+        enquire_link_interval: Duration::from_secs(30),
+        enquire_link_timeout: Duration::from_secs(10),
+        ..SessionConfig::default()
+    };
+    let (session, mut peer, mut buf) = esme_over_duplex(cfg).await;
+    let start = tokio::time::Instant::now();
+    // First enquire_link after one idle interval; we answer it.
+    let el = read_pdu(&mut peer, &mut buf).await.unwrap();
+    assert_eq!(el.command_id(), CommandId::ENQUIRE_LINK);
+    assert!(start.elapsed() >= Duration::from_secs(30));
+    peer.write_all(&Pdu::new(el.sequence_number, Body::EnquireLinkResp).to_bytes().unwrap()).await.unwrap();
+    // The next one we ignore: the session closes after the enquire_link timeout.
+    let el2 = read_pdu(&mut peer, &mut buf).await.unwrap();
+    assert_eq!(el2.command_id(), CommandId::ENQUIRE_LINK);
+    let t2 = tokio::time::Instant::now();
+    assert_eq!(session.closed().await, CloseReason::EnquireLinkTimeout);
+    assert!(t2.elapsed() >= Duration::from_secs(10));
+    assert!(read_pdu(&mut peer, &mut buf).await.is_none(), "stream shut down");
+}
+
+#[tokio::test(start_paused = true)]
+async fn dead_peer_when_nothing_is_read_for_n_intervals() {
+    let cfg = SessionConfig {
+        enquire_link_interval: Duration::from_secs(10),
+        enquire_link_timeout: Duration::from_secs(3600),
+        dead_after_idle_intervals: 3,
+        ..SessionConfig::default()
+    };
+    let (session, _peer, _buf) = esme_over_duplex(cfg).await;
+    let start = tokio::time::Instant::now();
+    match session.closed().await {
+        CloseReason::Idle(d) => assert!(d >= Duration::from_secs(30)),
+        other => panic!("expected idle, got {other}"),
+    }
+    assert!(start.elapsed() >= Duration::from_secs(30));
+    assert!(start.elapsed() < Duration::from_secs(45));
+}
+
+#[tokio::test(start_paused = true)]
+async fn peer_enquire_link_is_answered_and_unbind_times_out() {
+    let cfg = SessionConfig { unbind_timeout: Duration::from_secs(5), ..SessionConfig::default() };
+    let (session, mut peer, mut buf) = esme_over_duplex(cfg).await;
+    peer.write_all(&Pdu::new(77, Body::EnquireLink).to_bytes().unwrap()).await.unwrap();
+    let r = read_pdu(&mut peer, &mut buf).await.unwrap();
+    assert_eq!((r.command_id(), r.sequence_number), (CommandId::ENQUIRE_LINK_RESP, 77));
+    let unbinding = tokio::spawn({
+        let s = session.clone();
+        async move { s.unbind().await }
+    });
+    let u = read_pdu(&mut peer, &mut buf).await.unwrap();
+    assert_eq!(u.command_id(), CommandId::UNBIND);
+    // While unbinding, new requests are refused locally.
+    assert!(matches!(session.request(submit("x")).await, Err(SessionError::NotAllowed { .. })));
+    assert_eq!(unbinding.await.unwrap(), CloseReason::UnbindTimeout);
+}
+
+#[tokio::test(start_paused = true)]
+async fn window_accounting_with_timeouts() {
+    let cfg =
+        SessionConfig { window: 3, request_timeout: Duration::from_secs(20), ..SessionConfig::default() };
+    let (session, mut peer, mut buf) = esme_over_duplex(cfg).await;
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        let s = session.clone();
+        tasks.push(tokio::spawn(async move { s.try_request(submit(&format!("m{i}"))).await }));
+    }
+    let mut seqs = Vec::new();
+    for _ in 0..3 {
+        seqs.push(read_pdu(&mut peer, &mut buf).await.unwrap().sequence_number);
+    }
+    assert_eq!(session.window_available(), 0);
+    assert!(matches!(session.try_request(submit("over")).await, Err(SessionError::WindowFull)));
+    // Answer one (out of order), let the others time out.
+    let resp =
+        Pdu::new(seqs[1], Body::SubmitSmResp(SubmitSmResp { message_id: "x".into(), ..Default::default() }));
+    peer.write_all(&resp.to_bytes().unwrap()).await.unwrap();
+    let mut ok = 0;
+    let mut timeouts = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(p) => {
+                assert_eq!(p.sequence_number, seqs[1]);
+                ok += 1;
+            }
+            Err(SessionError::Timeout(_)) => timeouts += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!((ok, timeouts), (1, 2));
+    assert_eq!(session.window_available(), 3);
+}
