@@ -25,7 +25,7 @@ lint: deps
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## Every test tier: unit + property + peers (Python, Node, Kannel) + store (Redis) + control plane.
-test: deps lint
+test: deps k8s-tools lint
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 	$(CARGO) test --workspace --doc
 
@@ -36,6 +36,17 @@ fuzz:
 
 bench: deps
 	$(CARGO) bench -p smpp --bench codec
+
+## The test control plane (docs/control-plane.md): built once per version into $(SMSC_CACHE)/k8s.
+k8s-tools:
+	tools/k8s/build.sh
+
+## Start (or reuse) it; the last line printed is `export KUBECONFIG=...`.
+cluster-up: k8s-tools
+	@tools/cluster.sh up
+
+cluster-down:
+	@tools/cluster.sh down
 
 demo: deps
 	tools/demo.sh
