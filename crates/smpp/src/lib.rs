@@ -8,13 +8,19 @@
 //! - [`codec`]: framing by command_length, for `tokio_util::codec::Framed`.
 //! - [`status`], [`command_id`]: the header's enumerations.
 //! - [`error`]: decode/encode errors and the status each maps to.
+//! - [`text`]: GSM 7-bit, UCS2, Latin-1 and IA5 by `data_coding`.
+//! - [`concat`](mod@concat): splitting long messages into parts (UDH or SAR) and reassembling them.
+//! - [`receipt`]: delivery receipt text, message states and message id matching.
 
 pub mod codec;
 pub mod command_id;
+pub mod concat;
 pub mod error;
 pub mod pdu;
-pub mod status;
+pub mod receipt;
 pub mod session;
+pub mod status;
+pub mod text;
 pub mod tlv;
 
 pub use codec::{CodecError, SmppCodec};
