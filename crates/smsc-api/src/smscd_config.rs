@@ -1,0 +1,371 @@
+//! The smscd config file schema (YAML, snake_case).
+//!
+//! The reference operations guide's file loads unchanged:
+//! ```yaml
+//! server: { bind_address: "0.0.0.0", port: 2775 }
+//! binds:
+//!   - { name: alpha, host: smsc-a.example.net, port: 2775, system_id: x, password: y,
+//!       bind_type: transceiver, max_msg_per_sec: 50 }
+//! routing: { default_chain: ["bind:alpha"] }
+//! ```
+//! Everything else is an optional addition with a default. Unknown keys are refused, so a typo
+//! does not silently fall back to a default. Loading (`${VAR}` substitution, `SMPP_BIND_*`
+//! overrides, validation with file/line/key errors) lives in smscd's `config` module.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SmscdConfig {
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Upstream binds (we are the ESME).
+    #[serde(default)]
+    pub binds: Vec<BindConfig>,
+    /// ESMEs allowed to bind to us. None: every bind is refused.
+    #[serde(default)]
+    pub accounts: Vec<AccountConfig>,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    /// The built-in upstream simulator, the chain target `sim`.
+    #[serde(default)]
+    pub sim: SimConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    /// Active/standby leadership on a Lease; absent: every replica is active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_election: Option<LeaderElectionConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_bind_address")]
+    pub bind_address: String,
+    #[serde(default = "default_smpp_port")]
+    pub port: u16,
+    /// SMPP over TLS beside the plain listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTlsConfig>,
+    /// Most concurrent inbound connections, bound or not.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A connection that has not bound within this many seconds is closed.
+    #[serde(default = "default_bind_timeout_secs")]
+    pub bind_timeout_secs: u64,
+    /// enquire_link interval towards ESMEs when idle.
+    #[serde(default = "default_enquire_link_secs")]
+    pub enquire_link_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind_address: default_bind_address(),
+            port: default_smpp_port(),
+            tls: None,
+            max_connections: default_max_connections(),
+            bind_timeout_secs: default_bind_timeout_secs(),
+            enquire_link_secs: default_enquire_link_secs(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    #[serde(default = "default_tls_port")]
+    pub port: u16,
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum BindType {
+    Transmitter,
+    Receiver,
+    Transceiver,
+}
+
+impl BindType {
+    pub fn can_submit(self) -> bool {
+        matches!(self, BindType::Transmitter | BindType::Transceiver)
+    }
+    pub fn can_receive(self) -> bool {
+        matches!(self, BindType::Receiver | BindType::Transceiver)
+    }
+}
+
+/// One upstream SMSC we bind to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindConfig {
+    pub name: String,
+    pub host: String,
+    #[serde(default = "default_smpp_port")]
+    pub port: u16,
+    pub system_id: String,
+    #[serde(default)]
+    pub password: String,
+    #[serde(default)]
+    pub system_type: String,
+    #[serde(default = "default_bind_type")]
+    pub bind_type: BindType,
+    /// Submit rate limit towards this upstream, per bind session; absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_msg_per_sec: Option<u32>,
+    /// Outstanding submits per session.
+    #[serde(default = "default_upstream_window")]
+    pub window: usize,
+    /// Sessions opened to this upstream (per replica).
+    #[serde(default = "default_one")]
+    pub binds: usize,
+    #[serde(default = "default_enquire_link_secs")]
+    pub enquire_link_secs: u64,
+    #[serde(default)]
+    pub reconnect: ReconnectConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTlsConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconnectConfig {
+    #[serde(default = "default_reconnect_min_ms")]
+    pub min_ms: u64,
+    #[serde(default = "default_reconnect_max_ms")]
+    pub max_ms: u64,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        ReconnectConfig { min_ms: default_reconnect_min_ms(), max_ms: default_reconnect_max_ms() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// PEM file of CAs to trust; absent: the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Name to verify in the certificate; absent: `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+/// An ESME allowed to bind to us.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub system_id: String,
+    pub password: String,
+    /// Client address allow-list (CIDR or single address); empty: any address.
+    #[serde(default)]
+    pub allowed_cidrs: Vec<String>,
+    /// Bind types this account may use; empty: all three.
+    #[serde(default)]
+    pub bind_types: Vec<BindType>,
+    /// submit_sm per second across all of the account's sessions on this replica; absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_msg_per_sec: Option<u32>,
+    /// Outstanding unanswered requests per session; more get ESME_RMSGQFUL.
+    #[serde(default = "default_account_window")]
+    pub window: usize,
+    /// Concurrent sessions of this account on this replica; absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_binds: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Targets tried in order when no rule matches: `bind:<name>` or `sim`.
+    #[serde(default)]
+    pub default_chain: Vec<String>,
+    /// First matching rule wins.
+    #[serde(default)]
+    pub rules: Vec<RoutingRule>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingRule {
+    #[serde(rename = "match", default)]
+    pub matches: RuleMatch,
+    pub chain: Vec<String>,
+}
+
+/// Every given field must match; an empty match matches everything.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RuleMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_prefix: Option<String>,
+}
+
+/// The built-in upstream simulator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimConfig {
+    /// Delay before a requested receipt is generated.
+    #[serde(default = "default_receipt_delay_ms")]
+    pub receipt_delay_ms: u64,
+    /// Receipt outcomes by stat word with their weights, e.g. `{ DELIVRD: 0.9, UNDELIV: 0.1 }`.
+    #[serde(default = "default_outcomes")]
+    pub outcomes: BTreeMap<String, f64>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig { receipt_delay_ms: default_receipt_delay_ms(), outcomes: default_outcomes() }
+    }
+}
+
+/// Where correlation records and queued receipts live.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// In-process; right for one replica.
+    Memory {
+        #[serde(default = "default_ttl", with = "humantime_serde")]
+        ttl: Duration,
+    },
+    /// Shared across replicas.
+    Redis {
+        url: String,
+        #[serde(default = "default_key_prefix")]
+        key_prefix: String,
+        #[serde(default = "default_ttl", with = "humantime_serde")]
+        ttl: Duration,
+    },
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig::Memory { ttl: default_ttl() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "default_bind_address")]
+    pub bind_address: String,
+    #[serde(default = "default_admin_port")]
+    pub port: u16,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { bind_address: default_bind_address(), port: default_admin_port() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// After SIGTERM, the most time spent finishing in-flight work before exiting.
+    #[serde(default = "default_drain_secs")]
+    pub drain_secs: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig { drain_secs: default_drain_secs() }
+    }
+}
+
+/// client-go style leader election on a coordination.k8s.io Lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderElectionConfig {
+    pub lease_name: String,
+    /// Absent: `POD_NAMESPACE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Absent: `POD_NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    #[serde(default = "default_lease_duration_secs")]
+    pub lease_duration_secs: u64,
+    #[serde(default = "default_renew_deadline_secs")]
+    pub renew_deadline_secs: u64,
+    #[serde(default = "default_retry_period_secs")]
+    pub retry_period_secs: u64,
+}
+
+fn default_bind_address() -> String {
+    "0.0.0.0".into()
+}
+fn default_smpp_port() -> u16 {
+    crate::names::SMPP_PORT
+}
+fn default_tls_port() -> u16 {
+    crate::names::SMPP_TLS_PORT
+}
+fn default_admin_port() -> u16 {
+    crate::names::ADMIN_PORT
+}
+fn default_max_connections() -> usize {
+    1000
+}
+fn default_bind_timeout_secs() -> u64 {
+    10
+}
+fn default_enquire_link_secs() -> u64 {
+    30
+}
+fn default_bind_type() -> BindType {
+    BindType::Transceiver
+}
+fn default_upstream_window() -> usize {
+    10
+}
+fn default_account_window() -> usize {
+    64
+}
+fn default_one() -> usize {
+    1
+}
+fn default_reconnect_min_ms() -> u64 {
+    500
+}
+fn default_reconnect_max_ms() -> u64 {
+    30_000
+}
+fn default_receipt_delay_ms() -> u64 {
+    100
+}
+fn default_outcomes() -> BTreeMap<String, f64> {
+    BTreeMap::from([("DELIVRD".to_string(), 1.0)])
+}
+fn default_ttl() -> Duration {
+    Duration::from_secs(72 * 3600)
+}
+fn default_key_prefix() -> String {
+    "smscd".into()
+}
+fn default_drain_secs() -> u64 {
+    30
+}
+fn default_lease_duration_secs() -> u64 {
+    15
+}
+fn default_renew_deadline_secs() -> u64 {
+    10
+}
+fn default_retry_period_secs() -> u64 {
+    2
+}
