@@ -263,7 +263,8 @@ impl Receipt {
     /// Parses a receipt text.
     ///
     /// Keys are case-insensitive and start at the beginning or after whitespace; unknown
-    /// `key:value` fields are skipped; a value runs to the next key, trimmed. `text:` takes the
+    /// `key:value` fields are skipped; a value runs to the next key, trimmed of whitespace and
+    /// NULs (C-octet strings leak them). `text:` takes the
     /// rest of the input (a trailing CR, LF or NUL is dropped), since the original message may
     /// contain anything. Repeated fields: the first counts. Only `id` and `stat` are required.
     pub fn parse(input: &str) -> Result<Receipt, ReceiptError> {
@@ -304,7 +305,7 @@ impl Receipt {
             let value = if field == Field::Text {
                 raw.trim_start().trim_end_matches(['\r', '\n', '\0']).to_owned()
             } else {
-                raw.trim().to_owned()
+                raw.trim_matches(|c: char| c.is_whitespace() || c == '\0').to_owned()
             };
             if value.is_empty() {
                 continue;
@@ -560,6 +561,8 @@ mod tests {
 
     #[test]
     fn prefix_junk_and_colons_in_values() {
+        let r = Receipt::parse("id:7 stat:DELIVRD\0").unwrap();
+        assert_eq!(r.stat, Stat::Known(MessageState::Delivered));
         let r = Receipt::parse("DLR id:ab:cd stat:DELIVRD").unwrap();
         assert_eq!(r.id, "ab:cd");
         // A key must start a word: "xid:" is not "id:".
