@@ -676,7 +676,7 @@ mod tests {
                     .prop_map(Stat::Other),
             ],
             proptest::option::of(value()),
-            proptest::option::of("[^\\s][^\r\n\0]{0,19}"),
+            proptest::option::of("[^\\s\\x00][^\r\n\\x00]{0,19}"),
         )
             .prop_map(|(id, sub, dlvrd, submit_date, done_date, stat, err, text)| Receipt {
                 id,
