@@ -726,3 +726,23 @@ async fn window_accounting_with_timeouts() {
     assert_eq!((ok, timeouts), (1, 2));
     assert_eq!(session.window_available(), 3);
 }
+
+/// A handler that panics: the session ends and every waiter is told, nothing hangs.
+struct Panics;
+
+impl Handler for Panics {
+    fn on_request(&mut self, _req: Request<'_>) -> Reply {
+        panic!("handler bug");
+    }
+}
+
+#[tokio::test]
+async fn panicking_handler_ends_the_session_without_hanging() {
+    let (esme, server) =
+        bound_pair(BindKind::Transmitter, SessionConfig::default(), SubmitOk::default(), || Box::new(Panics))
+            .await;
+    assert!(matches!(within(esme.request(submit("boom"))).await, Err(SessionError::Closed(_))));
+    assert!(matches!(within(server.closed()).await, CloseReason::Io(_)));
+    assert!(matches!(within(esme.closed()).await, CloseReason::PeerClosed));
+    assert!(matches!(within(esme.request(Body::Unbind)).await, Err(SessionError::NotAllowed { .. })));
+}

@@ -45,6 +45,19 @@ pub(crate) enum Command {
     Close,
 }
 
+/// Publishes a close reason and closes the window however the task ends.
+struct EndGuard {
+    shared: Arc<Shared>,
+    window: Arc<Semaphore>,
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        self.shared.set_reason(CloseReason::Io("session task ended unexpectedly".into()));
+        self.window.close();
+    }
+}
+
 /// How many rounds of (commands, read, write) one poll may run before yielding.
 const POLL_BUDGET: usize = 32;
 
@@ -130,6 +143,8 @@ where
     }
 
     pub(crate) async fn run(mut self) {
+        // Should the task unwind (a panicking handler), waiters still learn that it ended.
+        let _guard = EndGuard { shared: Arc::clone(&self.shared), window: Arc::clone(&self.window) };
         let reason = std::future::poll_fn(|cx| self.poll_drive(cx)).await;
         info!(%reason, "session closed");
         self.state = State::Closed;

@@ -7,6 +7,7 @@ use super::shared::Shared;
 use super::state::{BindKind, Role};
 use crate::command_id::CommandId;
 use crate::pdu::{Body, Pdu};
+use crate::status::CommandStatus;
 use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -105,6 +106,10 @@ impl Session {
         let id = body.command_id();
         if id.is_response() {
             return Err(SessionError::NotARequest(id));
+        }
+        if id == CommandId::UNBIND {
+            // The handshake changes the session state: `unbind()` runs it.
+            return Err(SessionError::NotAllowed { command: id, status: CommandStatus::ESME_RINVBNDSTS });
         }
         let mut frame = BytesMut::new();
         encode_limited(&Pdu::new(0, body), self.inner.max_pdu_len, &mut frame)?;
