@@ -78,7 +78,8 @@ fn golden_submit_sm_with_tlvs() {
 
 #[test]
 fn golden_deliver_sm_receipt() {
-    let text = "id:0A1B sub:001 dlvrd:001 submit date:2401011200 done date:2401011201 stat:DELIVRD err:000 text:hi";
+    let text =
+        "id:0A1B sub:001 dlvrd:001 submit date:2401011200 done date:2401011201 stat:DELIVRD err:000 text:hi";
     let mut body = hex("00 0101 3500 0101 3600 04 00 00 00 00 00 00 00 00");
     body.push(text.len() as u8);
     body.extend_from_slice(text.as_bytes());
@@ -309,15 +310,14 @@ fn partial_frames_wait_for_more() {
 
 #[test]
 fn encode_rejects_values_the_spec_forbids() {
-    let too_long = Pdu::new(
-        1,
-        Body::BindTransmitter(Bind { system_id: b("0123456789abcdef"), ..Default::default() }),
-    );
+    let too_long =
+        Pdu::new(1, Body::BindTransmitter(Bind { system_id: b("0123456789abcdef"), ..Default::default() }));
     assert!(matches!(
         too_long.to_bytes(),
         Err(EncodeError::TooLong { field: Field::SystemId, len: 17, max: 16 })
     ));
-    let nul = Pdu::new(1, Body::QuerySm(QuerySm { message_id: Bytes::from_static(b"a\0b"), ..Default::default() }));
+    let nul =
+        Pdu::new(1, Body::QuerySm(QuerySm { message_id: Bytes::from_static(b"a\0b"), ..Default::default() }));
     assert_eq!(nul.to_bytes(), Err(EncodeError::InteriorNul(Field::MessageId)));
     let sm = Pdu::new(
         1,
@@ -468,7 +468,8 @@ fn body() -> impl Strategy<Value = Body> {
                 tlvs,
             })
         }),
-        (cstr(65), address(21)).prop_map(|(message_id, source)| Body::QuerySm(QuerySm { message_id, source })),
+        (cstr(65), address(21))
+            .prop_map(|(message_id, source)| Body::QuerySm(QuerySm { message_id, source })),
         (cstr(65), cstr(17), any::<u8>(), any::<u8>()).prop_map(|(m, f, s, e)| {
             Body::QuerySmResp(QuerySmResp { message_id: m, final_date: f, message_state: s, error_code: e })
         }),
