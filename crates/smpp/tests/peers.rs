@@ -13,7 +13,7 @@
 use bytes::Bytes;
 use serde_json::Value;
 use smpp::session::{
-    esme, smsc, BindKind, CloseReason, Handler, Reply, Request, Session, SessionConfig, SessionError,
+    esme, smsc, BindKind, CloseReason, Handler, Reply, Request, SessionConfig, SessionError,
 };
 use smpp::{Address, Bind, Body, CommandId, CommandStatus, DeliverSm, Pdu, SubmitSm, SubmitSmResp};
 use std::future::Future;
@@ -106,11 +106,7 @@ struct Peer {
 impl Peer {
     fn spawn(lang: Lang, script: &str, args: &[String]) -> Peer {
         let mut cmd = command(lang, script);
-        cmd.args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => panic!("cannot start {script} ({lang:?}): {e}; is it installed (tools/deps.sh)?"),
@@ -333,7 +329,11 @@ async fn third_party_esme_against_our_smsc(lang: Lang, script: &str, has_enquire
     let mut p = Peer::spawn(
         lang,
         script,
-        &esme_args(port, "trx", &["--enquire-link", "--submit", "2", "--registered-delivery", "1", "--wait-receipts", "2"]),
+        &esme_args(
+            port,
+            "trx",
+            &["--enquire-link", "--submit", "2", "--registered-delivery", "1", "--wait-receipts", "2"],
+        ),
     );
     let status = p.finish().await;
     let ctx = p.context();
@@ -366,15 +366,19 @@ async fn third_party_esme_against_our_smsc(lang: Lang, script: &str, has_enquire
     assert_eq!(summary["acked"], 2, "{ctx}");
 
     // Transmitter: submit without receipt, enquire_link, unbind.
-    let extra: &[&str] = if has_enquire_link { &["--enquire-link", "--submit", "1"] } else { &["--submit", "1"] };
+    let extra: &[&str] =
+        if has_enquire_link { &["--enquire-link", "--submit", "1"] } else { &["--submit", "1"] };
     let mut p = Peer::spawn(lang, script, &esme_args(port, "tx", extra));
     let status = p.finish().await;
     assert!(status.success(), "tx run failed: {status}\n{}", p.context());
     assert_eq!(p.events_named("submit_resp").len(), 1, "{}", p.context());
 
     // Receiver: the test SMSC pushes one receipt after the bind.
-    let extra: &[&str] =
-        if has_enquire_link { &["--enquire-link", "--wait-receipts", "1"] } else { &["--wait-receipts", "1"] };
+    let extra: &[&str] = if has_enquire_link {
+        &["--enquire-link", "--wait-receipts", "1"]
+    } else {
+        &["--wait-receipts", "1"]
+    };
     let mut p = Peer::spawn(lang, script, &esme_args(port, "rx", extra));
     let status = p.finish().await;
     assert!(status.success(), "rx run failed: {status}\n{}", p.context());
@@ -503,7 +507,8 @@ async fn our_esme_against_third_party_smsc(lang: Lang, script: &str) {
     let d = within("receipt", drx.recv()).await.expect("receipt");
     let Body::DeliverSm(d) = d.body else { panic!("not a deliver_sm") };
     assert!(d.is_delivery_receipt(), "{d:?}");
-    let rid = d.tlvs.receipted_message_id().map(|b| String::from_utf8_lossy(b).trim_end_matches('\0').to_string());
+    let rid =
+        d.tlvs.receipted_message_id().map(|b| String::from_utf8_lossy(b).trim_end_matches('\0').to_string());
     assert_eq!(rid.as_deref(), Some(id.as_str()));
     assert_eq!(d.tlvs.message_state(), Some(2));
     let text = String::from_utf8_lossy(&d.short_message).into_owned();
@@ -512,9 +517,18 @@ async fn our_esme_against_third_party_smsc(lang: Lang, script: &str) {
     peer.expect_event("unbind").await;
 
     // Transmitter: submit without receipt, unbind.
-    let (s, _) = within("tx bind", esme::connect(addr, BindKind::Transmitter, our_bind(PASSWORD), cfg.clone(), Deliveries { tx: mpsc::channel(1).0 }))
-        .await
-        .unwrap_or_else(|e| panic!("tx bind: {e}\n{}", peer.context()));
+    let (s, _) = within(
+        "tx bind",
+        esme::connect(
+            addr,
+            BindKind::Transmitter,
+            our_bind(PASSWORD),
+            cfg.clone(),
+            Deliveries { tx: mpsc::channel(1).0 },
+        ),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("tx bind: {e}\n{}", peer.context()));
     let mut body = submit_with_receipt("tx");
     if let Body::SubmitSm(ref mut sm) = body {
         sm.registered_delivery = 0;
@@ -525,11 +539,17 @@ async fn our_esme_against_third_party_smsc(lang: Lang, script: &str) {
 
     // Receiver: an MO deliver_sm asked for on the peer's control channel, unbind.
     let (dtx, mut drx) = mpsc::channel(16);
-    let (s, _) = within("rx bind", esme::connect(addr, BindKind::Receiver, our_bind(PASSWORD), cfg.clone(), Deliveries { tx: dtx }))
-        .await
-        .unwrap_or_else(|e| panic!("rx bind: {e}\n{}", peer.context()));
+    let (s, _) = within(
+        "rx bind",
+        esme::connect(addr, BindKind::Receiver, our_bind(PASSWORD), cfg.clone(), Deliveries { tx: dtx }),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("rx bind: {e}\n{}", peer.context()));
     peer.expect_event("bind").await;
-    peer.send_control(r#"{"cmd":"deliver","source_addr":"31600000000","dest_addr":"12345","text":"mo text"}"#).await;
+    peer.send_control(
+        r#"{"cmd":"deliver","source_addr":"31600000000","dest_addr":"12345","text":"mo text"}"#,
+    )
+    .await;
     let mo = within("MO deliver_sm", drx.recv()).await.expect("MO");
     let Body::DeliverSm(mo) = mo.body else { panic!("not a deliver_sm") };
     assert!(!mo.is_delivery_receipt());
@@ -537,7 +557,18 @@ async fn our_esme_against_third_party_smsc(lang: Lang, script: &str) {
     assert_eq!(within("rx unbind", s.unbind()).await, CloseReason::LocalUnbind);
 
     // A wrong password is refused with its status.
-    match within("bad bind", esme::connect(addr, BindKind::Transceiver, our_bind("wrong"), cfg, Deliveries { tx: mpsc::channel(1).0 })).await {
+    match within(
+        "bad bind",
+        esme::connect(
+            addr,
+            BindKind::Transceiver,
+            our_bind("wrong"),
+            cfg,
+            Deliveries { tx: mpsc::channel(1).0 },
+        ),
+    )
+    .await
+    {
         Err(SessionError::BindRejected(s)) => assert_eq!(s, CommandStatus::ESME_RINVPASWD),
         other => panic!("expected ESME_RINVPASWD, got {other:?}\n{}", peer.context()),
     }
