@@ -176,6 +176,8 @@ cmd_up() {
   local started=$SECONDS st
   st="$(mktemp -d "${TMPDIR:-/tmp}/smsc-cluster.XXXXXX")"
   echo "$st" >"$CLUSTER_DIR/state"
+  # Interrupted half-way: leave nothing running.
+  trap 'log "interrupted"; cmd_down_locked; exit 130' INT TERM
   mkdir -p "$st/pids" "$st/logs" "$st/ports"; mkdir -m 700 "$st/etcd"
   for p in etcd-client etcd-peer apiserver kcm scheduler kwok; do free_port >"$st/ports/$p"; done
   port() { cat "$st/ports/$1"; }
@@ -260,6 +262,7 @@ cmd_up() {
       >"$st/logs/watchdog.log" 2>&1 </dev/null 8>&- &
     echo $! >"$st/watchdog.pid"
   fi
+  trap - INT TERM
   log "up in $((SECONDS - started)) s: $(kubectl version -o json --kubeconfig "$KUBECONFIG_PATH" 2>/dev/null |
     sed -n 's/.*"gitVersion": "\(v[^"]*\)".*/\1/p' | tail -1), state $st"
   echo "export KUBECONFIG=$KUBECONFIG_PATH"
@@ -284,12 +287,17 @@ cmd_down_locked() {
   rm -f "$KUBECONFIG_PATH"
   if [ -n "$st" ] && [ -d "$st" ]; then
     # The API server's clients first (together), then the API server, then etcd.
+    local stoppers=()
     for name in kwok kube-scheduler kube-controller-manager; do
-      [ -f "$st/pids/$name.pid" ] && stop_pid "$name" "$(cat "$st/pids/$name.pid")" "$st" &
+      if [ -f "$st/pids/$name.pid" ]; then
+        stop_pid "$name" "$(cat "$st/pids/$name.pid")" "$st" &
+        stoppers+=($!)
+      fi
     done
-    wait
+    # Not a bare `wait`: after an interrupted `up` the components are children of this shell.
+    [ ${#stoppers[@]} -eq 0 ] || wait "${stoppers[@]}" || true
     for name in kube-apiserver etcd; do
-      [ -f "$st/pids/$name.pid" ] && stop_pid "$name" "$(cat "$st/pids/$name.pid")" "$st"
+      if [ -f "$st/pids/$name.pid" ]; then stop_pid "$name" "$(cat "$st/pids/$name.pid")" "$st"; fi
     done
     if [ -f "$st/watchdog.pid" ] && [ "$(cat "$st/watchdog.pid")" != "$$" ]; then
       kill "$(cat "$st/watchdog.pid")" 2>/dev/null || true

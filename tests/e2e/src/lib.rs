@@ -148,7 +148,9 @@ fn is_loopback_url(url: &str) -> bool {
     let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")).unwrap_or(url);
     let host = rest.split('/').next().unwrap_or_default();
     let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    host == "localhost" || host == "[::1]" || host.starts_with("127.")
+    host == "localhost"
+        || host == "[::1]"
+        || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Does the control plane named by this kubeconfig answer `/readyz`?
@@ -430,5 +432,33 @@ where
             return Err(Error::Timeout { what: what.to_string(), timeout, last });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_url;
+
+    #[test]
+    fn only_loopback_servers_count_as_local() {
+        for url in [
+            "https://127.0.0.1:6443",
+            "https://127.0.0.1:6443/",
+            "https://localhost:6443",
+            "http://127.1.2.3:80/x",
+            "https://[::1]:6443",
+        ] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        for url in [
+            "https://10.0.0.1:6443",
+            "https://example.com:443",
+            "https://localhost.example.com:6443",
+            "https://1127.0.0.1:6443",
+            "https://[::2]:6443",
+            "https://127.example.com:6443",
+        ] {
+            assert!(!is_loopback_url(url), "{url}");
+        }
     }
 }
