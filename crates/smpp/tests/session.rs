@@ -746,3 +746,73 @@ async fn panicking_handler_ends_the_session_without_hanging() {
     assert!(matches!(within(esme.closed()).await, CloseReason::PeerClosed));
     assert!(matches!(within(esme.request(Body::Unbind)).await, Err(SessionError::NotAllowed { .. })));
 }
+
+/// Not ready until the test opens it: the session must stop reading meanwhile.
+#[derive(Clone, Default)]
+struct Gate {
+    open: Arc<std::sync::atomic::AtomicBool>,
+    waker: Arc<futures::task::AtomicWaker>,
+    handled: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Gate {
+    fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.waker.wake();
+    }
+}
+
+impl Handler for Gate {
+    fn on_request(&mut self, _req: Request<'_>) -> Reply {
+        self.handled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Reply::Ok(Body::SubmitSmResp(SubmitSmResp::default()))
+    }
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.waker.register(cx.waker());
+        if self.open.load(std::sync::atomic::Ordering::SeqCst) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
+
+#[tokio::test]
+async fn handler_back_pressure_stops_reading() {
+    let gate = Gate::default();
+    let g = gate.clone();
+    let (esme, _server) =
+        bound_pair(BindKind::Transmitter, SessionConfig::default(), SubmitOk::default(), move || {
+            Box::new(g.clone())
+        })
+        .await;
+    let pending = tokio::spawn({
+        let e = esme.clone();
+        async move { e.request(submit("gated")).await }
+    });
+    // Nothing is handled (or answered) while the handler is not ready.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(gate.handled.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(!pending.is_finished());
+    gate.open();
+    let r = within(pending).await.unwrap().unwrap();
+    assert_eq!(r.command_status, CommandStatus::ESME_ROK);
+    assert_eq!(gate.handled.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn close_without_unbind() {
+    let (esme, server) =
+        bound_pair(BindKind::Transceiver, SessionConfig::default(), SubmitOk::default(), || {
+            Box::new(SubmitOk::default())
+        })
+        .await;
+    assert_eq!(within(esme.close()).await, CloseReason::LocalClose);
+    assert_eq!(esme.close_reason(), Some(CloseReason::LocalClose));
+    assert_eq!(within(server.closed()).await, CloseReason::PeerClosed);
+    assert!(matches!(
+        within(esme.try_request(submit("x"))).await,
+        Err(SessionError::Closed(CloseReason::LocalClose))
+    ));
+}
