@@ -816,3 +816,31 @@ async fn close_without_unbind() {
         Err(SessionError::Closed(CloseReason::LocalClose))
     ));
 }
+
+#[tokio::test]
+async fn pdus_pipelined_behind_the_bind_are_kept() {
+    let (addr, _sessions) = smsc_server(fast_cfg(), SubmitOk::default).await;
+    let mut raw = Raw::connect(addr).await;
+    // bind, submit_sm and enquire_link in one write: the session must not lose what followed the bind.
+    let mut bytes =
+        Pdu::new(1, Body::BindTransceiver(bind_params("raw", "secret"))).to_bytes().unwrap().to_vec();
+    bytes.extend_from_slice(&Pdu::new(2, submit("right behind")).to_bytes().unwrap());
+    bytes.extend_from_slice(&Pdu::new(3, Body::EnquireLink).to_bytes().unwrap());
+    raw.write(&bytes).await;
+    let ids: Vec<(CommandId, u32, CommandStatus)> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            let p = raw.recv().await.unwrap();
+            v.push((p.command_id(), p.sequence_number, p.command_status));
+        }
+        v
+    };
+    assert_eq!(
+        ids,
+        vec![
+            (CommandId::BIND_TRANSCEIVER_RESP, 1, CommandStatus::ESME_ROK),
+            (CommandId::SUBMIT_SM_RESP, 2, CommandStatus::ESME_ROK),
+            (CommandId::ENQUIRE_LINK_RESP, 3, CommandStatus::ESME_ROK),
+        ]
+    );
+}
