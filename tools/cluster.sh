@@ -203,6 +203,7 @@ cmd_up() {
     --quota-backend-bytes 4294967296
 
   wait_for "etcd" curl -fsS "http://127.0.0.1:$(port etcd-client)/health" || { cmd_down_locked; exit 1; }
+  log "etcd healthy after $((SECONDS - started)) s"
 
   start kube-apiserver kube-apiserver \
     --etcd-servers "http://127.0.0.1:$(port etcd-client)" \
@@ -229,6 +230,7 @@ cmd_up() {
   wait_for "kube-apiserver /readyz" kubectl --kubeconfig "$tmpkc" --request-timeout=5s get --raw /readyz ||
     { rm -f "$tmpkc"; cmd_down_locked; exit 1; }
   mv "$tmpkc" "$KUBECONFIG_PATH"
+  log "kube-apiserver ready after $((SECONDS - started)) s"
 
   start kube-controller-manager kube-controller-manager \
     --kubeconfig "$st/kcm.kubeconfig" \
@@ -252,6 +254,7 @@ cmd_up() {
 
   create_nodes || { cmd_down_locked; exit 1; }
   wait_for "three Ready nodes" nodes_ready || { cmd_down_locked; exit 1; }
+  log "nodes Ready after $((SECONDS - started)) s"
   wait_for "the default ServiceAccount" default_sa || { cmd_down_locked; exit 1; }
 
   if [ -n "${SMSC_CLUSTER_OWNER_PID:-}" ]; then

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
@@ -312,6 +312,13 @@ impl ControlPlane {
             ..Namespace::default()
         };
         nss.create(&PostParams::default(), &ns).await?;
+        // Pods are refused until the ServiceAccount controller made the `default` account.
+        let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
+        wait_for(&format!("ServiceAccount {name}/default"), Duration::from_secs(60), || {
+            let sas = sas.clone();
+            async move { sas.get_opt("default").await.map(|sa| sa.map(|_| ())) }
+        })
+        .await?;
         Ok(TestNamespace { name, client, kubeconfig: self.kubeconfig.clone() })
     }
 
