@@ -193,6 +193,24 @@ pub struct RoutingConfig {
     /// First matching rule wins.
     #[serde(default)]
     pub rules: Vec<RoutingRule>,
+    /// Where MO messages (deliver_sm that is not a receipt) from upstreams go: the first rule
+    /// that matches names the account. No match: the upstream gets ESME_RINVDSTADR.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mo: Vec<MoRule>,
+}
+
+/// Every given field must match; an empty rule matches every MO.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoRule {
+    /// Prefix of the MO's destination_addr (e.g. the account's short code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_prefix: Option<String>,
+    /// Only MO from this upstream bind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// The account (system_id) whose receivers get it.
+    pub account: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,3 +4,23 @@
 //! - config, reload, tls, cli: loading and validating the config file, hot reload, TLS material.
 //! - daemon and everything it runs: listener, accounts, router, upstreams, sim, store, receipts,
 //!   admin, metrics.
+
+// Runtime (daemon and what it runs).
+pub mod accounts;
+pub mod admin;
+pub mod core;
+pub mod daemon;
+pub mod delivery;
+pub mod dispatch;
+pub mod inbound;
+pub mod live;
+pub mod metrics;
+pub mod msgid;
+pub mod receipts;
+pub mod router;
+pub mod sim;
+pub mod store;
+pub mod throttle;
+pub mod upstream;
+
+pub use daemon::{run, start, DaemonError, DaemonHandle};

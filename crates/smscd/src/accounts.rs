@@ -1,0 +1,292 @@
+//! ESME accounts: bind authorisation (password, client address, bind type, bind count), the
+//! per-account throttle and window, and the account's receiving sessions (for deliveries).
+//!
+//! Account state lives as long as the account is configured: a reload updates limits in place,
+//! so throttle buckets and bind counts survive it.
+
+use crate::throttle::TokenBucket;
+use ipnet::IpNet;
+use smpp::session::{BindKind, Session};
+use smpp::CommandStatus;
+use smsc_api::smscd_config::{AccountConfig, BindType};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use subtle::ConstantTimeEq;
+use tokio::sync::Notify;
+
+#[derive(Debug)]
+struct Policy {
+    password: Vec<u8>,
+    /// None: any address.
+    cidrs: Option<Vec<IpNet>>,
+    bind_types: Vec<BindType>,
+    max_binds: Option<u32>,
+}
+
+impl Policy {
+    fn new(cfg: &AccountConfig) -> Policy {
+        let cidrs = (!cfg.allowed_cidrs.is_empty()).then(|| {
+            cfg.allowed_cidrs
+                .iter()
+                .filter_map(|s| {
+                    let parsed = s
+                        .parse::<IpNet>()
+                        .ok()
+                        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from));
+                    if parsed.is_none() {
+                        tracing::warn!(account = %cfg.system_id, cidr = %s, "ignoring invalid allowed_cidrs entry");
+                    }
+                    parsed
+                })
+                .collect()
+        });
+        Policy {
+            password: cfg.password.as_bytes().to_vec(),
+            cidrs,
+            bind_types: cfg.bind_types.clone(),
+            max_binds: cfg.max_binds,
+        }
+    }
+}
+
+/// One account's live state.
+#[derive(Debug)]
+pub struct AccountState {
+    pub system_id: String,
+    policy: RwLock<Policy>,
+    pub throttle: TokenBucket,
+    /// Outstanding deferred submits per session.
+    window: AtomicUsize,
+    binds: AtomicU32,
+    receivers: Mutex<Vec<(u64, Session)>>,
+    rr: AtomicUsize,
+    removed: AtomicBool,
+    /// Wakes the account's delivery loop: a delivery was queued or a receiver bound.
+    pub wake: Notify,
+}
+
+impl AccountState {
+    fn new(cfg: &AccountConfig) -> Self {
+        AccountState {
+            system_id: cfg.system_id.clone(),
+            policy: RwLock::new(Policy::new(cfg)),
+            throttle: TokenBucket::new(cfg.max_msg_per_sec),
+            window: AtomicUsize::new(cfg.window.max(1)),
+            binds: AtomicU32::new(0),
+            receivers: Mutex::new(Vec::new()),
+            rr: AtomicUsize::new(0),
+            removed: AtomicBool::new(false),
+            wake: Notify::new(),
+        }
+    }
+
+    fn update(&self, cfg: &AccountConfig) {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Policy::new(cfg);
+        self.throttle.set_rate(cfg.max_msg_per_sec);
+        self.window.store(cfg.window.max(1), Ordering::Relaxed);
+    }
+
+    pub fn window(&self) -> usize {
+        self.window.load(Ordering::Relaxed)
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Relaxed)
+    }
+
+    pub fn binds(&self) -> u32 {
+        self.binds.load(Ordering::Relaxed)
+    }
+
+    /// Register a bound session that can take deliver_sm.
+    pub fn add_receiver(&self, id: u64, s: Session) {
+        lock(&self.receivers).push((id, s));
+        self.wake.notify_one();
+    }
+
+    pub fn remove_receiver(&self, id: u64) {
+        lock(&self.receivers).retain(|(i, _)| *i != id);
+    }
+
+    /// The next receiving session, round-robin; None while the account has none.
+    pub fn pick_receiver(&self) -> Option<Session> {
+        let r = lock(&self.receivers);
+        let live: Vec<&Session> = r.iter().map(|(_, s)| s).filter(|s| s.close_reason().is_none()).collect();
+        if live.is_empty() {
+            return None;
+        }
+        let n = self.rr.fetch_add(1, Ordering::Relaxed);
+        live.get(n % live.len()).map(|s| (*s).clone())
+    }
+
+    pub fn has_receiver(&self) -> bool {
+        lock(&self.receivers).iter().any(|(_, s)| s.close_reason().is_none())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Held by a bound session; releases its bind slot when dropped.
+#[derive(Debug)]
+pub struct BindSlot {
+    pub account: Arc<AccountState>,
+}
+
+impl Drop for BindSlot {
+    fn drop(&mut self) {
+        self.account.binds.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Every configured account.
+#[derive(Debug, Default)]
+pub struct Accounts {
+    map: RwLock<HashMap<String, Arc<AccountState>>>,
+    next_session: AtomicU64,
+}
+
+fn kind_type(k: BindKind) -> BindType {
+    match k {
+        BindKind::Transmitter => BindType::Transmitter,
+        BindKind::Receiver => BindType::Receiver,
+        BindKind::Transceiver => BindType::Transceiver,
+    }
+}
+
+impl Accounts {
+    /// Apply a config: update existing accounts in place, add new ones, mark removed ones.
+    /// Returns (added, removed).
+    pub fn apply(&self, cfgs: &[AccountConfig]) -> (Vec<Arc<AccountState>>, Vec<Arc<AccountState>>) {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let mut added = Vec::new();
+        for cfg in cfgs {
+            match map.get(&cfg.system_id) {
+                Some(s) => s.update(cfg),
+                None => {
+                    let s = Arc::new(AccountState::new(cfg));
+                    map.insert(cfg.system_id.clone(), s.clone());
+                    added.push(s);
+                }
+            }
+        }
+        let keep: std::collections::HashSet<&str> = cfgs.iter().map(|c| c.system_id.as_str()).collect();
+        let gone: Vec<String> = map.keys().filter(|k| !keep.contains(k.as_str())).cloned().collect();
+        let removed = gone
+            .iter()
+            .filter_map(|k| map.remove(k))
+            .inspect(|s| {
+                s.removed.store(true, Ordering::Relaxed);
+                s.wake.notify_one();
+            })
+            .collect();
+        (added, removed)
+    }
+
+    pub fn get(&self, system_id: &str) -> Option<Arc<AccountState>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).get(system_id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<AccountState>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    pub fn session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Decide a bind. The password is compared in constant time (for equal lengths).
+    pub fn authorize(
+        &self,
+        system_id: &[u8],
+        password: &[u8],
+        kind: BindKind,
+        peer: Option<IpAddr>,
+    ) -> Result<BindSlot, CommandStatus> {
+        let id = std::str::from_utf8(system_id).map_err(|_| CommandStatus::ESME_RINVSYSID)?;
+        let account = self.get(id).ok_or(CommandStatus::ESME_RINVSYSID)?;
+        let max_binds = {
+            let p = account.policy.read().unwrap_or_else(|p| p.into_inner());
+            if !bool::from(p.password.as_slice().ct_eq(password)) {
+                return Err(CommandStatus::ESME_RINVPASWD);
+            }
+            if let Some(cidrs) = &p.cidrs {
+                let ip = peer.map(|ip| ip.to_canonical());
+                if !ip.is_some_and(|ip| cidrs.iter().any(|n| n.contains(&ip))) {
+                    return Err(CommandStatus::ESME_RBINDFAIL);
+                }
+            }
+            if !p.bind_types.is_empty() && !p.bind_types.contains(&kind_type(kind)) {
+                return Err(CommandStatus::ESME_RBINDFAIL);
+            }
+            p.max_binds
+        };
+        let took = account.binds.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            max_binds.is_none_or(|m| n < m).then_some(n + 1)
+        });
+        if took.is_err() {
+            return Err(CommandStatus::ESME_RBINDFAIL);
+        }
+        Ok(BindSlot { account })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acct() -> AccountConfig {
+        AccountConfig {
+            system_id: "esme".into(),
+            password: "secret".into(),
+            allowed_cidrs: vec!["10.0.0.0/8".into(), "127.0.0.1".into()],
+            bind_types: vec![BindType::Transceiver, BindType::Transmitter],
+            max_msg_per_sec: None,
+            window: 8,
+            max_binds: Some(1),
+        }
+    }
+
+    #[test]
+    fn bind_decisions() {
+        let a = Accounts::default();
+        a.apply(&[acct()]);
+        let lo = Some(IpAddr::from([127, 0, 0, 1]));
+        let t = BindKind::Transceiver;
+        assert_eq!(a.authorize(b"nobody", b"secret", t, lo).unwrap_err(), CommandStatus::ESME_RINVSYSID);
+        assert_eq!(a.authorize(b"esme", b"secreT", t, lo).unwrap_err(), CommandStatus::ESME_RINVPASWD);
+        assert_eq!(a.authorize(b"esme", b"", t, lo).unwrap_err(), CommandStatus::ESME_RINVPASWD);
+        let outside = Some(IpAddr::from([192, 168, 1, 1]));
+        assert_eq!(a.authorize(b"esme", b"secret", t, outside).unwrap_err(), CommandStatus::ESME_RBINDFAIL);
+        assert_eq!(
+            a.authorize(b"esme", b"secret", BindKind::Receiver, lo).unwrap_err(),
+            CommandStatus::ESME_RBINDFAIL
+        );
+        let slot = a.authorize(b"esme", b"secret", t, Some(IpAddr::from([10, 1, 2, 3]))).unwrap();
+        // max_binds 1 reached.
+        assert_eq!(a.authorize(b"esme", b"secret", t, lo).unwrap_err(), CommandStatus::ESME_RBINDFAIL);
+        drop(slot);
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(a.authorize(b"esme", b"secret", t, Some(mapped)).is_ok());
+    }
+
+    #[test]
+    fn reload_keeps_state_and_removes() {
+        let a = Accounts::default();
+        let (added, _) = a.apply(&[acct()]);
+        assert_eq!(added.len(), 1);
+        let s1 = a.get("esme").unwrap();
+        let mut c = acct();
+        c.window = 3;
+        let (added, removed) = a.apply(&[c]);
+        assert!(added.is_empty() && removed.is_empty());
+        assert!(Arc::ptr_eq(&s1, &a.get("esme").unwrap()));
+        assert_eq!(s1.window(), 3);
+        let (_, removed) = a.apply(&[]);
+        assert_eq!(removed.len(), 1);
+        assert!(s1.is_removed());
+    }
+}

@@ -1,0 +1,90 @@
+//! The state every part of the running daemon shares.
+
+use crate::accounts::Accounts;
+use crate::live::Live;
+use crate::metrics::Metrics;
+use crate::msgid::IdGen;
+use crate::router::Router;
+use crate::sim::Sim;
+use crate::store::Store;
+use crate::upstream::Upstreams;
+use smsc_api::smscd_config::SmscdConfig;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub struct Core {
+    pub ids: IdGen,
+    pub accounts: Accounts,
+    pub router: Live<Router>,
+    pub config: Live<SmscdConfig>,
+    pub upstreams: Upstreams,
+    pub sim: Sim,
+    pub store: Arc<dyn Store>,
+    pub metrics: Metrics,
+    /// Listener up and not draining.
+    pub ready: AtomicBool,
+    /// Shutting down: new submits are refused, work in flight finishes.
+    pub draining: AtomicBool,
+    /// Deferred submits not answered yet (every ESME session).
+    inflight: AtomicUsize,
+    inflight_done: Notify,
+    /// Ends background loops (delivery, sim, housekeeping) at the very end of shutdown.
+    pub stop: CancellationToken,
+}
+
+impl Core {
+    pub fn new(config: &SmscdConfig, store: Arc<dyn Store>) -> Core {
+        Core {
+            ids: IdGen::default(),
+            accounts: Accounts::default(),
+            router: Live::new(Router::new(&config.routing)),
+            config: Live::new(config.clone()),
+            upstreams: Upstreams::default(),
+            sim: Sim::new(config.sim.clone()),
+            store,
+            metrics: Metrics::new(),
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            inflight: AtomicUsize::new(0),
+            inflight_done: Notify::new(),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Count a deferred submit until the guard drops.
+    pub fn inflight_guard(self: &Arc<Self>) -> InflightGuard {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        InflightGuard(self.clone())
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Acquire)
+    }
+
+    /// Wait until no deferred submit is in flight.
+    pub async fn inflight_drained(&self) {
+        loop {
+            let notified = self.inflight_done.notified();
+            if self.inflight() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+pub struct InflightGuard(Arc<Core>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        if self.0.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.inflight_done.notify_waiters();
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The running daemon: wires listener, upstreams, sim, deliveries and admin together, applies
+//! reloads, and drains on shutdown.
+//!
+//! Shutdown (the token): stop accepting connections and new binds, refuse new submits with
+//! ESME_RTHROTTLED (transient), wait for deferred submits to be answered, generate the sim's
+//! pending receipts at once, wait until queued deliveries reached the ESMEs, then unbind ESMEs
+//! and upstreams. All of it within `shutdown.drain_secs` (the last 20% reserved for the unbinds);
+//! deliveries still queued then are lost with a memory store (logged).
+//!
+//! Reload (the watch channel): accounts (limits, passwords, allow-lists; removed accounts are
+//! unbound), routing, sim settings and upstream binds apply without dropping other binds.
+//! Listener and admin addresses, max_connections and the store type need a restart.
+
+use crate::core::Core;
+use crate::inbound::Sessions;
+use crate::metrics::{AccountLabel, ResultLabel};
+use crate::router::Router;
+use crate::store::memory::MemoryStore;
+use crate::store::Store;
+use smsc_api::smscd_config::{SmscdConfig, StoreConfig};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot listen for SMPP on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("cannot listen for admin HTTP on {addr}: {source}")]
+    Admin { addr: String, source: std::io::Error },
+    #[error("store type redis is not supported by this build; use type: memory")]
+    UnsupportedStore,
+    #[error("daemon task failed: {0}")]
+    Task(String),
+}
+
+/// A started daemon.
+pub struct DaemonHandle {
+    pub smpp_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub core: Arc<Core>,
+    task: JoinHandle<()>,
+}
+
+impl DaemonHandle {
+    /// Wait until the daemon has shut down (after the token passed to `start` is cancelled).
+    pub async fn wait(self) -> Result<(), DaemonError> {
+        self.task.await.map_err(|e| DaemonError::Task(e.to_string()))
+    }
+}
+
+/// Run until `shutdown` is cancelled and the drain is over.
+pub async fn run(
+    config: Arc<SmscdConfig>,
+    reloads: watch::Receiver<Arc<SmscdConfig>>,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    start(config, reloads, shutdown).await?.wait().await
+}
+
+fn listen_addr(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Bind the listeners, start every part and return the bound addresses.
+pub async fn start(
+    config: Arc<SmscdConfig>,
+    mut reloads: watch::Receiver<Arc<SmscdConfig>>,
+    shutdown: CancellationToken,
+) -> Result<DaemonHandle, DaemonError> {
+    let (store, memory): (Arc<dyn Store>, Arc<MemoryStore>) = match &config.store {
+        StoreConfig::Memory { ttl } => {
+            let m = Arc::new(MemoryStore::new(*ttl));
+            (m.clone(), m)
+        }
+        StoreConfig::Redis { .. } => return Err(DaemonError::UnsupportedStore),
+    };
+    let smpp_at = listen_addr(&config.server.bind_address, config.server.port);
+    let listener = TcpListener::bind(&smpp_at)
+        .await
+        .map_err(|source| DaemonError::Listen { addr: smpp_at.clone(), source })?;
+    let admin_at = listen_addr(&config.admin.bind_address, config.admin.port);
+    let admin_listener = TcpListener::bind(&admin_at)
+        .await
+        .map_err(|source| DaemonError::Admin { addr: admin_at.clone(), source })?;
+    let smpp_addr = listener.local_addr().map_err(|source| DaemonError::Listen { addr: smpp_at, source })?;
+    let admin_addr =
+        admin_listener.local_addr().map_err(|source| DaemonError::Admin { addr: admin_at, source })?;
+    if config.server.tls.is_some() {
+        warn!("server.tls is not served by this runtime yet: plain SMPP only");
+    }
+
+    let core = Arc::new(Core::new(&config, store));
+    let sessions = Arc::new(Sessions::default());
+    let drain = CancellationToken::new();
+    let stop_accepting = CancellationToken::new();
+    let admin_stop = CancellationToken::new();
+
+    apply_accounts(&core, &sessions, &config).await;
+    core.upstreams.apply(&core, &config.binds).await;
+    let sim_task = tokio::spawn(crate::sim::run(core.clone(), drain.clone()));
+    let house_task = tokio::spawn(housekeeping(core.clone(), memory));
+    let admin_task = tokio::spawn(crate::admin::serve(core.clone(), admin_listener, admin_stop.clone()));
+    let listen_task =
+        tokio::spawn(crate::inbound::serve(core.clone(), sessions.clone(), listener, stop_accepting.clone()));
+    core.ready.store(true, Ordering::Relaxed);
+    info!(%smpp_addr, %admin_addr, "smscd running");
+
+    let c = core.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = reloads.changed() => {
+                    if changed.is_err() {
+                        // No more reloads; keep running until shutdown.
+                        shutdown.cancelled().await;
+                        break;
+                    }
+                    let cfg = reloads.borrow_and_update().clone();
+                    apply(&c, &sessions, &cfg).await;
+                }
+            }
+        }
+        let drain_for = Duration::from_secs(c.config.get().shutdown.drain_secs.max(1));
+        info!(?drain_for, "shutting down: draining");
+        c.draining.store(true, Ordering::Relaxed);
+        stop_accepting.cancel();
+        let _ = listen_task.await;
+        drain.cancel();
+        let work = drain_for.mul_f64(0.8);
+        let drained = tokio::time::timeout(work, async {
+            c.inflight_drained().await;
+            while c.sim.pending() > 0 || c.store.pending_total().await.unwrap_or(0) > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            let left = c.store.pending_total().await.unwrap_or(0);
+            warn!(inflight = c.inflight(), sim = c.sim.pending(), deliveries = left, "drain time over");
+        }
+        let unbinds = async {
+            tokio::join!(sessions.unbind(None), c.upstreams.stop_all());
+        };
+        if tokio::time::timeout(drain_for.mul_f64(0.2), unbinds).await.is_err() {
+            warn!("unbinds did not finish in time");
+        }
+        c.ready.store(false, Ordering::Relaxed);
+        c.stop.cancel();
+        admin_stop.cancel();
+        let _ = tokio::join!(sim_task, house_task, admin_task);
+        info!("smscd stopped");
+    });
+    Ok(DaemonHandle { smpp_addr, admin_addr, core, task })
+}
+
+async fn apply_accounts(core: &Arc<Core>, sessions: &Sessions, cfg: &SmscdConfig) {
+    let (added, removed) = core.accounts.apply(&cfg.accounts);
+    for a in added {
+        tokio::spawn(crate::delivery::run(core.clone(), a));
+    }
+    for a in removed {
+        info!(account = %a.system_id, "account removed: unbinding its sessions");
+        sessions.unbind(Some(&a.system_id)).await;
+    }
+}
+
+/// Apply a reloaded config to the running daemon.
+async fn apply(core: &Arc<Core>, sessions: &Sessions, cfg: &SmscdConfig) {
+    let old = core.config.get();
+    if old.server != cfg.server || old.admin != cfg.admin || old.store != cfg.store {
+        warn!("server, admin and store settings change only on restart");
+    }
+    core.config.set(cfg.clone());
+    core.router.set(Router::new(&cfg.routing));
+    core.sim.set_config(cfg.sim.clone());
+    apply_accounts(core, sessions, cfg).await;
+    core.upstreams.apply(core, &cfg.binds).await;
+    core.metrics.reloads.get_or_create(&ResultLabel { result: "applied".into() }).inc();
+    info!("config reloaded");
+}
+
+/// Expire correlations and refresh the gauges.
+async fn housekeeping(core: Arc<Core>, memory: Arc<MemoryStore>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_sweep = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = core.stop.cancelled() => return,
+        }
+        if last_sweep.elapsed() >= Duration::from_secs(60) {
+            last_sweep = tokio::time::Instant::now();
+            let gone = memory.sweep();
+            if gone > 0 {
+                info!(gone, "expired correlations");
+            }
+        }
+        for a in core.accounts.all() {
+            let p = core.store.pending(&a.system_id).await.unwrap_or(0);
+            core.metrics
+                .pending_receipts
+                .get_or_create(&AccountLabel { account: a.system_id.clone() })
+                .set(p as i64);
+        }
+        let c = core.store.correlations().await.unwrap_or(0);
+        core.metrics.correlations.set(c as i64);
+    }
+}

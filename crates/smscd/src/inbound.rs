@@ -1,0 +1,296 @@
+//! The SMPP listener and the ESME sessions: connection cap, bind decision, and the inline
+//! submit handler (sim answered on the session task; upstream routes deferred to a task).
+
+use crate::accounts::{AccountState, BindSlot};
+use crate::core::Core;
+use crate::live::Cached;
+use crate::metrics::AccountLabel;
+use crate::router::{Router, Target};
+use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
+use smpp::session::{smsc, CloseReason, Handler, Reply, Request, Session, SessionConfig};
+use smpp::{Body, CommandStatus, SubmitSmResp};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// The system_id in our bind_resp.
+pub const SYSTEM_ID: &str = "smscd";
+
+/// Bound ESME sessions, for shutdown and account removal.
+#[derive(Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<u64, (String, Session)>>,
+}
+
+impl Sessions {
+    fn insert(&self, id: u64, account: &str, s: Session) {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (account.to_owned(), s));
+    }
+    fn remove(&self, id: u64) {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+    fn matching(&self, f: impl Fn(&str) -> bool) -> Vec<Session> {
+        let m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        m.values().filter(|(a, _)| f(a)).map(|(_, s)| s.clone()).collect()
+    }
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Unbind every session of `account` (or every session when None).
+    pub async fn unbind(&self, account: Option<&str>) {
+        let list = self.matching(|a| account.is_none_or(|x| x == a));
+        futures::future::join_all(list.iter().map(|s| s.unbind())).await;
+    }
+}
+
+/// Accept connections until `stop_accepting`; each bound session runs on its own task.
+pub async fn serve(
+    core: Arc<Core>,
+    sessions: Arc<Sessions>,
+    listener: TcpListener,
+    stop_accepting: CancellationToken,
+) {
+    let max = core.config.get().server.max_connections.max(1);
+    let slots = Arc::new(Semaphore::new(max));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop_accepting.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            debug!(%peer, max, "connection cap reached: closing");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let core = core.clone();
+        let sessions = sessions.clone();
+        tokio::spawn(async move {
+            core.metrics.connections.inc();
+            connection(&core, &sessions, stream, peer).await;
+            core.metrics.connections.dec();
+            drop(permit);
+        });
+    }
+    info!("listener closed");
+}
+
+fn session_config(core: &Core) -> SessionConfig {
+    let cfg = core.config.get();
+    let inbound_window = cfg.accounts.iter().map(|a| a.window).max().unwrap_or(1).max(1);
+    SessionConfig {
+        window: 64,
+        inbound_window,
+        bind_timeout: Duration::from_secs(cfg.server.bind_timeout_secs.max(1)),
+        enquire_link_interval: Duration::from_secs(cfg.server.enquire_link_secs.max(1)),
+        ..SessionConfig::default()
+    }
+}
+
+async fn connection(core: &Arc<Core>, sessions: &Sessions, stream: TcpStream, peer: SocketAddr) {
+    let incoming = match smsc::accept(stream, Some(peer), session_config(core)).await {
+        Ok(i) => i,
+        Err(e) => {
+            debug!(%peer, error = %e, "no bind");
+            return;
+        }
+    };
+    let system_id = String::from_utf8_lossy(&incoming.bind.system_id).into_owned();
+    if core.is_draining() {
+        let _ = incoming.reject(CommandStatus::ESME_RBINDFAIL).await;
+        return;
+    }
+    let decision = core.accounts.authorize(
+        &incoming.bind.system_id,
+        &incoming.bind.password,
+        incoming.kind,
+        Some(peer.ip()),
+    );
+    let slot = match decision {
+        Ok(s) => s,
+        Err(status) => {
+            info!(%peer, system_id, %status, "bind refused");
+            let _ = incoming.reject(status).await;
+            return;
+        }
+    };
+    let kind = incoming.kind;
+    let account = slot.account.clone();
+    let handler = InboundHandler::new(core.clone(), slot);
+    let session = match incoming.accept(Bytes::from_static(SYSTEM_ID.as_bytes()), Some(0x34), handler).await {
+        Ok(s) => s,
+        Err(e) => {
+            debug!(%peer, error = %e, "bind_resp not sent");
+            return;
+        }
+    };
+    let sid = core.accounts.session_id();
+    info!(%peer, system_id, ?kind, "ESME bound");
+    let label = AccountLabel { account: account.system_id.clone() };
+    core.metrics.inbound_binds.get_or_create(&label).inc();
+    sessions.insert(sid, &account.system_id, session.clone());
+    if kind.can_receive() {
+        account.add_receiver(sid, session.clone());
+    }
+    let reason = session.closed().await;
+    account.remove_receiver(sid);
+    sessions.remove(sid);
+    core.metrics.inbound_binds.get_or_create(&label).dec();
+    info!(%peer, system_id, %reason, "ESME session ended");
+}
+
+/// Answers one ESME session's requests on its session task.
+struct InboundHandler {
+    core: Arc<Core>,
+    account: Arc<AccountState>,
+    _slot: BindSlot,
+    router: Cached<Router>,
+    /// Deferred submits of this session not answered yet.
+    inflight: Arc<AtomicUsize>,
+    sim_ok: Counter,
+    counters: HashMap<(Target, CommandStatus), Counter>,
+}
+
+impl InboundHandler {
+    fn new(core: Arc<Core>, slot: BindSlot) -> Self {
+        let account = slot.account.clone();
+        let sim_ok = core.metrics.submit(&account.system_id, "sim", CommandStatus::ESME_ROK);
+        InboundHandler {
+            router: core.router.cached(),
+            core,
+            account,
+            _slot: slot,
+            inflight: Arc::new(AtomicUsize::new(0)),
+            sim_ok,
+            counters: HashMap::new(),
+        }
+    }
+
+    fn count(&mut self, route: &str, status: CommandStatus) {
+        let key = (Target::Bind(route.into()), status);
+        if let Some(c) = self.counters.get(&key) {
+            c.inc();
+            return;
+        }
+        let c = self.core.metrics.submit(&self.account.system_id, route, status);
+        c.inc();
+        if self.counters.len() < 64 {
+            self.counters.insert(key, c);
+        }
+    }
+
+    fn submit(&mut self, req: Request<'_>) -> Reply {
+        if self.core.is_draining() {
+            // Transient: the ESME retries, on another replica or after the restart.
+            self.count("none", CommandStatus::ESME_RTHROTTLED);
+            return Reply::Error(CommandStatus::ESME_RTHROTTLED);
+        }
+        if !self.account.throttle.try_take() {
+            self.count("none", CommandStatus::ESME_RTHROTTLED);
+            return Reply::Error(CommandStatus::ESME_RTHROTTLED);
+        }
+        let Body::SubmitSm(sm) = &req.pdu.body else { return Reply::Error(CommandStatus::ESME_RSYSERR) };
+        let chain = self
+            .core
+            .router
+            .refresh(&mut self.router)
+            .route(&self.account.system_id, &sm.source.addr, &sm.destination.addr)
+            .clone();
+        match chain.first() {
+            None => {
+                self.count("none", CommandStatus::ESME_RINVDSTADR);
+                Reply::Error(CommandStatus::ESME_RINVDSTADR)
+            }
+            // The hot path: answered here, no hop.
+            Some(Target::Sim) if !crate::dispatch::wants_receipt(sm.registered_delivery) => {
+                self.sim_ok.inc();
+                let id = self.core.ids.next_id();
+                Reply::Ok(Body::SubmitSmResp(SubmitSmResp {
+                    message_id: Bytes::from(id),
+                    ..Default::default()
+                }))
+            }
+            Some(Target::Sim) => {
+                let id = self.core.ids.next_id();
+                if !self.core.sim.schedule(&self.account.system_id, &id, sm) {
+                    self.count("sim", CommandStatus::ESME_RMSGQFUL);
+                    return Reply::Error(CommandStatus::ESME_RMSGQFUL);
+                }
+                self.sim_ok.inc();
+                Reply::Ok(Body::SubmitSmResp(SubmitSmResp {
+                    message_id: Bytes::from(id),
+                    ..Default::default()
+                }))
+            }
+            Some(Target::Bind(_)) => {
+                if self.inflight.load(Ordering::Acquire) >= self.account.window() {
+                    self.count("none", CommandStatus::ESME_RMSGQFUL);
+                    return Reply::Error(CommandStatus::ESME_RMSGQFUL);
+                }
+                let (pdu, responder) = req.defer();
+                let Body::SubmitSm(sm) = pdu.body else { return Reply::Deferred };
+                self.inflight.fetch_add(1, Ordering::AcqRel);
+                let inflight = self.inflight.clone();
+                let guard = self.core.inflight_guard();
+                let core = self.core.clone();
+                let account = self.account.system_id.clone();
+                let started = Instant::now();
+                tokio::spawn(async move {
+                    let (result, route) = crate::dispatch::dispatch(&core, &account, sm, &chain).await;
+                    let status = result.as_ref().err().copied().unwrap_or(CommandStatus::ESME_ROK);
+                    let sent = match result {
+                        Ok(id) => responder.respond(Body::SubmitSmResp(SubmitSmResp {
+                            message_id: Bytes::from(id),
+                            ..Default::default()
+                        })),
+                        Err(s) => responder.reject(s),
+                    };
+                    if let Err(e) = sent {
+                        debug!(account, error = %e, "submit_sm_resp not sent");
+                    }
+                    let label = AccountLabel { account: account.clone() };
+                    core.metrics
+                        .submit_latency
+                        .get_or_create(&label)
+                        .observe(started.elapsed().as_secs_f64());
+                    core.metrics.submit(&account, &route, status).inc();
+                    inflight.fetch_sub(1, Ordering::AcqRel);
+                    drop(guard);
+                });
+                Reply::Deferred
+            }
+        }
+    }
+}
+
+impl Handler for InboundHandler {
+    fn on_request(&mut self, req: Request<'_>) -> Reply {
+        match &req.pdu.body {
+            Body::SubmitSm(_) => self.submit(req),
+            _ => Reply::Error(CommandStatus::ESME_RINVCMDID),
+        }
+    }
+
+    fn on_close(&mut self, reason: &CloseReason) {
+        debug!(account = %self.account.system_id, %reason, "session closed");
+    }
+}

@@ -1,0 +1,164 @@
+//! Prometheus metrics (text exposition on the admin port's /metrics).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccountLabel {
+    pub account: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabel {
+    pub upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubmitLabels {
+    pub account: String,
+    /// The target that answered (`sim`, a bind name) or `none`.
+    pub route: String,
+    /// ESME_ROK, ESME_RTHROTTLED, ...
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamSubmitLabels {
+    pub upstream: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+type HistFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~26 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub inbound_binds: Family<AccountLabel, Gauge>,
+    pub upstream_binds: Family<UpstreamLabel, Gauge>,
+    pub connections: Gauge,
+    pub submits: Family<SubmitLabels, Counter>,
+    pub upstream_submits: Family<UpstreamSubmitLabels, Counter>,
+    /// Inbound submit_sm to submit_sm_resp, for submits answered after a hop (upstream routes,
+    /// failover). Inline sim answers are not timed: they cost well under the first bucket.
+    pub submit_latency: Family<AccountLabel, Histogram, fn() -> Histogram>,
+    pub upstream_rtt: HistFamily<UpstreamLabel>,
+    pub pending_receipts: Family<AccountLabel, Gauge>,
+    pub correlations: Gauge,
+    pub receipts: Family<ResultLabel, Counter>,
+    pub deliveries: Family<ResultLabel, Counter>,
+    pub reloads: Family<ResultLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("smscd");
+        let inbound_binds = Family::<AccountLabel, Gauge>::default();
+        registry.register("inbound_binds", "ESME sessions bound to us, by account", inbound_binds.clone());
+        let upstream_binds = Family::<UpstreamLabel, Gauge>::default();
+        registry.register(
+            "upstream_binds",
+            "Sessions bound to upstreams, by upstream",
+            upstream_binds.clone(),
+        );
+        let connections = Gauge::default();
+        registry.register("inbound_connections", "Open inbound TCP connections", connections.clone());
+        let submits = Family::<SubmitLabels, Counter>::default();
+        registry.register("submits", "Inbound submit_sm by account, route and status", submits.clone());
+        let upstream_submits = Family::<UpstreamSubmitLabels, Counter>::default();
+        registry.register(
+            "upstream_submits",
+            "submit_sm sent upstream by upstream and outcome",
+            upstream_submits.clone(),
+        );
+        let submit_latency: HistFamily<AccountLabel> = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "submit_resp_seconds",
+            "Inbound submit_sm to submit_sm_resp for deferred submits",
+            submit_latency.clone(),
+        );
+        let upstream_rtt: HistFamily<UpstreamLabel> = Family::new_with_constructor(latency_histogram);
+        registry.register("upstream_rtt_seconds", "Upstream submit_sm round trip", upstream_rtt.clone());
+        let pending_receipts = Family::<AccountLabel, Gauge>::default();
+        registry.register(
+            "pending_deliveries",
+            "Receipts and MO queued for an account's receivers",
+            pending_receipts.clone(),
+        );
+        let correlations = Gauge::default();
+        registry.register("correlations", "Receipt correlation records held", correlations.clone());
+        let receipts = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "upstream_receipts",
+            "Receipts from upstreams (and sim) by result",
+            receipts.clone(),
+        );
+        let deliveries = Family::<ResultLabel, Counter>::default();
+        registry.register("deliveries", "deliver_sm to ESMEs by result", deliveries.clone());
+        let reloads = Family::<ResultLabel, Counter>::default();
+        registry.register("config_reloads", "Configs applied by the runtime", reloads.clone());
+        Metrics {
+            registry,
+            inbound_binds,
+            upstream_binds,
+            connections,
+            submits,
+            upstream_submits,
+            submit_latency,
+            upstream_rtt,
+            pending_receipts,
+            correlations,
+            receipts,
+            deliveries,
+            reloads,
+        }
+    }
+
+    pub fn submit(&self, account: &str, route: &str, status: smpp::CommandStatus) -> Counter {
+        self.submits
+            .get_or_create(&SubmitLabels {
+                account: account.to_owned(),
+                route: route.to_owned(),
+                status: status_name(status),
+            })
+            .clone()
+    }
+
+    pub fn receipt(&self, result: &str) {
+        self.receipts.get_or_create(&ResultLabel { result: result.to_owned() }).inc();
+    }
+
+    pub fn delivery(&self, result: &str) {
+        self.deliveries.get_or_create(&ResultLabel { result: result.to_owned() }).inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "metrics encoding failed");
+        }
+        out
+    }
+}
+
+pub fn status_name(s: smpp::CommandStatus) -> String {
+    s.name().map_or_else(|| format!("0x{:08X}", s.0), str::to_owned)
+}

@@ -1,0 +1,174 @@
+//! deliver_sm from upstreams (and the sim): receipts are correlated back to our id and queued
+//! for the submitting account; MO messages are queued for the account `routing.mo` names.
+//!
+//! The upstream's deliver_sm is answered only after the delivery is queued (the caller answers
+//! with our result), so a crash before that makes the upstream resend it.
+
+use crate::core::Core;
+use crate::store::{Correlation, Delivery};
+use bytes::{Bytes, BytesMut};
+use smpp::receipt::{id_candidates, MessageState, Receipt};
+use smpp::{Body, CommandStatus, DeliverSm, Pdu};
+use std::time::Duration;
+
+/// How long an unmatched receipt is retried: the upstream may send the receipt before our
+/// dispatch task has stored the correlation for the submit_sm_resp just received.
+const UNMATCHED_RETRIES: [u64; 5] = [20, 50, 100, 250, 500];
+
+/// Whether `registered_delivery` asks for a receipt in this state.
+/// Bits 0-1: 0 none, 1 every final outcome, 2 failures only; bit 4: intermediate notifications.
+pub fn wanted(registered_delivery: u8, state: Option<MessageState>) -> bool {
+    let final_ = state.is_none_or(|s| s.is_final());
+    if !final_ {
+        return registered_delivery & 0x10 != 0;
+    }
+    match registered_delivery & 0x03 {
+        1 => true,
+        2 => state != Some(MessageState::Delivered),
+        _ => false,
+    }
+}
+
+/// Handle one deliver_sm from `upstream`; Ok means "queued or deliberately dropped: answer 0".
+pub async fn on_upstream_deliver(core: &Core, upstream: &str, dsm: DeliverSm) -> Result<(), CommandStatus> {
+    if dsm.is_delivery_receipt() {
+        on_receipt(core, upstream, dsm).await
+    } else {
+        on_mo(core, upstream, dsm).await
+    }
+}
+
+async fn on_receipt(core: &Core, upstream: &str, mut dsm: DeliverSm) -> Result<(), CommandStatus> {
+    let text = String::from_utf8_lossy(dsm.payload()).into_owned();
+    let parsed = Receipt::parse(&text).ok();
+    let tlv_id = dsm.tlvs.receipted_message_id().map(|b| String::from_utf8_lossy(b).into_owned());
+    let Some(upstream_id) =
+        tlv_id.filter(|s| !s.trim().is_empty()).or_else(|| parsed.as_ref().map(|r| r.id.clone()))
+    else {
+        tracing::warn!(upstream, "receipt without a message id: dropped");
+        core.metrics.receipt("no_id");
+        return Ok(());
+    };
+    let state = dsm
+        .tlvs
+        .message_state()
+        .and_then(MessageState::from_u8)
+        .or_else(|| parsed.as_ref().and_then(|r| r.state()));
+    let is_final = state.is_none_or(|s| s.is_final());
+    let candidates = id_candidates(&upstream_id);
+    let corr = lookup(core, upstream, &candidates, is_final).await?;
+    let Some(corr) = corr else {
+        tracing::warn!(upstream, id = %upstream_id, "receipt for an unknown message: dropped");
+        core.metrics.receipt("unmatched");
+        return Ok(());
+    };
+    if !wanted(corr.registered_delivery, state) {
+        core.metrics.receipt("not_requested");
+        return Ok(());
+    }
+    // The ESME must only ever see our id: TLV and text.
+    if dsm.tlvs.receipted_message_id().is_some() {
+        dsm.tlvs.set_receipted_message_id(corr.our_id.as_bytes());
+    }
+    let new_text = match parsed {
+        Some(mut r) => {
+            r.id = corr.our_id.clone();
+            r.to_text()
+        }
+        None => {
+            text.replace(upstream_id.trim_matches(|c: char| c.is_whitespace() || c == '\0'), &corr.our_id)
+        }
+    };
+    if dsm.short_message.is_empty() && dsm.tlvs.message_payload().is_some() {
+        dsm.tlvs.set_message_payload(Bytes::from(new_text));
+    } else {
+        dsm.short_message = Bytes::from(new_text);
+    }
+    enqueue(core, &corr.account, dsm, Some(corr.our_id)).await?;
+    core.metrics.receipt("queued");
+    Ok(())
+}
+
+async fn lookup(
+    core: &Core,
+    upstream: &str,
+    candidates: &[String],
+    remove: bool,
+) -> Result<Option<Correlation>, CommandStatus> {
+    let mut retries = UNMATCHED_RETRIES.iter();
+    loop {
+        match core.store.take_correlation(upstream, candidates, remove).await {
+            Ok(Some(c)) => return Ok(Some(c)),
+            Ok(None) => match retries.next() {
+                Some(ms) if !core.stop.is_cancelled() => tokio::time::sleep(Duration::from_millis(*ms)).await,
+                _ => return Ok(None),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "store lookup failed");
+                // Transient for the upstream: it will resend.
+                return Err(CommandStatus::ESME_RX_T_APPN);
+            }
+        }
+    }
+}
+
+async fn on_mo(core: &Core, upstream: &str, dsm: DeliverSm) -> Result<(), CommandStatus> {
+    let cfg = core.config.get();
+    let account = cfg
+        .routing
+        .mo
+        .iter()
+        .find(|r| {
+            r.destination_prefix.as_deref().is_none_or(|p| dsm.destination.addr.starts_with(p.as_bytes()))
+                && r.upstream.as_deref().is_none_or(|u| u == upstream)
+        })
+        .map(|r| r.account.clone());
+    let Some(account) = account else {
+        tracing::warn!(upstream, dest = %String::from_utf8_lossy(&dsm.destination.addr), "MO with no routing.mo match: refused");
+        core.metrics.receipt("mo_unrouted");
+        return Err(CommandStatus::ESME_RINVDSTADR);
+    };
+    enqueue(core, &account, dsm, None).await?;
+    core.metrics.receipt("mo_queued");
+    Ok(())
+}
+
+async fn enqueue(
+    core: &Core,
+    account: &str,
+    dsm: DeliverSm,
+    our_id: Option<String>,
+) -> Result<(), CommandStatus> {
+    let mut buf = BytesMut::new();
+    if let Err(e) = Pdu::new(0, Body::DeliverSm(dsm)).encode(&mut buf) {
+        tracing::warn!(error = %e, "deliver_sm not encodable: dropped");
+        return Err(CommandStatus::ESME_RSYSERR);
+    }
+    let d = Delivery { pdu: buf.freeze(), our_id };
+    if let Err(e) = core.store.enqueue(account, d).await {
+        tracing::warn!(error = %e, "cannot queue delivery");
+        return Err(CommandStatus::ESME_RX_T_APPN);
+    }
+    if let Some(a) = core.accounts.get(account) {
+        a.wake.notify_one();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_delivery_rules() {
+        let d = Some(MessageState::Delivered);
+        let u = Some(MessageState::Undeliverable);
+        let e = Some(MessageState::Enroute);
+        assert!(!wanted(0, d) && !wanted(0, u));
+        assert!(wanted(1, d) && wanted(1, u));
+        assert!(!wanted(2, d) && wanted(2, u));
+        assert!(!wanted(1, e) && wanted(0x11, e));
+        // Unknown state counts as final.
+        assert!(wanted(1, None) && wanted(2, None));
+    }
+}

@@ -1,0 +1,136 @@
+//! Routing: the first rule whose match fits (account, destination prefix, source prefix) gives
+//! the chain of targets, else `routing.default_chain`. Targets are tried in order; see
+//! [`crate::dispatch`] for when the next one is tried.
+
+use smsc_api::smscd_config::RoutingConfig;
+use std::sync::Arc;
+
+/// One chain entry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// The built-in simulator.
+    Sim,
+    /// The upstream bind of this name.
+    Bind(Arc<str>),
+}
+
+impl Target {
+    /// `sim` or `bind:<name>`; anything else is None.
+    pub fn parse(s: &str) -> Option<Target> {
+        let s = s.trim();
+        if s == "sim" {
+            return Some(Target::Sim);
+        }
+        let name = s.strip_prefix("bind:")?.trim();
+        (!name.is_empty()).then(|| Target::Bind(name.into()))
+    }
+
+    /// The metrics label: `sim` or the bind name.
+    pub fn label(&self) -> &str {
+        match self {
+            Target::Sim => "sim",
+            Target::Bind(n) => n,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Rule {
+    account: Option<String>,
+    destination_prefix: Option<String>,
+    source_prefix: Option<String>,
+    chain: Arc<[Target]>,
+}
+
+#[derive(Debug)]
+pub struct Router {
+    rules: Vec<Rule>,
+    default_chain: Arc<[Target]>,
+}
+
+fn chain(targets: &[String]) -> Arc<[Target]> {
+    targets
+        .iter()
+        .filter_map(|t| {
+            let parsed = Target::parse(t);
+            if parsed.is_none() {
+                tracing::warn!(target = %t, "routing: ignoring unknown chain target");
+            }
+            parsed
+        })
+        .collect()
+}
+
+impl Router {
+    pub fn new(cfg: &RoutingConfig) -> Router {
+        let rules = cfg
+            .rules
+            .iter()
+            .map(|r| Rule {
+                account: r.matches.account.clone(),
+                destination_prefix: r.matches.destination_prefix.clone(),
+                source_prefix: r.matches.source_prefix.clone(),
+                chain: chain(&r.chain),
+            })
+            .collect();
+        Router { rules, default_chain: chain(&cfg.default_chain) }
+    }
+
+    /// The chain for a submit; empty when nothing is configured.
+    pub fn route(&self, account: &str, source: &[u8], destination: &[u8]) -> &Arc<[Target]> {
+        for r in &self.rules {
+            let ok = r.account.as_deref().is_none_or(|a| a == account)
+                && r.destination_prefix.as_deref().is_none_or(|p| destination.starts_with(p.as_bytes()))
+                && r.source_prefix.as_deref().is_none_or(|p| source.starts_with(p.as_bytes()));
+            if ok {
+                return &r.chain;
+            }
+        }
+        &self.default_chain
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smsc_api::smscd_config::{RoutingRule, RuleMatch};
+
+    fn rule(account: Option<&str>, dst: Option<&str>, src: Option<&str>, chain: &[&str]) -> RoutingRule {
+        RoutingRule {
+            matches: RuleMatch {
+                account: account.map(Into::into),
+                destination_prefix: dst.map(Into::into),
+                source_prefix: src.map(Into::into),
+            },
+            chain: chain.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn first_match_wins_and_default_applies() {
+        let cfg = RoutingConfig {
+            default_chain: vec!["sim".into()],
+            rules: vec![
+                rule(Some("a"), Some("31"), None, &["bind:nl", "sim"]),
+                rule(None, Some("31"), Some("999"), &["bind:x"]),
+                rule(None, Some("3"), None, &["bind:eu"]),
+            ],
+            ..Default::default()
+        };
+        let r = Router::new(&cfg);
+        let b = |n: &str| Target::Bind(n.into());
+        assert_eq!(&**r.route("a", b"1", b"3161"), &[b("nl"), Target::Sim]);
+        assert_eq!(&**r.route("b", b"9991", b"3161"), &[b("x")]);
+        assert_eq!(&**r.route("b", b"1", b"3161"), &[b("eu")]);
+        assert_eq!(&**r.route("b", b"1", b"4412"), &[Target::Sim]);
+    }
+
+    #[test]
+    fn empty_match_matches_everything_and_bad_targets_are_dropped() {
+        let cfg =
+            RoutingConfig { rules: vec![rule(None, None, None, &["nope", "sim"])], ..Default::default() };
+        assert_eq!(&**Router::new(&cfg).route("z", b"", b""), &[Target::Sim]);
+        assert_eq!(Target::parse("bind:"), None);
+        assert_eq!(Target::parse(" bind:a "), Some(Target::Bind("a".into())));
+    }
+}

@@ -1,0 +1,198 @@
+//! In-process [`Store`]: right for one replica (state dies with the process).
+
+use super::{Correlation, Delivery, DeliveryId, Store, StoreError};
+use futures::future::BoxFuture;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Default)]
+struct Queue {
+    ready: VecDeque<(DeliveryId, Delivery)>,
+    out: HashMap<DeliveryId, Delivery>,
+}
+
+#[derive(Debug)]
+pub struct MemoryStore {
+    ttl: Duration,
+    correlations: Mutex<HashMap<(String, String), (Correlation, Instant)>>,
+    queues: Mutex<HashMap<String, Queue>>,
+    next_id: Mutex<DeliveryId>,
+}
+
+impl MemoryStore {
+    pub fn new(ttl: Duration) -> Self {
+        MemoryStore {
+            ttl,
+            correlations: Mutex::new(HashMap::new()),
+            queues: Mutex::new(HashMap::new()),
+            next_id: Mutex::new(0),
+        }
+    }
+
+    /// Drop expired correlations; returns how many. Call now and then.
+    pub fn sweep(&self) -> usize {
+        let now = Instant::now();
+        let mut c = lock(&self.correlations);
+        let before = c.len();
+        c.retain(|_, (_, exp)| *exp > now);
+        before - c.len()
+    }
+
+    fn put(&self, upstream: &str, id: &str, c: Correlation) {
+        let exp = Instant::now() + self.ttl;
+        lock(&self.correlations).insert((upstream.to_owned(), id.to_owned()), (c, exp));
+    }
+
+    fn take(&self, upstream: &str, candidates: &[String], remove: bool) -> Option<Correlation> {
+        let now = Instant::now();
+        let mut map = lock(&self.correlations);
+        for id in candidates {
+            let key = (upstream.to_owned(), id.clone());
+            let Some((c, exp)) = map.get(&key) else { continue };
+            if *exp <= now {
+                map.remove(&key);
+                continue;
+            }
+            if remove {
+                return map.remove(&key).map(|(c, _)| c);
+            }
+            return Some(c.clone());
+        }
+        None
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn ready<T: Send + 'static>(v: T) -> BoxFuture<'static, T> {
+    Box::pin(std::future::ready(v))
+}
+
+impl Store for MemoryStore {
+    fn put_correlation<'a>(
+        &'a self,
+        upstream: &'a str,
+        upstream_id: &'a str,
+        c: Correlation,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.put(upstream, upstream_id, c);
+        ready(Ok(()))
+    }
+
+    fn take_correlation<'a>(
+        &'a self,
+        upstream: &'a str,
+        candidates: &'a [String],
+        remove: bool,
+    ) -> BoxFuture<'a, Result<Option<Correlation>, StoreError>> {
+        ready(Ok(self.take(upstream, candidates, remove)))
+    }
+
+    fn enqueue<'a>(&'a self, account: &'a str, d: Delivery) -> BoxFuture<'a, Result<(), StoreError>> {
+        let id = {
+            let mut n = lock(&self.next_id);
+            *n += 1;
+            *n
+        };
+        lock(&self.queues).entry(account.to_owned()).or_default().ready.push_back((id, d));
+        ready(Ok(()))
+    }
+
+    fn next_for<'a>(
+        &'a self,
+        account: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(DeliveryId, Delivery)>, StoreError>> {
+        let mut qs = lock(&self.queues);
+        let item = qs.get_mut(account).and_then(|q| {
+            let (id, d) = q.ready.pop_front()?;
+            q.out.insert(id, d.clone());
+            Some((id, d))
+        });
+        ready(Ok(item))
+    }
+
+    fn ack<'a>(&'a self, account: &'a str, id: DeliveryId) -> BoxFuture<'a, Result<(), StoreError>> {
+        if let Some(q) = lock(&self.queues).get_mut(account) {
+            q.out.remove(&id);
+        }
+        ready(Ok(()))
+    }
+
+    fn nack<'a>(&'a self, account: &'a str, id: DeliveryId) -> BoxFuture<'a, Result<(), StoreError>> {
+        if let Some(q) = lock(&self.queues).get_mut(account) {
+            if let Some(d) = q.out.remove(&id) {
+                q.ready.push_front((id, d));
+            }
+        }
+        ready(Ok(()))
+    }
+
+    fn pending<'a>(&'a self, account: &'a str) -> BoxFuture<'a, Result<usize, StoreError>> {
+        let n = lock(&self.queues).get(account).map_or(0, |q| q.ready.len() + q.out.len());
+        ready(Ok(n))
+    }
+
+    fn pending_total(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
+        let n = lock(&self.queues).values().map(|q| q.ready.len() + q.out.len()).sum();
+        ready(Ok(n))
+    }
+
+    fn correlations(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
+        ready(Ok(lock(&self.correlations).len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn corr(id: &str) -> Correlation {
+        Correlation { account: "a".into(), our_id: id.into(), submitted_at_ms: 1, registered_delivery: 1 }
+    }
+
+    #[tokio::test]
+    async fn correlation_by_candidates_and_removal() {
+        let s = MemoryStore::new(Duration::from_secs(60));
+        s.put_correlation("up", "7b", corr("ours")).await.unwrap();
+        let cands = smpp::receipt::id_candidates("123");
+        // Intermediate: kept.
+        assert_eq!(s.take_correlation("up", &cands, false).await.unwrap(), Some(corr("ours")));
+        // Other upstream: not found.
+        assert_eq!(s.take_correlation("other", &cands, true).await.unwrap(), None);
+        assert_eq!(s.take_correlation("up", &cands, true).await.unwrap(), Some(corr("ours")));
+        assert_eq!(s.take_correlation("up", &cands, true).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn correlations_expire() {
+        let s = MemoryStore::new(Duration::ZERO);
+        s.put_correlation("up", "1", corr("x")).await.unwrap();
+        assert_eq!(s.take_correlation("up", &["1".into()], true).await.unwrap(), None);
+        s.put_correlation("up", "2", corr("x")).await.unwrap();
+        assert_eq!(s.sweep(), 1);
+    }
+
+    #[tokio::test]
+    async fn queue_is_consumer_style() {
+        let s = MemoryStore::new(Duration::from_secs(60));
+        let d = |n: u8| Delivery { pdu: Bytes::from(vec![n]), our_id: None };
+        s.enqueue("a", d(1)).await.unwrap();
+        s.enqueue("a", d(2)).await.unwrap();
+        let (id1, got) = s.next_for("a").await.unwrap().unwrap();
+        assert_eq!(got, d(1));
+        assert_eq!(s.pending("a").await.unwrap(), 2);
+        s.nack("a", id1).await.unwrap();
+        let (id1b, got) = s.next_for("a").await.unwrap().unwrap();
+        assert_eq!((id1b, got), (id1, d(1)));
+        s.ack("a", id1).await.unwrap();
+        let (id2, got) = s.next_for("a").await.unwrap().unwrap();
+        assert_eq!(got, d(2));
+        s.ack("a", id2).await.unwrap();
+        assert!(s.next_for("a").await.unwrap().is_none());
+        assert_eq!(s.pending_total().await.unwrap(), 0);
+    }
+}

@@ -1,0 +1,351 @@
+//! Upstream SMSCs we bind to as an ESME: `binds` supervised sessions per upstream (connect,
+//! bind, keepalive by the session, reconnect with jittered exponential backoff), submits spread
+//! round-robin over the bound sessions within each session's window and the upstream's rate.
+
+use crate::core::Core;
+use crate::throttle::TokenBucket;
+use bytes::Bytes;
+use smpp::session::{esme, BindKind, Handler, Reply, Request, Session, SessionConfig, SessionError};
+use smpp::{Bind, Body, CommandStatus, DeliverSmResp, SubmitSm};
+use smsc_api::smscd_config::{BindConfig, BindType};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// How long an upstream that answered ESME_RTHROTTLED / ESME_RMSGQFUL is skipped.
+const BACKOFF_ON_THROTTLE: Duration = Duration::from_millis(500);
+/// How long a submit waits for a free window slot before moving on.
+const WINDOW_WAIT: Duration = Duration::from_secs(2);
+/// A bind that lasted this long resets the reconnect backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// Why a submit to this target did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitFailure {
+    /// Try the next target of the chain (down, throttled, full, transient error).
+    MoveOn(CommandStatus),
+    /// The upstream refused the message itself: answer the ESME with this.
+    Final(CommandStatus),
+}
+
+/// Statuses after which the next target is tried: the upstream is busy or broken, the message
+/// is not at fault. Everything else (invalid address, ...) goes back to the ESME.
+pub fn moves_on(s: CommandStatus) -> bool {
+    s.is_transient()
+        || matches!(
+            s,
+            CommandStatus::ESME_RSUBMITFAIL
+                | CommandStatus::ESME_RINVBNDSTS
+                | CommandStatus::ESME_RUNKNOWNERR
+        )
+}
+
+pub struct Upstream {
+    pub name: Arc<str>,
+    pub cfg: BindConfig,
+    sessions: RwLock<Vec<(u64, Session)>>,
+    rr: AtomicUsize,
+    base: Instant,
+    backoff_until_ms: AtomicU64,
+    throttle: TokenBucket,
+    cancel: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Upstream {
+    fn new(cfg: BindConfig, parent: &CancellationToken) -> Upstream {
+        let rate = cfg.max_msg_per_sec.map(|r| r.saturating_mul(cfg.binds.max(1) as u32));
+        Upstream {
+            name: cfg.name.as_str().into(),
+            throttle: TokenBucket::new(rate),
+            cfg,
+            sessions: RwLock::new(Vec::new()),
+            rr: AtomicUsize::new(0),
+            base: Instant::now(),
+            backoff_until_ms: AtomicU64::new(0),
+            cancel: parent.child_token(),
+            tasks: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
+    }
+
+    pub fn bound_sessions(&self) -> usize {
+        self.sessions.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn live(&self) -> Vec<Session> {
+        self.sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(_, s)| s)
+            .filter(|s| s.close_reason().is_none())
+            .cloned()
+            .collect()
+    }
+
+    /// Submit through one of the bound sessions; Ok is the upstream's message id.
+    pub async fn submit(&self, core: &Core, sm: SubmitSm) -> Result<String, SubmitFailure> {
+        if !self.cfg.bind_type.can_submit() {
+            return Err(SubmitFailure::MoveOn(CommandStatus::ESME_RINVBNDSTS));
+        }
+        if self.now_ms() < self.backoff_until_ms.load(Ordering::Relaxed) {
+            return Err(SubmitFailure::MoveOn(CommandStatus::ESME_RTHROTTLED));
+        }
+        let deadline = tokio::time::Instant::now() + WINDOW_WAIT;
+        let body = Body::SubmitSm(sm);
+        let mut throttled_checked = false;
+        loop {
+            let live = self.live();
+            if live.is_empty() {
+                return Err(SubmitFailure::MoveOn(CommandStatus::ESME_RSYSERR));
+            }
+            let start = self.rr.fetch_add(1, Ordering::Relaxed);
+            let free =
+                (0..live.len()).map(|i| &live[(start + i) % live.len()]).find(|s| s.window_available() > 0);
+            let Some(session) = free else {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(SubmitFailure::MoveOn(CommandStatus::ESME_RMSGQFUL));
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            };
+            if !throttled_checked {
+                if !self.throttle.try_take() {
+                    self.count(core, "throttled_local");
+                    return Err(SubmitFailure::MoveOn(CommandStatus::ESME_RTHROTTLED));
+                }
+                throttled_checked = true;
+            }
+            let sent = Instant::now();
+            match session.try_request(body.clone()).await {
+                Err(SessionError::WindowFull) => continue,
+                Err(e) => {
+                    debug!(upstream = %self.name, error = %e, "submit failed");
+                    self.count(core, "error");
+                    // A timeout may mean the upstream took it: the next target may duplicate it.
+                    return Err(SubmitFailure::MoveOn(CommandStatus::ESME_RSYSERR));
+                }
+                Ok(resp) => {
+                    let label = crate::metrics::UpstreamLabel { upstream: self.name.to_string() };
+                    core.metrics.upstream_rtt.get_or_create(&label).observe(sent.elapsed().as_secs_f64());
+                    let status = resp.command_status;
+                    self.count(core, &crate::metrics::status_name(status));
+                    if status.is_ok() {
+                        return match resp.body {
+                            Body::SubmitSmResp(r) => Ok(String::from_utf8_lossy(&r.message_id).into_owned()),
+                            _ => Err(SubmitFailure::MoveOn(CommandStatus::ESME_RSYSERR)),
+                        };
+                    }
+                    if matches!(status, CommandStatus::ESME_RTHROTTLED | CommandStatus::ESME_RMSGQFUL) {
+                        let until = self.now_ms() + BACKOFF_ON_THROTTLE.as_millis() as u64;
+                        self.backoff_until_ms.fetch_max(until, Ordering::Relaxed);
+                    }
+                    return Err(if moves_on(status) {
+                        SubmitFailure::MoveOn(status)
+                    } else {
+                        SubmitFailure::Final(status)
+                    });
+                }
+            }
+        }
+    }
+
+    fn count(&self, core: &Core, status: &str) {
+        let l = crate::metrics::UpstreamSubmitLabels {
+            upstream: self.name.to_string(),
+            status: status.to_owned(),
+        };
+        core.metrics.upstream_submits.get_or_create(&l).inc();
+    }
+
+    /// Unbind every session and end the supervisors.
+    pub async fn stop(&self) {
+        self.cancel.cancel();
+        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Every configured upstream.
+#[derive(Default)]
+pub struct Upstreams {
+    map: RwLock<HashMap<String, Arc<Upstream>>>,
+    root: CancellationToken,
+}
+
+impl Upstreams {
+    pub fn get(&self, name: &str) -> Option<Arc<Upstream>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Upstream>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// Bring the running upstreams in line with `cfgs`: unchanged ones stay bound, changed ones
+    /// are re-bound, new ones start, removed ones unbind.
+    pub async fn apply(&self, core: &Arc<Core>, cfgs: &[BindConfig]) {
+        let mut stop = Vec::new();
+        let mut start = Vec::new();
+        {
+            let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+            let wanted: HashMap<&str, &BindConfig> = cfgs.iter().map(|c| (c.name.as_str(), c)).collect();
+            map.retain(|name, u| {
+                let keep = wanted.get(name.as_str()).is_some_and(|c| **c == u.cfg);
+                if !keep {
+                    stop.push(u.clone());
+                }
+                keep
+            });
+            for cfg in cfgs {
+                if !map.contains_key(&cfg.name) {
+                    let u = Arc::new(Upstream::new(cfg.clone(), &self.root));
+                    map.insert(cfg.name.clone(), u.clone());
+                    start.push(u);
+                }
+            }
+        }
+        for u in stop {
+            info!(upstream = %u.name, "stopping upstream");
+            u.stop().await;
+        }
+        for u in start {
+            info!(upstream = %u.name, host = %u.cfg.host, port = u.cfg.port, binds = u.cfg.binds, "starting upstream");
+            let mut tasks = u.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            for slot in 0..u.cfg.binds.max(1) {
+                tasks.push(tokio::spawn(supervise(Arc::downgrade(core), u.clone(), slot)));
+            }
+        }
+    }
+
+    /// Unbind everything.
+    pub async fn stop_all(&self) {
+        let all: Vec<_> =
+            self.map.write().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, u)| u).collect();
+        futures::future::join_all(all.iter().map(|u| u.stop())).await;
+    }
+}
+
+fn kind(t: BindType) -> BindKind {
+    match t {
+        BindType::Transmitter => BindKind::Transmitter,
+        BindType::Receiver => BindKind::Receiver,
+        BindType::Transceiver => BindKind::Transceiver,
+    }
+}
+
+fn session_config(cfg: &BindConfig) -> SessionConfig {
+    SessionConfig {
+        window: cfg.window.max(1),
+        inbound_window: 256,
+        request_timeout: Duration::from_secs(15),
+        bind_timeout: Duration::from_secs(10),
+        enquire_link_interval: Duration::from_secs(cfg.enquire_link_secs.max(1)),
+        ..SessionConfig::default()
+    }
+}
+
+/// Keep one session of `u` bound until the upstream is stopped.
+async fn supervise(core: Weak<Core>, u: Arc<Upstream>, slot: usize) {
+    let label = crate::metrics::UpstreamLabel { upstream: u.name.to_string() };
+    let min = u.cfg.reconnect.min_ms.max(1);
+    let max = u.cfg.reconnect.max_ms.max(min);
+    let mut delay = min;
+    let session_id_base = (slot as u64) << 48;
+    let mut attempt: u64 = 0;
+    if u.cfg.tls.is_some() {
+        warn!(upstream = %u.name, "upstream TLS is not supported by this runtime yet: connecting in plain TCP");
+    }
+    while !u.cancel.is_cancelled() {
+        attempt += 1;
+        let Some(c) = core.upgrade() else { return };
+        let handler = UpstreamHandler { core: Arc::downgrade(&c), name: u.name.clone() };
+        drop(c);
+        let bind = Bind {
+            system_id: Bytes::from(u.cfg.system_id.clone()),
+            password: Bytes::from(u.cfg.password.clone()),
+            system_type: Bytes::from(u.cfg.system_type.clone()),
+            ..Bind::default()
+        };
+        let addr = (u.cfg.host.clone(), u.cfg.port);
+        let connect = esme::connect(addr, kind(u.cfg.bind_type), bind, session_config(&u.cfg), handler);
+        let res = tokio::select! {
+            r = connect => r,
+            _ = u.cancel.cancelled() => break,
+        };
+        match res {
+            Ok((session, _)) => {
+                let id = session_id_base | attempt;
+                info!(upstream = %u.name, slot, "upstream bound");
+                u.sessions.write().unwrap_or_else(|p| p.into_inner()).push((id, session.clone()));
+                if let Some(c) = core.upgrade() {
+                    c.metrics.upstream_binds.get_or_create(&label).inc();
+                }
+                let bound_at = Instant::now();
+                let reason = tokio::select! {
+                    r = session.closed() => r,
+                    _ = u.cancel.cancelled() => session.unbind().await,
+                };
+                u.sessions.write().unwrap_or_else(|p| p.into_inner()).retain(|(i, _)| *i != id);
+                if let Some(c) = core.upgrade() {
+                    c.metrics.upstream_binds.get_or_create(&label).dec();
+                }
+                info!(upstream = %u.name, slot, %reason, "upstream session ended");
+                if bound_at.elapsed() >= STABLE_AFTER {
+                    delay = min;
+                }
+            }
+            Err(e) => warn!(upstream = %u.name, slot, error = %e, "upstream bind failed"),
+        }
+        if u.cancel.is_cancelled() {
+            break;
+        }
+        // Full jitter in [delay/2, delay]: binds of many replicas do not stampede.
+        let wait = delay / 2 + fastrand::u64(0..=delay / 2);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            _ = u.cancel.cancelled() => break,
+        }
+        delay = (delay.saturating_mul(2)).min(max);
+    }
+}
+
+/// Inbound requests on an upstream session: deliver_sm (receipts, MO).
+struct UpstreamHandler {
+    core: Weak<Core>,
+    name: Arc<str>,
+}
+
+impl Handler for UpstreamHandler {
+    fn on_request(&mut self, req: Request<'_>) -> Reply {
+        if !matches!(req.pdu.body, Body::DeliverSm(_)) {
+            return Reply::Error(CommandStatus::ESME_RINVCMDID);
+        }
+        let Some(core) = self.core.upgrade() else {
+            return Reply::Error(CommandStatus::ESME_RX_T_APPN);
+        };
+        let (pdu, responder) = req.defer();
+        let Body::DeliverSm(dsm) = pdu.body else { return Reply::Deferred };
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            let r = match crate::receipts::on_upstream_deliver(&core, &name, dsm).await {
+                Ok(()) => responder.respond(Body::DeliverSmResp(DeliverSmResp::default())),
+                Err(status) => responder.reject(status),
+            };
+            if let Err(e) = r {
+                debug!(upstream = %name, error = %e, "deliver_sm_resp not sent");
+            }
+        });
+        Reply::Deferred
+    }
+}
