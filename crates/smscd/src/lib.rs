@@ -5,6 +5,11 @@
 //! - daemon and everything it runs: listener, accounts, router, upstreams, sim, store, receipts,
 //!   admin, metrics.
 
+// Config file, hot reload, TLS material (the command line is in main.rs).
+pub mod config;
+pub mod reload;
+pub mod tls;
+
 // Runtime (daemon and what it runs).
 pub mod accounts;
 pub mod admin;

@@ -1,0 +1,242 @@
+use super::*;
+use smsc_api::smscd_config::{BindType, StoreConfig};
+
+const REFERENCE: &str = r#"server: { bind_address: "0.0.0.0", port: 2775 }
+binds:
+  - { name: alpha, host: smsc-a.example.net, port: 2775, system_id: ${SMPP_ALPHA_SYSTEM_ID},
+      password: ${SMPP_ALPHA_PASSWORD}, bind_type: transceiver, max_msg_per_sec: 50 }
+routing: { default_chain: ["bind:alpha"] }
+"#;
+
+fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn load(text: &str, pairs: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
+    let v = vars(pairs);
+    let listed: Vec<String> = v.keys().cloned().collect();
+    load_str(text, "smpp.yaml", &listed, &|k| v.get(k).cloned())
+}
+
+fn errors(text: &str, pairs: &[(&str, &str)]) -> Vec<String> {
+    match load(text, pairs) {
+        Ok(l) => panic!("expected errors, loaded {:?}", l.config),
+        Err(e) => e.to_string().lines().map(str::to_string).collect(),
+    }
+}
+
+fn ref_env() -> Vec<(&'static str, &'static str)> {
+    vec![("SMPP_ALPHA_SYSTEM_ID", "alpha_esme"), ("SMPP_ALPHA_PASSWORD", "chan:#e")]
+}
+
+#[test]
+fn reference_file_loads_unchanged() {
+    let loaded = load(REFERENCE, &ref_env()).expect("reference loads");
+    let c = &loaded.config;
+    assert_eq!(c.server.port, 2775);
+    let b = &c.binds[0];
+    assert_eq!(b.name, "alpha");
+    assert_eq!(b.system_id, "alpha_esme");
+    assert_eq!(b.password, "chan:#e");
+    assert_eq!(b.bind_type, BindType::Transceiver);
+    assert_eq!(b.max_msg_per_sec, Some(50));
+    assert_eq!(c.routing.default_chain, vec!["bind:alpha".to_string()]);
+    // No accounts: warned, not refused.
+    assert!(loaded.warnings.iter().any(|w| w.contains("no accounts")), "{:?}", loaded.warnings);
+}
+
+#[test]
+fn missing_variable_names_it_and_its_line() {
+    let e = errors(REFERENCE, &[("SMPP_ALPHA_SYSTEM_ID", "x")]);
+    assert_eq!(e, vec!["smpp.yaml:4: environment variable SMPP_ALPHA_PASSWORD is not set".to_string()]);
+}
+
+#[test]
+fn typo_names_file_line_and_key() {
+    let text = "server:\n  port: 2775\nbinds:\n  - name: a\n    hots: x\n    system_id: s\n";
+    let e = errors(text, &[]);
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("smpp.yaml:5: binds[0]"), "{e:?}");
+    assert!(e[0].contains("unknown field `hots`"), "{e:?}");
+}
+
+#[test]
+fn bad_type_names_key_and_line() {
+    let text = "server:\n  bind_address: 0.0.0.0\n  port: 70000\n";
+    let e = errors(text, &[]);
+    assert!(e[0].starts_with("smpp.yaml:3: server.port: invalid value"), "{e:?}");
+}
+
+#[test]
+fn syntax_error_has_a_line() {
+    let e = errors("server:\n  port: [1\nbinds: x\n", &[]);
+    assert!(e[0].starts_with("smpp.yaml:"), "{e:?}");
+}
+
+#[test]
+fn store_errors_point_into_store() {
+    let text = "accounts: []\n\nstore:\n  type: redis\n  url: redis://u:p@h\n  ttl: forever\n";
+    let e = errors(text, &[]);
+    assert!(e[0].starts_with("smpp.yaml:3: store"), "{e:?}");
+}
+
+#[test]
+fn empty_file_is_all_defaults() {
+    let l = load("# nothing yet\n", &[]).expect("loads");
+    assert_eq!(l.config, SmscdConfig::default());
+}
+
+const FULL: &str = r#"server:
+  port: 2775
+  tls: ~
+binds:
+  - name: alpha
+    host: a.example
+    system_id: sa
+    password: pw
+    reconnect: { min_ms: 100, max_ms: 1000 }
+  - name: beta
+    host: b.example
+    system_id: sb
+accounts:
+  - system_id: shop
+    password: secret
+    allowed_cidrs: ["10.0.0.0/8", "192.0.2.7"]
+    bind_types: [transmitter, transceiver]
+routing:
+  default_chain: ["bind:alpha", sim]
+  rules:
+    - match: { account: shop, destination_prefix: "+44" }
+      chain: ["bind:beta", "bind:alpha"]
+sim: { receipt_delay_ms: 10, outcomes: { DELIVRD: 0.9, UNDELIV: 0.1 } }
+store: { type: memory, ttl: 1h }
+leader_election: { lease_name: smsc, lease_duration_secs: 15, renew_deadline_secs: 10, retry_period_secs: 2 }
+"#;
+
+#[test]
+fn full_file_loads_without_warnings() {
+    let l = load(FULL, &[]).expect("loads");
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    assert_eq!(l.config.accounts[0].allowed_cidrs.len(), 2);
+    assert!(matches!(l.config.store, StoreConfig::Memory { .. }));
+}
+
+#[test]
+fn validation_errors_are_all_reported_with_lines() {
+    let text = FULL
+        .replace("min_ms: 100", "min_ms: 5000")
+        .replace("192.0.2.7", "192.0.2.300")
+        .replace("\"bind:beta\"", "\"bind:gamma\"")
+        .replace("UNDELIV: 0.1", "UNDELIV: -1")
+        .replace("retry_period_secs: 2", "retry_period_secs: 12")
+        .replace("name: beta", "name: alpha");
+    let e = errors(&text, &[]);
+    let has = |line: &str, key: &str| e.iter().any(|l| l.starts_with(&format!("smpp.yaml:{line}: {key}: ")));
+    assert!(has("9", "binds[0].reconnect"), "{e:?}");
+    assert!(has("10", "binds[1].name"), "{e:?}");
+    assert!(has("16", "accounts[0].allowed_cidrs[1]"), "{e:?}");
+    assert!(e.iter().any(|l| l.contains("account `shop`")), "{e:?}");
+    assert!(has("22", "routing.rules[0].chain[0]"), "{e:?}");
+    assert!(has("23", "sim.outcomes.UNDELIV"), "{e:?}");
+    assert!(has("25", "leader_election.retry_period_secs"), "{e:?}");
+}
+
+#[test]
+fn zero_weights_ports_windows_and_lease_order() {
+    let text = "server: { port: 0 }\nsim: { outcomes: { DELIVRD: 0 } }\nbinds: [{ name: a, host: h, system_id: s, window: 0 }]\nrouting: { default_chain: [\"bind:a\"] }\nleader_election: { lease_name: l, lease_duration_secs: 10, renew_deadline_secs: 10 }\n";
+    let e = errors(text, &[]).join("\n");
+    for needle in [
+        "smpp.yaml:1: server.port:",
+        "smpp.yaml:2: sim.outcomes:",
+        "smpp.yaml:3: binds[0].window:",
+        "smpp.yaml:5: leader_election.renew_deadline_secs:",
+    ] {
+        assert!(e.contains(needle), "{needle} not in {e}");
+    }
+}
+
+#[test]
+fn missing_tls_files_are_errors() {
+    let text = "server: { tls: { cert_file: /nonexistent/c.pem, key_file: /nonexistent/k.pem } }\n";
+    let e = errors(text, &[]).join("\n");
+    assert!(e.contains("smpp.yaml:1: server.tls.cert_file: file `/nonexistent/c.pem` does not exist"), "{e}");
+    assert!(e.contains("server.tls.key_file"), "{e}");
+}
+
+#[test]
+fn unused_bind_and_unknown_rule_account_warn() {
+    let text = "accounts: [{ system_id: a, password: p }]\nbinds:\n  - { name: idle, host: h, system_id: s }\nrouting: { default_chain: [sim], rules: [{ match: { account: nobody }, chain: [sim] }] }\n";
+    let l = load(text, &[]).expect("loads");
+    assert!(
+        l.warnings.iter().any(|w| w.starts_with("smpp.yaml:3: binds[0]: bind `idle`")),
+        "{:?}",
+        l.warnings
+    );
+    assert!(l.warnings.iter().any(|w| w.contains("routing.rules[0].match.account")), "{:?}", l.warnings);
+}
+
+#[test]
+fn env_binds_override_and_declare() {
+    let mut env = ref_env();
+    env.extend([
+        ("SMPP_BIND_ALPHA_PASSWORD", "override"),
+        ("SMPP_BIND_BETA_HOST", "b.example"),
+        ("SMPP_BIND_BETA_SYSTEM_ID", "sb"),
+    ]);
+    let text = REFERENCE.replace("[\"bind:alpha\"]", "[\"bind:alpha\", \"bind:beta\"]");
+    let l = load(&text, &env).expect("loads");
+    assert_eq!(l.config.binds[0].password, "override");
+    assert_eq!(l.config.binds[1].name, "beta");
+    assert_eq!(l.config.binds[1].host, "b.example");
+}
+
+#[test]
+fn bad_env_bind_value_names_the_variable() {
+    let mut env = ref_env();
+    env.push(("SMPP_BIND_ALPHA_WINDOW", "0"));
+    let e = errors(REFERENCE, &env);
+    assert_eq!(
+        e,
+        vec!["environment variable SMPP_BIND_ALPHA_WINDOW: binds[0].window: must be at least 1".to_string()]
+    );
+    let mut env = ref_env();
+    env.push(("SMPP_BIND_ALPHA_PORT", "x"));
+    let e = errors(REFERENCE, &env);
+    assert!(
+        e[0].starts_with("environment variable SMPP_BIND_ALPHA_PORT: binds[0].port: invalid value"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn lookup_only_load_overrides_declared_binds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("smpp.yaml");
+    std::fs::write(&path, REFERENCE).expect("write");
+    let v = vars(&[
+        ("SMPP_ALPHA_SYSTEM_ID", "id"),
+        ("SMPP_ALPHA_PASSWORD", "pw"),
+        ("SMPP_BIND_ALPHA_HOST", "other.example"),
+    ]);
+    let l = load_file(&path, &|k| v.get(k).cloned()).expect("loads");
+    assert_eq!(l.config.binds[0].host, "other.example");
+    let e =
+        load_file(&dir.path().join("nope.yaml"), &|_| None).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("nope.yaml"), "{e}");
+}
+
+#[test]
+fn masking_hides_secrets() {
+    let text = "binds: [{ name: a, host: h, system_id: s, password: pw }]\naccounts: [{ system_id: x, password: secret }]\nrouting: { default_chain: [\"bind:a\"] }\nstore: { type: redis, url: \"redis://user:hunter2@r:6379/0\" }\n";
+    let l = load(text, &[]).expect("loads");
+    let m = masked(&l.config);
+    let printed = serde_norway::to_string(&m).expect("serialises");
+    assert!(
+        !printed.contains("hunter2") && !printed.contains("secret") && !printed.contains(": pw"),
+        "{printed}"
+    );
+    assert!(printed.contains("redis://user:***@r:6379/0"), "{printed}");
+    // The masked print loads back (secrets aside) to the same shape.
+    let again = load(&printed, &[]).expect("masked output loads");
+    assert_eq!(again.config, m);
+}

@@ -1,0 +1,344 @@
+//! Checks the schema cannot express. Errors refuse the config; warnings are reported and the
+//! config runs.
+
+use smsc_api::smscd_config::{SmscdConfig, StoreConfig};
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::Path;
+
+/// A finding at a key path, located by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Finding {
+    pub key: String,
+    pub message: String,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Findings {
+    pub errors: Vec<Finding>,
+    pub warnings: Vec<Finding>,
+}
+
+impl Findings {
+    fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(Finding { key: key.into(), message: message.into() });
+    }
+    fn warn(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(Finding { key: key.into(), message: message.into() });
+    }
+}
+
+/// SMPP 3.4 C-Octet String limits without the NUL (the codec refuses longer ones).
+const MAX_SYSTEM_ID: usize = 15;
+const MAX_PASSWORD: usize = 8;
+const MAX_SYSTEM_TYPE: usize = 12;
+
+/// The stat words an Appendix B receipt may carry.
+const STAT_WORDS: &[&str] = &["DELIVRD", "EXPIRED", "DELETED", "UNDELIV", "ACCEPTD", "UNKNOWN", "REJECTD"];
+
+pub(crate) fn validate(cfg: &SmscdConfig) -> Findings {
+    let mut f = Findings::default();
+    server(cfg, &mut f);
+    binds(cfg, &mut f);
+    accounts(cfg, &mut f);
+    routing(cfg, &mut f);
+    sim(cfg, &mut f);
+    store(cfg, &mut f);
+    leader(cfg, &mut f);
+    f
+}
+
+fn port(f: &mut Findings, key: &str, port: u16) {
+    if port == 0 {
+        f.error(key, "invalid value 0, expected a port number 1-65535");
+    }
+}
+
+fn file_exists(f: &mut Findings, key: &str, path: &str) {
+    if path.is_empty() {
+        f.error(key, "must name a file");
+    } else if !Path::new(path).is_file() {
+        f.error(key, format!("file `{path}` does not exist or is not a regular file"));
+    }
+}
+
+fn server(cfg: &SmscdConfig, f: &mut Findings) {
+    let s = &cfg.server;
+    port(f, "server.port", s.port);
+    if s.bind_address.parse::<IpAddr>().is_err() {
+        f.error("server.bind_address", format!("`{}` is not an IP address", s.bind_address));
+    }
+    if cfg.admin.bind_address.parse::<IpAddr>().is_err() {
+        f.error("admin.bind_address", format!("`{}` is not an IP address", cfg.admin.bind_address));
+    }
+    if s.max_connections == 0 {
+        f.error("server.max_connections", "must be at least 1");
+    }
+    if s.bind_timeout_secs == 0 {
+        f.error("server.bind_timeout_secs", "must be at least 1");
+    }
+    port(f, "admin.port", cfg.admin.port);
+    if cfg.admin.port == s.port {
+        f.error("admin.port", format!("{} is also server.port", s.port));
+    }
+    if let Some(tls) = &s.tls {
+        port(f, "server.tls.port", tls.port);
+        if tls.port == s.port {
+            f.error("server.tls.port", format!("{} is also server.port", s.port));
+        }
+        if tls.port == cfg.admin.port {
+            f.error("server.tls.port", format!("{} is also admin.port", tls.port));
+        }
+        file_exists(f, "server.tls.cert_file", &tls.cert_file);
+        file_exists(f, "server.tls.key_file", &tls.key_file);
+    }
+}
+
+fn binds(cfg: &SmscdConfig, f: &mut Findings) {
+    let mut names = HashSet::new();
+    let mut env_names = HashSet::new();
+    for (i, b) in cfg.binds.iter().enumerate() {
+        let k = |field: &str| format!("binds[{i}].{field}");
+        if b.name.is_empty() {
+            f.error(k("name"), "must not be empty");
+        } else if !names.insert(b.name.as_str()) {
+            f.error(k("name"), format!("duplicate bind name `{}`", b.name));
+        } else if !env_names.insert(super::env_binds::env_name(&b.name)) {
+            f.error(
+                k("name"),
+                format!("`{}` clashes with another bind in SMPP_BIND_* variable names", b.name),
+            );
+        }
+        if b.name.contains([',', ' ', ':']) {
+            f.error(k("name"), format!("`{}`: a bind name may not hold `,`, `:` or spaces", b.name));
+        }
+        if b.host.trim().is_empty() {
+            f.error(k("host"), "must not be empty");
+        }
+        port(f, &k("port"), b.port);
+        if b.system_id.is_empty() {
+            f.error(k("system_id"), "must not be empty");
+        }
+        if b.system_id.len() > MAX_SYSTEM_ID {
+            f.error(k("system_id"), format!("longer than the {MAX_SYSTEM_ID} octets SMPP allows"));
+        }
+        if b.password.len() > MAX_PASSWORD {
+            f.error(k("password"), format!("longer than the {MAX_PASSWORD} octets SMPP allows"));
+        }
+        if b.system_type.len() > MAX_SYSTEM_TYPE {
+            f.error(k("system_type"), format!("longer than the {MAX_SYSTEM_TYPE} octets SMPP allows"));
+        }
+        if b.max_msg_per_sec == Some(0) {
+            f.error(k("max_msg_per_sec"), "must be at least 1 (leave it out for no limit)");
+        }
+        if b.window == 0 {
+            f.error(k("window"), "must be at least 1");
+        }
+        if b.binds == 0 {
+            f.error(k("binds"), "must be at least 1");
+        }
+        if b.enquire_link_secs == 0 {
+            f.error(k("enquire_link_secs"), "must be at least 1");
+        }
+        if b.reconnect.min_ms == 0 {
+            f.error(k("reconnect.min_ms"), "must be at least 1");
+        }
+        if b.reconnect.min_ms > b.reconnect.max_ms {
+            f.error(
+                k("reconnect"),
+                format!("min_ms {} is above max_ms {}", b.reconnect.min_ms, b.reconnect.max_ms),
+            );
+        }
+        if let Some(ca) = b.tls.as_ref().and_then(|t| t.ca_file.as_deref()) {
+            file_exists(f, &k("tls.ca_file"), ca);
+        }
+    }
+}
+
+fn accounts(cfg: &SmscdConfig, f: &mut Findings) {
+    if cfg.accounts.is_empty() {
+        f.warn("accounts", "no accounts: every ESME bind will be refused");
+    }
+    let mut ids = HashSet::new();
+    for (i, a) in cfg.accounts.iter().enumerate() {
+        let k = |field: &str| format!("accounts[{i}].{field}");
+        if a.system_id.is_empty() {
+            f.error(k("system_id"), "must not be empty");
+        } else if !ids.insert(a.system_id.as_str()) {
+            f.error(k("system_id"), format!("duplicate account `{}`", a.system_id));
+        }
+        if a.system_id.len() > MAX_SYSTEM_ID {
+            f.error(k("system_id"), format!("longer than the {MAX_SYSTEM_ID} octets SMPP allows"));
+        }
+        if a.password.len() > MAX_PASSWORD {
+            f.error(
+                k("password"),
+                format!("longer than the {MAX_PASSWORD} octets SMPP allows, so no bind could match it"),
+            );
+        }
+        for (j, c) in a.allowed_cidrs.iter().enumerate() {
+            if let Err(e) = parse_cidr(c) {
+                f.error(
+                    format!("accounts[{i}].allowed_cidrs[{j}]"),
+                    format!("account `{}`: {e}", a.system_id),
+                );
+            }
+        }
+        if a.window == 0 {
+            f.error(k("window"), "must be at least 1");
+        }
+        if a.max_msg_per_sec == Some(0) {
+            f.error(k("max_msg_per_sec"), "must be at least 1 (leave it out for no limit)");
+        }
+        if a.max_binds == Some(0) {
+            f.error(k("max_binds"), "must be at least 1 (leave it out for no limit)");
+        }
+    }
+}
+
+fn routing(cfg: &SmscdConfig, f: &mut Findings) {
+    let binds: HashSet<&str> = cfg.binds.iter().map(|b| b.name.as_str()).collect();
+    let mut used: HashSet<&str> = HashSet::new();
+    let mut chain = |f: &mut Findings, key: String, chain: &[String]| {
+        for (j, target) in chain.iter().enumerate() {
+            match target.strip_prefix("bind:") {
+                Some(name) if binds.contains(name) => {
+                    if let Some(n) = binds.get(name) {
+                        used.insert(n);
+                    }
+                }
+                Some(name) => f.error(format!("{key}[{j}]"), format!("no bind named `{name}`")),
+                None if target == "sim" => {}
+                None => {
+                    f.error(format!("{key}[{j}]"), format!("`{target}`: a target is `bind:<name>` or `sim`"))
+                }
+            }
+        }
+    };
+    chain(f, "routing.default_chain".into(), &cfg.routing.default_chain);
+    let accounts: HashSet<&str> = cfg.accounts.iter().map(|a| a.system_id.as_str()).collect();
+    for (i, rule) in cfg.routing.rules.iter().enumerate() {
+        if rule.chain.is_empty() {
+            f.error(format!("routing.rules[{i}].chain"), "must name at least one target");
+        }
+        chain(f, format!("routing.rules[{i}].chain"), &rule.chain);
+        if let Some(acc) = &rule.matches.account {
+            if !accounts.contains(acc.as_str()) {
+                f.warn(
+                    format!("routing.rules[{i}].match.account"),
+                    format!("no account `{acc}`: the rule never matches"),
+                );
+            }
+        }
+    }
+    for (i, b) in cfg.binds.iter().enumerate() {
+        if !used.contains(b.name.as_str()) {
+            f.warn(format!("binds[{i}]"), format!("bind `{}` is in no routing chain", b.name));
+        }
+    }
+}
+
+fn sim(cfg: &SmscdConfig, f: &mut Findings) {
+    let mut sum = 0.0;
+    for (word, weight) in &cfg.sim.outcomes {
+        let key = format!("sim.outcomes.{word}");
+        if !STAT_WORDS.contains(&word.as_str()) {
+            f.error(&key, format!("`{word}` is not a receipt stat ({})", STAT_WORDS.join(", ")));
+        }
+        if !weight.is_finite() || *weight < 0.0 {
+            f.error(&key, format!("weight {weight} must be a number >= 0"));
+        } else {
+            sum += weight;
+        }
+    }
+    if sum <= 0.0 {
+        f.error("sim.outcomes", "the weights must add up to more than 0");
+    }
+}
+
+fn store(cfg: &SmscdConfig, f: &mut Findings) {
+    match &cfg.store {
+        StoreConfig::Memory { ttl } if ttl.is_zero() => f.error("store.ttl", "must be above 0"),
+        StoreConfig::Memory { .. } => {}
+        StoreConfig::Redis { url, key_prefix, ttl } => {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
+                f.error("store.url", "expected a redis://, rediss:// or unix:// URL");
+            }
+            if key_prefix.is_empty() {
+                f.error("store.key_prefix", "must not be empty");
+            }
+            if ttl.is_zero() {
+                f.error("store.ttl", "must be above 0");
+            }
+        }
+    }
+}
+
+fn leader(cfg: &SmscdConfig, f: &mut Findings) {
+    let Some(le) = &cfg.leader_election else { return };
+    if le.lease_name.is_empty() {
+        f.error("leader_election.lease_name", "must not be empty");
+    }
+    if le.retry_period_secs == 0 {
+        f.error("leader_election.retry_period_secs", "must be at least 1");
+    }
+    if le.renew_deadline_secs >= le.lease_duration_secs {
+        f.error(
+            "leader_election.renew_deadline_secs",
+            format!(
+                "{} must be below lease_duration_secs {}",
+                le.renew_deadline_secs, le.lease_duration_secs
+            ),
+        );
+    }
+    if le.retry_period_secs >= le.renew_deadline_secs {
+        f.error(
+            "leader_election.retry_period_secs",
+            format!("{} must be below renew_deadline_secs {}", le.retry_period_secs, le.renew_deadline_secs),
+        );
+    }
+}
+
+/// Parses `10.0.0.0/8`, `2001:db8::/32` or a single address (a /32 or /128). Host bits set
+/// under the mask are refused, as they usually mean a typo.
+pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let ip: IpAddr = addr.trim().parse().map_err(|_| format!("`{s}` is not an IP address or CIDR"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        None => max,
+        Some(l) => match l.trim().parse::<u8>() {
+            Ok(n) if n <= max => n,
+            _ => return Err(format!("`{s}`: prefix length must be 0-{max}")),
+        },
+    };
+    let host_bits = match ip {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)) & (u128::from(u32::MAX) >> len.min(32)),
+        IpAddr::V6(v6) => u128::from(v6) & u128::MAX.checked_shr(u32::from(len)).unwrap_or(0),
+    };
+    if len < max && host_bits != 0 {
+        return Err(format!("`{s}` has bits set below its /{len} prefix"));
+    }
+    Ok((ip, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs() {
+        assert!(parse_cidr("10.0.0.0/8").is_ok());
+        assert!(parse_cidr("192.0.2.7").is_ok());
+        assert!(parse_cidr("2001:db8::/32").is_ok());
+        assert!(parse_cidr("0.0.0.0/0").is_ok());
+        assert!(parse_cidr("::/0").is_ok());
+        assert!(parse_cidr("10.0.0.1/8").is_err());
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+        assert!(parse_cidr("10.0.0/8").is_err());
+        assert!(parse_cidr("example.net").is_err());
+    }
+}
