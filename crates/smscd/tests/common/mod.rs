@@ -1,0 +1,371 @@
+//! Shared helpers for smscd's integration tests: in-process daemons on port 0, our own ESME
+//! (the smpp crate's session), third-party peers from tests/peers (killed on drop), and bounded
+//! waits. A missing peer or dependency fails the test with a message; nothing is skipped.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use serde_json::Value;
+use smpp::session::{esme, BindKind, Handler, Reply, Request, Session, SessionConfig, SessionError};
+use smpp::{Address, Bind, Body, CommandStatus, DeliverSm, DeliverSmResp, SubmitSm};
+use smsc_api::smscd_config::{AccountConfig, BindConfig, RoutingConfig, SmscdConfig};
+use smscd::DaemonHandle;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+pub const STEP: Duration = Duration::from_secs(30);
+
+pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(STEP, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out: {what}"),
+    }
+}
+
+/// Poll `f` until true, at most `limit`.
+pub async fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "not reached within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub fn account(system_id: &str, password: &str) -> AccountConfig {
+    AccountConfig {
+        system_id: system_id.into(),
+        password: password.into(),
+        allowed_cidrs: vec![],
+        bind_types: vec![],
+        max_msg_per_sec: None,
+        window: 64,
+        max_binds: None,
+    }
+}
+
+pub fn upstream(name: &str, port: u16, system_id: &str, password: &str) -> BindConfig {
+    BindConfig {
+        name: name.into(),
+        host: "127.0.0.1".into(),
+        port,
+        system_id: system_id.into(),
+        password: password.into(),
+        system_type: String::new(),
+        bind_type: smsc_api::smscd_config::BindType::Transceiver,
+        max_msg_per_sec: None,
+        window: 10,
+        binds: 1,
+        enquire_link_secs: 30,
+        reconnect: smsc_api::smscd_config::ReconnectConfig { min_ms: 50, max_ms: 500 },
+        tls: None,
+    }
+}
+
+/// A config listening on 127.0.0.1 port 0 (SMPP and admin) with the sim as default route.
+pub fn base_config(accounts: Vec<AccountConfig>) -> SmscdConfig {
+    let mut c = SmscdConfig::default();
+    c.server.bind_address = "127.0.0.1".into();
+    c.server.port = 0;
+    c.server.bind_timeout_secs = 2;
+    c.admin.bind_address = "127.0.0.1".into();
+    c.admin.port = 0;
+    c.accounts = accounts;
+    c.routing = RoutingConfig { default_chain: vec!["sim".into()], ..Default::default() };
+    c.sim.receipt_delay_ms = 10;
+    c.shutdown.drain_secs = 10;
+    c
+}
+
+/// A daemon running in this process; shut down (not waited) on drop.
+pub struct Daemon {
+    pub handle: Option<DaemonHandle>,
+    pub token: CancellationToken,
+    pub reload: watch::Sender<Arc<SmscdConfig>>,
+    pub smpp: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Daemon {
+    pub async fn start(cfg: SmscdConfig) -> Daemon {
+        let cfg = Arc::new(cfg);
+        let (tx, rx) = watch::channel(cfg.clone());
+        let token = CancellationToken::new();
+        let handle = match smscd::start(cfg, rx, token.clone()).await {
+            Ok(h) => h,
+            Err(e) => panic!("daemon did not start: {e}"),
+        };
+        let (smpp, admin) = (handle.smpp_addr, handle.admin_addr);
+        Daemon { handle: Some(handle), token, reload: tx, smpp, admin }
+    }
+
+    pub fn core(&self) -> &Arc<smscd::core::Core> {
+        &self.handle.as_ref().expect("running").core
+    }
+
+    /// Cancel and wait for the drain to finish.
+    pub async fn shutdown(&mut self) {
+        self.token.cancel();
+        if let Some(h) = self.handle.take() {
+            within("daemon shutdown", h.wait()).await.expect("daemon ended cleanly");
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        http_get(self.admin, "/metrics").await.1
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+/// Minimal HTTP/1.0 GET: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = within("admin connect", tokio::net::TcpStream::connect(addr)).await.expect("admin connect");
+    let req = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("admin write");
+    let mut buf = Vec::new();
+    within("admin read", s.read_to_end(&mut buf)).await.expect("admin read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// Sum of a metric's samples whose label text contains every `filters` entry.
+pub fn metric_sum(text: &str, name: &str, filters: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| filters.iter().all(|f| l.contains(f)))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+// ---- our own ESME --------------------------------------------------------------------------------
+
+/// Collects deliver_sm (answered ESME_ROK).
+pub struct Collect(pub mpsc::UnboundedSender<DeliverSm>);
+
+impl Handler for Collect {
+    fn on_request(&mut self, req: Request<'_>) -> Reply {
+        match req.pdu.body {
+            Body::DeliverSm(d) => {
+                let _ = self.0.send(d);
+                Reply::Ok(Body::DeliverSmResp(DeliverSmResp::default()))
+            }
+            _ => Reply::Error(CommandStatus::ESME_RINVCMDID),
+        }
+    }
+}
+
+pub struct Esme {
+    pub session: Session,
+    pub delivered: mpsc::UnboundedReceiver<DeliverSm>,
+}
+
+pub async fn bind(
+    addr: SocketAddr,
+    kind: BindKind,
+    system_id: &str,
+    password: &str,
+) -> Result<Esme, SessionError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let bind = Bind {
+        system_id: Bytes::from(system_id.to_owned()),
+        password: Bytes::from(password.to_owned()),
+        ..Bind::default()
+    };
+    let cfg = SessionConfig { bind_timeout: Duration::from_secs(5), ..SessionConfig::default() };
+    let (session, _) = within("bind", esme::connect(addr, kind, bind, cfg, Collect(tx))).await?;
+    Ok(Esme { session, delivered: rx })
+}
+
+pub fn submit(dest: &str, registered_delivery: u8) -> Body {
+    Body::SubmitSm(SubmitSm {
+        source: Address::new(0, 0, "12345"),
+        destination: Address::new(1, 1, dest.to_owned()),
+        registered_delivery,
+        short_message: Bytes::from_static(b"hello"),
+        ..SubmitSm::default()
+    })
+}
+
+/// receipted_message_id of a receipt (without NUL).
+pub fn receipt_id(d: &DeliverSm) -> String {
+    d.tlvs.receipted_message_id().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default()
+}
+
+// ---- third-party peers --------------------------------------------------------------------------
+
+pub fn peers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers")
+}
+
+pub fn cache_dir() -> PathBuf {
+    match std::env::var_os("SMSC_CACHE") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(std::env::var_os("HOME").expect("HOME is not set")).join(".cache/smsc-operator"),
+    }
+}
+
+fn need(path: &Path, what: &str) {
+    assert!(
+        path.exists(),
+        "{what} not found at {}: run `tools/deps.sh python node apt` (make test does)",
+        path.display()
+    );
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Lang {
+    Python,
+    Node,
+    Bash,
+}
+
+/// A running peer: JSON events from stdout, stderr kept for failure messages, killed on drop.
+pub struct Peer {
+    pub name: String,
+    pub child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    stderr: Arc<Mutex<String>>,
+    pub events: Vec<Value>,
+}
+
+impl Peer {
+    pub fn spawn(lang: Lang, script: &str, args: &[String]) -> Peer {
+        let script_path = peers_dir().join(script);
+        need(&script_path, &format!("peer script {script}"));
+        let mut cmd = match lang {
+            Lang::Python => {
+                let py = cache_dir().join("venv/bin/python");
+                need(&py, "Python venv with smpplib");
+                let mut c = Command::new(py);
+                c.arg(&script_path);
+                c
+            }
+            Lang::Node => {
+                let modules = cache_dir().join("node/node_modules");
+                need(&modules.join("smpp"), "npm package smpp");
+                let mut c = Command::new("node");
+                c.arg(&script_path).env("NODE_PATH", modules);
+                c
+            }
+            Lang::Bash => {
+                let mut c = Command::new("bash");
+                c.arg(&script_path);
+                c
+            }
+        };
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        #[cfg(unix)]
+        cmd.process_group(0);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => panic!("cannot start {script} ({lang:?}): {e}; is it installed (tools/deps.sh)?"),
+        };
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        if let Some(mut err) = child.stderr.take() {
+            let sink = Arc::clone(&stderr);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                while let Ok(n) = err.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut s = sink.lock().unwrap();
+                    if s.len() < 64 * 1024 {
+                        s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                }
+            });
+        }
+        let name = format!("{script} {}", args.join(" "));
+        Peer { name, child, lines: BufReader::new(stdout).lines(), stderr, events: Vec::new() }
+    }
+
+    pub fn context(&self) -> String {
+        let events: Vec<String> = self.events.iter().map(|e| e.to_string()).collect();
+        format!(
+            "peer: {}\nevents:\n  {}\nstderr:\n{}",
+            self.name,
+            events.join("\n  "),
+            self.stderr.lock().unwrap()
+        )
+    }
+
+    pub async fn next_event(&mut self) -> Option<Value> {
+        let line = match tokio::time::timeout(STEP, self.lines.next_line()).await {
+            Ok(Ok(line)) => line?,
+            Ok(Err(e)) => panic!("reading peer output: {e}\n{}", self.context()),
+            Err(_) => panic!("no event from peer within {STEP:?}\n{}", self.context()),
+        };
+        let v: Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(e) => panic!("peer printed a non-JSON line {line:?}: {e}\n{}", self.context()),
+        };
+        self.events.push(v.clone());
+        Some(v)
+    }
+
+    pub async fn expect_event(&mut self, name: &str) -> Value {
+        loop {
+            match self.next_event().await {
+                Some(v) if v["event"] == name => return v,
+                Some(_) => {}
+                None => panic!("peer ended before event {name}\n{}", self.context()),
+            }
+        }
+    }
+
+    /// Read to EOF and return the exit code.
+    pub async fn finish(&mut self) -> i32 {
+        while self.next_event().await.is_some() {}
+        let status = within("peer exit", self.child.wait()).await;
+        let status = status.unwrap_or_else(|e| panic!("waiting for peer: {e}\n{}", self.context()));
+        status.code().unwrap_or(-1)
+    }
+
+    pub fn events_named(&self, name: &str) -> Vec<&Value> {
+        self.events.iter().filter(|e| e["event"] == name).collect()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(pid) = self.child.id() {
+            // The peer runs in its own process group: take its children too.
+            unsafe_kill_group(pid);
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn unsafe_kill_group(pid: u32) {
+    let _ = std::process::Command::new("kill").args(["-KILL", &format!("-{pid}")]).status();
+}
+
+/// The ESME driver's arguments for a run against `port`.
+pub fn esme_args(port: u16, system_id: &str, password: &str, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = ["--port", &port.to_string(), "--system-id", system_id, "--password", password]
+        .map(String::from)
+        .to_vec();
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
