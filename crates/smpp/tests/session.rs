@@ -844,3 +844,40 @@ async fn pdus_pipelined_behind_the_bind_are_kept() {
         ]
     );
 }
+
+#[tokio::test]
+async fn unbind_waits_for_deferred_responses() {
+    let hold = Hold::default();
+    let h = hold.clone();
+    let (esme, server) =
+        bound_pair(BindKind::Transceiver, SessionConfig::default(), SubmitOk::default(), move || {
+            Box::new(h.clone())
+        })
+        .await;
+    let first = tokio::spawn({
+        let e = esme.clone();
+        async move { e.request(submit("in flight")).await }
+    });
+    within(async {
+        while hold.count() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let unbinding = tokio::spawn({
+        let s = server.clone();
+        async move { s.unbind().await }
+    });
+    // While draining, new submits are refused; the deferred one is still answered.
+    let refused = within(esme.request(submit("too late"))).await.unwrap();
+    assert_eq!(refused.command_status, CommandStatus::ESME_RINVBNDSTS);
+    assert!(esme.close_reason().is_none(), "no unbind before the deferred response");
+    for r in hold.take() {
+        r.respond(Body::SubmitSmResp(SubmitSmResp { message_id: "kept".into(), ..Default::default() }))
+            .unwrap();
+    }
+    let ok = within(first).await.unwrap().unwrap();
+    assert_eq!(ok.command_status, CommandStatus::ESME_ROK);
+    assert_eq!(within(unbinding).await.unwrap(), CloseReason::LocalUnbind);
+    assert_eq!(within(esme.closed()).await, CloseReason::PeerUnbind);
+}

@@ -83,6 +83,9 @@ pub(crate) struct Driver<S, H> {
     keepalive: Pin<Box<Sleep>>,
     enquire_outstanding: bool,
     needs_flush: bool,
+    /// Unbinding: our unbind waits until deferred responses are out (or this deadline passes).
+    drain_deadline: Option<Pin<Box<Sleep>>>,
+    unbind_sent: bool,
     closing: Option<CloseReason>,
     close_deadline: Option<Pin<Box<Sleep>>>,
     shared: Arc<Shared>,
@@ -134,6 +137,8 @@ where
             keepalive: Box::pin(tokio::time::sleep_until(now + cfg.enquire_link_interval)),
             enquire_outstanding: false,
             needs_flush: false,
+            drain_deadline: None,
+            unbind_sent: false,
             closing: None,
             close_deadline: None,
             shared: Arc::clone(&shared),
@@ -237,6 +242,12 @@ where
         if self.closing.is_some() {
             return;
         }
+        if let Some(d) = self.drain_deadline.as_mut() {
+            if d.as_mut().poll(cx).is_ready() {
+                debug!(deferred = self.deferred, "deferred responses not all out in time: unbinding anyway");
+                self.send_unbind();
+            }
+        }
         while self.keepalive.as_mut().poll(cx).is_ready() {
             let now = Instant::now();
             let interval = self.cfg.enquire_link_interval;
@@ -329,14 +340,30 @@ where
         }
     }
 
+    /// Stop taking new inbound requests; once every deferred response is out (or the unbind
+    /// timeout passes) send unbind.
     fn start_unbind(&mut self) {
         match self.state {
             State::Bound(kind) => {
                 self.state = State::Unbinding(kind);
-                self.send_internal(Body::Unbind, Waiter::Unbind, self.cfg.unbind_timeout);
+                if self.deferred == 0 {
+                    self.send_unbind();
+                } else {
+                    debug!(deferred = self.deferred, "unbind waits for deferred responses");
+                    let deadline = Instant::now() + self.cfg.unbind_timeout;
+                    self.drain_deadline = Some(Box::pin(tokio::time::sleep_until(deadline)));
+                }
             }
             State::Unbinding(_) => {}
             State::Open | State::Closed => self.begin_close(CloseReason::LocalClose),
+        }
+    }
+
+    fn send_unbind(&mut self) {
+        if !self.unbind_sent {
+            self.unbind_sent = true;
+            self.drain_deadline = None;
+            self.send_internal(Body::Unbind, Waiter::Unbind, self.cfg.unbind_timeout);
         }
     }
 
@@ -352,6 +379,9 @@ where
                 // We hold a sender, so None cannot happen; treat it as nothing to do.
                 Poll::Ready(None) | Poll::Pending => break,
             }
+        }
+        if self.deferred == 0 && matches!(self.state, State::Unbinding(_)) {
+            self.send_unbind();
         }
         progress
     }

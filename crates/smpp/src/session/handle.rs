@@ -77,8 +77,9 @@ impl Session {
         self.inner.window.available_permits()
     }
 
-    /// Send unbind, wait for unbind_resp (or the unbind timeout), close. Returns why the session
-    /// ended (which may be something else if it was already ending).
+    /// Unbind gracefully: refuse new inbound requests (ESME_RINVBNDSTS), let deferred responses
+    /// go out, send unbind, wait for unbind_resp, close. Each wait is bounded by the unbind
+    /// timeout. Returns why the session ended (something else if it was already ending).
     pub async fn unbind(&self) -> CloseReason {
         let _ = self.inner.cmd_tx.send(Command::Unbind).await;
         self.closed().await
