@@ -48,6 +48,14 @@ cluster-up: k8s-tools
 cluster-down:
 	@tools/cluster.sh down
 
+## Regenerate the SmscCluster CRD YAML (config/crd and the chart) from crates/smsc-api.
+crds:
+	$(CARGO) run -q -p smsc-api --bin crdgen
+
+## helm lint of the operator chart, with the helm tools/k8s builds.
+chart-lint: k8s-tools
+	"$$(tools/k8s/build.sh --bin-dir)/helm" lint charts/smsc-operator
+
 demo: deps
 	tools/demo.sh
 
