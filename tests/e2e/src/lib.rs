@@ -4,7 +4,8 @@
 //! is already running (named by `KUBECONFIG` when that points at a loopback address, else the one
 //! `make cluster-up` leaves at `$SMSC_CACHE/cluster/kubeconfig`), or starts its own with
 //! `tools/cluster.sh up` in a directory private to this process and stops it when the process
-//! exits (at exit, and by a watchdog should the process be killed).
+//! exits (at exit, and by a watchdog should the process be killed). `SMSC_E2E_OWN_CLUSTER=1`
+//! skips the reuse and always starts a private one.
 //!
 //! [`TestNamespace`] is a fresh namespace per test, deleted on drop.
 //!
@@ -190,8 +191,10 @@ extern "C" fn stop_owned_cluster() {
 }
 
 fn ensure_started() -> Result<PathBuf> {
+    // SMSC_E2E_OWN_CLUSTER=1: always a private cluster, never a shared one.
+    let reuse = std::env::var_os("SMSC_E2E_OWN_CLUSTER").is_none_or(|v| v.is_empty() || v == "0");
     // 1. KUBECONFIG, when it names a running control plane on loopback.
-    if let Some(kc) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+    if let Some(kc) = std::env::var_os("KUBECONFIG").filter(|v| reuse && !v.is_empty()) {
         let first = std::env::split_paths(&kc).next().unwrap_or_default();
         if answers_readyz(&first) {
             return Ok(first);
@@ -199,11 +202,12 @@ fn ensure_started() -> Result<PathBuf> {
     }
     // 2. The one `make cluster-up` left running.
     let fixed = default_kubeconfig();
-    if answers_readyz(&fixed) {
+    if reuse && answers_readyz(&fixed) {
         return Ok(fixed);
     }
     // 3. Our own, in a directory private to this process.
     let bin = k8s_bin_dir()?;
+    sweep_dead_test_clusters();
     let dir = cache_dir().join(format!("cluster-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| Error::Setup(format!("creating {}: {e}", dir.display())))?;
     if OWNED_CLUSTER_DIR.set(dir.clone()).is_ok() {
@@ -221,6 +225,33 @@ fn ensure_started() -> Result<PathBuf> {
         .stderr(Stdio::inherit()))?;
     eprintln!("smsc-e2e: started a control plane in {:.1?} ({})", started.elapsed(), out.trim());
     Ok(dir.join("kubeconfig"))
+}
+
+/// Stops the clusters of test processes that are gone (their watchdog normally does this; a
+/// reboot or a killed watchdog leaves the directory behind).
+fn sweep_dead_test_clusters() {
+    let Ok(entries) = std::fs::read_dir(cache_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) =
+            name.to_str().and_then(|n| n.strip_prefix("cluster-test-")).and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let _ = Command::new(repo_root().join("tools/cluster.sh"))
+            .arg("down")
+            .env("SMSC_CLUSTER_DIR", entry.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .status();
+        let _ = std::fs::remove_dir_all(entry.path());
+    }
 }
 
 fn prepend_path(dir: &Path) -> std::ffi::OsString {
