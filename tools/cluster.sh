@@ -71,6 +71,17 @@ check_alive() {
   done
 }
 
+all_alive() {
+  local st name pid
+  st="$(state_dir)"
+  [ -n "$st" ] && [ -d "$st" ] && [ -f "$KUBECONFIG_PATH" ] || return 1
+  for name in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do
+    [ -f "$st/pids/$name.pid" ] || return 1
+    pid="$(cat "$st/pids/$name.pid")"
+    kill -0 "$pid" 2>/dev/null && grep -qF "$st" "/proc/$pid/cmdline" 2>/dev/null || return 1
+  done
+}
+
 start() {
   local name="$1"; shift
   local st; st="$(state_dir)"
@@ -166,10 +177,15 @@ cmd_up() {
   mkdir -p "$CLUSTER_DIR"
   exec 8>"$CLUSTER_DIR/.lock"
   flock 8
-  if is_up; then
-    log "already up (state $(state_dir))"
-    echo "export KUBECONFIG=$KUBECONFIG_PATH"
-    return 0
+  # Already running (all five processes alive): reuse it, once it answers /readyz. A slow answer
+  # under load is no reason to tear down a cluster someone is using.
+  if all_alive; then
+    if wait_for "/readyz of the running cluster" is_up; then
+      log "already up (state $(state_dir))"
+      echo "export KUBECONFIG=$KUBECONFIG_PATH"
+      return 0
+    fi
+    die "a cluster runs under $CLUSTER_DIR but does not answer /readyz; see $(state_dir)/logs, or run tools/cluster.sh down"
   fi
   [ -n "$(state_dir)" ] && { log "cleaning up a stale cluster"; cmd_down_locked; }
 
