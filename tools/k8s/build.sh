@@ -8,7 +8,8 @@
 #
 # Each Go module here builds one component; they are separate because their dependency versions
 # clash (kwok and helm pin other k8s.io/* versions than Kubernetes itself). A component is rebuilt
-# only when its go.mod/go.sum, versions.env or the Go version change (a stamp per component).
+# only when its go.mod/go.sum, its version in versions.env, the Go version or BUILD_REVISION
+# change (a stamp per component).
 # Builds run with -p 2 under `nice -n 10`: the machine has two cores shared with Rust builds.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -37,8 +38,22 @@ binaries_of() {
   esac
 }
 
+# Bump when the way a component is built changes (flags, ldflags), to rebuild cached binaries.
+BUILD_REVISION=1
+
+version_of() {
+  case "$1" in
+    kubernetes) echo "$KUBE_VERSION" ;;
+    etcd) echo "$ETCD_VERSION" ;;
+    kwok) echo "$KWOK_VERSION" ;;
+    helm) echo "$HELM_VERSION" ;;
+  esac
+}
+
+# What a component's binaries depend on: the Go version, its pinned version and its module.
 stamp_of() {
-  { go version; cat "$here/versions.env" "$here/$1/go.mod" "$here/$1/go.sum" "$here/build.sh"; } | sha256sum | cut -d' ' -f1
+  { go version; echo "rev $BUILD_REVISION $1 $(version_of "$1")"; cat "$here/$1/go.mod" "$here/$1/go.sum"; } |
+    sha256sum | cut -d' ' -f1
 }
 
 build_component() {
