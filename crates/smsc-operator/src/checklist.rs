@@ -1,0 +1,243 @@
+//! The scale-out checklist and the topology it allows. Pure: plain inputs, no API calls.
+
+use smsc_api::crd::{ChecklistItem, ChecklistItemName, Topology};
+
+/// One upstream as the checklist sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamBinds {
+    pub name: String,
+    pub binds_per_replica: i32,
+    /// None: the upstream sets no limit.
+    pub max_binds: Option<i32>,
+}
+
+/// Everything the checklist looks at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChecklistInput {
+    /// The most replicas that can run: `autoscaling.maxReplicas` when autoscaling, else `replicas`.
+    pub max_replicas: i32,
+    pub upstreams: Vec<UpstreamBinds>,
+    pub dlr_store_shared: bool,
+    pub load_balancer_pins_connections: bool,
+    pub esmes_reconnect_with_backoff: bool,
+    pub termination_grace_period_seconds: i64,
+    pub pre_stop_sleep_seconds: i64,
+    pub drain_seconds: i64,
+}
+
+/// Every item, in the order of [`ChecklistItemName::ALL`].
+pub fn evaluate(input: &ChecklistInput) -> Vec<ChecklistItem> {
+    ChecklistItemName::ALL
+        .iter()
+        .map(|&name| {
+            let (satisfied, message) = match name {
+                ChecklistItemName::UpstreamBindCapacity => upstream_capacity(input),
+                ChecklistItemName::SharedDlrStore => shared_store(input),
+                ChecklistItemName::LoadBalancerPinsConnections => declared(
+                    input.load_balancer_pins_connections,
+                    "spec.scaleOutChecklist.loadBalancerPinsConnections",
+                    "the load balancer keeps each TCP connection on one replica",
+                ),
+                ChecklistItemName::EsmesReconnectWithBackoff => declared(
+                    input.esmes_reconnect_with_backoff,
+                    "spec.scaleOutChecklist.esmesReconnectWithBackoff",
+                    "ESMEs rebind with backoff after a dropped connection",
+                ),
+                ChecklistItemName::GracePeriodCoversDrain => grace_period(input),
+            };
+            ChecklistItem { name, satisfied, message }
+        })
+        .collect()
+}
+
+fn upstream_capacity(input: &ChecklistInput) -> (bool, String) {
+    let short: Vec<String> = input
+        .upstreams
+        .iter()
+        .filter_map(|u| {
+            let max = u.max_binds?;
+            let needed = i64::from(input.max_replicas) * i64::from(u.binds_per_replica);
+            (needed > i64::from(max)).then(|| {
+                format!(
+                    "upstream {} allows {max} binds but {} replicas x {} binds per replica need {needed}",
+                    u.name, input.max_replicas, u.binds_per_replica
+                )
+            })
+        })
+        .collect();
+    if short.is_empty() {
+        (true, format!("every upstream allows {} replicas' binds", input.max_replicas))
+    } else {
+        (false, short.join("; "))
+    }
+}
+
+fn shared_store(input: &ChecklistInput) -> (bool, String) {
+    match (input.dlr_store_shared, input.max_replicas > 1) {
+        (true, _) => (true, "the DLR store is Redis, shared by every replica".into()),
+        (false, false) => (true, "one replica: the in-memory DLR store is enough".into()),
+        (false, true) => (
+            false,
+            format!(
+                "{} replicas need a shared DLR store (spec.dlrStore.type: Redis); with Memory a receipt \
+                 arriving on another replica is lost",
+                input.max_replicas
+            ),
+        ),
+    }
+}
+
+fn declared(ticked: bool, field: &str, what: &str) -> (bool, String) {
+    if ticked {
+        (true, format!("declared: {what}"))
+    } else {
+        (false, format!("not declared: set {field} once {what}"))
+    }
+}
+
+fn grace_period(input: &ChecklistInput) -> (bool, String) {
+    let needed = input.pre_stop_sleep_seconds + input.drain_seconds;
+    let have = input.termination_grace_period_seconds;
+    if have >= needed {
+        (
+            true,
+            format!(
+                "terminationGracePeriodSeconds {have} covers preStop {}s + drain {}s",
+                input.pre_stop_sleep_seconds, input.drain_seconds
+            ),
+        )
+    } else {
+        (
+            false,
+            format!(
+                "terminationGracePeriodSeconds {have} is shorter than preStop {}s + drain {}s",
+                input.pre_stop_sleep_seconds, input.drain_seconds
+            ),
+        )
+    }
+}
+
+/// What the operator runs, given the asked topology and the checklist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Run with this topology (ActiveActive or ActiveStandby, never Auto).
+    Run(Topology),
+    /// ActiveActive was asked for explicitly while items are unmet: touch nothing.
+    Refused { unmet: Vec<ChecklistItemName> },
+}
+
+pub fn decide(asked: Topology, items: &[ChecklistItem]) -> Decision {
+    let unmet: Vec<ChecklistItemName> = items.iter().filter(|i| !i.satisfied).map(|i| i.name).collect();
+    match asked {
+        Topology::ActiveStandby => Decision::Run(Topology::ActiveStandby),
+        Topology::Auto if unmet.is_empty() => Decision::Run(Topology::ActiveActive),
+        Topology::Auto => Decision::Run(Topology::ActiveStandby),
+        Topology::ActiveActive if unmet.is_empty() => Decision::Run(Topology::ActiveActive),
+        Topology::ActiveActive => Decision::Refused { unmet },
+    }
+}
+
+/// `A, B` for messages.
+pub fn names(items: &[ChecklistItemName]) -> String {
+    items.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passing() -> ChecklistInput {
+        ChecklistInput {
+            max_replicas: 2,
+            upstreams: vec![UpstreamBinds { name: "alpha".into(), binds_per_replica: 1, max_binds: Some(2) }],
+            dlr_store_shared: true,
+            load_balancer_pins_connections: true,
+            esmes_reconnect_with_backoff: true,
+            termination_grace_period_seconds: 45,
+            pre_stop_sleep_seconds: 10,
+            drain_seconds: 30,
+        }
+    }
+
+    fn unmet(input: &ChecklistInput) -> Vec<ChecklistItemName> {
+        evaluate(input).into_iter().filter(|i| !i.satisfied).map(|i| i.name).collect()
+    }
+
+    #[test]
+    fn all_five_items_in_order_and_all_pass() {
+        let items = evaluate(&passing());
+        let names: Vec<_> = items.iter().map(|i| i.name).collect();
+        assert_eq!(names, ChecklistItemName::ALL.to_vec());
+        assert!(items.iter().all(|i| i.satisfied && !i.message.is_empty()), "{items:?}");
+        assert_eq!(decide(Topology::Auto, &items), Decision::Run(Topology::ActiveActive));
+        assert_eq!(decide(Topology::ActiveActive, &items), Decision::Run(Topology::ActiveActive));
+        assert_eq!(decide(Topology::ActiveStandby, &items), Decision::Run(Topology::ActiveStandby));
+    }
+
+    #[test]
+    fn bind_capacity_uses_replicas_times_binds_per_replica() {
+        let mut i = passing();
+        i.upstreams[0].binds_per_replica = 2;
+        assert_eq!(unmet(&i), vec![ChecklistItemName::UpstreamBindCapacity]);
+        let msg = evaluate(&i)[0].message.clone();
+        assert!(msg.contains("alpha") && msg.contains("need 4"), "{msg}");
+        i.upstreams[0].max_binds = None;
+        assert!(unmet(&i).is_empty());
+        i.upstreams[0].max_binds = Some(4);
+        assert!(unmet(&i).is_empty());
+    }
+
+    #[test]
+    fn single_bind_upstream_fails_only_with_more_than_one_replica() {
+        let mut i = passing();
+        i.upstreams[0].max_binds = Some(1);
+        assert_eq!(unmet(&i), vec![ChecklistItemName::UpstreamBindCapacity]);
+        i.max_replicas = 1;
+        assert!(unmet(&i).is_empty());
+    }
+
+    #[test]
+    fn memory_store_is_fine_for_one_replica_only() {
+        let mut i = passing();
+        i.dlr_store_shared = false;
+        assert_eq!(unmet(&i), vec![ChecklistItemName::SharedDlrStore]);
+        i.max_replicas = 1;
+        assert!(unmet(&i).is_empty());
+    }
+
+    #[test]
+    fn user_declarations_must_be_ticked() {
+        let mut i = passing();
+        i.load_balancer_pins_connections = false;
+        i.esmes_reconnect_with_backoff = false;
+        assert_eq!(
+            unmet(&i),
+            vec![
+                ChecklistItemName::LoadBalancerPinsConnections,
+                ChecklistItemName::EsmesReconnectWithBackoff
+            ]
+        );
+    }
+
+    #[test]
+    fn grace_period_must_cover_pre_stop_and_drain() {
+        let mut i = passing();
+        i.termination_grace_period_seconds = 39;
+        assert_eq!(unmet(&i), vec![ChecklistItemName::GracePeriodCoversDrain]);
+        i.termination_grace_period_seconds = 40;
+        assert!(unmet(&i).is_empty());
+    }
+
+    #[test]
+    fn auto_falls_back_and_explicit_active_active_is_refused() {
+        let mut i = passing();
+        i.dlr_store_shared = false;
+        let items = evaluate(&i);
+        assert_eq!(decide(Topology::Auto, &items), Decision::Run(Topology::ActiveStandby));
+        assert_eq!(
+            decide(Topology::ActiveActive, &items),
+            Decision::Refused { unmet: vec![ChecklistItemName::SharedDlrStore] }
+        );
+        assert_eq!(decide(Topology::ActiveStandby, &items), Decision::Run(Topology::ActiveStandby));
+    }
+}

@@ -1,0 +1,67 @@
+//! Child names and the recommended `app.kubernetes.io/*` labels.
+
+use std::collections::BTreeMap;
+
+pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const PART_OF_LABEL: &str = "app.kubernetes.io/part-of";
+
+pub const APP_NAME: &str = "smscd";
+pub const COMPONENT: &str = "smsc";
+pub const PART_OF: &str = "smsc-operator";
+/// Field manager of every server-side apply, and the `managed-by` label value.
+pub const MANAGER: &str = "smsc-operator";
+
+/// Pod template annotation holding the hash of the settings smscd cannot hot-reload.
+pub const RESTART_HASH_ANNOTATION: &str = "smsc.io/restart-hash";
+
+/// Config file name inside the ConfigMap and the mount directory.
+pub const CONFIG_KEY: &str = "smscd.yaml";
+pub const CONFIG_DIR: &str = "/etc/smscd";
+
+pub fn config_map_name(cluster: &str) -> String {
+    format!("{cluster}-config")
+}
+/// ServiceAccount, Role and RoleBinding of the smscd Pods.
+pub fn rbac_name(cluster: &str) -> String {
+    format!("{cluster}-smscd")
+}
+/// The Lease smscd replicas elect the active one on (ActiveStandby).
+pub fn lease_name(cluster: &str) -> String {
+    format!("{cluster}-leader")
+}
+/// The cluster a Lease belongs to, from its name.
+pub fn cluster_of_lease(lease: &str) -> Option<&str> {
+    lease.strip_suffix("-leader").filter(|c| !c.is_empty())
+}
+
+/// Labels on every child.
+pub fn labels(cluster: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (NAME_LABEL.to_string(), APP_NAME.to_string()),
+        (INSTANCE_LABEL.to_string(), cluster.to_string()),
+        (COMPONENT_LABEL.to_string(), COMPONENT.to_string()),
+        (MANAGED_BY_LABEL.to_string(), MANAGER.to_string()),
+        (PART_OF_LABEL.to_string(), PART_OF.to_string()),
+    ])
+}
+
+/// The smscd Pods of one cluster (Deployment, PDB and scale selector; stable across upgrades).
+pub fn selector(cluster: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (NAME_LABEL.to_string(), APP_NAME.to_string()),
+        (INSTANCE_LABEL.to_string(), cluster.to_string()),
+    ])
+}
+
+/// `k=v,k=v`, for list calls and `status.selector`.
+pub fn selector_string(labels: &BTreeMap<String, String>) -> String {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// Selects every child the operator made for one cluster.
+pub fn children_selector(cluster: &str) -> String {
+    format!("{INSTANCE_LABEL}={cluster},{MANAGED_BY_LABEL}={MANAGER}")
+}

@@ -1,0 +1,3 @@
+//! `smsc-operator`: runs the SmscCluster controller, or renders children offline.
+
+fn main() {}
