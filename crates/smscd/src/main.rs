@@ -18,7 +18,7 @@ use tracing_subscriber::EnvFilter;
 #[command(name = "smscd", version, about = "SMSC data plane: SMPP server, router and upstream binds")]
 struct Cli {
     /// Config file (YAML) to run with.
-    #[arg(long, short = 'c', env = "SMSCD_CONFIG", value_name = "FILE")]
+    #[arg(long, short = 'c', env = smsc_api::names::CONFIG_ENV, value_name = "FILE")]
     config: Option<PathBuf>,
 
     /// Log line format.

@@ -5,7 +5,7 @@ use super::error::{Origin, Problem};
 use smsc_api::smscd_config::{BindConfig, BindType, ReconnectConfig, SmscdConfig};
 use std::collections::{BTreeMap, HashMap};
 
-const PREFIX: &str = "SMPP_BIND_";
+const PREFIX: &str = smsc_api::names::BIND_ENV_PREFIX;
 
 /// The scalar fields a variable may set, as they appear in variable names.
 const FIELDS: &[&str] = &[
