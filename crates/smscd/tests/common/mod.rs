@@ -269,8 +269,6 @@ impl Peer {
             }
         };
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-        #[cfg(unix)]
-        cmd.process_group(0);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => panic!("cannot start {script} ({lang:?}): {e}; is it installed (tools/deps.sh)?"),
@@ -343,10 +341,6 @@ impl Peer {
     }
 
     pub fn kill(&mut self) {
-        if let Some(pid) = self.child.id() {
-            // The peer runs in its own process group: take its children too.
-            unsafe_kill_group(pid);
-        }
         let _ = self.child.start_kill();
     }
 }
@@ -355,10 +349,6 @@ impl Drop for Peer {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn unsafe_kill_group(pid: u32) {
-    let _ = std::process::Command::new("kill").args(["-KILL", &format!("-{pid}")]).status();
 }
 
 /// The ESME driver's arguments for a run against `port`.
