@@ -3,6 +3,9 @@
 //! Lists carry `maxItems` and strings `maxLength`: the API server refuses CEL rules whose
 //! worst-case cost it cannot bound, and the bounds are what let it bound them.
 
+// clippy reads the repeated `type_ = "..."` of `printcolumn(...)` as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
