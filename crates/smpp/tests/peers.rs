@@ -249,8 +249,13 @@ fn receipt_body(id: &str, text: &[u8], submit_src: Address, submit_dst: Address)
     Body::DeliverSm(d)
 }
 
-/// Start the test SMSC; receivers (rx binds) get one unsolicited receipt right after binding so
-/// a receiver-only ESME has something to wait for.
+/// Our keepalive interval in the test SMSC: short, so peers see (and must answer) enquire_link.
+const SMSC_KEEPALIVE: Duration = Duration::from_millis(150);
+/// Receivers (rx binds) get one unsolicited receipt this long after binding, so a receiver-only
+/// ESME has something to wait for and sits idle long enough to get our enquire_links.
+const RX_RECEIPT_DELAY: Duration = Duration::from_millis(600);
+
+/// Start the test SMSC.
 async fn start_test_smsc() -> (SocketAddr, Arc<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -263,7 +268,11 @@ async fn start_test_smsc() -> (SocketAddr, Arc<Seen>) {
             let seen = Arc::clone(&seen2);
             let ids = Arc::clone(&ids);
             tokio::spawn(async move {
-                let cfg = SessionConfig { bind_timeout: Duration::from_secs(10), ..SessionConfig::default() };
+                let cfg = SessionConfig {
+                    bind_timeout: Duration::from_secs(10),
+                    enquire_link_interval: SMSC_KEEPALIVE,
+                    ..SessionConfig::default()
+                };
                 let Ok(incoming) = smsc::accept(stream, Some(peer), cfg).await else { return };
                 if incoming.bind.system_id.as_ref() != SYSTEM_ID.as_bytes() {
                     let _ = incoming.reject(CommandStatus::ESME_RINVSYSID).await;
@@ -281,7 +290,11 @@ async fn start_test_smsc() -> (SocketAddr, Arc<Seen>) {
                 if kind == BindKind::Receiver {
                     let a = Address::new(0, 0, "12345");
                     let b = Address::new(0, 0, "31600000000");
-                    let _ = rtx.try_send(("ffffffff01".to_string(), Bytes::from_static(b"rx"), a, b));
+                    let rtx = rtx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(RX_RECEIPT_DELAY).await;
+                        let _ = rtx.try_send(("ffffffff01".to_string(), Bytes::from_static(b"rx"), a, b));
+                    });
                 }
                 drop(rtx);
                 // Receipts go out through the session handle, after the submit_sm_resp.
@@ -303,7 +316,8 @@ async fn start_test_smsc() -> (SocketAddr, Arc<Seen>) {
                     })
                 };
                 session.closed().await;
-                sender.abort();
+                // Ends once the handler (and its receipt sender) is gone; do not cut an answered receipt short.
+                let _ = tokio::time::timeout(STEP, sender).await;
             });
         }
     });
@@ -385,10 +399,17 @@ async fn third_party_esme_against_our_smsc(lang: Lang, script: &str, has_enquire
     let d = p.events_named("deliver");
     assert_eq!(d.len(), 1, "{}", p.context());
     assert_eq!(d[0]["receipted_message_id"], "ffffffff01", "{}", p.context());
+    if has_enquire_link {
+        // Idle while waiting: our keepalive reached the peer and was answered (else we would
+        // have closed the session and the run would have failed).
+        assert!(!p.events_named("enquire_link_received").is_empty(), "{}", p.context());
+    }
 
     // What our side saw: three binds of the right types, each ended by the peer's unbind.
     let deadline = tokio::time::Instant::now() + STEP;
-    while seen.closes.lock().unwrap().len() < 3 && tokio::time::Instant::now() < deadline {
+    let settled =
+        || seen.closes.lock().unwrap().len() >= 3 && seen.receipts_acked.load(Ordering::Relaxed) >= 3;
+    while !settled() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(
