@@ -343,6 +343,13 @@ impl Peer {
     pub fn kill(&mut self) {
         let _ = self.child.start_kill();
     }
+
+    /// SIGTERM (peers like kannel/run.sh clean up their own children on it).
+    pub fn terminate(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+    }
 }
 
 impl Drop for Peer {
