@@ -20,7 +20,7 @@ SMSC_CACHE="${SMSC_CACHE:-$HOME/.cache/smsc-operator}"
 BIN="$SMSC_CACHE/k8s/$KUBE_VERSION/bin"
 if [ "${1:-}" = "--bin-dir" ]; then echo "$BIN"; exit 0; fi
 
-export GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0
+export GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0
 # Go's own defaults (~/go/pkg/mod, ~/.cache/go-build) are outside the clone; keep them unless set.
 mkdir -p "$BIN"
 log() { printf '[k8s-tools] %s\n' "$*" >&2; }
