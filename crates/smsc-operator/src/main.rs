@@ -1,3 +1,220 @@
 //! `smsc-operator`: runs the SmscCluster controller, or renders children offline.
 
-fn main() {}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
+use smsc_operator::controller::{self, Context, Settings};
+use smsc_operator::http::{self, HttpState};
+use smsc_operator::leader::{self, LeaderConfig};
+use smsc_operator::metrics::Metrics;
+use tokio::sync::watch;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "smsc-operator",
+    version,
+    about = "Kubernetes operator for SMS centres (SmscCluster -> smscd)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// smscd image for SmscClusters that name none.
+    #[arg(long, env = "SMSCD_IMAGE", default_value = "smscd:latest", global = true)]
+    smscd_image: String,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    #[arg(long, value_enum, env = "LOG_FORMAT", default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// Run the controller only while holding a Lease (for several operator replicas).
+    #[arg(long)]
+    leader_elect: bool,
+    /// Namespace of the leader Lease (default: POD_NAMESPACE, else "default").
+    #[arg(long, env = "POD_NAMESPACE")]
+    leader_elect_namespace: Option<String>,
+    #[arg(long, default_value = "smsc-operator-leader")]
+    leader_elect_lease: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the children of an SmscCluster as YAML (no cluster needed; secrets stay references).
+    Render {
+        /// The SmscCluster manifest ("-" for stdin).
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn render(file: &PathBuf, image: &str) -> ExitCode {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(file)
+    };
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("smsc-operator render: {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match smsc_operator::render::render(&text, image) {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("smsc-operator render: {}: {e}", file.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let client = match Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "no Kubernetes client configuration");
+            return ExitCode::FAILURE;
+        }
+    };
+    let metrics = Arc::new(Metrics::default());
+    let state = HttpState { metrics: metrics.clone(), ready: Arc::default() };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let server = tokio::spawn(http::serve(cli.metrics_addr, state.clone(), stopped(stop_rx.clone())));
+    let signal_tx = stop_tx.clone();
+    tokio::spawn(async move {
+        terminated().await;
+        tracing::info!("SIGTERM: shutting down");
+        let _ = signal_tx.send(true);
+    });
+
+    let identity = std::env::var("POD_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("smsc-operator-{}", std::process::id()));
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lease = if cli.leader_elect {
+        let ns = cli.leader_elect_namespace.clone().unwrap_or_else(|| "default".into());
+        let api: Api<Lease> = Api::namespaced(client.clone(), &ns);
+        let cfg = LeaderConfig {
+            lease_name: cli.leader_elect_lease.clone(),
+            identity: identity.clone(),
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        };
+        let mut rx = stop_rx.clone();
+        tokio::select! {
+            _ = leader::acquire(&api, &cfg) => {}
+            _ = rx.wait_for(|s| *s) => { return ExitCode::SUCCESS; }
+        }
+        let (api2, cfg2, tx, lost2) = (api.clone(), cfg.clone(), stop_tx.clone(), lost.clone());
+        tokio::spawn(async move {
+            leader::hold(&api2, &cfg2).await;
+            lost2.store(true, Ordering::Relaxed);
+            let _ = tx.send(true);
+        });
+        Some((api, cfg))
+    } else {
+        None
+    };
+
+    let settings = Settings {
+        smscd_image: cli.smscd_image.clone(),
+        namespace: cli.namespace.clone(),
+        instance: Some(identity),
+    };
+    let ctx = Context::new(client, settings, metrics);
+    state.ready.store(true, Ordering::Relaxed);
+    tracing::info!(namespace = ?cli.namespace, image = %cli.smscd_image, "controller starting");
+    controller::run(ctx, stopped(stop_rx.clone())).await;
+    state.ready.store(false, Ordering::Relaxed);
+    let lost = lost.load(Ordering::Relaxed);
+    if let Some((api, cfg)) = &lease {
+        // A clean stop releases the Lease for a fast hand-over; a lost one is not ours to release.
+        if !lost {
+            leader::release(api, cfg).await;
+        }
+    }
+    let _ = stop_tx.send(true);
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "metrics server"),
+        Err(e) => tracing::error!(error = %e, "metrics server task"),
+    }
+    if lost {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    if let Some(Command::Render { file }) = &cli.command {
+        return render(file, &cli.smscd_image);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("smsc-operator: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(run(cli))
+}

@@ -1,0 +1,619 @@
+//! The reconcile loop: fetch -> validate -> build (pure) -> apply -> prune -> status.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{Future, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::controller::{Action, Config as RuntimeConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use smsc_api::crd::{ConditionStatus, ConditionType, DlrStoreType, SmscCluster, SmscClusterStatus, Topology};
+use smsc_api::names::{ROLE_ACTIVE, ROLE_LABEL};
+
+use crate::build::{self, Children, Plan};
+use crate::checklist::{names, Decision};
+use crate::error::{Error, Result, Verb};
+use crate::labels::{self, MANAGER};
+use crate::metrics::Metrics;
+use crate::status::{self, DeploymentObs, Inputs};
+
+/// Resync period of a settled cluster.
+const RESYNC: Duration = Duration::from_secs(300);
+/// Field manager that keeps `spec.replicas` while the HPA takes it over.
+const HANDOFF_MANAGER: &str = "smsc-operator-hpa-handoff";
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Image for SmscClusters that name none.
+    pub smscd_image: String,
+    /// Watch one namespace; None: all.
+    pub namespace: Option<String>,
+    /// Event reporter instance (the operator Pod's name).
+    pub instance: Option<String>,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    recorder: Recorder,
+    resource: ApiResource,
+    /// Consecutive failures per object, for the error back-off.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Arc<Self> {
+        let reporter = Reporter { controller: MANAGER.into(), instance: settings.instance.clone() };
+        Arc::new(Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            metrics,
+            resource: api_resource(),
+            failures: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn record_failure(&self, key: &str) -> u32 {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = f.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    fn clear_failures(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+
+    async fn event(&self, obj: &DynamicObject, type_: EventType, reason: &str, note: String) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&self.resource)).await {
+            tracing::warn!(error = %e, reason, "publishing an Event failed");
+        }
+    }
+}
+
+/// The SmscCluster as an untyped resource: the watch lists raw objects, so one that no longer
+/// deserializes is reported by its reconcile instead of breaking the list for every cluster.
+pub fn api_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(smsc_api::names::GROUP, smsc_api::crd::VERSION, "SmscCluster"),
+        "smscclusters",
+    )
+}
+
+fn key(obj: &DynamicObject) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// Exponential back-off per object: 1 s, 2 s, 4 s ... capped at 5 min.
+pub fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(9);
+    Duration::from_secs((1u64 << exp).min(300))
+}
+
+/// Is every field set in `desired` equal in `observed`? Server defaults (fields only in
+/// `observed`) are ignored, so an unchanged child is not written again.
+pub fn is_subset(desired: &serde_json::Value, observed: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (desired, observed) {
+        (Value::Null, _) => true,
+        (Value::Object(d), Value::Object(o)) => d.iter().all(|(k, v)| match o.get(k) {
+            Some(ov) => is_subset(v, ov),
+            None => {
+                v.is_null()
+                    || v.as_object().is_some_and(|m| m.is_empty())
+                    || v.as_array().is_some_and(|a| a.is_empty())
+            }
+        }),
+        (Value::Array(d), Value::Array(o)) => {
+            d.len() == o.len() && d.iter().zip(o).all(|(a, b)| is_subset(a, b))
+        }
+        (d, o) => d == o,
+    }
+}
+
+fn kind_of<K: k8s_openapi::Resource>() -> &'static str {
+    K::KIND
+}
+
+/// Server-side apply unless the observed object already holds every desired field.
+async fn apply<K>(ctx: &Context, ns: &str, desired: &K) -> Result<Option<K>>
+where
+    K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + k8s_openapi::Resource
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let name = desired.meta().name.clone().unwrap_or_default();
+    let observed = api.get_opt(&name).await.map_err(|e| Error::kube(Verb::Get, kind_of::<K>(), &name, e))?;
+    if let Some(obs) = &observed {
+        let d = serde_json::to_value(desired).map_err(|e| Error::Render(e.to_string()))?;
+        let o = serde_json::to_value(obs).map_err(|e| Error::Render(e.to_string()))?;
+        if is_subset(&d, &o) {
+            return Ok(observed);
+        }
+    }
+    ctx.metrics.writes.inc();
+    tracing::info!(kind = kind_of::<K>(), %ns, %name, "applying");
+    let applied = api
+        .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(desired))
+        .await
+        .map_err(|e| Error::kube(Verb::Apply, kind_of::<K>(), &name, e))?;
+    Ok(Some(applied))
+}
+
+/// Delete children of this kind that carry the cluster's labels and owner but are not wanted.
+async fn prune<K>(ctx: &Context, ns: &str, cluster: &str, uid: Option<&str>, keep: Option<&str>) -> Result<()>
+where
+    K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + k8s_openapi::Resource
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let list = api
+        .list_metadata(&ListParams::default().labels(&labels::children_selector(cluster)))
+        .await
+        .map_err(|e| Error::kube(Verb::List, kind_of::<K>(), cluster, e))?;
+    for obj in list.items {
+        let name = obj.name_any();
+        let owned = obj.owner_references().iter().any(|o| Some(o.uid.as_str()) == uid);
+        if !owned || Some(name.as_str()) == keep {
+            continue;
+        }
+        ctx.metrics.writes.inc();
+        tracing::info!(kind = kind_of::<K>(), %ns, %name, "deleting orphan");
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(Error::kube(Verb::Delete, kind_of::<K>(), name, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Before the Deployment is applied without `spec.replicas`, a second manager takes the field
+/// over at its current value: dropping it outright would reset it to 1 until the HPA acts.
+async fn hand_replicas_to_hpa(ctx: &Context, ns: &str, desired: &Deployment) -> Result<()> {
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let name = desired.name_any();
+    let Some(obs) = api.get_opt(&name).await.map_err(|e| Error::kube(Verb::Get, "Deployment", &name, e))?
+    else {
+        return Ok(());
+    };
+    let we_own_replicas = obs.managed_fields().iter().any(|m| {
+        m.manager.as_deref() == Some(MANAGER)
+            && m.operation.as_deref() == Some("Apply")
+            && m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.get("f:spec").and_then(|s| s.get("f:replicas")).is_some())
+    });
+    let Some(replicas) = obs.spec.as_ref().and_then(|s| s.replicas) else { return Ok(()) };
+    if !we_own_replicas {
+        return Ok(());
+    }
+    let patch = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": name, "namespace": ns },
+        "spec": { "replicas": replicas },
+    });
+    ctx.metrics.writes.inc();
+    api.patch(&name, &PatchParams::apply(HANDOFF_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(|e| Error::kube(Verb::Apply, "Deployment", &name, e))?;
+    Ok(())
+}
+
+async fn apply_children(
+    ctx: &Context,
+    cluster: &SmscCluster,
+    plan: &Plan,
+    children: &Children,
+) -> Result<Option<Deployment>> {
+    let ns = plan.namespace.as_str();
+    apply(ctx, ns, &children.service_account).await?;
+    apply(ctx, ns, &children.role).await?;
+    apply(ctx, ns, &children.role_binding).await?;
+    apply(ctx, ns, &children.config_map).await?;
+    if plan.autoscaled(cluster) {
+        hand_replicas_to_hpa(ctx, ns, &children.deployment).await?;
+    }
+    let deployment = apply(ctx, ns, &children.deployment).await?;
+    apply(ctx, ns, &children.service).await?;
+    let uid = cluster.metadata.uid.as_deref();
+    match &children.pdb {
+        Some(p) => {
+            apply(ctx, ns, p).await?;
+        }
+        None => prune::<PodDisruptionBudget>(ctx, ns, &plan.name, uid, None).await?,
+    }
+    match &children.hpa {
+        Some(h) => {
+            apply(ctx, ns, h).await?;
+        }
+        None => prune::<HorizontalPodAutoscaler>(ctx, ns, &plan.name, uid, None).await?,
+    }
+    Ok(deployment)
+}
+
+/// Secret keys the spec refers to that do not exist (the Pods could not start).
+async fn missing_secrets(ctx: &Context, cluster: &SmscCluster, ns: &str) -> Result<Vec<String>> {
+    let spec = &cluster.spec;
+    let mut refs: Vec<(String, Option<String>)> = Vec::new();
+    for u in &spec.upstreams {
+        let c = &u.credentials_secret_ref;
+        refs.push((c.name.clone(), Some(c.system_id_key.clone())));
+        refs.push((c.name.clone(), Some(c.password_key.clone())));
+        if let Some(ca) = u.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
+            refs.push((ca.name.clone(), Some(ca.key.clone())));
+        }
+    }
+    for a in &spec.smpp.accounts {
+        refs.push((a.password_secret_ref.name.clone(), Some(a.password_secret_ref.key.clone())));
+    }
+    if let (DlrStoreType::Redis, Some(r)) = (spec.dlr_store.type_, &spec.dlr_store.redis) {
+        refs.push((r.url_secret_ref.name.clone(), Some(r.url_secret_ref.key.clone())));
+    }
+    if let Some(t) = &spec.smpp.tls {
+        refs.push((t.secret_name.clone(), None));
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let mut cache: HashMap<String, Option<Secret>> = HashMap::new();
+    let mut missing = Vec::new();
+    for (name, key) in refs {
+        if !cache.contains_key(&name) {
+            let s = api.get_opt(&name).await.map_err(|e| Error::kube(Verb::Get, "Secret", &name, e))?;
+            cache.insert(name.clone(), s);
+        }
+        let present = match (cache.get(&name).and_then(|s| s.as_ref()), &key) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(s), Some(k)) => {
+                s.data.as_ref().is_some_and(|d| d.contains_key(k))
+                    || s.string_data.as_ref().is_some_and(|d| d.contains_key(k))
+            }
+        };
+        if !present {
+            let item = match key {
+                Some(k) => format!("{name}/{k}"),
+                None => name,
+            };
+            if !missing.contains(&item) {
+                missing.push(item);
+            }
+        }
+    }
+    Ok(missing)
+}
+
+/// The Lease holder, if the Lease exists and names one.
+async fn lease_holder(ctx: &Context, ns: &str, cluster: &str) -> Result<Option<String>> {
+    let api: Api<Lease> = Api::namespaced(ctx.client.clone(), ns);
+    let name = labels::lease_name(cluster);
+    let lease = api.get_opt(&name).await.map_err(|e| Error::kube(Verb::Get, "Lease", &name, e))?;
+    Ok(lease.and_then(|l| l.spec).and_then(|s| s.holder_identity).filter(|h| !h.is_empty()))
+}
+
+/// Remove `smsc.io/role=active` from Pods that do not hold the Lease (e.g. a crashed leader's).
+async fn fix_role_labels(ctx: &Context, ns: &str, cluster: &str, holder: Option<&str>) -> Result<()> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let selector =
+        format!("{},{ROLE_LABEL}={ROLE_ACTIVE}", labels::selector_string(&labels::selector(cluster)));
+    let pods = api
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| Error::kube(Verb::List, "Pod", cluster, e))?;
+    for pod in pods.items {
+        let name = pod.name_any();
+        if Some(name.as_str()) == holder {
+            continue;
+        }
+        tracing::info!(%ns, pod = %name, "removing stale role label");
+        let patch = serde_json::json!({ "metadata": { "labels": { ROLE_LABEL: null } } });
+        match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(Error::kube(Verb::PatchPod, "Pod", name, e)),
+        }
+    }
+    Ok(())
+}
+
+fn deployment_obs(d: &Deployment) -> DeploymentObs {
+    let st = d.status.clone().unwrap_or_default();
+    DeploymentObs {
+        generation: d.metadata.generation,
+        observed_generation: st.observed_generation,
+        desired: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+        replicas: st.replicas.unwrap_or(0),
+        ready: st.ready_replicas.unwrap_or(0),
+        updated: st.updated_replicas.unwrap_or(0),
+        available: st.available_replicas.unwrap_or(0),
+    }
+}
+
+async fn patch_status(ctx: &Context, cluster: &SmscCluster, new: &SmscClusterStatus) -> Result<()> {
+    if cluster.status.as_ref() == Some(new) {
+        return Ok(());
+    }
+    let name = cluster.name_any();
+    let api: Api<SmscCluster> = Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": format!("{}/{}", smsc_api::names::GROUP, smsc_api::crd::VERSION),
+        "kind": "SmscCluster",
+        "status": new,
+    });
+    api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(|e| Error::kube(Verb::PatchStatus, "SmscCluster", &name, e))?;
+    Ok(())
+}
+
+fn was(old: Option<&SmscClusterStatus>, t: ConditionType, reason: &str) -> bool {
+    old.and_then(|s| status::condition(s, t))
+        .is_some_and(|c| c.status == ConditionStatus::True && c.reason == reason)
+}
+
+pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    ctx.metrics.reconciles.inc();
+    let res = reconcile_inner(&obj, &ctx).await;
+    ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
+    if res.is_ok() {
+        ctx.clear_failures(&key(&obj));
+    }
+    res
+}
+
+async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
+    let cluster: SmscCluster = match serde_json::to_value(obj).and_then(serde_json::from_value) {
+        Ok(c) => c,
+        Err(source) => {
+            // Retrying cannot help: wait for the object to change.
+            let err = Error::Malformed { name: key(obj), source };
+            tracing::warn!(error = %err, "skipping malformed SmscCluster");
+            ctx.metrics.error(err.metric_label());
+            ctx.event(obj, EventType::Warning, err.reason(), err.to_string()).await;
+            return Ok(Action::await_change());
+        }
+    };
+    if cluster.metadata.deletion_timestamp.is_some() {
+        // Children go with it through their owner references.
+        return Ok(Action::await_change());
+    }
+    let ns = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+    let old = cluster.status.as_ref();
+
+    // Validate (pure).
+    let plan = build::plan(&cluster, &ctx.settings.smscd_image, &ns)?;
+    let selector = labels::selector_string(&labels::selector(&name));
+
+    if cluster.spec.paused {
+        let dep: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+        let d = dep.get_opt(&name).await.map_err(|e| Error::kube(Verb::Get, "Deployment", &name, e))?;
+        let inputs = Inputs {
+            generation: cluster.metadata.generation,
+            paused: true,
+            checklist: &plan.checklist,
+            decision: &plan.decision,
+            selector,
+            deployment: d.as_ref().map(deployment_obs),
+            active_pod: old.and_then(|s| s.active_pod.clone()),
+            problem: None,
+        };
+        let new = status::compute(old, &inputs, &status::now());
+        patch_status(ctx, &cluster, &new).await?;
+        return Ok(Action::await_change());
+    }
+
+    // Fetch what the spec refers to.
+    let missing = missing_secrets(ctx, &cluster, &ns).await?;
+    let problem = (!missing.is_empty()).then(|| {
+        ("SecretMissing".to_string(), format!("referenced Secret keys do not exist: {}", missing.join(", ")))
+    });
+    if let Some((reason, message)) = &problem {
+        if !was(old, ConditionType::Degraded, reason) {
+            ctx.event(obj, EventType::Warning, reason, message.clone()).await;
+        }
+    }
+
+    let deployment = match &plan.decision {
+        Decision::Refused { unmet } => {
+            // Leave the running children exactly as they are.
+            if !was(old, ConditionType::Degraded, "ActiveActiveRefused") {
+                let note = format!("topology ActiveActive refused: unmet checklist items {}", names(unmet));
+                tracing::warn!(%ns, %name, %note);
+                ctx.event(obj, EventType::Warning, "ActiveActiveRefused", note).await;
+            }
+            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+            api.get_opt(&name).await.map_err(|e| Error::kube(Verb::Get, "Deployment", &name, e))?
+        }
+        Decision::Run(topology) => {
+            let children = build::children(&cluster, &plan)?;
+            let d = apply_children(ctx, &cluster, &plan, &children).await?;
+            let before = old.and_then(|s| s.topology);
+            if before != Some(*topology) {
+                let (type_, note) = match (topology, cluster.spec.topology) {
+                    (Topology::ActiveStandby, Topology::Auto) => {
+                        let unmet: Vec<_> =
+                            plan.checklist.iter().filter(|i| !i.satisfied).map(|i| i.name).collect();
+                        (
+                            EventType::Warning,
+                            format!("running ActiveStandby: unmet checklist items {}", names(&unmet)),
+                        )
+                    }
+                    (t, _) => (EventType::Normal, format!("running {}", t.as_str())),
+                };
+                ctx.event(obj, type_, "TopologyChanged", note).await;
+            }
+            d
+        }
+    };
+
+    let topology = match plan.decision {
+        Decision::Run(t) => Some(t),
+        Decision::Refused { .. } => old.and_then(|s| s.topology),
+    };
+    let holder =
+        if topology == Some(Topology::ActiveStandby) { lease_holder(ctx, &ns, &name).await? } else { None };
+    fix_role_labels(ctx, &ns, &name, holder.as_deref()).await?;
+
+    let inputs = Inputs {
+        generation: cluster.metadata.generation,
+        paused: false,
+        checklist: &plan.checklist,
+        decision: &plan.decision,
+        selector,
+        deployment: deployment.as_ref().map(deployment_obs),
+        active_pod: holder,
+        problem,
+    };
+    let new = status::compute(old, &inputs, &status::now());
+    patch_status(ctx, &cluster, &new).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+pub fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> Action {
+    let n = ctx.record_failure(&key(&obj));
+    let wait = backoff(n);
+    ctx.metrics.error(err.metric_label());
+    tracing::warn!(object = %key(&obj), error = %err, retry_in = ?wait, "reconcile failed");
+    let (reason, note) = (err.reason(), err.to_string());
+    let ctx2 = ctx.clone();
+    tokio::spawn(async move { ctx2.event(&obj, EventType::Warning, reason, note).await });
+    Action::requeue(wait)
+}
+
+/// Map a watched object to the SmscCluster it belongs to, only when `fingerprint` changed
+/// (Lease renewals and Pod status churn would otherwise reconcile every few seconds).
+fn changed_filter<T: ResourceExt>(
+    seen: &Mutex<HashMap<String, String>>,
+    obj: &T,
+    fingerprint: String,
+    cluster: Option<String>,
+    ar: &ApiResource,
+) -> Option<ObjectRef<DynamicObject>> {
+    let ns = obj.namespace()?;
+    let k = format!("{ns}/{}", obj.name_any());
+    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+    if seen.get(&k) == Some(&fingerprint) {
+        return None;
+    }
+    seen.insert(k, fingerprint);
+    Some(ObjectRef::new_with(&cluster?, ar.clone()).within(&ns))
+}
+
+fn api_for<K>(client: &Client, ns: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let ns = ctx.settings.namespace.clone();
+    let ar = ctx.resource.clone();
+    let clusters: Api<DynamicObject> = match &ns {
+        Some(n) => Api::namespaced_with(client.clone(), n, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    let children = watcher::Config::default().labels(&format!("{}={MANAGER}", labels::MANAGED_BY_LABEL));
+    let lease_seen = Arc::new(Mutex::new(HashMap::new()));
+    let pod_seen = Arc::new(Mutex::new(HashMap::new()));
+    let (ar_l, ar_p) = (ar.clone(), ar.clone());
+    Controller::new_with(clusters, watcher::Config::default().any_semantic(), ar.clone())
+        .with_config(RuntimeConfig::default().debounce(Duration::from_millis(500)))
+        .owns(api_for::<Deployment>(&client, &ns), children.clone())
+        .owns(api_for::<Service>(&client, &ns), children.clone())
+        .owns(api_for::<ConfigMap>(&client, &ns), children.clone())
+        .owns(api_for::<PodDisruptionBudget>(&client, &ns), children.clone())
+        .owns(api_for::<HorizontalPodAutoscaler>(&client, &ns), children.clone())
+        .owns(api_for::<ServiceAccount>(&client, &ns), children.clone())
+        .owns(api_for::<Role>(&client, &ns), children.clone())
+        .owns(api_for::<RoleBinding>(&client, &ns), children.clone())
+        .watches(api_for::<Lease>(&client, &ns), watcher::Config::default(), move |lease: Lease| {
+            let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.clone()).unwrap_or_default();
+            let cluster = labels::cluster_of_lease(&lease.name_any()).map(str::to_string);
+            changed_filter(&lease_seen, &lease, holder, cluster, &ar_l)
+        })
+        .watches(api_for::<Pod>(&client, &ns), children, move |pod: Pod| {
+            let role = pod.labels().get(ROLE_LABEL).cloned().unwrap_or_default();
+            let cluster = pod.labels().get(labels::INSTANCE_LABEL).cloned();
+            changed_filter(&pod_seen, &pod, role, cluster, &ar_p)
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
+                // Watch and reconcile errors are logged; the stream itself keeps going.
+                Err(e) => tracing::warn!(error = %e, "controller"),
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let secs: Vec<u64> = (1..=12).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(secs, vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+    }
+
+    #[test]
+    fn subset_ignores_server_defaults_but_not_changes() {
+        let desired = json!({"spec": {"replicas": 2, "ports": [{"port": 2775}], "empty": {}, "none": null}});
+        let observed =
+            json!({"spec": {"replicas": 2, "ports": [{"port": 2775, "protocol": "TCP"}], "extra": 1}});
+        assert!(is_subset(&desired, &observed));
+        assert!(!is_subset(&json!({"spec": {"replicas": 3}}), &observed));
+        assert!(!is_subset(&json!({"spec": {"ports": [{"port": 2775}, {"port": 8775}]}}), &observed));
+        assert!(!is_subset(&json!({"spec": {"missing": 1}}), &observed));
+    }
+
+    #[test]
+    fn api_resource_names_the_crd() {
+        let ar = api_resource();
+        assert_eq!(
+            (ar.group.as_str(), ar.version.as_str(), ar.kind.as_str(), ar.plural.as_str()),
+            ("smsc.io", "v1alpha1", "SmscCluster", "smscclusters")
+        );
+    }
+}

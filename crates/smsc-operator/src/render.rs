@@ -1,0 +1,62 @@
+//! `smsc-operator render`: the children of an SmscCluster file as YAML, with no cluster.
+
+use smsc_api::crd::SmscCluster;
+
+use crate::build;
+use crate::checklist::{names, Decision};
+use crate::error::{Error, Result};
+
+/// The children as YAML documents. An ActiveActive the checklist refuses is an error, as it
+/// would be in the cluster.
+pub fn render(yaml: &str, smscd_image: &str) -> Result<String> {
+    let cluster: SmscCluster =
+        serde_saphyr::from_str(yaml).map_err(|e| Error::InvalidSpec(format!("not an SmscCluster: {e}")))?;
+    let plan = build::plan(&cluster, smscd_image, "default")?;
+    if let Decision::Refused { unmet } = &plan.decision {
+        return Err(Error::InvalidSpec(format!(
+            "topology ActiveActive refused: unmet checklist items {}",
+            names(unmet)
+        )));
+    }
+    build::children(&cluster, &plan)?.to_yaml()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn renders_every_child_without_secrets_or_owner() {
+        let out = render(&fixture("full.yaml"), "smscd:dev").unwrap_or_else(|e| panic!("{e}"));
+        for kind in [
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "ConfigMap",
+            "Deployment",
+            "Service",
+            "PodDisruptionBudget",
+            "HorizontalPodAutoscaler",
+        ] {
+            assert!(out.contains(&format!("kind: {kind}")), "{kind} missing:\n{out}");
+        }
+        assert!(!out.contains("ownerReferences"));
+        assert!(out.contains("${SMPP_BIND_ALPHA_ONE_PASSWORD}"));
+        assert!(out.contains("registry.example/smscd:1.2.3"));
+        assert_eq!(out.matches("\n---\n").count() + 1, 8, "{out}");
+    }
+
+    #[test]
+    fn refused_active_active_is_an_error() {
+        let yaml =
+            fixture("single-bind.yaml").replace("replicas: 2\n", "replicas: 2\n  topology: ActiveActive\n");
+        let err = render(&yaml, "smscd:dev").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("UpstreamBindCapacity"), "{err}");
+        assert!(render("not: [valid", "x").is_err());
+    }
+}

@@ -1,0 +1,314 @@
+//! Status from what was decided and observed. Pure: the caller passes the clock.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use smsc_api::crd::{ChecklistItem, Condition, ConditionStatus, ConditionType, SmscClusterStatus, Topology};
+
+use crate::checklist::{names, Decision};
+
+/// The Deployment as observed after applying.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeploymentObs {
+    pub generation: Option<i64>,
+    pub observed_generation: Option<i64>,
+    /// Desired replicas (spec.replicas, as the HPA or the operator set it).
+    pub desired: i32,
+    pub replicas: i32,
+    pub ready: i32,
+    pub updated: i32,
+    pub available: i32,
+}
+
+/// Everything the status is computed from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inputs<'a> {
+    pub generation: Option<i64>,
+    pub paused: bool,
+    pub checklist: &'a [ChecklistItem],
+    pub decision: &'a Decision,
+    /// Label selector of the Pods, for the scale subresource.
+    pub selector: String,
+    pub deployment: Option<DeploymentObs>,
+    /// Lease holder (ActiveStandby only).
+    pub active_pod: Option<String>,
+    /// A problem the operator cannot fix itself (reason, message), e.g. a missing Secret.
+    pub problem: Option<(String, String)>,
+}
+
+struct Cond {
+    type_: ConditionType,
+    status: ConditionStatus,
+    reason: String,
+    message: String,
+}
+
+fn cond(type_: ConditionType, status: ConditionStatus, reason: &str, message: String) -> Cond {
+    Cond { type_, status, reason: reason.to_string(), message }
+}
+
+fn available(inputs: &Inputs<'_>, topology: Option<Topology>) -> Cond {
+    let t = ConditionType::Available;
+    match &inputs.deployment {
+        None => {
+            cond(t, ConditionStatus::Unknown, "DeploymentMissing", "the Deployment does not exist yet".into())
+        }
+        Some(d) if d.available < 1 => cond(
+            t,
+            ConditionStatus::False,
+            "NoReplicaAvailable",
+            format!("0 of {} replicas available", d.desired),
+        ),
+        Some(_) if topology == Some(Topology::ActiveStandby) && inputs.active_pod.is_none() => cond(
+            t,
+            ConditionStatus::False,
+            "NoLeaseHolder",
+            "replicas are up but none holds the Lease yet".into(),
+        ),
+        Some(d) => cond(
+            t,
+            ConditionStatus::True,
+            "ReplicasAvailable",
+            format!("{} of {} replicas available", d.available, d.desired),
+        ),
+    }
+}
+
+fn progressing(inputs: &Inputs<'_>) -> Cond {
+    let t = ConditionType::Progressing;
+    match &inputs.deployment {
+        None => {
+            cond(t, ConditionStatus::Unknown, "DeploymentMissing", "the Deployment does not exist yet".into())
+        }
+        Some(d) => {
+            let rolling = d.observed_generation < d.generation
+                || d.updated < d.desired
+                || d.ready < d.desired
+                || d.replicas > d.desired;
+            if rolling {
+                let msg = format!("{} updated, {} ready of {} desired", d.updated, d.ready, d.desired);
+                cond(t, ConditionStatus::True, "RollingOut", msg)
+            } else {
+                cond(
+                    t,
+                    ConditionStatus::False,
+                    "Settled",
+                    format!("{} replicas up to date and ready", d.desired),
+                )
+            }
+        }
+    }
+}
+
+fn degraded(inputs: &Inputs<'_>) -> Cond {
+    let t = ConditionType::Degraded;
+    match (inputs.decision, &inputs.problem) {
+        (Decision::Refused { unmet }, _) => cond(
+            t,
+            ConditionStatus::True,
+            "ActiveActiveRefused",
+            format!(
+                "topology ActiveActive refused: unmet checklist items {}; children left as they were",
+                names(unmet)
+            ),
+        ),
+        (_, Some((reason, message))) => cond(t, ConditionStatus::True, reason, message.clone()),
+        _ => cond(t, ConditionStatus::False, "AsExpected", "no problem found".into()),
+    }
+}
+
+/// The new status. Conditions whose status did not change keep their lastTransitionTime.
+pub fn compute(old: Option<&SmscClusterStatus>, inputs: &Inputs<'_>, now: &Time) -> SmscClusterStatus {
+    let unmet: Vec<_> = inputs.checklist.iter().filter(|i| !i.satisfied).map(|i| i.name).collect();
+    let topology = match inputs.decision {
+        Decision::Run(t) => Some(*t),
+        // Refused: the children were left as they were, and so is the topology in effect.
+        Decision::Refused { .. } => old.and_then(|s| s.topology),
+    };
+    let scale_out = if unmet.is_empty() {
+        let msg = "every scale-out checklist item holds".to_string();
+        cond(ConditionType::ScaleOutSafe, ConditionStatus::True, "ChecklistPassed", msg)
+    } else {
+        let msg = format!("unmet: {}", names(&unmet));
+        cond(ConditionType::ScaleOutSafe, ConditionStatus::False, "ChecklistUnmet", msg)
+    };
+    let paused = if inputs.paused {
+        let msg = "spec.paused is true: children are left as they are".to_string();
+        cond(ConditionType::ReconciliationPaused, ConditionStatus::True, "Paused", msg)
+    } else {
+        let msg = "children follow the spec".to_string();
+        cond(ConditionType::ReconciliationPaused, ConditionStatus::False, "Reconciling", msg)
+    };
+    let conds = [available(inputs, topology), progressing(inputs), degraded(inputs), scale_out, paused];
+
+    let conditions = conds
+        .into_iter()
+        .map(|c| {
+            let last_transition_time = old
+                .and_then(|s| condition(s, c.type_))
+                .filter(|o| o.status == c.status)
+                .map(|o| o.last_transition_time.clone())
+                .unwrap_or_else(|| now.clone());
+            Condition {
+                type_: c.type_,
+                status: c.status,
+                reason: c.reason,
+                message: c.message,
+                last_transition_time,
+                observed_generation: inputs.generation,
+            }
+        })
+        .collect();
+
+    let dep = inputs.deployment.clone().unwrap_or_default();
+    SmscClusterStatus {
+        observed_generation: inputs.generation,
+        topology,
+        replicas: dep.replicas,
+        ready_replicas: dep.ready,
+        active_pod: if topology == Some(Topology::ActiveStandby) { inputs.active_pod.clone() } else { None },
+        selector: Some(inputs.selector.clone()),
+        checklist: inputs.checklist.to_vec(),
+        conditions,
+    }
+}
+
+/// The condition of a type, if present.
+pub fn condition(status: &SmscClusterStatus, t: ConditionType) -> Option<&Condition> {
+    status.conditions.iter().find(|c| c.type_ == t)
+}
+
+/// Now, to whole seconds (what the API server stores), so a re-read status compares equal.
+pub fn now() -> Time {
+    let ts = k8s_openapi::jiff::Timestamp::now();
+    Time(k8s_openapi::jiff::Timestamp::from_second(ts.as_second()).unwrap_or(ts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checklist::{evaluate, ChecklistInput};
+    use smsc_api::crd::ChecklistItemName;
+
+    fn t(s: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(s).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    fn items(pass: bool) -> Vec<ChecklistItem> {
+        evaluate(&ChecklistInput {
+            max_replicas: 2,
+            upstreams: vec![],
+            dlr_store_shared: pass,
+            load_balancer_pins_connections: true,
+            esmes_reconnect_with_backoff: true,
+            termination_grace_period_seconds: 45,
+            pre_stop_sleep_seconds: 10,
+            drain_seconds: 30,
+        })
+    }
+
+    fn settled() -> DeploymentObs {
+        DeploymentObs {
+            generation: Some(1),
+            observed_generation: Some(1),
+            desired: 2,
+            replicas: 2,
+            ready: 2,
+            updated: 2,
+            available: 2,
+        }
+    }
+
+    fn inputs<'a>(items: &'a [ChecklistItem], d: &'a Decision) -> Inputs<'a> {
+        Inputs {
+            generation: Some(1),
+            paused: false,
+            checklist: items,
+            decision: d,
+            selector: "a=b".into(),
+            deployment: Some(settled()),
+            active_pod: None,
+            problem: None,
+        }
+    }
+
+    fn get(s: &SmscClusterStatus, ty: ConditionType) -> (ConditionStatus, String, Time) {
+        let c = condition(s, ty).unwrap_or_else(|| panic!("no {ty:?}"));
+        (c.status, c.reason.clone(), c.last_transition_time.clone())
+    }
+
+    #[test]
+    fn healthy_active_active() {
+        let items = items(true);
+        let d = Decision::Run(Topology::ActiveActive);
+        let i = Inputs { generation: Some(3), active_pod: Some("ignored".into()), ..inputs(&items, &d) };
+        let s = compute(None, &i, &t(100));
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(s.topology, Some(Topology::ActiveActive));
+        assert_eq!((s.replicas, s.ready_replicas), (2, 2));
+        assert_eq!(s.active_pod, None);
+        assert_eq!(s.selector.as_deref(), Some("a=b"));
+        assert_eq!(s.checklist.len(), 5);
+        assert_eq!(get(&s, ConditionType::Available).0, ConditionStatus::True);
+        assert_eq!(get(&s, ConditionType::Progressing).0, ConditionStatus::False);
+        assert_eq!(get(&s, ConditionType::Degraded).0, ConditionStatus::False);
+        assert_eq!(get(&s, ConditionType::ScaleOutSafe).0, ConditionStatus::True);
+        assert_eq!(get(&s, ConditionType::ReconciliationPaused).0, ConditionStatus::False);
+        assert!(s
+            .conditions
+            .iter()
+            .all(|c| c.observed_generation == Some(3) && c.last_transition_time == t(100)));
+    }
+
+    #[test]
+    fn unchanged_inputs_give_an_equal_status_and_keep_transition_times() {
+        let items = items(true);
+        let d = Decision::Run(Topology::ActiveActive);
+        let i = inputs(&items, &d);
+        let first = compute(None, &i, &t(100));
+        let second = compute(Some(&first), &i, &t(200));
+        assert_eq!(first, second);
+        // Only the condition that flips gets the new time.
+        let mut rolling = settled();
+        rolling.ready = 1;
+        let third = compute(Some(&second), &Inputs { deployment: Some(rolling), ..i.clone() }, &t(300));
+        assert_eq!(
+            get(&third, ConditionType::Progressing),
+            (ConditionStatus::True, "RollingOut".into(), t(300))
+        );
+        assert_eq!(get(&third, ConditionType::Available).2, t(100));
+    }
+
+    #[test]
+    fn refused_active_active_is_degraded_and_keeps_the_old_topology() {
+        let items = items(false);
+        let old_d = Decision::Run(Topology::ActiveStandby);
+        let base = Inputs { active_pod: Some("p-0".into()), ..inputs(&items, &old_d) };
+        let old = compute(None, &base, &t(1));
+        assert_eq!(old.active_pod.as_deref(), Some("p-0"));
+        let refused = Decision::Refused { unmet: vec![ChecklistItemName::SharedDlrStore] };
+        let s =
+            compute(Some(&old), &Inputs { generation: Some(2), decision: &refused, ..base.clone() }, &t(2));
+        assert_eq!(s.topology, Some(Topology::ActiveStandby));
+        let (st, reason, _) = get(&s, ConditionType::Degraded);
+        assert_eq!((st, reason.as_str()), (ConditionStatus::True, "ActiveActiveRefused"));
+        assert!(condition(&s, ConditionType::Degraded).is_some_and(|c| c.message.contains("SharedDlrStore")));
+        assert_eq!(get(&s, ConditionType::ScaleOutSafe).0, ConditionStatus::False);
+    }
+
+    #[test]
+    fn standby_without_holder_is_unavailable_and_missing_deployment_is_unknown() {
+        let items = items(false);
+        let d = Decision::Run(Topology::ActiveStandby);
+        let i = Inputs {
+            paused: true,
+            problem: Some(("SecretMissing".into(), "x".into())),
+            ..inputs(&items, &d)
+        };
+        let s = compute(None, &i, &t(1));
+        assert_eq!(get(&s, ConditionType::Available).1, "NoLeaseHolder");
+        assert_eq!(get(&s, ConditionType::Degraded).1, "SecretMissing");
+        assert_eq!(get(&s, ConditionType::ReconciliationPaused).0, ConditionStatus::True);
+        let s = compute(None, &Inputs { deployment: None, ..i }, &t(1));
+        assert_eq!(get(&s, ConditionType::Available).0, ConditionStatus::Unknown);
+        assert_eq!(get(&s, ConditionType::Progressing).0, ConditionStatus::Unknown);
+    }
+}
