@@ -881,3 +881,82 @@ async fn unbind_waits_for_deferred_responses() {
     assert_eq!(within(unbinding).await.unwrap(), CloseReason::LocalUnbind);
     assert_eq!(within(esme.closed()).await, CloseReason::PeerUnbind);
 }
+
+// ---- robustness: arbitrary frames never panic the session --------------------------------------
+
+mod arbitrary_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    const IDS: [u32; 12] = [
+        0x0000_0004,
+        0x0000_0005,
+        0x0000_0103,
+        0x0000_0021,
+        0x0000_0009,
+        0x0000_0006,
+        0x0000_0015,
+        0x8000_0004,
+        0x8000_0000,
+        0x0000_000B,
+        0x0000_0102,
+        0x0000_0777,
+    ];
+
+    /// One frame: a command_id (mostly known ones), a body, and whether command_length is honest.
+    fn frame() -> impl Strategy<Value = Vec<u8>> {
+        (0..IDS.len(), proptest::collection::vec(any::<u8>(), 0..120), any::<u32>(), 0u8..20).prop_map(
+            |(i, body, seq, lie)| {
+                let len = if lie == 0 { 3 } else { 16 + body.len() as u32 };
+                let mut f = header(len, IDS[i], 0, seq);
+                f.extend_from_slice(&body);
+                f
+            },
+        )
+    }
+
+    fn run(frames: Vec<Vec<u8>>) {
+        let rt =
+            tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+        rt.block_on(async move {
+            let (ours, mut theirs) = tokio::io::duplex(1 << 20);
+            let server = tokio::spawn(async move {
+                let incoming = smsc::accept(ours, None, SessionConfig::default()).await?;
+                let s = incoming.accept("fuzz", None, SubmitOk::default()).await?;
+                Ok::<CloseReason, SessionError>(s.closed().await)
+            });
+            let mut input =
+                Pdu::new(1, Body::BindTransceiver(bind_params("f", "p"))).to_bytes().unwrap().to_vec();
+            for f in frames {
+                input.extend_from_slice(&f);
+            }
+            theirs.write_all(&input).await.unwrap();
+            theirs.shutdown().await.unwrap();
+            // Everything we get back must be well-formed SMPP.
+            let mut out = BytesMut::new();
+            let _ = tokio::time::timeout(Duration::from_secs(60), async {
+                while theirs.read_buf(&mut out).await.unwrap_or(0) > 0 {}
+            })
+            .await;
+            let mut codec = SmppCodec::default();
+            let mut answers = Vec::new();
+            while let Some(item) = codec.decode(&mut out).expect("our output frames") {
+                answers.push(item.expect("our output decodes"));
+            }
+            assert_eq!(answers.first().map(|p| p.command_id()), Some(CommandId::BIND_TRANSCEIVER_RESP));
+            let joined = tokio::time::timeout(Duration::from_secs(60), server).await.expect("session ends");
+            let result = joined.expect("session task did not panic");
+            if let Ok(CloseReason::Io(e)) = &result {
+                assert!(!e.contains("unexpectedly"), "session task ended unexpectedly");
+            }
+        });
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+        #[test]
+        fn arbitrary_frames_after_bind(frames in proptest::collection::vec(frame(), 0..12)) {
+            run(frames);
+        }
+    }
+}
