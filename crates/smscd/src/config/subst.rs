@@ -318,8 +318,8 @@ impl LineLexer<'_> {
             match ctx {
                 Ctx::Plain => out.push_str(&value),
                 Ctx::DoubleQuoted => out.push_str(&escape_double(&value)),
-                Ctx::SingleQuoted | Ctx::Block if value.contains(['\n', '\r']) => self.error(format!(
-                    "environment variable {name} holds a line break, which cannot go in a {} scalar; use a double-quoted or plain one",
+                Ctx::SingleQuoted | Ctx::Block if value.chars().any(|c| c != '\t' && !yaml_printable(c)) => self.error(format!(
+                    "environment variable {name} holds a line break or control character, which cannot go in a {} scalar; use a double-quoted or plain one",
                     if ctx == Ctx::Block { "block" } else { "single-quoted" }
                 )),
                 Ctx::SingleQuoted => out.push_str(&value.replace('\'', "''")),
@@ -362,7 +362,7 @@ fn valid_name(name: &str) -> bool {
 /// Whether `s` written bare reads back as one plain scalar with exactly this text.
 fn plain_safe(s: &str, flow: bool) -> bool {
     let Some(first) = s.chars().next() else { return false };
-    if s.trim() != s || s.chars().any(|c| c.is_control()) {
+    if s.trim() != s || !s.chars().all(yaml_printable) {
         return false;
     }
     if "?:,[]{}#&*!|>'\"%@`".contains(first) {
@@ -374,7 +374,15 @@ fn plain_safe(s: &str, flow: bool) -> bool {
     if s.contains(": ") || s.contains(" #") || s.ends_with(':') {
         return false;
     }
-    !(flow && s.contains([',', '[', ']', '{', '}']))
+    // libyaml (YAML 1.1) refuses any `:` in a plain scalar inside a flow collection.
+    !(flow && s.contains([',', '[', ']', '{', '}', ':']))
+}
+
+/// Characters YAML takes as they are in any scalar: its printable set, less the ones a YAML 1.1
+/// parser (libyaml) reads as line breaks or a byte order mark.
+fn yaml_printable(c: char) -> bool {
+    matches!(c as u32, 0x20..=0x7e | 0xa0..=0xd7ff | 0xe000..=0xfffd | 0x10000..=0x10ffff)
+        && !matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}')
 }
 
 fn escape_double(s: &str) -> String {
@@ -386,7 +394,8 @@ fn escape_double(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if !yaml_printable(c) && (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if !yaml_printable(c) => out.push_str(&format!("\\U{:08x}", c as u32)),
             c => out.push(c),
         }
     }
@@ -476,6 +485,43 @@ mod tests {
     fn multi_line_double_quoted() {
         let out = sub("a: \"one\n  ${X} two\"\nb: ${X}\n", &[("X", "v#")]);
         assert_eq!(out, Ok("a: \"one\n  v# two\"\nb: v#\n".to_string()));
+    }
+
+    /// What YAML reads back for `k` after substituting `v` into `template`.
+    fn read_back(template: &str, v: &str) -> Result<String, String> {
+        let text = sub(template, &[("V", v)]).map_err(|e| format!("{e:?}"))?;
+        let map: HashMap<String, serde_norway::Value> =
+            serde_norway::from_str(&text).map_err(|e| format!("{text:?}: {e}"))?;
+        match map.get("k") {
+            Some(serde_norway::Value::String(s)) => Ok(s.clone()),
+            // A plain scalar that YAML types (number, bool, null): its text is what a String
+            // field gets, so compare that.
+            Some(other) => Ok(serde_norway::to_string(other).unwrap_or_default().trim_end().to_string()),
+            None => Err(format!("no k in {text:?}")),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+        #[test]
+        fn any_value_reads_back_exactly(v in "(\\PC|[\t\n\r\u{85}\u{2028}\u{feff}\u{0}\u{1b}]){0,24}") {
+            let typed_plain = |s: &str| serde_norway::from_str::<serde_norway::Value>(s)
+                .is_ok_and(|x| !matches!(x, serde_norway::Value::String(_)));
+            for template in ["k: ${V}\n", "m: 1\nk: ${V} # c\n", "{ a: 1, k: ${V}, b: [x] }\n", "k: \"<${V}>\"\n"] {
+                let got = read_back(template, &v);
+                let want = if template.contains('<') { format!("<{v}>") } else { v.clone() };
+                match got {
+                    Ok(g) if g == want => {}
+                    // A number, bool or null written plain reads back typed; its text is the
+                    // value (checked loosely: YAML may normalise it, e.g. `0x1` to 1).
+                    Ok(_) if typed_plain(&v) => {}
+                    other => proptest::prop_assert!(false, "{template:?} with {v:?}: {other:?}"),
+                }
+            }
+            if !v.contains(['\n', '\r']) && v.chars().all(|c| c == '\t' || yaml_printable(c)) {
+                proptest::prop_assert_eq!(read_back("k: '${V}'\n", &v), Ok(v.clone()));
+            }
+        }
     }
 
     #[test]
