@@ -22,6 +22,11 @@ const BACKOFF_ON_THROTTLE: Duration = Duration::from_millis(500);
 const WINDOW_WAIT: Duration = Duration::from_secs(2);
 /// A bind that lasted this long resets the reconnect backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// A removed upstream stays bound (but gets no submits) until no deliver_sm came for this long,
+/// so receipts it still owes for accepted submits reach us...
+const RETIRE_QUIET: Duration = Duration::from_secs(1);
+/// ...but not longer than this.
+const RETIRE_MAX: Duration = Duration::from_secs(30);
 
 /// Why a submit to this target did not succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +59,8 @@ pub struct Upstream {
     throttle: TokenBucket,
     cancel: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// `base`-relative ms of the last deliver_sm from this upstream.
+    last_deliver_ms: Arc<AtomicU64>,
 }
 
 impl Upstream {
@@ -69,6 +76,7 @@ impl Upstream {
             backoff_until_ms: AtomicU64::new(0),
             cancel: parent.child_token(),
             tasks: Mutex::new(Vec::new()),
+            last_deliver_ms: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -166,6 +174,19 @@ impl Upstream {
         core.metrics.upstream_submits.get_or_create(&l).inc();
     }
 
+    /// Removed from the config: already out of routing; unbind once its receipts went quiet.
+    async fn retire(&self) {
+        let started = Instant::now();
+        while !self.cancel.is_cancelled() && started.elapsed() < RETIRE_MAX && self.bound_sessions() > 0 {
+            let idle = self.now_ms().saturating_sub(self.last_deliver_ms.load(Ordering::Relaxed));
+            if idle >= RETIRE_QUIET.as_millis() as u64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.stop().await;
+    }
+
     /// Unbind every session and end the supervisors.
     pub async fn stop(&self) {
         self.cancel.cancel();
@@ -181,6 +202,7 @@ impl Upstream {
 pub struct Upstreams {
     map: RwLock<HashMap<String, Arc<Upstream>>>,
     root: CancellationToken,
+    retiring: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Upstreams {
@@ -196,16 +218,22 @@ impl Upstreams {
     /// are re-bound, new ones start, removed ones unbind.
     pub async fn apply(&self, core: &Arc<Core>, cfgs: &[BindConfig]) {
         let mut stop = Vec::new();
+        let mut retire = Vec::new();
         let mut start = Vec::new();
         {
             let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
             let wanted: HashMap<&str, &BindConfig> = cfgs.iter().map(|c| (c.name.as_str(), c)).collect();
-            map.retain(|name, u| {
-                let keep = wanted.get(name.as_str()).is_some_and(|c| **c == u.cfg);
-                if !keep {
+            map.retain(|name, u| match wanted.get(name.as_str()) {
+                Some(c) if **c == u.cfg => true,
+                // Changed: the new sessions take over its receipts.
+                Some(_) => {
                     stop.push(u.clone());
+                    false
                 }
-                keep
+                None => {
+                    retire.push(u.clone());
+                    false
+                }
             });
             for cfg in cfgs {
                 if !map.contains_key(&cfg.name) {
@@ -216,8 +244,14 @@ impl Upstreams {
             }
         }
         for u in stop {
-            info!(upstream = %u.name, "stopping upstream");
+            info!(upstream = %u.name, "upstream changed: re-binding");
             u.stop().await;
+        }
+        for u in retire {
+            info!(upstream = %u.name, "upstream removed: unbinding once its receipts are in");
+            let mut retiring = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
+            retiring.retain(|t| !t.is_finished());
+            retiring.push(tokio::spawn(async move { u.retire().await }));
         }
         for u in start {
             info!(upstream = %u.name, host = %u.cfg.host, port = u.cfg.port, binds = u.cfg.binds, "starting upstream");
@@ -269,7 +303,12 @@ async fn supervise(core: Weak<Core>, u: Arc<Upstream>, slot: usize) {
     while !u.cancel.is_cancelled() {
         attempt += 1;
         let Some(c) = core.upgrade() else { return };
-        let handler = UpstreamHandler { core: Arc::downgrade(&c), name: u.name.clone() };
+        let handler = UpstreamHandler {
+            core: Arc::downgrade(&c),
+            name: u.name.clone(),
+            base: u.base,
+            last_deliver_ms: u.last_deliver_ms.clone(),
+        };
         drop(c);
         let bind = Bind {
             system_id: Bytes::from(u.cfg.system_id.clone()),
@@ -324,6 +363,8 @@ async fn supervise(core: Weak<Core>, u: Arc<Upstream>, slot: usize) {
 struct UpstreamHandler {
     core: Weak<Core>,
     name: Arc<str>,
+    base: Instant,
+    last_deliver_ms: Arc<AtomicU64>,
 }
 
 impl Handler for UpstreamHandler {
@@ -334,6 +375,7 @@ impl Handler for UpstreamHandler {
         let Some(core) = self.core.upgrade() else {
             return Reply::Error(CommandStatus::ESME_RX_T_APPN);
         };
+        self.last_deliver_ms.store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
         let (pdu, responder) = req.defer();
         let Body::DeliverSm(dsm) = pdu.body else { return Reply::Deferred };
         let name = self.name.clone();
