@@ -952,11 +952,43 @@ mod arbitrary_input {
         });
     }
 
+    /// Before any bind: the accept phase answers or gives up, never panics.
+    fn run_unbound(frames: Vec<Vec<u8>>) {
+        let rt =
+            tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+        rt.block_on(async move {
+            let (ours, mut theirs) = tokio::io::duplex(1 << 20);
+            let server =
+                tokio::spawn(
+                    async move { smsc::accept(ours, None, SessionConfig::default()).await.map(|_| ()) },
+                );
+            for f in frames {
+                theirs.write_all(&f).await.unwrap();
+            }
+            let mut out = BytesMut::new();
+            let _ = tokio::time::timeout(Duration::from_secs(60), async {
+                while theirs.read_buf(&mut out).await.unwrap_or(0) > 0 {}
+            })
+            .await;
+            let mut codec = SmppCodec::default();
+            while let Some(item) = codec.decode(&mut out).expect("our output frames") {
+                item.expect("our output decodes");
+            }
+            let joined = tokio::time::timeout(Duration::from_secs(60), server).await.expect("accept ends");
+            joined.expect("accept did not panic").ok();
+        });
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
         #[test]
         fn arbitrary_frames_after_bind(frames in proptest::collection::vec(frame(), 0..12)) {
             run(frames);
+        }
+
+        #[test]
+        fn arbitrary_frames_before_bind(frames in proptest::collection::vec(frame(), 0..12)) {
+            run_unbound(frames);
         }
     }
 }
