@@ -322,3 +322,47 @@ async fn helm_install_and_uninstall_a_chart() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn three_kwok_nodes_over_two_zones() -> anyhow::Result<()> {
+    let cp = control_plane().await?;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(cp.client().await?);
+    let list = nodes.list(&ListParams::default().labels("type=kwok")).await?;
+    let mut zones = BTreeSet::new();
+    for n in &list.items {
+        let name = n.metadata.name.clone().unwrap_or_default();
+        let l = n.metadata.labels.clone().unwrap_or_default();
+        ensure!(l.get("kubernetes.io/hostname") == Some(&name), "node {name} hostname label: {l:?}");
+        zones.insert(l.get("topology.kubernetes.io/zone").cloned().context("zone label")?);
+        let ready = n
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        ensure!(ready, "node {name} not Ready");
+    }
+    ensure!(list.items.len() == 3, "want 3 kwok nodes, got {}", list.items.len());
+    ensure!(zones.len() == 2, "want two zones, got {zones:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn cluster_up_again_reuses_the_running_cluster() -> anyhow::Result<()> {
+    let cp = control_plane().await?;
+    let dir = cp.kubeconfig().parent().context("kubeconfig has no parent")?;
+    if !dir.join("state").exists() {
+        eprintln!("skipped: {} is not managed by tools/cluster.sh", cp.kubeconfig().display());
+        return Ok(());
+    }
+    let out = std::process::Command::new(smsc_e2e::repo_root().join("tools/cluster.sh"))
+        .arg("up")
+        .env("SMSC_CLUSTER_DIR", dir)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    ensure!(out.status.success(), "cluster.sh up failed: {stderr}");
+    ensure!(stderr.contains("already up"), "cluster.sh up did not reuse: {stderr}");
+    let want = format!("export KUBECONFIG={}", cp.kubeconfig().display());
+    ensure!(stdout.lines().last() == Some(want.as_str()), "last line {stdout:?}, want {want:?}");
+    Ok(())
+}
