@@ -1,4 +1,5 @@
-//! Admin HTTP: /healthz (the process answers), /readyz (listener up and not draining),
+//! Admin HTTP: /healthz (the process answers), /readyz (listener up, not draining, DLR store
+//! answering),
 //! /metrics (Prometheus text).
 
 use crate::core::Core;
@@ -27,6 +28,9 @@ pub async fn serve(core: Arc<Core>, listener: TcpListener, stop: CancellationTok
 
 async fn readyz(State(core): State<Arc<Core>>) -> impl IntoResponse {
     if core.ready.load(Ordering::Relaxed) && !core.is_draining() {
+        if !core.store.healthy() {
+            return (StatusCode::SERVICE_UNAVAILABLE, "not ready: store unavailable\n");
+        }
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")

@@ -16,8 +16,7 @@ use crate::inbound::Sessions;
 use crate::metrics::{AccountLabel, ResultLabel};
 use crate::router::Router;
 use crate::store::memory::MemoryStore;
-use crate::store::Store;
-use smsc_api::smscd_config::{SmscdConfig, StoreConfig};
+use smsc_api::smscd_config::SmscdConfig;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,8 +33,8 @@ pub enum DaemonError {
     Listen { addr: String, source: std::io::Error },
     #[error("cannot listen for admin HTTP on {addr}: {source}")]
     Admin { addr: String, source: std::io::Error },
-    #[error("store type redis is not supported by this build; use type: memory")]
-    UnsupportedStore,
+    #[error("store: {0}")]
+    Store(String),
     #[error("daemon task failed: {0}")]
     Task(String),
 }
@@ -78,13 +77,9 @@ pub async fn start(
     mut reloads: watch::Receiver<Arc<SmscdConfig>>,
     shutdown: CancellationToken,
 ) -> Result<DaemonHandle, DaemonError> {
-    let (store, memory): (Arc<dyn Store>, Arc<MemoryStore>) = match &config.store {
-        StoreConfig::Memory { ttl } => {
-            let m = Arc::new(MemoryStore::new(*ttl));
-            (m.clone(), m)
-        }
-        StoreConfig::Redis { .. } => return Err(DaemonError::UnsupportedStore),
-    };
+    let crate::store::Built { store, memory } =
+        crate::store::build(&config.store, &crate::store::redis::default_identity())
+            .map_err(|e| DaemonError::Store(e.to_string()))?;
     let smpp_at = listen_addr(&config.server.bind_address, config.server.port);
     let listener = TcpListener::bind(&smpp_at)
         .await
@@ -192,7 +187,7 @@ async fn apply(core: &Arc<Core>, sessions: &Sessions, cfg: &SmscdConfig) {
 }
 
 /// Expire correlations and refresh the gauges.
-async fn housekeeping(core: Arc<Core>, memory: Arc<MemoryStore>) {
+async fn housekeeping(core: Arc<Core>, memory: Option<Arc<MemoryStore>>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_sweep = tokio::time::Instant::now();
     loop {
@@ -202,7 +197,7 @@ async fn housekeeping(core: Arc<Core>, memory: Arc<MemoryStore>) {
         }
         if last_sweep.elapsed() >= Duration::from_secs(60) {
             last_sweep = tokio::time::Instant::now();
-            let gone = memory.sweep();
+            let gone = memory.as_ref().map_or(0, |m| m.sweep());
             if gone > 0 {
                 info!(gone, "expired correlations");
             }
@@ -216,5 +211,6 @@ async fn housekeeping(core: Arc<Core>, memory: Arc<MemoryStore>) {
         }
         let c = core.store.correlations().await.unwrap_or(0);
         core.metrics.correlations.set(c as i64);
+        core.metrics.store_up.set(i64::from(core.store.healthy()));
     }
 }

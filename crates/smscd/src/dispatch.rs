@@ -23,6 +23,11 @@ pub async fn dispatch(
     sm: SubmitSm,
     chain: &[Target],
 ) -> (Result<String, CommandStatus>, String) {
+    // A shared store that does not answer could not correlate the receipt: refuse the submit
+    // (ESME_RSYSERR, transient: the ESME retries) rather than accept it and lose the receipt.
+    if wants_receipt(sm.registered_delivery) && !core.store.healthy() {
+        return (Err(CommandStatus::ESME_RSYSERR), "store".to_owned());
+    }
     let mut last = CommandStatus::ESME_RSYSERR;
     let mut busy = false;
     for target in chain {

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub upstream_rtt: HistFamily<UpstreamLabel>,
     pub pending_receipts: Family<AccountLabel, Gauge>,
     pub correlations: Gauge,
+    /// 1 while the DLR store answers (always 1 for memory).
+    pub store_up: Gauge,
     pub receipts: Family<ResultLabel, Counter>,
     pub deliveries: Family<ResultLabel, Counter>,
     pub reloads: Family<ResultLabel, Counter>,
@@ -105,6 +107,8 @@ impl Metrics {
         );
         let correlations = Gauge::default();
         registry.register("correlations", "Receipt correlation records held", correlations.clone());
+        let store_up = Gauge::default();
+        registry.register("store_up", "Whether the DLR store answers (1) or not (0)", store_up.clone());
         let receipts = Family::<ResultLabel, Counter>::default();
         registry.register(
             "upstream_receipts",
@@ -126,6 +130,7 @@ impl Metrics {
             upstream_rtt,
             pending_receipts,
             correlations,
+            store_up,
             receipts,
             deliveries,
             reloads,

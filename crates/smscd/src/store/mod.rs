@@ -7,9 +7,13 @@
 //! Correlations expire after the configured TTL.
 
 pub mod memory;
+pub mod redis;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use smsc_api::smscd_config::StoreConfig;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// What we remember about a submit the upstream accepted, keyed by (upstream, upstream id).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,4 +84,38 @@ pub trait Store: Send + Sync + 'static {
 
     /// Correlations held (for metrics).
     fn correlations(&self) -> BoxFuture<'_, Result<usize, StoreError>>;
+
+    /// Whether the store answers now (for /readyz, the `smscd_store_up` gauge and refusing
+    /// submits that want a receipt). Additive: in-process stores are always up.
+    fn healthy(&self) -> bool {
+        true
+    }
+}
+
+/// A store built from the config: `memory` is set for the in-process store (its owner sweeps
+/// expired correlations).
+pub struct Built {
+    pub store: Arc<dyn Store>,
+    pub memory: Option<Arc<memory::MemoryStore>>,
+}
+
+/// Build the configured store. `identity` names this replica in the Redis consumer group
+/// (see [`self::redis::default_identity`]); a second store built in the same process (tests
+/// running several daemons) gets a `-<n>` suffix so the two never share pending entries.
+pub fn build(config: &StoreConfig, identity: &str) -> Result<Built, StoreError> {
+    static BUILT: AtomicUsize = AtomicUsize::new(0);
+    match config {
+        StoreConfig::Memory { ttl } => {
+            let m = Arc::new(memory::MemoryStore::new(*ttl));
+            Ok(Built { store: m.clone(), memory: Some(m) })
+        }
+        StoreConfig::Redis { url, key_prefix, ttl } => {
+            let n = BUILT.fetch_add(1, Ordering::Relaxed);
+            let consumer = if n == 0 { identity.to_owned() } else { format!("{identity}-{n}") };
+            let claim_idle = self::redis::claim_idle_from_env();
+            let r = self::redis::RedisStore::new(url, key_prefix, *ttl, consumer, claim_idle)?;
+            tracing::info!(consumer = %r.consumer(), ?claim_idle, "redis store");
+            Ok(Built { store: r, memory: None })
+        }
+    }
 }

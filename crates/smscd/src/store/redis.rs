@@ -1,0 +1,680 @@
+//! Shared [`Store`] on Redis: a receipt that comes back on any replica reaches the account's
+//! ESME on whichever replica it is bound to (or waits in Redis while it is bound nowhere).
+//!
+//! Client: `redis` (redis-rs) with `tokio-comp` + `connection-manager`. It is the de facto Rust
+//! client (maintained under the redis-rs org with Redis Ltd. involvement, the most used by far);
+//! `ConnectionManager` is one multiplexed connection that reconnects by itself after a failure,
+//! which is what we want (every command is short; nothing here blocks server-side). 0.32 is
+//! the last line that builds with the workspace's rust-version 1.85.
+//!
+//! Keys (`P` = `store.key_prefix`):
+//! - `P:corr:<upstream>:<normalised id>`: hash `a` account, `o` our id, `t` submit time (ms),
+//!   `r` registered_delivery; expires after `store.ttl`. A final receipt does not delete it: it
+//!   shortens the expiry to [`TAKEN_GRACE`], so a receipt the upstream redelivers (because
+//!   queueing it failed after the lookup, e.g. Redis went away in between) still matches.
+//! - `P:q:<account>`: one stream per account, fields `pdu` (deliver_sm encoded with sequence 0)
+//!   and `id` (our id, receipts only). Consumer group `P`; consumer = replica identity.
+//!
+//! Delivery ids: a stream id `<ms>-<seq>` is packed into the u64 [`DeliveryId`] as
+//! `ms << 22 | seq` (42 bits of ms: good until 2109; seq below 2^22 = 4 194 304 entries in one
+//! millisecond of one stream, which XADD `*` never reaches in practice).
+//!
+//! Queue semantics (see docs/redis-store.md): `next_for` serves, in order, entries this replica
+//! already owns and must retry (nacked, claimed from a dead replica, left from a previous run
+//! under the same identity), then new entries (`>`). Every [`claim_idle`](RedisStore) (default
+//! 30 s) it XAUTOCLAIMs entries idle longer than that from any consumer: a replica that died
+//! with unacknowledged entries, or that holds retries while its ESME went elsewhere. Before a
+//! retry is sent, a script checks that this replica still owns the entry (else another one
+//! claimed it and will send it) and resets its idle time. `ack` = XACK + XDEL; an ack that fails
+//! (Redis away) is remembered and replayed on reconnection, so a delivered entry is not resent.
+
+use super::{Correlation, Delivery, DeliveryId, Store, StoreError};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::{RedisError, Script, Value};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+/// How long a correlation stays after a final receipt matched it (see the module doc).
+pub const TAKEN_GRACE: Duration = Duration::from_secs(300);
+/// Default idle time after which another replica's unacknowledged entries are claimed.
+pub const DEFAULT_CLAIM_IDLE: Duration = Duration::from_secs(30);
+/// Environment override of the claim idle time, in seconds.
+pub const CLAIM_IDLE_ENV: &str = "SMSCD_STORE_CLAIM_IDLE_SECS";
+const SEQ_BITS: u32 = 22;
+const MS_BITS: u32 = 42;
+/// Own entries re-read from Redis / claimed per round trip.
+const BATCH: usize = 100;
+/// How long a correlation write is retried before its receipt is given up.
+const PUT_RETRY_FOR: Duration = Duration::from_secs(5);
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
+/// Short, so a Redis outage turns into a clear error quickly instead of a stalled session.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// KEYS: candidate correlation keys, best first. ARGV[1]: "1" to take (final receipt),
+/// ARGV[2]: grace in ms. Returns [account, our id, submit ms, registered_delivery] or nil.
+const TAKE_LUA: &str = r#"
+for _, k in ipairs(KEYS) do
+  local v = redis.call('HMGET', k, 'a', 'o', 't', 'r')
+  if v[1] then
+    if ARGV[1] == '1' then
+      local left = redis.call('PTTL', k)
+      if left < 0 or left > tonumber(ARGV[2]) then redis.call('PEXPIRE', k, ARGV[2]) end
+    end
+    return v
+  end
+end
+return false
+"#;
+
+/// KEYS[1]: stream. ARGV: group, entry id, consumer. When the entry is still pending on this
+/// consumer, claim it again (resets idle time, counts a delivery) and return it; else nil.
+const RETRY_LUA: &str = r#"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #p == 1 and p[1][2] == ARGV[3] then
+  return redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2])
+end
+return false
+"#;
+
+/// An entry as XCLAIM returns it: id and fields.
+type RawEntry = (String, HashMap<String, Value>);
+/// HMGET a o t r.
+type RawCorrelation = (String, String, Option<u64>, Option<u8>);
+
+/// What this replica holds of one account's stream.
+#[derive(Debug, Default)]
+struct Local {
+    group_ready: bool,
+    /// Own pending entries re-read after start (left from a previous run under this identity).
+    own_loaded: bool,
+    /// Handed out by `next_for`, not yet acked/nacked.
+    out: HashSet<String>,
+    /// Owned by this replica in Redis, to be sent (again).
+    retry: VecDeque<String>,
+    last_claim: Option<Instant>,
+    claim_cursor: String,
+}
+
+pub struct RedisStore {
+    client: redis::Client,
+    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    prefix: String,
+    group: String,
+    ttl: Duration,
+    consumer: String,
+    claim_idle: Duration,
+    up: AtomicBool,
+    local: Mutex<HashMap<String, Local>>,
+    /// Acks that failed (Redis away): replayed when it answers again.
+    unacked: Mutex<Vec<(String, String)>>,
+    take: Script,
+    retry: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").field("prefix", &self.prefix).field("consumer", &self.consumer).finish()
+    }
+}
+
+fn unavailable(e: RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `<ms>-<seq>` -> `ms << 22 | seq`; None when out of the packed range.
+pub fn pack_id(id: &str) -> Option<DeliveryId> {
+    let (ms, seq) = id.split_once('-')?;
+    let (ms, seq): (u64, u64) = (ms.parse().ok()?, seq.parse().ok()?);
+    (ms < 1 << MS_BITS && seq < 1 << SEQ_BITS).then_some(ms << SEQ_BITS | seq)
+}
+
+pub fn unpack_id(id: DeliveryId) -> String {
+    format!("{}-{}", id >> SEQ_BITS, id & ((1 << SEQ_BITS) - 1))
+}
+
+/// The replica's consumer name: POD_NAME, else hostname-pid.
+pub fn default_identity() -> String {
+    if let Ok(p) = std::env::var("POD_NAME") {
+        if !p.trim().is_empty() {
+            return p.trim().to_owned();
+        }
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "smscd".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Claim idle time from [`CLAIM_IDLE_ENV`], else [`DEFAULT_CLAIM_IDLE`].
+pub fn claim_idle_from_env() -> Duration {
+    std::env::var(CLAIM_IDLE_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map_or(DEFAULT_CLAIM_IDLE, Duration::from_secs)
+}
+
+impl RedisStore {
+    /// No connection is made here: the first command (or the health task) connects, and the
+    /// connection manager reconnects after failures, so smscd starts while Redis is down.
+    pub fn new(
+        url: &str,
+        key_prefix: &str,
+        ttl: Duration,
+        consumer: String,
+        claim_idle: Duration,
+    ) -> Result<Arc<RedisStore>, StoreError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let store = Arc::new(RedisStore {
+            client,
+            conn: tokio::sync::Mutex::new(None),
+            prefix: key_prefix.to_owned(),
+            group: key_prefix.to_owned(),
+            ttl,
+            consumer,
+            claim_idle,
+            up: AtomicBool::new(false),
+            local: Mutex::new(HashMap::new()),
+            unacked: Mutex::new(Vec::new()),
+            take: Script::new(TAKE_LUA),
+            retry: Script::new(RETRY_LUA),
+        });
+        tokio::spawn(health(Arc::downgrade(&store)));
+        Ok(store)
+    }
+
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    fn corr_key(&self, upstream: &str, id: &str) -> String {
+        format!("{}:corr:{upstream}:{id}", self.prefix)
+    }
+
+    fn stream(&self, account: &str) -> String {
+        format!("{}:q:{account}", self.prefix)
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        let mut g = self.conn.lock().await;
+        if let Some(c) = g.as_ref() {
+            return Ok(c.clone());
+        }
+        let cfg = ConnectionManagerConfig::new()
+            .set_response_timeout(RESPONSE_TIMEOUT)
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_number_of_retries(2)
+            .set_max_delay(1000);
+        match ConnectionManager::new_with_config(self.client.clone(), cfg).await {
+            Ok(c) => {
+                *g = Some(c.clone());
+                Ok(c)
+            }
+            Err(e) => {
+                self.up.store(false, Ordering::Relaxed);
+                Err(unavailable(e))
+            }
+        }
+    }
+
+    /// Run a command, keeping the health flag in step with the outcome.
+    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        let mut c = self.conn().await?;
+        let r = cmd.query_async(&mut c).await;
+        self.note(r)
+    }
+
+    fn note<T>(&self, r: Result<T, RedisError>) -> Result<T, StoreError> {
+        match r {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if !is_server_reply(&e) {
+                    self.up.store(false, Ordering::Relaxed);
+                }
+                Err(unavailable(e))
+            }
+        }
+    }
+
+    async fn ensure_group(&self, account: &str, force: bool) -> Result<(), StoreError> {
+        if !force && lock(&self.local).get(account).is_some_and(|l| l.group_ready) {
+            return Ok(());
+        }
+        // From 0: entries queued before any replica read this account are served too.
+        let cmd = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(self.stream(account))
+            .arg(&self.group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .clone();
+        match self.run::<Value>(&cmd).await {
+            Ok(_) => {}
+            Err(StoreError::Unavailable(e)) if e.contains("BUSYGROUP") => {}
+            Err(e) => return Err(e),
+        }
+        lock(&self.local).entry(account.to_owned()).or_default().group_ready = true;
+        Ok(())
+    }
+
+    /// Re-read this consumer's pending entries (a previous run under the same identity).
+    async fn load_own(&self, account: &str) -> Result<(), StoreError> {
+        let mut from = "0".to_owned();
+        loop {
+            let cmd = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(&self.group)
+                .arg(&self.consumer)
+                .arg("COUNT")
+                .arg(BATCH)
+                .arg("STREAMS")
+                .arg(self.stream(account))
+                .arg(&from)
+                .clone();
+            let reply: Option<StreamReadReply> = self.read_group(account, &cmd).await?;
+            let ids: Vec<String> =
+                reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).map(|e| e.id).collect();
+            let Some(last) = ids.last().cloned() else { break };
+            let mut locals = lock(&self.local);
+            let l = locals.entry(account.to_owned()).or_default();
+            for id in ids {
+                if !l.out.contains(&id) && !l.retry.contains(&id) {
+                    l.retry.push_back(id);
+                }
+            }
+            from = last;
+        }
+        lock(&self.local).entry(account.to_owned()).or_default().own_loaded = true;
+        Ok(())
+    }
+
+    /// XREADGROUP, recreating the group once when Redis lost it (restart without persistence).
+    async fn read_group(
+        &self,
+        account: &str,
+        cmd: &redis::Cmd,
+    ) -> Result<Option<StreamReadReply>, StoreError> {
+        match self.run(cmd).await {
+            Err(StoreError::Unavailable(e)) if e.contains("NOGROUP") => {
+                self.ensure_group(account, true).await?;
+                self.run(cmd).await
+            }
+            r => r,
+        }
+    }
+
+    /// XAUTOCLAIM entries idle longer than claim_idle (dead replicas, or retries another
+    /// replica holds while the ESME is bound here) into this consumer's retries.
+    async fn autoclaim(&self, account: &str) -> Result<(), StoreError> {
+        let cursor = {
+            let mut locals = lock(&self.local);
+            let l = locals.entry(account.to_owned()).or_default();
+            // Check at a quarter of the idle bound: an entry is claimed at most 1.25x it late.
+            if l.last_claim.is_some_and(|t| t.elapsed() < self.claim_idle / 4) {
+                return Ok(());
+            }
+            l.last_claim = Some(Instant::now());
+            if l.claim_cursor.is_empty() {
+                "0-0".to_owned()
+            } else {
+                l.claim_cursor.clone()
+            }
+        };
+        let cmd = redis::cmd("XAUTOCLAIM")
+            .arg(self.stream(account))
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(self.claim_idle.as_millis() as u64)
+            .arg(&cursor)
+            .arg("COUNT")
+            .arg(BATCH)
+            .arg("JUSTID")
+            .clone();
+        let reply: StreamAutoClaimReply = match self.run(&cmd).await {
+            Ok(r) => r,
+            Err(StoreError::Unavailable(e)) if e.contains("NOGROUP") => {
+                self.ensure_group(account, true).await?;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let unacked: HashSet<String> =
+            lock(&self.unacked).iter().filter(|(a, _)| a == account).map(|(_, id)| id.clone()).collect();
+        let mut locals = lock(&self.local);
+        let l = locals.entry(account.to_owned()).or_default();
+        l.claim_cursor = reply.next_stream_id;
+        for e in reply.claimed {
+            // Ours in flight (claiming only reset its idle time), already queued, or delivered
+            // with an ack still to replay: nothing to send.
+            if l.out.contains(&e.id) || l.retry.contains(&e.id) || unacked.contains(&e.id) {
+                continue;
+            }
+            tracing::info!(account, id = %e.id, "claimed an idle delivery from another consumer");
+            l.retry.push_back(e.id);
+        }
+        Ok(())
+    }
+
+    async fn next_retry(&self, account: &str) -> Result<Option<(DeliveryId, Delivery)>, StoreError> {
+        loop {
+            let Some(id) = lock(&self.local).get_mut(account).and_then(|l| l.retry.pop_front()) else {
+                return Ok(None);
+            };
+            let mut c = self.conn().await?;
+            let r: Result<Option<Vec<RawEntry>>, _> = self
+                .retry
+                .key(self.stream(account))
+                .arg(&self.group)
+                .arg(&id)
+                .arg(&self.consumer)
+                .invoke_async(&mut c)
+                .await;
+            let entries = match self.note(r) {
+                Ok(e) => e,
+                Err(e) => {
+                    // Keep it for the next attempt.
+                    if let Some(l) = lock(&self.local).get_mut(account) {
+                        l.retry.push_front(id);
+                    }
+                    return Err(e);
+                }
+            };
+            // Another replica claimed it (it sends it), or it was deleted meanwhile.
+            let Some((id, map)) = entries.and_then(|mut v| v.pop()) else { continue };
+            let entry = StreamId { id, map };
+            if let Some(item) = self.hand_out(account, entry).await {
+                return Ok(Some(item));
+            }
+        }
+    }
+
+    /// Turn a read entry into a hand-out; entries without a payload or unpackable ids are
+    /// dropped from the group (logged).
+    async fn hand_out(&self, account: &str, e: StreamId) -> Option<(DeliveryId, Delivery)> {
+        let pdu = e.map.get("pdu").and_then(|v| redis::from_redis_value::<Vec<u8>>(v).ok());
+        let our_id = e.map.get("id").and_then(|v| redis::from_redis_value::<String>(v).ok());
+        let packed = pack_id(&e.id);
+        match (pdu, packed) {
+            (Some(pdu), Some(n)) => {
+                lock(&self.local).entry(account.to_owned()).or_default().out.insert(e.id);
+                Some((n, Delivery { pdu: Bytes::from(pdu), our_id }))
+            }
+            (pdu, _) => {
+                tracing::error!(account, id = %e.id, has_pdu = pdu.is_some(), "unusable queue entry: removed");
+                let _ = self.ack_raw(account, &e.id).await;
+                None
+            }
+        }
+    }
+
+    async fn ack_raw(&self, account: &str, id: &str) -> Result<(), StoreError> {
+        let key = self.stream(account);
+        let mut p = redis::pipe();
+        p.atomic()
+            .cmd("XACK")
+            .arg(&key)
+            .arg(&self.group)
+            .arg(id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&key)
+            .arg(id)
+            .ignore();
+        let mut c = self.conn().await?;
+        let r: Result<(), _> = p.query_async(&mut c).await;
+        self.note(r)
+    }
+
+    /// Replay acks that failed while Redis was away.
+    async fn replay_acks(&self) {
+        let todo: Vec<(String, String)> = std::mem::take(&mut *lock(&self.unacked));
+        let mut left = Vec::new();
+        for (account, id) in todo {
+            if self.ack_raw(&account, &id).await.is_err() {
+                left.push((account, id));
+            }
+        }
+        if !left.is_empty() {
+            lock(&self.unacked).extend(left);
+        }
+    }
+
+    async fn next(&self, account: &str) -> Result<Option<(DeliveryId, Delivery)>, StoreError> {
+        self.ensure_group(account, false).await?;
+        if !lock(&self.local).get(account).is_some_and(|l| l.own_loaded) {
+            self.load_own(account).await?;
+        }
+        self.autoclaim(account).await?;
+        if let Some(item) = self.next_retry(account).await? {
+            return Ok(Some(item));
+        }
+        loop {
+            // No BLOCK: the connection is shared (multiplexed); the delivery loop polls.
+            let cmd = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(&self.group)
+                .arg(&self.consumer)
+                .arg("COUNT")
+                .arg(1)
+                .arg("STREAMS")
+                .arg(self.stream(account))
+                .arg(">")
+                .clone();
+            let reply = self.read_group(account, &cmd).await?;
+            let Some(e) = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).next() else {
+                return Ok(None);
+            };
+            if let Some(item) = self.hand_out(account, e).await {
+                return Ok(Some(item));
+            }
+        }
+    }
+}
+
+/// An error Redis answered (the connection is fine), as opposed to I/O or timeouts.
+fn is_server_reply(e: &RedisError) -> bool {
+    e.kind() == redis::ErrorKind::ExtensionError
+        || e.kind() == redis::ErrorKind::ResponseError
+        || e.code().is_some_and(|c| c == "NOGROUP" || c == "BUSYGROUP")
+}
+
+/// PING every second: keeps `up` current for /readyz and the gauge, reconnects, replays acks.
+async fn health(store: Weak<RedisStore>) {
+    loop {
+        let Some(s) = store.upgrade() else { return };
+        let ok = match s.conn().await {
+            Ok(mut c) => {
+                let r: Result<String, _> = redis::cmd("PING").query_async(&mut c).await;
+                r.is_ok()
+            }
+            Err(_) => false,
+        };
+        let was = s.up.swap(ok, Ordering::Relaxed);
+        if ok != was {
+            if ok {
+                tracing::info!(consumer = %s.consumer, "redis store up");
+            } else {
+                tracing::warn!(consumer = %s.consumer, "redis store down");
+            }
+        }
+        if ok && !lock(&s.unacked).is_empty() {
+            s.replay_acks().await;
+        }
+        drop(s);
+        tokio::time::sleep(HEALTH_EVERY).await;
+    }
+}
+
+impl Store for RedisStore {
+    fn put_correlation<'a>(
+        &'a self,
+        upstream: &'a str,
+        upstream_id: &'a str,
+        c: Correlation,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let key = self.corr_key(upstream, upstream_id);
+            let mut p = redis::pipe();
+            p.atomic()
+                .cmd("HSET")
+                .arg(&key)
+                .arg("a")
+                .arg(&c.account)
+                .arg("o")
+                .arg(&c.our_id)
+                .arg("t")
+                .arg(c.submitted_at_ms)
+                .arg("r")
+                .arg(c.registered_delivery)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(self.ttl.as_millis().max(1) as u64)
+                .ignore();
+            // The upstream already has the message: a failure here loses its receipt, so ride
+            // out a short outage (a Redis restart) before giving up.
+            let deadline = Instant::now() + PUT_RETRY_FOR;
+            loop {
+                let r = match self.conn().await {
+                    Ok(mut conn) => {
+                        let r: Result<(), _> = p.query_async(&mut conn).await;
+                        self.note(r)
+                    }
+                    Err(e) => Err(e),
+                };
+                match r {
+                    Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+                    r => return r,
+                }
+            }
+        })
+    }
+
+    fn take_correlation<'a>(
+        &'a self,
+        upstream: &'a str,
+        candidates: &'a [String],
+        remove: bool,
+    ) -> BoxFuture<'a, Result<Option<Correlation>, StoreError>> {
+        Box::pin(async move {
+            if candidates.is_empty() {
+                return Ok(None);
+            }
+            let mut inv = self.take.prepare_invoke();
+            for id in candidates {
+                inv.key(self.corr_key(upstream, id));
+            }
+            inv.arg(if remove { "1" } else { "0" }).arg(TAKEN_GRACE.min(self.ttl).as_millis().max(1) as u64);
+            let mut conn = self.conn().await?;
+            let r: Result<Option<RawCorrelation>, _> = inv.invoke_async(&mut conn).await;
+            Ok(self.note(r)?.map(|(account, our_id, t, r)| Correlation {
+                account,
+                our_id,
+                submitted_at_ms: t.unwrap_or(0),
+                registered_delivery: r.unwrap_or(1),
+            }))
+        })
+    }
+
+    fn enqueue<'a>(&'a self, account: &'a str, d: Delivery) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("XADD");
+            cmd.arg(self.stream(account)).arg("*").arg("pdu").arg(d.pdu.as_ref());
+            if let Some(id) = &d.our_id {
+                cmd.arg("id").arg(id);
+            }
+            self.run::<Value>(&cmd).await.map(|_| ())
+        })
+    }
+
+    fn next_for<'a>(
+        &'a self,
+        account: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(DeliveryId, Delivery)>, StoreError>> {
+        Box::pin(self.next(account))
+    }
+
+    fn ack<'a>(&'a self, account: &'a str, id: DeliveryId) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let sid = unpack_id(id);
+            if let Some(l) = lock(&self.local).get_mut(account) {
+                l.out.remove(&sid);
+            }
+            let r = self.ack_raw(account, &sid).await;
+            if r.is_err() {
+                lock(&self.unacked).push((account.to_owned(), sid));
+            }
+            r
+        })
+    }
+
+    fn nack<'a>(&'a self, account: &'a str, id: DeliveryId) -> BoxFuture<'a, Result<(), StoreError>> {
+        // Still pending on this consumer in Redis: only the local bookkeeping moves.
+        let sid = unpack_id(id);
+        if let Some(l) = lock(&self.local).get_mut(account) {
+            if l.out.remove(&sid) && !l.retry.contains(&sid) {
+                l.retry.push_front(sid);
+            }
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn pending<'a>(&'a self, account: &'a str) -> BoxFuture<'a, Result<usize, StoreError>> {
+        Box::pin(async move {
+            // Acked entries are deleted, so the stream's length is what the account is owed.
+            let n: usize = self.run(redis::cmd("XLEN").arg(self.stream(account))).await?;
+            Ok(n)
+        })
+    }
+
+    /// What this replica has handed out and not settled: the drain waits for these only;
+    /// queued entries and retries are safe in Redis and another replica (or this one on its
+    /// return) serves them.
+    fn pending_total(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
+        let n = lock(&self.local).values().map(|l| l.out.len()).sum();
+        Box::pin(std::future::ready(Ok(n)))
+    }
+
+    /// Not counted on Redis (it would take a SCAN of every key): always 0.
+    fn correlations(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(std::future::ready(Ok(0)))
+    }
+
+    fn healthy(&self) -> bool {
+        self.is_up()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_pack_and_unpack() {
+        for id in ["0-0", "1732560000000-0", "1732560000000-4194303", "4398046511103-7"] {
+            let n = pack_id(id).unwrap();
+            assert_eq!(unpack_id(n), id);
+        }
+        assert!(pack_id("1-4194304").is_none());
+        assert!(pack_id("4398046511104-0").is_none());
+        assert!(pack_id("x-1").is_none() && pack_id("12").is_none());
+        assert!(pack_id("5-1").unwrap() < pack_id("5-2").unwrap());
+        assert!(pack_id("5-4000000").unwrap() < pack_id("6-0").unwrap());
+    }
+}

@@ -1,0 +1,683 @@
+//! The shared receipt store on a real Redis (`redis-server` from Debian, tools/deps.sh apt):
+//! the store's own semantics, then several smscd replicas (the built binary, so a replica can be
+//! SIGKILLed) sharing one Redis and one upstream (an in-process smscd whose sim issues the
+//! receipts, and which hands them round-robin to the replicas' upstream binds).
+//!
+//! A missing redis-server fails the test with a message. Every wait polls with a deadline.
+
+mod common;
+
+use common::*;
+use smpp::session::{esme, BindKind, Handler, Reply, Request, SessionConfig};
+use smpp::{Bind, Body, CommandStatus, DeliverSm};
+use smscd::store::redis::{pack_id, RedisStore};
+use smscd::store::{Correlation, Delivery, Store, StoreError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_smscd");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+// ---- redis-server, started here ------------------------------------------------------------------
+
+/// A redis-server on 127.0.0.1 in a temp dir, with an append-only file synced on every write
+/// (so a restart keeps everything Redis acknowledged); killed on drop.
+struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut r = RedisServer { child: None, port: free_port(), dir };
+        r.spawn();
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let spawned = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::from(std::fs::File::create(self.dir.path().join("redis.log")).expect("log file")))
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(c) => c,
+            Err(e) => panic!(
+                "cannot start redis-server ({e}): install it with `tools/deps.sh apt` (make test does)"
+            ),
+        };
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.pings() {
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("redis-server exited: {st}; log:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer on {}; log:\n{}",
+                self.port,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pings(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut buf = [0u8; 64];
+        s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL (no shutdown save: only the append-only file survives).
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(url).expect("redis url");
+    within("redis connect", client.get_multiplexed_async_connection()).await.expect("redis connect")
+}
+
+async fn xlen(url: &str, key: &str) -> usize {
+    let mut c = redis_conn(url).await;
+    redis::cmd("XLEN").arg(key).query_async(&mut c).await.expect("XLEN")
+}
+
+/// Pending entries per consumer of group `group` on `key`.
+async fn pending_by_consumer(url: &str, key: &str, group: &str) -> BTreeMap<String, usize> {
+    let mut c = redis_conn(url).await;
+    let v: redis::Value =
+        redis::cmd("XPENDING").arg(key).arg(group).query_async(&mut c).await.expect("XPENDING");
+    let mut out = BTreeMap::new();
+    if let redis::Value::Array(parts) = v {
+        if let Some(redis::Value::Array(consumers)) = parts.get(3) {
+            for c in consumers {
+                if let Ok((name, n)) = redis::from_redis_value::<(String, String)>(c) {
+                    out.insert(name, n.parse().unwrap_or(0));
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn poll_until<F, Fut>(what: &str, limit: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "not reached within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---- the store on its own ---------------------------------------------------------------------------
+
+fn corr(id: &str) -> Correlation {
+    Correlation { account: "acc".into(), our_id: id.into(), submitted_at_ms: 7, registered_delivery: 1 }
+}
+
+fn delivery(n: u8) -> Delivery {
+    Delivery { pdu: bytes::Bytes::from(vec![n; 3]), our_id: Some(format!("id{n}")) }
+}
+
+fn store(r: &RedisServer, prefix: &str, consumer: &str, claim_idle: Duration) -> Arc<RedisStore> {
+    RedisStore::new(&r.url(), prefix, Duration::from_secs(3600), consumer.into(), claim_idle).expect("store")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_correlation_by_candidates_ttl_and_grace() {
+    let r = RedisServer::start();
+    let s = store(&r, "u1", "c1", Duration::from_secs(30));
+    s.put_correlation("up", "7b", corr("ours")).await.expect("put");
+    let cands = smpp::receipt::id_candidates("123");
+    // Intermediate: kept; other upstream: not found.
+    assert_eq!(s.take_correlation("up", &cands, false).await.expect("take"), Some(corr("ours")));
+    assert_eq!(s.take_correlation("other", &cands, true).await.expect("take"), None);
+    assert_eq!(s.take_correlation("up", &cands, true).await.expect("take"), Some(corr("ours")));
+    // Final: kept for the grace only (a redelivered receipt still matches), TTL shortened.
+    let mut c = redis_conn(&r.url()).await;
+    let ttl: i64 = redis::cmd("PTTL").arg("u1:corr:up:7b").query_async(&mut c).await.expect("PTTL");
+    assert!(ttl > 0 && ttl <= 300_000, "ttl {ttl}");
+    // The TTL applies.
+    let short =
+        RedisStore::new(&r.url(), "u1s", Duration::from_millis(200), "c".into(), Duration::from_secs(30))
+            .expect("store");
+    short.put_correlation("up", "1", corr("x")).await.expect("put");
+    assert!(short.take_correlation("up", &["1".into()], false).await.expect("take").is_some());
+    let s2 = short.clone();
+    poll_until("correlation expired", Duration::from_secs(10), || {
+        let s2 = s2.clone();
+        async move { s2.take_correlation("up", &["1".into()], false).await.ok().flatten().is_none() }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_queue_is_shared_and_consumer_style() {
+    let r = RedisServer::start();
+    let a = store(&r, "u2", "a", Duration::from_secs(30));
+    let b = store(&r, "u2", "b", Duration::from_secs(30));
+    a.enqueue("acc", delivery(1)).await.expect("enqueue");
+    a.enqueue("acc", delivery(2)).await.expect("enqueue");
+    // Queued on A, served by B; each entry to one consumer only.
+    let (id1, d1) = b.next_for("acc").await.expect("next").expect("an entry");
+    assert_eq!(d1, delivery(1));
+    let (id2, d2) = a.next_for("acc").await.expect("next").expect("an entry");
+    assert_eq!(d2, delivery(2));
+    assert!(a.next_for("acc").await.expect("next").is_none());
+    assert!(b.next_for("acc").await.expect("next").is_none());
+    assert_eq!(b.pending("acc").await.expect("pending"), 2);
+    assert_eq!(b.pending_total().await.expect("total"), 1, "B holds one in flight");
+    // nack: B gets the same entry again (it still owns it), nobody else does.
+    b.nack("acc", id1).await.expect("nack");
+    assert!(a.next_for("acc").await.expect("next").is_none());
+    let (again, d) = b.next_for("acc").await.expect("next").expect("retry");
+    assert_eq!((again, d), (id1, delivery(1)));
+    b.ack("acc", id1).await.expect("ack");
+    a.ack("acc", id2).await.expect("ack");
+    assert_eq!(a.pending("acc").await.expect("pending"), 0);
+    assert_eq!(xlen(&r.url(), "u2:q:acc").await, 0, "acked entries are deleted");
+    assert!(pack_id("1-1").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_claims_entries_of_a_dead_consumer_after_the_idle_bound() {
+    let r = RedisServer::start();
+    let idle = Duration::from_secs(1);
+    let dead = store(&r, "u3", "dead", idle);
+    for n in 1..=3 {
+        dead.enqueue("acc", delivery(n)).await.expect("enqueue");
+    }
+    // Handed out, never acked: the replica "dies".
+    for _ in 0..3 {
+        assert!(dead.next_for("acc").await.expect("next").is_some());
+    }
+    drop(dead);
+    let live = store(&r, "u3", "live", idle);
+    let started = Instant::now();
+    let mut got = BTreeSet::new();
+    while got.len() < 3 {
+        assert!(started.elapsed() < Duration::from_secs(10), "claimed only {got:?}");
+        match live.next_for("acc").await.expect("next") {
+            Some((id, d)) => {
+                got.insert(d.our_id.clone().expect("our id"));
+                live.ack("acc", id).await.expect("ack");
+            }
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    assert!(started.elapsed() >= idle, "claimed before the idle bound");
+    assert_eq!(got, ["id1", "id2", "id3"].map(String::from).into());
+    assert!(live.next_for("acc").await.expect("next").is_none());
+    // A consumer restarted under the same identity gets its own pending entries back at once.
+    let again = store(&r, "u3", "same", Duration::from_secs(600));
+    again.enqueue("acc", delivery(9)).await.expect("enqueue");
+    assert!(again.next_for("acc").await.expect("next").is_some());
+    drop(again);
+    let reborn = store(&r, "u3", "same", Duration::from_secs(600));
+    let (_, d) = reborn.next_for("acc").await.expect("next").expect("own pending entry");
+    assert_eq!(d, delivery(9));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_reports_down_fails_clearly_and_recovers_with_acks_replayed() {
+    let mut r = RedisServer::start();
+    let s = store(&r, "u4", "c", Duration::from_secs(600));
+    let s2 = s.clone();
+    poll_until("store up", Duration::from_secs(10), || {
+        let s2 = s2.clone();
+        async move { s2.healthy() }
+    })
+    .await;
+    s.enqueue("acc", delivery(1)).await.expect("enqueue");
+    let (id, _) = s.next_for("acc").await.expect("next").expect("entry");
+    r.kill();
+    // Delivered to the ESME, ack fails: remembered.
+    assert!(matches!(s.ack("acc", id).await, Err(StoreError::Unavailable(_))));
+    assert!(matches!(s.enqueue("acc", delivery(2)).await, Err(StoreError::Unavailable(_))));
+    let s2 = s.clone();
+    poll_until("store down", Duration::from_secs(10), || {
+        let s2 = s2.clone();
+        async move { !s2.healthy() }
+    })
+    .await;
+    r.spawn();
+    let s2 = s.clone();
+    poll_until("store up again", Duration::from_secs(20), || {
+        let s2 = s2.clone();
+        async move { s2.healthy() }
+    })
+    .await;
+    let url = r.url();
+    poll_until("ack replayed", Duration::from_secs(10), || {
+        let url = url.clone();
+        async move { xlen(&url, "u4:q:acc").await == 0 }
+    })
+    .await;
+    s.enqueue("acc", delivery(3)).await.expect("enqueue after restart");
+    let (_, d) = s.next_for("acc").await.expect("next").expect("entry");
+    assert_eq!(d, delivery(3));
+}
+
+// ---- smscd replicas --------------------------------------------------------------------------------
+
+/// The shared upstream: an in-process smscd whose sim issues receipts to account `up`.
+async fn upstream_sim() -> Daemon {
+    let mut up = account("up", "uppw");
+    up.window = 64;
+    let mut cfg = base_config(vec![up]);
+    cfg.sim.receipt_delay_ms = 20;
+    Daemon::start(cfg).await
+}
+
+/// An smscd replica run from the built binary (so it can be SIGKILLed); killed on drop.
+struct Replica {
+    name: String,
+    child: Option<Child>,
+    smpp: SocketAddr,
+    admin: SocketAddr,
+    log: PathBuf,
+}
+
+impl Replica {
+    async fn start(name: &str, dir: &Path, redis_url: &str, upstream: u16, claim_idle_secs: u64) -> Replica {
+        let (smpp, admin) = (free_port(), free_port());
+        let cfg = format!(
+            r#"server: {{ bind_address: 127.0.0.1, port: {smpp}, bind_timeout_secs: 5 }}
+admin: {{ bind_address: 127.0.0.1, port: {admin} }}
+accounts:
+  - {{ system_id: esme, password: secret, window: 64 }}
+binds:
+  - {{ name: up, host: 127.0.0.1, port: {upstream}, system_id: up, password: uppw, bind_type: transceiver,
+      window: 32, reconnect: {{ min_ms: 50, max_ms: 500 }} }}
+routing: {{ default_chain: ["bind:up"] }}
+store: {{ type: redis, url: "${{TEST_REDIS_URL}}", key_prefix: t, ttl: 1h }}
+shutdown: {{ drain_secs: 2 }}
+"#
+        );
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, cfg).expect("write config");
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .env_clear()
+            .env("POD_NAME", name)
+            .env("TEST_REDIS_URL", redis_url)
+            .env(smscd::store::redis::CLAIM_IDLE_ENV, claim_idle_secs.to_string())
+            .env("SMSCD_LOG_LEVEL", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")))
+            .spawn()
+            .expect("spawn smscd");
+        let mut r = Replica {
+            name: name.into(),
+            child: Some(child),
+            smpp: SocketAddr::from(([127, 0, 0, 1], smpp)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
+            log,
+        };
+        r.wait_ready().await;
+        r
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Ready (store up) and bound upstream.
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("replica {} exited: {st}\n{}", self.name, self.logs());
+            }
+            if TcpStream::connect(self.admin).is_ok() {
+                let (code, _) = http_get(self.admin, "/readyz").await;
+                let m = http_get(self.admin, "/metrics").await.1;
+                if code == 200 && metric_sum(&m, "smscd_upstream_binds", &["upstream=\"up\""]) >= 1.0 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "replica {} not ready\n{}", self.name, self.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn metric(&self, name: &str, filters: &[&str]) -> f64 {
+        metric_sum(&http_get(self.admin, "/metrics").await.1, name, filters)
+    }
+
+    fn sigkill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.sigkill();
+    }
+}
+
+fn message_id(p: &smpp::Pdu) -> Option<String> {
+    match &p.body {
+        Body::SubmitSmResp(r) if p.command_status.is_ok() => {
+            Some(String::from_utf8_lossy(&r.message_id).into_owned())
+        }
+        _ => None,
+    }
+}
+
+/// Submit `n` (registered_delivery 1), each answered OK; the ids.
+async fn submit_n(e: &Esme, n: usize) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    for i in 0..n {
+        let resp = within("submit", e.session.request(submit("3161000", 1))).await.expect("submit_sm_resp");
+        match message_id(&resp) {
+            Some(id) => ids.insert(id),
+            None => panic!("submit {i} refused: {:?}", resp.command_status),
+        };
+    }
+    ids
+}
+
+/// Receive until every id in `want` arrived (or the limit passes); counts per id.
+async fn collect(
+    rx: &mut mpsc::UnboundedReceiver<DeliverSm>,
+    want: &BTreeSet<String>,
+    limit: Duration,
+) -> BTreeMap<String, usize> {
+    let mut got: BTreeMap<String, usize> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while !want.iter().all(|id| got.contains_key(id)) {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(d)) => *got.entry(receipt_id(&d)).or_default() += 1,
+            Ok(None) | Err(_) => break,
+        }
+    }
+    got
+}
+
+fn missing(want: &BTreeSet<String>, got: &BTreeMap<String, usize>) -> Vec<String> {
+    want.iter().filter(|id| !got.contains_key(*id)).cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transmitter_on_a_receiver_on_b_gets_every_receipt() {
+    let r = RedisServer::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let up = upstream_sim().await;
+    let a = Replica::start("replica-a", dir.path(), &r.url(), up.smpp.port(), 30).await;
+    let b = Replica::start("replica-b", dir.path(), &r.url(), up.smpp.port(), 30).await;
+    let mut rx = bind(b.smpp, BindKind::Receiver, "esme", "secret").await.expect("receiver on B");
+    let tx = bind(a.smpp, BindKind::Transmitter, "esme", "secret").await.expect("transmitter on A");
+    let n = 60;
+    let ids = submit_n(&tx, n).await;
+    assert_eq!(ids.len(), n);
+    let got = collect(&mut rx.delivered, &ids, Duration::from_secs(30)).await;
+    assert!(
+        missing(&ids, &got).is_empty(),
+        "missing {:?}\nA:\n{}\nB:\n{}",
+        missing(&ids, &got),
+        a.logs(),
+        b.logs()
+    );
+    let dups: usize = got.values().map(|c| c - 1).sum();
+    assert_eq!(dups, 0, "duplicates in the normal case: {got:?}");
+    assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), ids, "only our ids");
+    // The upstream really returned receipts on both replicas' binds; only B delivered.
+    let on_a = a.metric("smscd_upstream_receipts_total", &["result=\"queued\""]).await;
+    let on_b = b.metric("smscd_upstream_receipts_total", &["result=\"queued\""]).await;
+    assert_eq!(on_a + on_b, n as f64);
+    assert!(on_a > 0.0 && on_b > 0.0, "receipts landed on A {on_a}, B {on_b}");
+    assert_eq!(b.metric("smscd_deliveries_total", &["result=\"delivered\""]).await, n as f64);
+    assert_eq!(a.metric("smscd_store_up", &[]).await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn esme_rebinding_to_the_other_replica_gets_every_receipt() {
+    let r = RedisServer::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let up = upstream_sim().await;
+    // Entries A handed out when the ESME left are retried by A, or claimed by B after this.
+    let claim_idle = 3;
+    let a = Replica::start("replica-a", dir.path(), &r.url(), up.smpp.port(), claim_idle).await;
+    let b = Replica::start("replica-b", dir.path(), &r.url(), up.smpp.port(), claim_idle).await;
+    let e = bind(a.smpp, BindKind::Transceiver, "esme", "secret").await.expect("bind A");
+    // Unbind before any receipt can be delivered... (sim delay 20 ms: some may go out first; the
+    // ESME keeps those.)
+    let n = 40;
+    let ids = submit_n(&e, n).await;
+    within("unbind", e.session.unbind()).await;
+    let mut early: BTreeMap<String, usize> = BTreeMap::new();
+    let mut erx = e.delivered;
+    while let Ok(d) = erx.try_recv() {
+        *early.entry(receipt_id(&d)).or_default() += 1;
+    }
+    // Everything else waits in Redis while the ESME is bound nowhere.
+    let url = r.url();
+    let waiting = n - early.len();
+    poll_until("receipts queued in Redis", Duration::from_secs(20), || {
+        let url = url.clone();
+        async move { xlen(&url, "t:q:esme").await >= waiting }
+    })
+    .await;
+    let mut e2 = bind(b.smpp, BindKind::Transceiver, "esme", "secret").await.expect("rebind on B");
+    let rest: BTreeSet<String> = ids.iter().filter(|id| !early.contains_key(*id)).cloned().collect();
+    let got = collect(&mut e2.delivered, &rest, Duration::from_secs(30)).await;
+    assert!(
+        missing(&rest, &got).is_empty(),
+        "missing {:?}\nA:\n{}\nB:\n{}",
+        missing(&rest, &got),
+        a.logs(),
+        b.logs()
+    );
+    let dups: usize =
+        got.values().map(|c| c - 1).sum::<usize>() + got.keys().filter(|k| early.contains_key(*k)).count();
+    assert_eq!(dups, 0, "duplicates: early {early:?} later {got:?}");
+    poll_until("stream drained", Duration::from_secs(10), || {
+        let url = url.clone();
+        async move { xlen(&url, "t:q:esme").await == 0 }
+    })
+    .await;
+}
+
+/// Answers every deliver_sm with ESME_RX_T_APPN (transient): the replica keeps retrying and
+/// never acknowledges.
+struct Refuse(Arc<AtomicUsize>);
+
+impl Handler for Refuse {
+    fn on_request(&mut self, req: Request<'_>) -> Reply {
+        match req.pdu.body {
+            Body::DeliverSm(_) => {
+                self.0.fetch_add(1, Ordering::Relaxed);
+                Reply::Error(CommandStatus::ESME_RX_T_APPN)
+            }
+            _ => Reply::Error(CommandStatus::ESME_RINVCMDID),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_replica_holding_unacknowledged_receipts_the_other_delivers_them() {
+    let r = RedisServer::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let up = upstream_sim().await;
+    let claim_idle = 2;
+    let mut a = Replica::start("replica-a", dir.path(), &r.url(), up.smpp.port(), claim_idle).await;
+    let b = Replica::start("replica-b", dir.path(), &r.url(), up.smpp.port(), claim_idle).await;
+    // A refusing receiver on A: A reads every receipt and holds it unacknowledged.
+    let refused = Arc::new(AtomicUsize::new(0));
+    let bind_pdu = smpp::Bind {
+        system_id: bytes::Bytes::from_static(b"esme"),
+        password: bytes::Bytes::from_static(b"secret"),
+        ..Bind::default()
+    };
+    let cfg = SessionConfig { bind_timeout: Duration::from_secs(5), ..SessionConfig::default() };
+    let (_refuser, _) = within(
+        "bind refuser",
+        esme::connect(a.smpp, BindKind::Receiver, bind_pdu, cfg, Refuse(refused.clone())),
+    )
+    .await
+    .expect("refusing receiver on A");
+    let tx = bind(b.smpp, BindKind::Transmitter, "esme", "secret").await.expect("transmitter on B");
+    let n = 30;
+    let ids = submit_n(&tx, n).await;
+    let url = r.url();
+    poll_until("A holds every receipt unacknowledged", Duration::from_secs(30), || {
+        let url = url.clone();
+        async move { pending_by_consumer(&url, "t:q:esme", "t").await.get("replica-a").copied() == Some(n) }
+    })
+    .await;
+    assert!(refused.load(Ordering::Relaxed) > 0);
+    a.sigkill();
+    let killed_at = Instant::now();
+    let mut rx = bind(b.smpp, BindKind::Receiver, "esme", "secret").await.expect("receiver on B");
+    let got = collect(&mut rx.delivered, &ids, Duration::from_secs(30)).await;
+    assert!(missing(&ids, &got).is_empty(), "missing {:?}\nB:\n{}", missing(&ids, &got), b.logs());
+    let dups: usize = got.values().map(|c| c - 1).sum();
+    assert_eq!(dups, 0, "duplicates: {got:?}");
+    println!(
+        "killed replica: {n} receipts held by replica-a delivered by replica-b {:?} after SIGKILL (claim idle {claim_idle}s)",
+        killed_at.elapsed()
+    );
+    poll_until("stream drained", Duration::from_secs(10), || {
+        let url = url.clone();
+        async move { xlen(&url, "t:q:esme").await == 0 }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_mid_traffic_loses_no_acknowledged_receipt() {
+    let mut r = RedisServer::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let up = upstream_sim().await;
+    let a = Replica::start("replica-a", dir.path(), &r.url(), up.smpp.port(), 5).await;
+    let b = Replica::start("replica-b", dir.path(), &r.url(), up.smpp.port(), 5).await;
+    let mut rx = bind(b.smpp, BindKind::Receiver, "esme", "secret").await.expect("receiver on B");
+    let tx = Arc::new(bind(a.smpp, BindKind::Transmitter, "esme", "secret").await.expect("transmitter on A"));
+    let n = 300;
+    // Submit in the background while Redis is restarted; a refused submit is retried (what an
+    // ESME does on a transient error), so every message ends up accepted exactly once.
+    let sender = {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut ids = BTreeSet::new();
+            let mut refused: BTreeMap<String, usize> = BTreeMap::new();
+            while ids.len() < n {
+                match tokio::time::timeout(STEP, tx.session.request(submit("3161000", 1))).await {
+                    Ok(Ok(resp)) => match message_id(&resp) {
+                        Some(id) => {
+                            ids.insert(id);
+                        }
+                        None => {
+                            *refused.entry(format!("{:?}", resp.command_status)).or_default() += 1;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    },
+                    other => panic!("submit failed: {other:?}"),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (ids, refused)
+        })
+    };
+    // Restart once traffic and receipts flow.
+    let b_admin = b.admin;
+    poll_until("receipts flowing", Duration::from_secs(30), || async move {
+        metric_sum(
+            &http_get(b_admin, "/metrics").await.1,
+            "smscd_deliveries_total",
+            &["result=\"delivered\""],
+        ) >= 50.0
+    })
+    .await;
+    r.kill();
+    // The replicas notice (readyz, gauge) ...
+    poll_until("A reports the store down", Duration::from_secs(10), || {
+        let a_admin = a.admin;
+        async move { http_get(a_admin, "/readyz").await.0 == 503 }
+    })
+    .await;
+    assert_eq!(a.metric("smscd_store_up", &[]).await, 0.0);
+    r.spawn();
+    // ... and come back by themselves.
+    for rep in [&a, &b] {
+        let admin = rep.admin;
+        poll_until("replica ready again", Duration::from_secs(20), || async move {
+            http_get(admin, "/readyz").await.0 == 200
+        })
+        .await;
+    }
+    let (ids, refused) = within("submits", sender).await.expect("sender");
+    let got = collect(&mut rx.delivered, &ids, Duration::from_secs(60)).await;
+    let lost = missing(&ids, &got);
+    let dups: usize = got.values().map(|c| c - 1).sum();
+    let stray = got.keys().filter(|k| !ids.contains(*k)).count();
+    println!(
+        "redis restart: {} submits accepted, refused while down {refused:?}, receipts delivered {} (distinct {}), lost {}, duplicates {dups}, stray {stray}",
+        ids.len(),
+        got.values().sum::<usize>(),
+        got.len(),
+        lost.len()
+    );
+    assert!(lost.is_empty(), "lost receipts {lost:?}\nA:\n{}\nB:\n{}", a.logs(), b.logs());
+    assert_eq!(stray, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_still_serves_one_replica() {
+    let mut cfg = base_config(vec![account("esme", "secret")]);
+    cfg.sim.receipt_delay_ms = 0;
+    let d = Daemon::start(cfg).await;
+    let mut e = bind(d.smpp, BindKind::Transceiver, "esme", "secret").await.expect("bind");
+    let ids = submit_n(&e, 10).await;
+    let got = collect(&mut e.delivered, &ids, Duration::from_secs(20)).await;
+    assert!(missing(&ids, &got).is_empty());
+    assert_eq!(http_get(d.admin, "/readyz").await.0, 200);
+    assert_eq!(metric_sum(&d.metrics().await, "smscd_store_up", &[]), 1.0);
+}
