@@ -140,3 +140,72 @@ async fn upstream_dying_mid_traffic_fails_over_and_loses_nothing_acknowledged() 
     assert_eq!(via_node + via_sim, total as f64, "{m}");
     assert!(via_node >= 40.0 && via_sim > 0.0, "node {via_node} sim {via_sim}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mo_from_an_upstream_reaches_the_account_by_routing_mo() {
+    let (mut node, port) = node_smsc(&[]).await;
+    let mut cfg = base_config(vec![account("esme", "secret"), account("other", "pw")]);
+    cfg.binds = vec![upstream("node", port, "up", "uppw")];
+    cfg.routing.mo = vec![
+        smsc_api::smscd_config::MoRule {
+            destination_prefix: Some("999".into()),
+            upstream: None,
+            account: "other".into(),
+        },
+        smsc_api::smscd_config::MoRule {
+            destination_prefix: Some("12345".into()),
+            upstream: None,
+            account: "esme".into(),
+        },
+    ];
+    let d = Daemon::start(cfg).await;
+    let core = d.core().clone();
+    eventually("bound upstream", Duration::from_secs(10), || {
+        core.upstreams.get("node").is_some_and(|u| u.bound_sessions() == 1)
+    })
+    .await;
+    let mut e = bind(d.smpp, BindKind::Receiver, "esme", "secret").await.expect("bind");
+    node.send_control(
+        r#"{"cmd":"deliver","source_addr":"31600000000","dest_addr":"12345","text":"hi there"}"#,
+    )
+    .await;
+    let ev = node.expect_event("mo_sent").await;
+    assert_eq!(ev["status"], 0, "{}", node.context());
+    let mo = within("MO", e.delivered.recv()).await.expect("MO");
+    assert!(!mo.is_delivery_receipt());
+    assert_eq!(&mo.short_message[..], b"hi there");
+    assert_eq!(&mo.destination.addr[..], b"12345");
+    // No rule matches: the upstream is refused.
+    node.send_control(r#"{"cmd":"deliver","source_addr":"31600000000","dest_addr":"555","text":"x"}"#).await;
+    let ev = node.expect_event("mo_sent").await;
+    assert_eq!(ev["status"], 0x0B, "ESME_RINVDSTADR: {}", node.context());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_account_window_answers_msgqful() {
+    // B answers after its receipt-less sim path; A defers to B, so A's per-session window counts.
+    let b = Daemon::start(base_config(vec![account("up", "uppw")])).await;
+    let mut a_cfg = base_config(vec![{
+        let mut a = account("esme", "secret");
+        a.window = 2;
+        a
+    }]);
+    a_cfg.binds = vec![upstream("b", b.smpp.port(), "up", "uppw")];
+    a_cfg.routing.default_chain = vec!["bind:b".into()];
+    let a = Daemon::start(a_cfg).await;
+    let core = a.core().clone();
+    eventually("bound upstream", Duration::from_secs(10), || {
+        core.upstreams.get("b").is_some_and(|u| u.bound_sessions() == 1)
+    })
+    .await;
+    let e = bind(a.smpp, BindKind::Transceiver, "esme", "secret").await.expect("bind");
+    let resps = join_all((0..40).map(|_| e.session.request(submit("3161", 0)))).await;
+    let statuses: Vec<CommandStatus> = resps.into_iter().map(|r| r.expect("resp").command_status).collect();
+    let ok = statuses.iter().filter(|s| s.is_ok()).count();
+    let full = statuses.iter().filter(|s| **s == CommandStatus::ESME_RMSGQFUL).count();
+    assert_eq!(ok + full, 40, "{statuses:?}");
+    assert!(ok >= 2 && full > 0, "ok {ok} full {full}");
+    // The session is still usable afterwards.
+    let r = within("submit", e.session.request(submit("3161", 0))).await.expect("resp");
+    assert_eq!(r.command_status, CommandStatus::ESME_ROK);
+}

@@ -239,6 +239,7 @@ pub struct Peer {
     pub name: String,
     pub child: Child,
     lines: Lines<BufReader<ChildStdout>>,
+    stdin: Option<tokio::process::ChildStdin>,
     stderr: Arc<Mutex<String>>,
     pub events: Vec<Value>,
 }
@@ -268,12 +269,13 @@ impl Peer {
                 c
             }
         };
-        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => panic!("cannot start {script} ({lang:?}): {e}; is it installed (tools/deps.sh)?"),
         };
         let stdout = child.stdout.take().expect("piped stdout");
+        let stdin = child.stdin.take();
         let stderr = Arc::new(Mutex::new(String::new()));
         if let Some(mut err) = child.stderr.take() {
             let sink = Arc::clone(&stderr);
@@ -291,7 +293,7 @@ impl Peer {
             });
         }
         let name = format!("{script} {}", args.join(" "));
-        Peer { name, child, lines: BufReader::new(stdout).lines(), stderr, events: Vec::new() }
+        Peer { name, child, lines: BufReader::new(stdout).lines(), stdin, stderr, events: Vec::new() }
     }
 
     pub fn context(&self) -> String {
@@ -338,6 +340,14 @@ impl Peer {
 
     pub fn events_named(&self, name: &str) -> Vec<&Value> {
         self.events.iter().filter(|e| e["event"] == name).collect()
+    }
+
+    /// One line on the peer's control channel (stdin).
+    pub async fn send_control(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.stdin.as_mut().expect("peer stdin");
+        within("write peer stdin", stdin.write_all(format!("{line}\n").as_bytes())).await.expect("stdin");
+        within("flush peer stdin", stdin.flush()).await.expect("stdin");
     }
 
     pub fn kill(&mut self) {
