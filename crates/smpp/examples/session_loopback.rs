@@ -7,6 +7,10 @@
 //!   a raw pipelined client that keeps `window` submit_sm outstanding. This is smscd's inbound
 //!   path.
 //! - `esme`: our ESME session (`Session::request` from `window` tasks) against our SMSC session.
+//!
+//! Both ends share one 2-worker runtime. Measured on the 2-core dev VM (release, window 64,
+//! 3-5 s runs; the spread is other builds sharing the cores): `smsc` 0.67-2.55 M submit_sm/s,
+//! `esme` 0.24-0.38 M requests/s.
 
 use bytes::{Bytes, BytesMut};
 use smpp::session::{esme, smsc, BindKind, Handler, Reply, Request, SessionConfig};

@@ -19,7 +19,8 @@ use tokio::sync::mpsc;
 /// Receives the peer's requests (enquire_link and unbind are answered by the session itself).
 pub trait Handler: Send + 'static {
     /// One inbound request, already checked against the bind state. Called on the session task:
-    /// do not block; defer (see [`Request::defer`]) anything that waits.
+    /// do not block; defer (see [`Request::defer`]) anything that waits. For requests without a
+    /// response (alert_notification) the reply is ignored.
     fn on_request(&mut self, req: Request<'_>) -> Reply;
 
     /// Back-pressure: while this is `Pending` the session reads nothing more from the socket

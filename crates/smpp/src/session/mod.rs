@@ -17,6 +17,46 @@
 //! enquire_link; no response within `enquire_link_timeout`, or nothing read for
 //! `dead_after_idle_intervals` intervals, closes it with the reason. Peer enquire_link and unbind
 //! are answered by the session itself.
+//!
+//! ```no_run
+//! use smpp::session::{esme, smsc, BindKind, Handler, Reply, Request, SessionConfig};
+//! use smpp::{Bind, Body, CommandStatus, SubmitSmResp};
+//!
+//! struct Answer;
+//! impl Handler for Answer {
+//!     fn on_request(&mut self, req: Request<'_>) -> Reply {
+//!         match req.pdu.body {
+//!             Body::SubmitSm(_) => Reply::Ok(Body::SubmitSmResp(SubmitSmResp {
+//!                 message_id: "1".into(),
+//!                 ..Default::default()
+//!             })),
+//!             _ => Reply::Error(CommandStatus::ESME_RINVCMDID),
+//!         }
+//!     }
+//! }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! // SMSC role: one connection.
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:2775").await?;
+//! let (stream, peer) = listener.accept().await?;
+//! let incoming = smsc::accept(stream, Some(peer), SessionConfig::default()).await?;
+//! if incoming.bind.password.as_ref() != b"secret" {
+//!     incoming.reject(CommandStatus::ESME_RINVPASWD).await?;
+//!     return Ok(());
+//! }
+//! let session = incoming.accept("smsc", Some(0x34), Answer).await?;
+//! let reason = session.closed().await;
+//!
+//! // ESME role.
+//! let bind = Bind { system_id: "esme".into(), password: "secret".into(), ..Bind::default() };
+//! let (session, _bind_resp) =
+//!     esme::connect("127.0.0.1:2775", BindKind::Transceiver, bind, SessionConfig::default(), Answer).await?;
+//! let resp = session.request(Body::EnquireLink).await?;
+//! session.unbind().await;
+//! # let _ = (reason, resp);
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod config;
 mod driver;
