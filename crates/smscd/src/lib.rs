@@ -10,6 +10,9 @@ pub mod config;
 pub mod reload;
 pub mod tls;
 
+// Active/standby leader election on a Lease, and the Pod role label.
+pub mod leader;
+
 // Runtime (daemon and what it runs).
 pub mod accounts;
 pub mod admin;
