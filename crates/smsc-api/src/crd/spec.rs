@@ -50,6 +50,9 @@ use super::SmscClusterStatus;
 #[x_kube(validation = Rule::new(
     "!has(self.routing) || !has(self.routing.rules) || self.routing.rules.all(r, !has(r.account) || (has(self.smpp) && has(self.smpp.accounts) && self.smpp.accounts.exists(a, a.systemId == r.account)))"
 ).message("spec.routing.rules[].account must name an account declared in spec.smpp.accounts").field_path(".routing.rules"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.autoscaling) || !has(self.autoscaling.enabled) || !self.autoscaling.enabled || !has(self.topology) || self.topology != 'ActiveStandby'"
+).message("spec.autoscaling.enabled needs active/active: it cannot be combined with spec.topology ActiveStandby").field_path(".autoscaling.enabled"))]
 #[serde(rename_all = "camelCase")]
 pub struct SmscClusterSpec {
     /// smscd replicas. With the autoscaler enabled this is its starting point.
