@@ -24,7 +24,9 @@ pub trait Handler: Send + 'static {
     fn on_request(&mut self, req: Request<'_>) -> Reply;
 
     /// Back-pressure: while this is `Pending` the session reads nothing more from the socket
-    /// (the peer then sees TCP back-pressure). Register `cx`'s waker as for any poll function.
+    /// (the peer then sees TCP back-pressure). Register `cx`'s waker as for any poll function;
+    /// e.g. a handler that forwards deferred requests into a bounded channel returns
+    /// `PollSender::poll_reserve` here, so a slow consumer stops the reader instead of queueing.
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
         Poll::Ready(())
     }

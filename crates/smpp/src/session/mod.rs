@@ -1,7 +1,7 @@
 //! Async SMPP session for both roles, over any `AsyncRead + AsyncWrite` (TCP now, TLS later).
 //!
-//! A session is one task per bound connection ([`driver`]) and cloneable [`Session`] handles.
-//! The split follows the load: smscd must answer ~700k submit_sm/s on one bind, so inbound
+//! A session is one task per bound connection (the private `driver` module) and cloneable
+//! [`Session`] handles. The split follows the load: smscd must answer ~700k submit_sm/s on one bind, so inbound
 //! requests go to a [`Handler`] called inline on the session task and answered into a batched
 //! write buffer; outbound requests (rarer, issued by many tasks) are encoded by the caller and
 //! tracked in a window of permits with per-request timeouts.
@@ -11,7 +11,7 @@
 //! - [`config`]: every limit and timer.
 //! - [`esme`], [`smsc`]: the bind exchange of each role (incl. outbind), then the session.
 //! - [`handler`]: the application's side of inbound requests (answer now, or defer).
-//! - [`window`]: outstanding outbound requests and their deadlines.
+//! - `window` (private): outstanding outbound requests and their deadlines.
 //!
 //! Keepalive: after `enquire_link_interval` without reading anything, the session sends
 //! enquire_link; no response within `enquire_link_timeout`, or nothing read for
