@@ -316,7 +316,8 @@ async fn start_test_smsc() -> (SocketAddr, Arc<Seen>) {
                     })
                 };
                 session.closed().await;
-                // Ends once the handler (and its receipt sender) is gone; do not cut an answered receipt short.
+                // Ends once the handler (and its receipt sender) is gone: an answered receipt is
+                // still counted.
                 let _ = tokio::time::timeout(STEP, sender).await;
             });
         }

@@ -1,9 +1,9 @@
 //! Async SMPP session for both roles, over any `AsyncRead + AsyncWrite` (TCP now, TLS later).
 //!
 //! A session is one task per bound connection (the private `driver` module) and cloneable
-//! [`Session`] handles. The split follows the load: smscd must answer ~700k submit_sm/s on one bind, so inbound
-//! requests go to a [`Handler`] called inline on the session task and answered into a batched
-//! write buffer; outbound requests (rarer, issued by many tasks) are encoded by the caller and
+//! [`Session`] handles. The split follows the load: smscd must answer ~700k submit_sm/s on one
+//! bind, so inbound requests go to a [`Handler`] called inline on the session task and answered
+//! into a batched write buffer; outbound requests (rarer, issued by many tasks) are encoded by the caller and
 //! tracked in a window of permits with per-request timeouts.
 //!
 //! - [`state`]: the bind state machine as a pure function (which PDU is allowed when).
