@@ -306,3 +306,36 @@ async fn partitioned_leader_steps_down_before_the_other_acquires() -> anyhow::Re
     b.release().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_start_elects_exactly_one() -> anyhow::Result<()> {
+    let cp = control_plane().await?;
+    let ns = cp.namespace("leader-race").await?;
+    for id in ["smscd-a", "smscd-b"] {
+        create_pod(&ns, id).await?;
+    }
+    // Both find no Lease and create it: one create wins, the other gets AlreadyExists.
+    let a = spawn(ns.client(), resolved(&ns, "smscd-a")?, CancellationToken::new());
+    let b = spawn(ns.client(), resolved(&ns, "smscd-b")?, CancellationToken::new());
+    let (ha, hb) = (History::follow(a.watch()), History::follow(b.watch()));
+    let (mut ra, mut rb) = (a.watch(), b.watch());
+    tokio::time::timeout(WAIT, async {
+        tokio::select! {
+            _ = ra.wait_for(|v| *v) => {}
+            _ = rb.wait_for(|v| *v) => {}
+        }
+    })
+    .await
+    .context("nobody became leader")?;
+    // Watch over more than a lease duration: the roles must not move or overlap.
+    let (leader, standby, leader_id) = if a.is_leader() { (&a, &b, "smscd-a") } else { (&b, &a, "smscd-b") };
+    ensure!(stays_standby(standby, Duration::from_secs(6)).await, "both became leader");
+    ensure!(leader.is_leader(), "the leader lost the lease without reason");
+    let (holder, transitions) = lease_transitions(&ns).await?;
+    ensure!(holder == leader_id && transitions == 0, "holder {holder}, transitions {transitions}");
+    wait_active_pod(&ns, leader_id).await?;
+    assert_no_overlap(&ha, &hb)?;
+    a.release().await;
+    b.release().await;
+    Ok(())
+}

@@ -34,6 +34,11 @@ pub async fn mark_active(pods: &Api<Pod>, pod: &str, within: Duration) -> Result
     let lp = ListParams::default().labels(&format!("{ROLE_LABEL}={ROLE_ACTIVE}"));
     let list = match tokio::time::timeout(within, pods.list(&lp)).await {
         Ok(Ok(l)) => l,
+        // Without `list` on pods (RBAC) we cannot find others; the operator clears them too.
+        Ok(Err(kube::Error::Api(s))) if s.code == 403 => {
+            debug!("cannot list pods to clear stale role labels: {}", s.message);
+            return Ok(());
+        }
         Ok(Err(e)) => return Err(format!("listing active pods: {e}")),
         Err(_) => return Err(format!("listing active pods: timed out after {within:?}")),
     };
@@ -52,8 +57,10 @@ pub async fn mark_standby(pods: &Api<Pod>, pod: &str, within: Duration) -> Resul
     set_label(pods, pod, None, within).await
 }
 
-/// Keep our Pod's label in line with `leading` until the sender is gone or `stop` fires: apply
-/// each change, retry failures every `retry`, and re-assert every `reassert` while leading.
+/// Keep our Pod's label in line with `leading`: apply each change, retry failures every `retry`,
+/// re-assert every `reassert` while leading. When `stop` fires (or the sender is gone) remove the
+/// label one last time and return: being the only writer of our label, sequentially, no patch of
+/// ours can land after that removal.
 pub async fn follow(
     pods: Api<Pod>,
     pod: String,
@@ -85,10 +92,13 @@ pub async fn follow(
             }
         };
         tokio::select! {
-            _ = stop.cancelled() => return,
-            changed = leading.changed() => if changed.is_err() { return },
+            _ = stop.cancelled() => break,
+            changed = leading.changed() => if changed.is_err() { break },
             _ = sleep_for(wait) => {}
         }
+    }
+    if let Err(e) = mark_standby(&pods, &pod, within).await {
+        warn!(pod = %pod, "role label on shutdown: {e}");
     }
 }
 

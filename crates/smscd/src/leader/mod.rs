@@ -31,11 +31,12 @@ pub use decision::{decide, Action, Observed, Record, Timing, TimingError};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
 use lease::{CallError, LeaseApi};
 use smsc_api::smscd_config::LeaderElectionConfig;
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -112,7 +113,7 @@ pub struct LeaderHandle {
     leading: watch::Receiver<bool>,
     stop: CancellationToken,
     task: JoinHandle<()>,
-    labeler: Option<JoinHandle<()>>,
+    labeler: Option<AbortHandle>,
 }
 
 impl LeaderHandle {
@@ -131,9 +132,6 @@ impl LeaderHandle {
     pub async fn release(self) {
         self.stop.cancel();
         let _ = self.task.await;
-        if let Some(l) = self.labeler {
-            let _ = l.await;
-        }
     }
 
     /// Stop at once without releasing anything, as a crash would (for tests): the Lease stays
@@ -152,35 +150,38 @@ pub fn spawn(client: kube::Client, cfg: ResolvedLeaderConfig, shutdown: Cancella
     let (tx, rx) = watch::channel(false);
     let stop = shutdown.child_token();
     let t = cfg.timing;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &cfg.namespace);
+    // The labeller stops on its own token, cancelled by the elector's release (not by `stop`), so
+    // the elector can wait for the label to be gone before it hands the Lease over.
+    let label_stop = CancellationToken::new();
     let labeler = cfg.pod_name.clone().map(|pod| {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &cfg.namespace);
         tokio::spawn(labels::follow(
-            pods.clone(),
+            pods,
             pod,
             rx.clone(),
             t.call_timeout(),
             t.retry_period,
             t.lease_duration,
-            stop.clone(),
+            label_stop.clone(),
         ))
     });
+    let abort_labeler = labeler.as_ref().map(JoinHandle::abort_handle);
     let elector = Elector {
         lease: LeaseApi::new(client, &cfg.namespace, &cfg.lease_name),
-        pods,
+        labeler: labeler.map(|h| (h, label_stop)),
         obs: Observed::new(Instant::now()),
         current: None,
         tx,
         cfg,
     };
     let task = tokio::spawn(elector.run(stop.clone()));
-    LeaderHandle { leading: rx, stop, task, labeler }
+    LeaderHandle { leading: rx, stop, task, labeler: abort_labeler }
 }
-
-use kube::Api;
 
 struct Elector {
     lease: LeaseApi,
-    pods: Api<Pod>,
+    /// The Pod labeller and its stop token.
+    labeler: Option<(JoinHandle<()>, CancellationToken)>,
     obs: Observed,
     /// The Lease as last read or written (its resourceVersion guards our next write).
     current: Option<Lease>,
@@ -304,9 +305,13 @@ impl Elector {
     async fn release(&mut self) {
         self.step_down("shutting down");
         let t = self.cfg.timing.call_timeout();
-        if let Some(pod) = &self.cfg.pod_name {
-            if let Err(e) = labels::mark_standby(&self.pods, pod, t).await {
-                warn!("role label on shutdown: {e}");
+        if let Some((task, stop)) = self.labeler.take() {
+            // It finishes its current patches, then removes our label; each call is bounded.
+            stop.cancel();
+            let abort = task.abort_handle();
+            if tokio::time::timeout(t * 8, task).await.is_err() {
+                warn!("role label: the labeller did not finish in time");
+                abort.abort();
             }
         }
         // Two tries: the first may meet a resourceVersion moved by a write of ours whose answer
