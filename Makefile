@@ -26,8 +26,7 @@ lint: deps
 
 ## Every test tier: unit + property + peers (Python, Node, Kannel) + store (Redis) + control plane.
 test: deps k8s-tools lint
-	$(CARGO) test --workspace --all-targets --no-fail-fast
-	$(CARGO) test --workspace --doc
+	tools/test.sh
 
 ## Bounded fuzzing of the SMPP decoder (FUZZ_SECS, default 60).
 FUZZ_SECS ?= 60
