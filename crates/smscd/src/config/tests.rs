@@ -240,3 +240,12 @@ fn masking_hides_secrets() {
     let again = load(&printed, &[]).expect("masked output loads");
     assert_eq!(again.config, m);
 }
+
+#[test]
+fn empty_default_chain_warns_when_there_are_accounts() {
+    let l = load("accounts: [{ system_id: a, password: p }]\n", &[]).expect("loads");
+    assert!(l.warnings.iter().any(|w| w.contains("routing.default_chain: empty")), "{:?}", l.warnings);
+    let l = load("accounts: [{ system_id: a, password: p }]\nrouting: { default_chain: [sim] }\n", &[])
+        .expect("loads");
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+}

@@ -216,6 +216,9 @@ fn routing(cfg: &SmscdConfig, f: &mut Findings) {
         }
     };
     chain(f, "routing.default_chain".into(), &cfg.routing.default_chain);
+    if cfg.routing.default_chain.is_empty() && !cfg.accounts.is_empty() {
+        f.warn("routing.default_chain", "empty: a submit that matches no rule has nowhere to go");
+    }
     let accounts: HashSet<&str> = cfg.accounts.iter().map(|a| a.system_id.as_str()).collect();
     for (i, rule) in cfg.routing.rules.iter().enumerate() {
         if rule.chain.is_empty() {
