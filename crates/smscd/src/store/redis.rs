@@ -559,7 +559,9 @@ impl Store for RedisStore {
                     Err(e) => Err(e),
                 };
                 match r {
-                    Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+                    Err(_) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(100)).await
+                    }
                     r => return r,
                 }
             }
