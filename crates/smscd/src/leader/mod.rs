@@ -16,6 +16,8 @@
 //!   role label, then releases the Lease (holder cleared, leaseDurationSeconds 1, guarded by
 //!   resourceVersion) so a standby takes over at its next attempt.
 //! - The Pod named by `POD_NAME` carries `smsc.io/role=active` while leading ([`labels`]).
+//! - RBAC for smscd's ServiceAccount: leases get/update (this name) and create; pods get/patch;
+//!   pods list to clear a crashed leader's label at once (without it the operator clears it).
 //!
 //! Why not a crate: `kube-leader-election` expires leases by comparing the remote renewTime with
 //! the local wall clock, has no renew deadline (step-down) and does not guard writes by
