@@ -63,6 +63,9 @@ async fn helm_lint_passes() -> anyhow::Result<()> {
         "--set",
         "watchNamespaces={team-a,team-b}",
     ]))?;
+    // values.schema.json catches a bad value before anything renders.
+    let bad = cp.run(cp.helm()?.args(["template", "x"]).arg(chart()).args(["--set", "log.format=xml"]));
+    ensure!(bad.as_ref().is_err_and(|e| e.to_string().contains("/log/format")), "log.format=xml: {bad:?}");
     Ok(())
 }
 
