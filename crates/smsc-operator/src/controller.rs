@@ -149,10 +149,23 @@ where
         + DeserializeOwned
         + Debug,
 {
+    apply_with(ctx, ns, desired, false).await
+}
+
+/// `always`: apply even when nothing differs (to drop fields this manager should no longer own).
+async fn apply_with<K>(ctx: &Context, ns: &str, desired: &K, always: bool) -> Result<Option<K>>
+where
+    K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + k8s_openapi::Resource
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug,
+{
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let name = desired.meta().name.clone().unwrap_or_default();
     let observed = api.get_opt(&name).await.map_err(|e| Error::kube(Verb::Get, kind_of::<K>(), &name, e))?;
-    if let Some(obs) = &observed {
+    if let Some(obs) = observed.as_ref().filter(|_| !always) {
         let d = serde_json::to_value(desired).map_err(|e| Error::Render(e.to_string()))?;
         let o = serde_json::to_value(obs).map_err(|e| Error::Render(e.to_string()))?;
         if is_subset(&d, &o) {
@@ -201,12 +214,12 @@ where
 
 /// Before the Deployment is applied without `spec.replicas`, a second manager takes the field
 /// over at its current value: dropping it outright would reset it to 1 until the HPA acts.
-async fn hand_replicas_to_hpa(ctx: &Context, ns: &str, desired: &Deployment) -> Result<()> {
+async fn hand_replicas_to_hpa(ctx: &Context, ns: &str, desired: &Deployment) -> Result<Handoff> {
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
     let name = desired.name_any();
     let Some(obs) = api.get_opt(&name).await.map_err(|e| Error::kube(Verb::Get, "Deployment", &name, e))?
     else {
-        return Ok(());
+        return Ok(Handoff::NoDeployment);
     };
     let we_own_replicas = obs.managed_fields().iter().any(|m| {
         m.manager.as_deref() == Some(MANAGER)
@@ -215,9 +228,9 @@ async fn hand_replicas_to_hpa(ctx: &Context, ns: &str, desired: &Deployment) -> 
                 .as_ref()
                 .is_some_and(|f| f.0.get("f:spec").and_then(|s| s.get("f:replicas")).is_some())
     });
-    let Some(replicas) = obs.spec.as_ref().and_then(|s| s.replicas) else { return Ok(()) };
+    let Some(replicas) = obs.spec.as_ref().and_then(|s| s.replicas) else { return Ok(Handoff::Nothing) };
     if !we_own_replicas {
-        return Ok(());
+        return Ok(Handoff::Nothing);
     }
     let patch = serde_json::json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -228,7 +241,15 @@ async fn hand_replicas_to_hpa(ctx: &Context, ns: &str, desired: &Deployment) -> 
     api.patch(&name, &PatchParams::apply(HANDOFF_MANAGER).force(), &Patch::Apply(&patch))
         .await
         .map_err(|e| Error::kube(Verb::Apply, "Deployment", &name, e))?;
-    Ok(())
+    Ok(Handoff::HandedOff)
+}
+
+enum Handoff {
+    /// Not created yet: create it with spec.replicas, hand over on the next pass.
+    NoDeployment,
+    /// Done: the Deployment must now be applied even if nothing else differs, to release the field.
+    HandedOff,
+    Nothing,
 }
 
 async fn apply_children(
@@ -242,10 +263,23 @@ async fn apply_children(
     apply(ctx, ns, &children.role).await?;
     apply(ctx, ns, &children.role_binding).await?;
     apply(ctx, ns, &children.config_map).await?;
+    let mut desired = children.deployment.clone();
+    let mut always = false;
     if plan.autoscaled(cluster) {
-        hand_replicas_to_hpa(ctx, ns, &children.deployment).await?;
+        match hand_replicas_to_hpa(ctx, ns, &desired).await? {
+            Handoff::NoDeployment => {
+                // Start at spec.replicas rather than the API default of 1.
+                let a = &cluster.spec.autoscaling;
+                let max = a.max_replicas.unwrap_or(i32::MAX).max(a.min_replicas);
+                if let Some(spec) = desired.spec.as_mut() {
+                    spec.replicas = Some(cluster.spec.replicas.clamp(a.min_replicas, max));
+                }
+            }
+            Handoff::HandedOff => always = true,
+            Handoff::Nothing => {}
+        }
     }
-    let deployment = apply(ctx, ns, &children.deployment).await?;
+    let deployment = apply_with(ctx, ns, &desired, always).await?;
     apply(ctx, ns, &children.service).await?;
     let uid = cluster.metadata.uid.as_deref();
     match &children.pdb {

@@ -1,0 +1,547 @@
+//! The operator's controller, run in-process against the real control plane: children and their
+//! fields, updates, self-healing, garbage collection, the checklist moving a cluster to
+//! active/standby, `kubectl scale`, and no writes from a restarted operator.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{ensure, Context as _};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, CustomResourceExt, ResourceExt};
+use serde_json::json;
+use smsc_api::crd::{ConditionStatus, ConditionType, SmscCluster, SmscClusterStatus, Topology};
+use smsc_e2e::{control_plane, repo_root, wait_for, TestNamespace};
+use smsc_operator::controller::{self, Context, Settings};
+use smsc_operator::metrics::Metrics;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The CRD from the types, applied once (server-side apply is idempotent) and waited for.
+async fn install_crd(client: kube::Client) -> anyhow::Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    let crd = SmscCluster::crd();
+    let name = crd.name_any();
+    crds.patch(&name, &PatchParams::apply("smsc-e2e").force(), &Patch::Apply(&crd)).await?;
+    wait_for("the SmscCluster CRD to be established", WAIT, || {
+        let crds = crds.clone();
+        let name = name.clone();
+        async move {
+            let crd = crds.get(&name).await?;
+            let established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            Ok::<_, kube::Error>(established.then_some(()))
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+/// The controller running in this process, watching one namespace.
+struct Operator {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+    metrics: Arc<Metrics>,
+}
+
+impl Operator {
+    async fn start(ns: &TestNamespace) -> anyhow::Result<Operator> {
+        let client = control_plane().await?.client().await?;
+        let metrics = Arc::new(Metrics::default());
+        let settings = Settings {
+            smscd_image: "smscd:e2e".into(),
+            namespace: Some(ns.name().to_string()),
+            instance: Some("e2e".into()),
+        };
+        let ctx = Context::new(client, settings, metrics.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(controller::run(ctx, async move {
+            let _ = rx.await;
+        }));
+        Ok(Operator { stop: Some(tx), task, metrics })
+    }
+
+    fn reconciles(&self) -> u64 {
+        self.metrics.reconciles.get()
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if tokio::time::timeout(Duration::from_secs(20), &mut self.task).await.is_err() {
+            self.task.abort();
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn setup(prefix: &str) -> anyhow::Result<(TestNamespace, Operator)> {
+    let cp = control_plane().await?;
+    install_crd(cp.client().await?).await?;
+    let ns = cp.namespace(prefix).await?;
+    let op = Operator::start(&ns).await?;
+    Ok((ns, op))
+}
+
+/// `kubectl apply` a sample from config/samples into the namespace.
+async fn apply_sample(ns: &TestNamespace, sample: &str) -> anyhow::Result<()> {
+    let path = repo_root().join("config/samples").join(sample);
+    let cp = control_plane().await?;
+    cp.run(cp.kubectl()?.args(["apply", "-n", ns.name(), "-f"]).arg(&path))?;
+    Ok(())
+}
+
+async fn create_secrets(ns: &TestNamespace, names: &[(&str, &[&str])]) -> anyhow::Result<()> {
+    let api: Api<k8s_openapi::api::core::v1::Secret> = ns.api();
+    for (name, keys) in names {
+        let data: BTreeMap<String, String> = keys.iter().map(|k| (k.to_string(), "x".to_string())).collect();
+        let s = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": { "name": name }, "stringData": data
+        }))?;
+        api.create(&PostParams::default(), &s).await?;
+    }
+    Ok(())
+}
+
+/// A small cluster: one upstream, memory store unless `redis`, checklist declarations ticked.
+fn cluster(
+    name: &str,
+    replicas: i32,
+    max_binds: Option<i32>,
+    autoscaling: bool,
+) -> anyhow::Result<SmscCluster> {
+    let mut upstream = json!({
+        "name": "alpha", "host": "smsc-a.example.net",
+        "credentialsSecretRef": { "name": "alpha-creds" },
+    });
+    if let Some(m) = max_binds {
+        upstream["maxBinds"] = json!(m);
+    }
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "smsc.io/v1alpha1", "kind": "SmscCluster",
+        "metadata": { "name": name },
+        "spec": {
+            "replicas": replicas,
+            "smpp": { "accounts": [{ "systemId": "shop", "passwordSecretRef": { "name": "shop", "key": "password" } }] },
+            "upstreams": [upstream],
+            "routing": { "defaultChain": ["alpha"] },
+            "dlrStore": { "type": "Redis", "redis": { "urlSecretRef": { "name": "redis", "key": "url" } } },
+            "scaleOutChecklist": { "loadBalancerPinsConnections": true, "esmesReconnectWithBackoff": true },
+            "autoscaling": { "enabled": autoscaling, "minReplicas": 2, "maxReplicas": 3 },
+            "service": { "type": "ClusterIP" },
+        }
+    }))?)
+}
+
+async fn create_cluster(ns: &TestNamespace, c: &SmscCluster) -> anyhow::Result<()> {
+    create_secrets(
+        ns,
+        &[("alpha-creds", &["systemId", "password"]), ("shop", &["password"]), ("redis", &["url"])],
+    )
+    .await?;
+    let api: Api<SmscCluster> = ns.api();
+    api.create(&PostParams::default(), c).await?;
+    Ok(())
+}
+
+async fn patch_spec(ns: &TestNamespace, name: &str, spec: serde_json::Value) -> anyhow::Result<()> {
+    let api: Api<SmscCluster> = ns.api();
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&json!({ "spec": spec }))).await?;
+    Ok(())
+}
+
+/// Wait until the named object exists and `check` accepts it.
+async fn wait_obj<K, F>(ns: &TestNamespace, name: &str, what: &str, check: F) -> anyhow::Result<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    F: Fn(&K) -> bool,
+{
+    let api: Api<K> = ns.api();
+    let check = &check;
+    Ok(wait_for(what, WAIT, || {
+        let api = api.clone();
+        async move {
+            let obj = api.get_opt(name).await?;
+            Ok::<_, kube::Error>(obj.filter(|o| check(o)))
+        }
+    })
+    .await?)
+}
+
+async fn wait_gone<K>(ns: &TestNamespace, name: &str, what: &str) -> anyhow::Result<()>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = ns.api();
+    wait_for(what, WAIT, || {
+        let api = api.clone();
+        async move { Ok::<_, kube::Error>(api.get_opt(name).await?.is_none().then_some(())) }
+    })
+    .await?;
+    Ok(())
+}
+
+async fn wait_status<F>(
+    ns: &TestNamespace,
+    name: &str,
+    what: &str,
+    check: F,
+) -> anyhow::Result<SmscClusterStatus>
+where
+    F: Fn(&SmscClusterStatus) -> bool,
+{
+    let c: SmscCluster =
+        wait_obj(ns, name, what, |c: &SmscCluster| c.status.as_ref().is_some_and(&check)).await?;
+    c.status.context("no status")
+}
+
+fn cond(s: &SmscClusterStatus, t: ConditionType) -> Option<(ConditionStatus, String)> {
+    s.conditions.iter().find(|c| c.type_ == t).map(|c| (c.status, c.reason.clone()))
+}
+
+fn template_hash(d: &Deployment) -> Option<String> {
+    d.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()?.get("smsc.io/restart-hash").cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_gives_the_expected_children_and_status() -> anyhow::Result<()> {
+    let (ns, op) = setup("op-sample").await?;
+    apply_sample(&ns, "activeactive-redis.yaml").await?;
+    let name = "smsc-aa";
+
+    let d: Deployment = wait_obj(&ns, name, "the Deployment", |_| true).await?;
+    let spec = d.spec.clone().context("deployment spec")?;
+    assert_eq!(spec.replicas, Some(3));
+    let ru = spec.strategy.and_then(|s| s.rolling_update).context("rolling update")?;
+    assert_eq!(serde_json::to_value(&ru)?, json!({ "maxSurge": 1, "maxUnavailable": 0 }));
+    let pod = spec.template.spec.context("pod spec")?;
+    assert_eq!(pod.termination_grace_period_seconds, Some(45));
+    assert_eq!(pod.service_account_name.as_deref(), Some("smsc-aa-smscd"));
+    let keys: Vec<_> =
+        pod.topology_spread_constraints.unwrap_or_default().into_iter().map(|t| t.topology_key).collect();
+    assert_eq!(keys, vec!["kubernetes.io/hostname", "topology.kubernetes.io/zone"]);
+    let owner = d.owner_references().first().context("owner ref")?.clone();
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("SmscCluster", name, Some(true))
+    );
+    assert_eq!(d.labels().get("app.kubernetes.io/managed-by").map(String::as_str), Some("smsc-operator"));
+
+    let cm: ConfigMap = wait_obj(&ns, "smsc-aa-config", "the ConfigMap", |_| true).await?;
+    let text = cm.data.unwrap_or_default().get("smscd.yaml").cloned().context("smscd.yaml")?;
+    assert!(text.contains("${SMPP_BIND_CARRIER_A_PASSWORD}") && text.contains("${SMSC_REDIS_URL}"), "{text}");
+    assert!(!text.contains("changeme") && !text.contains("s3cret"), "secret values leaked:\n{text}");
+    assert!(!text.contains("leader_election"), "{text}");
+
+    let svc: Service = wait_obj(&ns, name, "the Service", |_| true).await?;
+    let sspec = svc.spec.context("service spec")?;
+    assert_eq!(sspec.type_.as_deref(), Some("LoadBalancer"));
+    assert_eq!(sspec.external_traffic_policy.as_deref(), Some("Local"));
+    assert_eq!(sspec.ports.unwrap_or_default()[0].port, 2775);
+    assert!(!sspec.selector.unwrap_or_default().contains_key("smsc.io/role"));
+
+    let pdb: PodDisruptionBudget = wait_obj(&ns, name, "the PDB", |_| true).await?;
+    assert_eq!(serde_json::to_value(pdb.spec.and_then(|s| s.min_available))?, json!(1));
+    wait_obj::<ServiceAccount, _>(&ns, "smsc-aa-smscd", "the ServiceAccount", |_| true).await?;
+    let role: Role = wait_obj(&ns, "smsc-aa-smscd", "the Role", |_| true).await?;
+    assert_eq!(role.rules.unwrap_or_default().len(), 3);
+    wait_obj::<RoleBinding, _>(&ns, "smsc-aa-smscd", "the RoleBinding", |_| true).await?;
+    let hpas: Api<HorizontalPodAutoscaler> = ns.api();
+    assert!(hpas.get_opt(name).await?.is_none(), "no HPA unless asked for");
+
+    // Readiness comes from kwok and can flap with the fake nodes' heartbeats: count Pods, not Ready ones.
+    let st = wait_status(&ns, name, "status with 3 replicas", |s| s.replicas == 3).await?;
+    assert_eq!(st.topology, Some(Topology::ActiveActive));
+    assert_eq!(st.checklist.len(), 5);
+    assert!(st.checklist.iter().all(|i| i.satisfied), "{:?}", st.checklist);
+    assert_eq!(
+        cond(&st, ConditionType::ScaleOutSafe),
+        Some((ConditionStatus::True, "ChecklistPassed".into()))
+    );
+    assert_eq!(cond(&st, ConditionType::Degraded).map(|c| c.0), Some(ConditionStatus::False));
+    assert!(cond(&st, ConditionType::Available).is_some() && cond(&st, ConditionType::Progressing).is_some());
+    assert_eq!(
+        st.selector.as_deref(),
+        Some("app.kubernetes.io/instance=smsc-aa,app.kubernetes.io/name=smscd")
+    );
+    op.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_changes_update_children_and_only_cold_settings_roll_pods() -> anyhow::Result<()> {
+    let (ns, op) = setup("op-update").await?;
+    create_cluster(&ns, &cluster("sms", 2, None, false)?).await?;
+    let d0: Deployment = wait_obj(&ns, "sms", "the Deployment", |_| true).await?;
+    let hash0 = template_hash(&d0).context("hash")?;
+
+    // Accounts and routing hot-reload: the ConfigMap changes, the Pod template does not.
+    patch_spec(
+        &ns,
+        "sms",
+        json!({ "smpp": { "accounts": [
+        { "systemId": "shop", "passwordSecretRef": { "name": "shop", "key": "password" }, "window": 7 }
+    ] } }),
+    )
+    .await?;
+    wait_obj(&ns, "sms-config", "the ConfigMap with window 7", |cm: &ConfigMap| {
+        cm.data.as_ref().and_then(|d| d.get("smscd.yaml")).is_some_and(|t| t.contains("window: 7"))
+    })
+    .await?;
+    let d1: Deployment = ns.api::<Deployment>().get("sms").await?;
+    assert_eq!(template_hash(&d1).as_deref(), Some(hash0.as_str()));
+    assert_eq!(d1.metadata.generation, d0.metadata.generation, "hot-reloadable change rolled the Pods");
+
+    // The SMPP port needs a restart: new hash, new Service port.
+    patch_spec(&ns, "sms", json!({ "smpp": { "port": 2800 } })).await?;
+    let d2: Deployment = wait_obj(&ns, "sms", "a new restart hash", |d: &Deployment| {
+        template_hash(d).is_some_and(|h| h != hash0)
+    })
+    .await?;
+    assert!(d2.metadata.generation > d1.metadata.generation);
+    wait_obj(&ns, "sms", "the Service on 2800", |s: &Service| {
+        s.spec.as_ref().and_then(|s| s.ports.as_ref()).is_some_and(|p| p[0].port == 2800)
+    })
+    .await?;
+
+    // Replicas to 1: the PDB goes.
+    patch_spec(&ns, "sms", json!({ "replicas": 1 })).await?;
+    wait_gone::<PodDisruptionBudget>(&ns, "sms", "the PDB to be pruned").await?;
+    op.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_child_comes_back_and_deleting_the_cluster_removes_everything() -> anyhow::Result<()> {
+    let (ns, op) = setup("op-heal").await?;
+    create_cluster(&ns, &cluster("sms", 2, None, false)?).await?;
+    let svc: Service = wait_obj(&ns, "sms", "the Service", |_| true).await?;
+    let old_uid = svc.uid().context("uid")?;
+    ns.api::<Service>().delete("sms", &DeleteParams::default()).await?;
+    wait_obj(&ns, "sms", "the Service to come back", |s: &Service| s.uid().is_some_and(|u| u != old_uid))
+        .await?;
+    ns.api::<ConfigMap>().delete("sms-config", &DeleteParams::default()).await?;
+    wait_obj(&ns, "sms-config", "the ConfigMap to come back", |_: &ConfigMap| true).await?;
+    wait_obj(&ns, "sms", "the PDB", |_: &PodDisruptionBudget| true).await?;
+
+    ns.api::<SmscCluster>().delete("sms", &DeleteParams::background()).await?;
+    wait_gone::<Deployment>(&ns, "sms", "the Deployment to be collected").await?;
+    wait_gone::<Service>(&ns, "sms", "the Service to be collected").await?;
+    wait_gone::<ConfigMap>(&ns, "sms-config", "the ConfigMap to be collected").await?;
+    wait_gone::<PodDisruptionBudget>(&ns, "sms", "the PDB to be collected").await?;
+    wait_gone::<Role>(&ns, "sms-smscd", "the Role to be collected").await?;
+    wait_gone::<RoleBinding>(&ns, "sms-smscd", "the RoleBinding to be collected").await?;
+    wait_gone::<ServiceAccount>(&ns, "sms-smscd", "the ServiceAccount to be collected").await?;
+    op.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_bind_upstream_moves_the_cluster_to_active_standby() -> anyhow::Result<()> {
+    let (ns, op) = setup("op-standby").await?;
+    create_cluster(&ns, &cluster("sms", 2, None, true)?).await?;
+    let hpa: HorizontalPodAutoscaler = wait_obj(&ns, "sms", "the HPA", |_| true).await?;
+    let hspec = hpa.spec.context("hpa spec")?;
+    assert_eq!((hspec.min_replicas, hspec.max_replicas), (Some(2), 3));
+    assert_eq!(
+        hspec.behavior.and_then(|b| b.scale_down).and_then(|s| s.stabilization_window_seconds),
+        Some(300)
+    );
+    let st = wait_status(&ns, "sms", "ActiveActive", |s| s.topology == Some(Topology::ActiveActive)).await?;
+    assert_eq!(cond(&st, ConditionType::ScaleOutSafe).map(|c| c.0), Some(ConditionStatus::True));
+
+    patch_spec(
+        &ns,
+        "sms",
+        json!({ "upstreams": [{
+        "name": "alpha", "host": "smsc-a.example.net",
+        "credentialsSecretRef": { "name": "alpha-creds" }, "maxBinds": 1
+    }] }),
+    )
+    .await?;
+    let st =
+        wait_status(&ns, "sms", "ActiveStandby", |s| s.topology == Some(Topology::ActiveStandby)).await?;
+    assert_eq!(
+        cond(&st, ConditionType::ScaleOutSafe),
+        Some((ConditionStatus::False, "ChecklistUnmet".into()))
+    );
+    let item = st.checklist.iter().find(|i| !i.satisfied).context("an unmet item")?;
+    assert!(item.message.contains("alpha"), "{}", item.message);
+    wait_gone::<HorizontalPodAutoscaler>(&ns, "sms", "the HPA to be removed").await?;
+    let svc: Service = wait_obj(&ns, "sms", "the Service selecting the active Pod", |s: &Service| {
+        s.spec.as_ref().and_then(|s| s.selector.as_ref()).is_some_and(|m| m.contains_key("smsc.io/role"))
+    })
+    .await?;
+    assert_eq!(
+        svc.spec.and_then(|s| s.selector).unwrap_or_default().get("smsc.io/role").map(String::as_str),
+        Some("active")
+    );
+    wait_obj(&ns, "sms-config", "leader_election in the config", |cm: &ConfigMap| {
+        cm.data
+            .as_ref()
+            .and_then(|d| d.get("smscd.yaml"))
+            .is_some_and(|t| t.contains("lease_name: sms-leader"))
+    })
+    .await?;
+    let d: Deployment = ns.api::<Deployment>().get("sms").await?;
+    assert_eq!(d.spec.and_then(|s| s.replicas), Some(2), "replicas back with the operator");
+
+    let events: Api<Event> = ns.api();
+    wait_for("a TopologyChanged Event", WAIT, || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await?;
+            Ok::<_, kube::Error>(
+                list.items
+                    .into_iter()
+                    .find(|e| {
+                        e.reason.as_deref() == Some("TopologyChanged")
+                            && e.note.as_deref().is_some_and(|n| n.contains("ActiveStandby"))
+                    })
+                    .map(|_| ()),
+            )
+        }
+    })
+    .await?;
+
+    // The Lease holder becomes status.activePod; a stale role label on another Pod is removed.
+    let pods: Api<Pod> = ns.api();
+    let list = wait_for("two Pods", WAIT, || {
+        let pods = pods.clone();
+        async move {
+            let l = pods.list(&ListParams::default().labels("app.kubernetes.io/instance=sms")).await?;
+            Ok::<_, kube::Error>((l.items.len() >= 2).then_some(l.items))
+        }
+    })
+    .await?;
+    let (holder, other) = (list[0].name_any(), list[1].name_any());
+    let lease = Lease {
+        metadata: kube::api::ObjectMeta { name: Some("sms-leader".into()), ..Default::default() },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(holder.clone()),
+            lease_duration_seconds: Some(15),
+            ..Default::default()
+        }),
+    };
+    ns.api::<Lease>().create(&PostParams::default(), &lease).await?;
+    let st =
+        wait_status(&ns, "sms", "activePod", |s| s.active_pod.as_deref() == Some(holder.as_str())).await?;
+    assert!(st.active_pod.is_some());
+    pods.patch(
+        &other,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "metadata": { "labels": { "smsc.io/role": "active" } } })),
+    )
+    .await?;
+    wait_obj(&ns, &other, "the stale role label to be removed", |p: &Pod| {
+        !p.labels().contains_key("smsc.io/role")
+    })
+    .await?;
+
+    // Explicit ActiveActive is refused: Degraded, Warning Event, children untouched.
+    let before: Deployment = ns.api::<Deployment>().get("sms").await?;
+    let cm_before: ConfigMap = ns.api::<ConfigMap>().get("sms-config").await?;
+    patch_spec(&ns, "sms", json!({ "topology": "ActiveActive" })).await?;
+    let st = wait_status(&ns, "sms", "Degraded", |s| {
+        cond(s, ConditionType::Degraded) == Some((ConditionStatus::True, "ActiveActiveRefused".into()))
+    })
+    .await?;
+    assert_eq!(st.topology, Some(Topology::ActiveStandby));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after: Deployment = ns.api::<Deployment>().get("sms").await?;
+    let cm_after: ConfigMap = ns.api::<ConfigMap>().get("sms-config").await?;
+    assert_eq!(before.spec, after.spec, "refused topology must leave the Deployment alone");
+    assert_eq!(cm_before.resource_version(), cm_after.resource_version());
+    op.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_scale_changes_the_deployment() -> anyhow::Result<()> {
+    let (ns, op) = setup("op-scale").await?;
+    create_cluster(&ns, &cluster("sms", 2, None, false)?).await?;
+    wait_status(&ns, "sms", "2 replicas", |s| s.replicas == 2).await?;
+    let cp = control_plane().await?;
+    cp.run(cp.kubectl()?.args(["scale", "-n", ns.name(), "smscclusters/sms", "--replicas=3"]))?;
+    wait_obj(&ns, "sms", "Deployment replicas 3", |d: &Deployment| {
+        d.spec.as_ref().and_then(|s| s.replicas) == Some(3)
+    })
+    .await?;
+    let st = wait_status(&ns, "sms", "3 replicas", |s| s.replicas == 3).await?;
+    ensure!(st.selector.is_some(), "the scale subresource needs status.selector");
+    op.stop().await;
+    Ok(())
+}
+
+/// What only the operator writes: resourceVersions of the SmscCluster and of the children without
+/// a status, generations (spec changes) of those whose status other controllers write.
+async fn versions(ns: &TestNamespace) -> anyhow::Result<Vec<(String, Option<String>)>> {
+    let generation = |g: Option<i64>| g.map(|g| g.to_string());
+    Ok(vec![
+        ("SmscCluster".to_string(), ns.api::<SmscCluster>().get("sms").await?.resource_version()),
+        ("Service".into(), ns.api::<Service>().get("sms").await?.resource_version()),
+        ("ConfigMap".into(), ns.api::<ConfigMap>().get("sms-config").await?.resource_version()),
+        ("ServiceAccount".into(), ns.api::<ServiceAccount>().get("sms-smscd").await?.resource_version()),
+        ("Role".into(), ns.api::<Role>().get("sms-smscd").await?.resource_version()),
+        ("RoleBinding".into(), ns.api::<RoleBinding>().get("sms-smscd").await?.resource_version()),
+        ("Deployment".into(), generation(ns.api::<Deployment>().get("sms").await?.metadata.generation)),
+        ("PDB".into(), generation(ns.api::<PodDisruptionBudget>().get("sms").await?.metadata.generation)),
+        ("HPA".into(), generation(ns.api::<HorizontalPodAutoscaler>().get("sms").await?.metadata.generation)),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_operator_makes_zero_writes_on_an_unchanged_cluster() -> anyhow::Result<()> {
+    let (ns, op) = setup("op-restart").await?;
+    create_cluster(&ns, &cluster("sms", 2, None, true)?).await?;
+    wait_obj(&ns, "sms", "the HPA", |_: &HorizontalPodAutoscaler| true).await?;
+    wait_status(&ns, "sms", "2 replicas (the HPA's minimum)", |s| s.replicas == 2).await?;
+    // Settled: two reads a few seconds apart agree.
+    let settled = wait_for("the cluster to settle", WAIT, || async {
+        let a = versions(&ns).await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let b = versions(&ns).await?;
+        Ok::<_, anyhow::Error>((a == b).then_some(b))
+    })
+    .await?;
+    op.stop().await;
+
+    let op2 = Operator::start(&ns).await?;
+    wait_for("the new operator to reconcile", WAIT, || {
+        let n = op2.reconciles();
+        async move { Ok::<_, anyhow::Error>((n >= 1).then_some(())) }
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let now = versions(&ns).await?;
+    assert_eq!(settled, now, "a restarted operator wrote to an unchanged cluster");
+    assert_eq!(op2.metrics.writes.get(), 0);
+    op2.stop().await;
+    Ok(())
+}
