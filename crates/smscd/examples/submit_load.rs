@@ -1,0 +1,117 @@
+//! Submit throughput through the sim path: one in-process smscd, one ESME bind, a raw pipelined
+//! client keeping `WINDOW` submit_sm outstanding (no receipts), for `SECS` seconds.
+//!
+//! `cargo run --release -p smscd --example submit_load -- [secs] [window]`
+
+use bytes::{Buf, BytesMut};
+use smpp::{Address, Bind, Body, Pdu, SubmitSm};
+use smsc_api::smscd_config::{AccountConfig, SmscdConfig};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let secs: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let window: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(64);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(run(secs, window))
+}
+
+async fn run(secs: u64, window: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let mut cfg = SmscdConfig::default();
+    cfg.server.bind_address = "127.0.0.1".into();
+    cfg.server.port = 0;
+    cfg.admin.bind_address = "127.0.0.1".into();
+    cfg.admin.port = 0;
+    cfg.accounts = vec![AccountConfig {
+        system_id: "bench".into(),
+        password: "pw".into(),
+        allowed_cidrs: vec![],
+        bind_types: vec![],
+        max_msg_per_sec: None,
+        window,
+        max_binds: None,
+    }];
+    cfg.routing.default_chain = vec!["sim".into()];
+    let cfg = Arc::new(cfg);
+    let (_tx, rx) = tokio::sync::watch::channel(cfg.clone());
+    let token = CancellationToken::new();
+    let d = smscd::start(cfg, rx, token.clone()).await?;
+
+    let mut s = TcpStream::connect(d.smpp_addr).await?;
+    s.set_nodelay(true)?;
+    let mut out = BytesMut::new();
+    let bind =
+        Bind { system_id: "bench".into(), password: "pw".into(), interface_version: 0x34, ..Bind::default() };
+    Pdu::new(1, Body::BindTransceiver(bind)).encode(&mut out)?;
+    s.write_all(&out).await?;
+    let mut inb = BytesMut::with_capacity(1 << 20);
+    read_one(&mut s, &mut inb).await?;
+
+    let sm = SubmitSm {
+        source: Address::new(0, 0, "12345"),
+        destination: Address::new(1, 1, "31600000000"),
+        short_message: bytes::Bytes::from_static(b"benchmark message"),
+        ..SubmitSm::default()
+    };
+    let mut template = BytesMut::new();
+    Pdu::new(0, Body::SubmitSm(sm)).encode(&mut template)?;
+    let (mut rd, mut wr) = s.into_split();
+    let (mut seq, mut outstanding, mut done, mut errors) = (2u32, 0usize, 0u64, 0u64);
+    let start = Instant::now();
+    let end = start + Duration::from_secs(secs);
+    while Instant::now() < end {
+        out.clear();
+        while outstanding < window {
+            let at = out.len();
+            out.extend_from_slice(&template);
+            out[at + 12..at + 16].copy_from_slice(&seq.to_be_bytes());
+            seq = if seq >= 0x7FFF_FFFF { 1 } else { seq + 1 };
+            outstanding += 1;
+        }
+        if !out.is_empty() {
+            wr.write_all(&out).await?;
+        }
+        if rd.read_buf(&mut inb).await? == 0 {
+            return Err("closed".into());
+        }
+        while inb.len() >= 16 {
+            let len = u32::from_be_bytes([inb[0], inb[1], inb[2], inb[3]]) as usize;
+            if inb.len() < len {
+                break;
+            }
+            let status = u32::from_be_bytes([inb[8], inb[9], inb[10], inb[11]]);
+            let id = u32::from_be_bytes([inb[4], inb[5], inb[6], inb[7]]);
+            if status != 0 || id != 0x8000_0004 {
+                errors += 1;
+            }
+            inb.advance(len);
+            outstanding -= 1;
+            done += 1;
+        }
+    }
+    let el = start.elapsed().as_secs_f64();
+    println!(
+        "submit_sm answered: {done} in {el:.2} s = {:.0}/s (window {window}, errors {errors})",
+        done as f64 / el
+    );
+    token.cancel();
+    drop(rd);
+    drop(wr);
+    let _ = tokio::time::timeout(Duration::from_secs(15), d.wait()).await;
+    Ok(())
+}
+
+async fn read_one(s: &mut TcpStream, buf: &mut BytesMut) -> Result<(), Box<dyn std::error::Error>> {
+    while buf.len() < 4 || buf.len() < u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize {
+        if s.read_buf(buf).await? == 0 {
+            return Err("closed".into());
+        }
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    buf.advance(len);
+    Ok(())
+}
