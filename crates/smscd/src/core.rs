@@ -27,6 +27,9 @@ pub struct Core {
     pub ready: AtomicBool,
     /// Shutting down: new submits are refused, work in flight finishes.
     pub draining: AtomicBool,
+    /// Allowed to serve ESMEs and bind upstream: always with no leader election, else only while
+    /// this replica holds the Lease (see `daemon::follow_leadership`).
+    pub active: AtomicBool,
     /// Deferred submits not answered yet (every ESME session).
     inflight: AtomicUsize,
     inflight_done: Notify,
@@ -47,6 +50,7 @@ impl Core {
             metrics: Metrics::new(),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            active: AtomicBool::new(true),
             inflight: AtomicUsize::new(0),
             inflight_done: Notify::new(),
             stop: CancellationToken::new(),
@@ -55,6 +59,10 @@ impl Core {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
     }
 
     /// Count a deferred submit until the guard drops.

@@ -71,11 +71,22 @@ fn listen_addr(host: &str, port: u16) -> String {
     }
 }
 
-/// Bind the listeners, start every part and return the bound addresses.
+/// Bind the listeners, start every part and return the bound addresses. Every replica is active.
 pub async fn start(
+    config: Arc<SmscdConfig>,
+    reloads: watch::Receiver<Arc<SmscdConfig>>,
+    shutdown: CancellationToken,
+) -> Result<DaemonHandle, DaemonError> {
+    start_with_leadership(config, reloads, shutdown, None).await
+}
+
+/// As [`start`]; with `leadership` (from `leader::LeaderHandle::watch`) the daemon serves ESMEs
+/// and binds upstream only while it is `true` (active/standby), and stands by otherwise.
+pub async fn start_with_leadership(
     config: Arc<SmscdConfig>,
     mut reloads: watch::Receiver<Arc<SmscdConfig>>,
     shutdown: CancellationToken,
+    leadership: Option<watch::Receiver<bool>>,
 ) -> Result<DaemonHandle, DaemonError> {
     let crate::store::Built { store, memory } =
         crate::store::build(&config.store, &crate::store::redis::default_identity())
@@ -102,7 +113,17 @@ pub async fn start(
     let admin_stop = CancellationToken::new();
 
     apply_accounts(&core, &sessions, &config).await;
-    core.upstreams.apply(&core, &config.binds).await;
+    let leader_task = match leadership {
+        Some(rx) => {
+            core.active.store(false, Ordering::Release);
+            // Follows until the very end, so a Lease lost during the drain still stops us acting.
+            Some(tokio::spawn(follow_leadership(core.clone(), sessions.clone(), rx, core.stop.clone())))
+        }
+        None => {
+            core.upstreams.apply(&core, &config.binds).await;
+            None
+        }
+    };
     let sim_task = tokio::spawn(crate::sim::run(core.clone(), drain.clone()));
     let house_task = tokio::spawn(housekeeping(core.clone(), memory));
     let admin_task = tokio::spawn(crate::admin::serve(core.clone(), admin_listener, admin_stop.clone()));
@@ -155,6 +176,9 @@ pub async fn start(
         c.stop.cancel();
         admin_stop.cancel();
         let _ = tokio::join!(sim_task, house_task, admin_task);
+        if let Some(t) = leader_task {
+            let _ = t.await;
+        }
         info!("smscd stopped");
     });
     Ok(DaemonHandle { smpp_addr, admin_addr, core, task })
@@ -181,7 +205,9 @@ async fn apply(core: &Arc<Core>, sessions: &Sessions, cfg: &SmscdConfig) {
     core.router.set(Router::new(&cfg.routing));
     core.sim.set_config(cfg.sim.clone());
     apply_accounts(core, sessions, cfg).await;
-    core.upstreams.apply(core, &cfg.binds).await;
+    if core.is_active() {
+        core.upstreams.apply(core, &cfg.binds).await;
+    }
     core.metrics.reloads.get_or_create(&ResultLabel { result: "applied".into() }).inc();
     info!("config reloaded");
 }
@@ -212,5 +238,48 @@ async fn housekeeping(core: Arc<Core>, memory: Option<Arc<MemoryStore>>) {
         let c = core.store.correlations().await.unwrap_or(0);
         core.metrics.correlations.set(c as i64);
         core.metrics.store_up.set(i64::from(core.store.healthy()));
+    }
+}
+
+/// Active/standby: act only while this replica holds the Lease. On losing it (or the elector
+/// ending) stop at once: refuse binds, drop ESME sessions, unbind upstream, bounded by a timeout
+/// well inside the gap between the renew deadline and the lease duration.
+async fn follow_leadership(
+    core: Arc<Core>,
+    sessions: Arc<Sessions>,
+    mut rx: watch::Receiver<bool>,
+    stop: CancellationToken,
+) {
+    const STEP_DOWN_WITHIN: Duration = Duration::from_secs(3);
+    loop {
+        let leading = *rx.borrow_and_update();
+        if leading && !core.is_active() {
+            info!("leadership acquired: binding upstream and serving ESMEs");
+            core.active.store(true, Ordering::Release);
+            let binds = core.config.get().binds.clone();
+            core.upstreams.apply(&core, &binds).await;
+        } else if !leading && core.is_active() {
+            warn!("leadership lost: standing by (ESME sessions dropped, upstream unbound)");
+            core.active.store(false, Ordering::Release);
+            let step_down = async {
+                tokio::join!(sessions.unbind(None), core.upstreams.stop_all());
+            };
+            if tokio::time::timeout(STEP_DOWN_WITHIN, step_down).await.is_err() {
+                warn!("stepping down took longer than {STEP_DOWN_WITHIN:?}");
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    // The elector ended (shutdown): stand by unless already draining.
+                    if core.is_active() && !core.is_draining() {
+                        core.active.store(false, Ordering::Release);
+                        tokio::join!(sessions.unbind(None), core.upstreams.stop_all());
+                    }
+                    return;
+                }
+            }
+        }
     }
 }

@@ -115,7 +115,9 @@ async fn connection(core: &Arc<Core>, sessions: &Sessions, stream: TcpStream, pe
         }
     };
     let system_id = String::from_utf8_lossy(&incoming.bind.system_id).into_owned();
-    if core.is_draining() {
+    if core.is_draining() || !core.is_active() {
+        // Draining, or the standby of an active/standby pair: only the Lease holder serves.
+        info!(%peer, system_id, draining = core.is_draining(), "bind refused: not serving");
         let _ = incoming.reject(CommandStatus::ESME_RBINDFAIL).await;
         return;
     }

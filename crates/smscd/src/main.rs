@@ -33,6 +33,15 @@ struct Cli {
     #[arg(long, env = "SMSCD_RELOAD_INTERVAL_MS", default_value_t = 1000, hide = true)]
     reload_interval_ms: u64,
 
+    /// Listen for SMPP here instead of the config's server.bind_address:port (for running
+    /// several replicas on one host, as the tests and the demo do).
+    #[arg(long, env = "SMSCD_LISTEN", value_name = "ADDR:PORT")]
+    listen: Option<std::net::SocketAddr>,
+
+    /// Serve /healthz, /readyz and /metrics here instead of the config's admin address.
+    #[arg(long, env = "SMSCD_ADMIN_LISTEN", value_name = "ADDR:PORT")]
+    admin_listen: Option<std::net::SocketAddr>,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -75,7 +84,8 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            rt.block_on(run(path, Duration::from_millis(cli.reload_interval_ms.max(10))))
+            let listen = Listen { smpp: cli.listen, admin: cli.admin_listen };
+            rt.block_on(run(path, Duration::from_millis(cli.reload_interval_ms.max(10)), listen))
         }
     }
 }
@@ -125,12 +135,38 @@ fn init_logging(cli: &Cli) -> Result<(), String> {
     result.map_err(|e| format!("cannot set up logging: {e}"))
 }
 
-async fn run(path: PathBuf, interval: Duration) -> ExitCode {
+/// Listener addresses given on the command line; they win over the file on every (re)load.
+#[derive(Clone, Copy, Debug)]
+struct Listen {
+    smpp: Option<std::net::SocketAddr>,
+    admin: Option<std::net::SocketAddr>,
+}
+
+fn loader_with(listen: Listen) -> reload::Loader {
+    let inner = reload::env_loader();
+    if listen.smpp.is_none() && listen.admin.is_none() {
+        return inner;
+    }
+    Arc::new(move |path: &std::path::Path, text: &str| {
+        let mut loaded = inner(path, text)?;
+        if let Some(a) = listen.smpp {
+            loaded.config.server.bind_address = a.ip().to_string();
+            loaded.config.server.port = a.port();
+        }
+        if let Some(a) = listen.admin {
+            loaded.config.admin.bind_address = a.ip().to_string();
+            loaded.config.admin.port = a.port();
+        }
+        Ok(loaded)
+    })
+}
+
+async fn run(path: PathBuf, interval: Duration, listen: Listen) -> ExitCode {
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signals(shutdown.clone()));
 
     let opts = reload::Options { interval, ..reload::Options::default() };
-    let watcher = match reload::start(path.clone(), reload::env_loader(), opts, shutdown.clone()) {
+    let watcher = match reload::start(path.clone(), loader_with(listen), opts, shutdown.clone()) {
         Ok(w) => w,
         Err(e) => {
             for line in e.to_string().lines() {
@@ -144,18 +180,44 @@ async fn run(path: PathBuf, interval: Duration) -> ExitCode {
     }
     tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "smscd starting");
 
-    let daemon =
-        match smscd::daemon::start(watcher.initial.clone(), watcher.receiver.clone(), shutdown.clone()).await
-        {
-            Ok(d) => d,
+    // Active/standby: the elector gets its own token, which SIGTERM does not cancel, so this
+    // replica keeps the Lease while it drains and releases it only once it has stopped acting.
+    let elector = match &watcher.initial.leader_election {
+        Some(le) => match smscd::leader::start(le, CancellationToken::new()).await {
+            Ok(h) => Some(h),
             Err(e) => {
-                tracing::error!(error = %e, "smscd cannot start");
+                tracing::error!(error = %e, "leader election cannot start");
                 shutdown.cancel();
                 return ExitCode::FAILURE;
             }
-        };
+        },
+        None => None,
+    };
+    let leadership = elector.as_ref().map(|h| h.watch());
+    let started = smscd::daemon::start_with_leadership(
+        watcher.initial.clone(),
+        watcher.receiver.clone(),
+        shutdown.clone(),
+        leadership,
+    )
+    .await;
+    let daemon = match started {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "smscd cannot start");
+            shutdown.cancel();
+            if let Some(h) = elector {
+                h.release().await;
+            }
+            return ExitCode::FAILURE;
+        }
+    };
     tokio::spawn(mirror_refused_reloads(watcher.stats.clone(), daemon.core.clone(), shutdown.clone()));
     let result = daemon.wait().await;
+    if let Some(h) = elector {
+        // Clean shutdown: hand the Lease over at once instead of after its duration.
+        h.release().await;
+    }
     shutdown.cancel();
     let _ = watcher.task.await;
     match result {
