@@ -163,7 +163,11 @@ impl From<BindType> for crate::smscd_config::BindType {
 }
 
 /// The SMPP listener.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.tls) || self.tls.port != self.port").message("spec.smpp.tls.port must differ from spec.smpp.port").field_path(".tls.port"))]
+#[x_kube(validation = Rule::new(format!(
+    "self.port != {port} && (!has(self.tls) || self.tls.port != {port})", port = crate::names::ADMIN_PORT
+)).message(kube::core::Message::Message(format!("spec.smpp ports must not be {}: smscd serves health and metrics there", crate::names::ADMIN_PORT))))]
 #[serde(rename_all = "camelCase")]
 pub struct SmppSpec {
     /// Plain SMPP port (container and Service).
