@@ -260,6 +260,24 @@ async fn store_claims_entries_of_a_dead_consumer_after_the_idle_bound() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_does_not_claim_an_entry_in_flight_on_a_live_replica() {
+    let r = RedisServer::start();
+    let idle = Duration::from_secs(1);
+    let slow = store(&r, "u5", "slow", idle);
+    let other = store(&r, "u5", "other", idle);
+    slow.enqueue("acc", delivery(1)).await.expect("enqueue");
+    let (id, _) = slow.next_for("acc").await.expect("next").expect("entry");
+    // In flight to a slow ESME for three idle bounds: the heartbeat keeps it with `slow`.
+    let until = Instant::now() + idle * 3;
+    while Instant::now() < until {
+        assert!(other.next_for("acc").await.expect("next").is_none(), "claimed while in flight");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    slow.ack("acc", id).await.expect("ack");
+    assert_eq!(slow.pending("acc").await.expect("pending"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_reports_down_fails_clearly_and_recovers_with_acks_replayed() {
     let mut r = RedisServer::start();
     let s = store(&r, "u4", "c", Duration::from_secs(600));

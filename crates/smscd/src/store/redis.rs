@@ -25,7 +25,9 @@
 //! 30 s) it XAUTOCLAIMs entries idle longer than that from any consumer: a replica that died
 //! with unacknowledged entries, or that holds retries while its ESME went elsewhere. Before a
 //! retry is sent, a script checks that this replica still owns the entry (else another one
-//! claimed it and will send it) and resets its idle time. `ack` = XACK + XDEL; an ack that fails
+//! claimed it and will send it) and resets its idle time; entries in flight to an ESME get the
+//! same idle reset every quarter of the claim idle time (a heartbeat), so a slow ESME (deliver_sm
+//! answered after more than the claim idle time) does not get the entry from a second replica. `ack` = XACK + XDEL; an ack that fails
 //! (Redis away) is remembered and replayed on reconnection, so a delivered entry is not resent.
 
 use super::{Correlation, Delivery, DeliveryId, Store, StoreError};
@@ -50,7 +52,7 @@ const MS_BITS: u32 = 42;
 /// Own entries re-read from Redis / claimed per round trip.
 const BATCH: usize = 100;
 /// How long a correlation write is retried before its receipt is given up.
-const PUT_RETRY_FOR: Duration = Duration::from_secs(5);
+const PUT_RETRY_FOR: Duration = Duration::from_secs(10);
 const HEALTH_EVERY: Duration = Duration::from_secs(1);
 /// Short, so a Redis outage turns into a clear error quickly instead of a stalled session.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -87,6 +89,18 @@ type RawEntry = (String, HashMap<String, Value>);
 /// HMGET a o t r.
 type RawCorrelation = (String, String, Option<u64>, Option<u8>);
 
+/// KEYS[1]: stream. ARGV: group, consumer, ids... Resets the idle time of the ids still pending
+/// on this consumer (deliveries in flight to a slow ESME), so no other replica claims them.
+const HEARTBEAT_LUA: &str = r#"
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p == 1 and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  end
+end
+return 0
+"#;
+
 /// What this replica holds of one account's stream.
 #[derive(Debug, Default)]
 struct Local {
@@ -115,6 +129,7 @@ pub struct RedisStore {
     unacked: Mutex<Vec<(String, String)>>,
     take: Script,
     retry: Script,
+    heartbeat: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -190,6 +205,7 @@ impl RedisStore {
             unacked: Mutex::new(Vec::new()),
             take: Script::new(TAKE_LUA),
             retry: Script::new(RETRY_LUA),
+            heartbeat: Script::new(HEARTBEAT_LUA),
         });
         tokio::spawn(health(Arc::downgrade(&store)));
         Ok(store)
@@ -219,8 +235,10 @@ impl RedisStore {
         let cfg = ConnectionManagerConfig::new()
             .set_response_timeout(RESPONSE_TIMEOUT)
             .set_connection_timeout(CONNECT_TIMEOUT)
-            .set_number_of_retries(2)
-            .set_max_delay(1000);
+            // No retries inside the manager: its backoff starts at 1 s per attempt. A failed
+            // command makes the next one reconnect, and our callers retry at their own pace
+            // (health every second, correlation writes every 100 ms), so recovery is quick.
+            .set_number_of_retries(0);
         match ConnectionManager::new_with_config(self.client.clone(), cfg).await {
             Ok(c) => {
                 *g = Some(c.clone());
@@ -441,6 +459,27 @@ impl RedisStore {
         self.note(r)
     }
 
+    /// Keep the entries in flight from looking idle (see [`HEARTBEAT_LUA`]).
+    async fn heartbeat(&self) {
+        let held: Vec<(String, Vec<String>)> = lock(&self.local)
+            .iter()
+            .filter(|(_, l)| !l.out.is_empty())
+            .map(|(a, l)| (a.clone(), l.out.iter().cloned().collect()))
+            .collect();
+        for (account, ids) in held {
+            let Ok(mut c) = self.conn().await else { return };
+            let mut inv = self.heartbeat.prepare_invoke();
+            inv.key(self.stream(&account)).arg(&self.group).arg(&self.consumer);
+            for id in &ids {
+                inv.arg(id);
+            }
+            let r: Result<Value, _> = inv.invoke_async(&mut c).await;
+            if let Err(e) = self.note(r) {
+                tracing::debug!(account, error = %e, "heartbeat failed");
+            }
+        }
+    }
+
     /// Replay acks that failed while Redis was away.
     async fn replay_acks(&self) {
         let todo: Vec<(String, String)> = std::mem::take(&mut *lock(&self.unacked));
@@ -494,8 +533,10 @@ fn is_server_reply(e: &RedisError) -> bool {
         || e.code().is_some_and(|c| c == "NOGROUP" || c == "BUSYGROUP")
 }
 
-/// PING every second: keeps `up` current for /readyz and the gauge, reconnects, replays acks.
+/// PING every second: keeps `up` current for /readyz and the gauge, reconnects, replays acks;
+/// every quarter of the claim idle time, heartbeats the entries in flight.
 async fn health(store: Weak<RedisStore>) {
+    let mut last_beat = Instant::now();
     loop {
         let Some(s) = store.upgrade() else { return };
         let ok = match s.conn().await {
@@ -516,8 +557,13 @@ async fn health(store: Weak<RedisStore>) {
         if ok && !lock(&s.unacked).is_empty() {
             s.replay_acks().await;
         }
+        if ok && last_beat.elapsed() >= s.claim_idle / 4 {
+            last_beat = Instant::now();
+            s.heartbeat().await;
+        }
+        let every = HEALTH_EVERY.min(s.claim_idle / 4);
         drop(s);
-        tokio::time::sleep(HEALTH_EVERY).await;
+        tokio::time::sleep(every).await;
     }
 }
 
