@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# make demo: the whole story on one machine, in plain words.
+#
+#  1. build smscd and the operator, bring up the local control plane (tools/cluster.sh),
+#  2. install the CRD and run the operator,
+#  3. start a "carrier" SMSC (smscd with its built-in simulator) that allows ONE bind,
+#  4. apply an SmscCluster pointing at it: the operator picks ActiveStandby and says why,
+#  5. run the two smscd replicas as local processes playing the Pods kwok created,
+#  6. send real SMS with a Python smpplib ESME and show the delivery receipts coming back,
+#  7. kill -9 the active replica and show the standby taking over, then send again,
+#  8. tear everything down.
+#
+# Everything listens on 127.0.0.1. The cluster lives in its own directory and is stopped at the end.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+SMSC_CACHE="${SMSC_CACHE:-$HOME/.cache/smsc-operator}"
+export SMSC_CLUSTER_DIR="${SMSC_DEMO_CLUSTER_DIR:-$SMSC_CACHE/cluster-demo}"
+NS=smsc-demo
+CLUSTER=demo
+work="$(mktemp -d /tmp/smsc-demo.XXXXXX)"
+pids=()
+
+bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+say() { printf '   %s\n' "$*"; }
+die() { printf '\033[31mdemo failed: %s\033[0m\n' "$*" >&2; exit 1; }
+
+cleanup() {
+  local rc=$?
+  bold "Tearing down"
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  tools/cluster.sh down >/dev/null 2>&1 || true
+  say "processes stopped, control plane stopped; logs were in $work"
+  [ $rc -eq 0 ] && rm -rf "$work"
+  exit $rc
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Poll a command until it succeeds (prints its output), at most $1 seconds.
+until_ok() {
+  local secs=$1; shift
+  local deadline=$((SECONDS + secs))
+  while ! "$@" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.2
+  done
+}
+
+bold "1. Building smscd and smsc-operator, preparing the control plane"
+tools/deps.sh all
+tools/k8s/build.sh
+cargo build -q -p smscd -p smsc-operator --bins
+bin="$root/target/debug"
+k8sbin="$(tools/k8s/build.sh --bin-dir)"
+export PATH="$k8sbin:$PATH"
+python_peer="$SMSC_CACHE/venv/bin/python"
+eval "$(tools/cluster.sh up | tail -n 1)"
+export KUBECONFIG
+say "control plane up (kube-apiserver $(kubectl version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])'), 3 kwok nodes)"
+kubectl get nodes -L topology.kubernetes.io/zone | sed 's/^/   /'
+
+bold "2. Installing the SmscCluster CRD and starting the operator"
+kubectl apply --server-side -f config/crd/ >/dev/null
+kubectl create namespace "$NS" >/dev/null
+op_port=$(free_port)
+"$bin/smsc-operator" --smscd-image smscd:demo --namespace "$NS" --metrics-addr "127.0.0.1:$op_port" \
+  >"$work/operator.log" 2>&1 &
+pids+=($!)
+until_ok 30 curl -sf "http://127.0.0.1:$op_port/readyz" >/dev/null || die "operator not ready (see $work/operator.log)"
+say "operator running (pid ${pids[-1]}, health and metrics on 127.0.0.1:$op_port), watching namespace $NS"
+
+bold "3. Starting the carrier: an upstream SMSC that allows exactly one bind for our system_id"
+carrier_port=$(free_port)
+cat >"$work/carrier.yaml" <<EOF
+server: { bind_address: 127.0.0.1, port: $carrier_port }
+admin: { bind_address: 127.0.0.1, port: $(free_port) }
+accounts:
+  - { system_id: legacy_gw, password: changeme, max_binds: 1 }
+routing: { default_chain: [sim] }
+sim: { receipt_delay_ms: 300, outcomes: { DELIVRD: 1.0 } }
+EOF
+"$bin/smscd" --config "$work/carrier.yaml" >"$work/carrier.log" 2>&1 &
+pids+=($!)
+until_ok 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$carrier_port" || die "carrier did not start"
+say "carrier on 127.0.0.1:$carrier_port (max_binds 1: a second concurrent bind is refused)"
+
+bold "4. Applying an SmscCluster with 2 replicas and that single-bind upstream"
+cat >"$work/smsc.yaml" <<EOF
+apiVersion: v1
+kind: Secret
+metadata: { name: legacy-esme }
+stringData: { password: s3cret }
+---
+apiVersion: v1
+kind: Secret
+metadata: { name: carrier-credentials }
+stringData: { systemId: legacy_gw, password: changeme }
+---
+apiVersion: smsc.io/v1alpha1
+kind: SmscCluster
+metadata: { name: $CLUSTER }
+spec:
+  replicas: 2
+  topology: Auto
+  smpp:
+    accounts:
+      - systemId: legacy
+        passwordSecretRef: { name: legacy-esme, key: password }
+  upstreams:
+    - name: carrier
+      host: 127.0.0.1
+      port: $carrier_port
+      credentialsSecretRef: { name: carrier-credentials }
+      maxBinds: 1
+  routing: { defaultChain: [carrier] }
+  leaderElection: { leaseDurationSeconds: 6, renewDeadlineSeconds: 4, retryPeriodSeconds: 1 }
+EOF
+kubectl -n "$NS" apply -f "$work/smsc.yaml" | sed 's/^/   /'
+topology() { kubectl -n "$NS" get smsc "$CLUSTER" -o jsonpath='{.status.topology}'; }
+until_ok 60 bash -c "[ \"\$(kubectl -n $NS get smsc $CLUSTER -o jsonpath='{.status.topology}')\" = ActiveStandby ]" ||
+  die "the operator did not settle the topology (see $work/operator.log)"
+say "the operator chose topology $(topology). The scale-out checklist, as it reports it:"
+kubectl -n "$NS" get smsc "$CLUSTER" -o jsonpath='{range .status.checklist[*]}{.satisfied}{"\t"}{.name}{": "}{.message}{"\n"}{end}' |
+  sed 's/^true/   [x]/; s/^false/   [ ]/'
+say "children it made:"
+kubectl -n "$NS" get configmap,deployment,service,pdb,serviceaccount,role,rolebinding -l "app.kubernetes.io/instance=$CLUSTER" |
+  sed 's/^/   /'
+
+bold "5. Running the two smscd replicas as the Pods kwok scheduled"
+until_ok 60 bash -c "[ \"\$(kubectl -n $NS get pods -l app.kubernetes.io/instance=$CLUSTER --field-selector=status.phase=Running -o name | wc -l)\" -ge 2 ]" ||
+  die "the Deployment's Pods did not become Running"
+mapfile -t pods < <(kubectl -n "$NS" get pods -l "app.kubernetes.io/instance=$CLUSTER" -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}' | head -n 2)
+kubectl -n "$NS" get configmap "$CLUSTER-config" -o jsonpath='{.data.smscd\.yaml}' >"$work/smscd.yaml"
+declare -A port_of pid_of
+for pod in "${pods[@]}"; do
+  port_of[$pod]=$(free_port)
+  python3 tools/demo/podenv.py kubectl "$NS" "$CLUSTER" "$pod" >"$work/$pod.env"
+  (
+    set -a
+    # shellcheck disable=SC1090
+    . "$work/$pod.env"
+    exec "$bin/smscd" --config "$work/smscd.yaml" --listen "127.0.0.1:${port_of[$pod]}" \
+      --admin-listen "127.0.0.1:$(free_port)"
+  ) >"$work/$pod.log" 2>&1 &
+  pid_of[$pod]=$!
+  pids+=($!)
+  say "$pod -> smscd pid ${pid_of[$pod]}, SMPP on 127.0.0.1:${port_of[$pod]}"
+done
+active_pod() { kubectl -n "$NS" get pods -l smsc.io/role=active -o jsonpath='{.items[*].metadata.name}'; }
+until_ok 30 bash -c "[ -n \"\$(kubectl -n $NS get pods -l smsc.io/role=active -o name)\" ]" ||
+  die "no replica took the Lease (see $work/*.log)"
+active=$(active_pod)
+say "the replicas elected $active (Lease $CLUSTER-leader); it labelled its Pod smsc.io/role=active:"
+kubectl -n "$NS" get pods -L smsc.io/role | sed 's/^/   /'
+say "the Service selects that label, so its EndpointSlice lists only the active Pod:"
+kubectl -n "$NS" get endpointslices -l "kubernetes.io/service-name=$CLUSTER" | sed 's/^/   /'
+
+send() { # $1 = pod, $2 = how many
+  local port=${port_of[$1]}
+  "$python_peer" tests/peers/esme_smpplib.py --host 127.0.0.1 --port "$port" --system-id legacy --password s3cret \
+    --bind-type trx --submit "$2" --registered-delivery 1 --wait-receipts "$2" --timeout 30 \
+    --text "Hello from make demo" --dest-addr 447700900123 >"$work/esme.out" || return 1
+  python3 - "$work/esme.out" <<'EOF'
+import json, sys
+for line in open(sys.argv[1]):
+    e = json.loads(line)
+    if e["event"] == "submit_resp":
+        print(f"   -> submit_sm #{e['sequence']}: accepted, message_id {e['message_id']}")
+    elif e["event"] == "deliver" and e.get("receipt"):
+        print(f"   <- receipt for {e.get('receipted_message_id') or e.get('id')}: stat {e.get('stat')}")
+    elif e["event"] == "summary":
+        print(f"   summary: {e['submitted']} sent, {e['acked']} accepted, {e['receipts']} receipts back")
+EOF
+}
+
+bold "6. Sending SMS through the active replica (Python smpplib as the ESME)"
+send "$active" 3 || die "sending through $active failed (see $work/esme.out)"
+kubectl -n "$NS" get smsc | sed 's/^/   /'
+
+bold "7. Failover: kill -9 the active replica ($active)"
+old=$active
+{ kill -9 "${pid_of[$old]}" && wait "${pid_of[$old]}"; } 2>/dev/null || true
+start=$(date +%s.%N)
+until_ok 60 bash -c "a=\$(kubectl -n $NS get pods -l smsc.io/role=active -o jsonpath='{.items[*].metadata.name}'); [ -n \"\$a\" ] && [ \"\$a\" != $old ]" ||
+  die "the standby did not take over (see $work/*.log)"
+active=$(active_pod)
+took=$(python3 -c "import time; print(f'{time.time() - $start:.1f}')")
+say "$active took the Lease after ${took}s (the dead leader could not release it, so the standby waited out the lease duration)"
+kubectl -n "$NS" get pods -L smsc.io/role | sed 's/^/   /'
+say "the EndpointSlice followed:"
+kubectl -n "$NS" get endpointslices -l "kubernetes.io/service-name=$CLUSTER" | sed 's/^/   /'
+refused=$(grep -c "bind refused" "$work/carrier.log" || true)
+say "the carrier refused $refused binds: it never saw two at once"
+send "$active" 3 || die "sending through $active failed (see $work/esme.out)"
+until_ok 20 bash -c "[ \"\$(kubectl -n $NS get smsc $CLUSTER -o jsonpath='{.status.activePod}')\" = $active ]" || true
+kubectl -n "$NS" get smsc | sed 's/^/   /'
+
+bold "Done: a real SMS went through an operator-managed SMSC and came back as a receipt, before and after a failover"
