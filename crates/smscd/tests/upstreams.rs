@@ -209,3 +209,51 @@ async fn full_account_window_answers_msgqful() {
     let r = within("submit", e.session.request(submit("3161", 0))).await.expect("resp");
     assert_eq!(r.command_status, CommandStatus::ESME_ROK);
 }
+
+/// An upstream that answers every submit_sm with ESME_RTHROTTLED (no third-party peer does).
+struct Throttling;
+
+impl smpp::session::Handler for Throttling {
+    fn on_request(&mut self, _req: smpp::session::Request<'_>) -> smpp::session::Reply {
+        smpp::session::Reply::Error(CommandStatus::ESME_RTHROTTLED)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_upstream_is_backed_off_and_the_chain_moves_on() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((s, peer)) = listener.accept().await {
+            tokio::spawn(async move {
+                let cfg = smpp::session::SessionConfig::default();
+                if let Ok(b) = smpp::session::smsc::accept(s, Some(peer), cfg).await {
+                    if let Ok(session) =
+                        b.accept(bytes::Bytes::from_static(b"throttler"), None, Throttling).await
+                    {
+                        session.closed().await;
+                    }
+                }
+            });
+        }
+    });
+    let mut cfg = base_config(vec![account("esme", "secret")]);
+    cfg.binds = vec![upstream("t", port, "x", "y")];
+    cfg.routing.default_chain = vec!["bind:t".into(), "sim".into()];
+    let d = Daemon::start(cfg).await;
+    let core = d.core().clone();
+    eventually("bound upstream", Duration::from_secs(10), || {
+        core.upstreams.get("t").is_some_and(|u| u.bound_sessions() == 1)
+    })
+    .await;
+    let e = bind(d.smpp, BindKind::Transceiver, "esme", "secret").await.expect("bind");
+    for _ in 0..50 {
+        let r = within("submit", e.session.request(submit("3161", 0))).await.expect("resp");
+        assert_eq!(r.command_status, CommandStatus::ESME_ROK);
+    }
+    let m = d.metrics().await;
+    assert_eq!(metric_sum(&m, "smscd_submits_total", &["route=\"sim\"", "ESME_ROK"]), 50.0);
+    // Backed off after the first refusal: not asked 50 times.
+    let asked = metric_sum(&m, "smscd_upstream_submits_total", &["upstream=\"t\"", "ESME_RTHROTTLED"]);
+    assert!((1.0..10.0).contains(&asked), "upstream asked {asked} times\n{m}");
+}
