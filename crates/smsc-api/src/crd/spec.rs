@@ -26,7 +26,6 @@ use super::SmscClusterStatus;
     kind = "SmscCluster",
     namespaced,
     shortname = "smsc",
-    category = "smsc",
     status = "SmscClusterStatus",
     derive = "PartialEq",
     doc = "An SMS centre: smscd replicas, their Service, PodDisruptionBudget, autoscaler and Lease.",
