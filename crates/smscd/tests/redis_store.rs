@@ -317,6 +317,78 @@ async fn store_reports_down_fails_clearly_and_recovers_with_acks_replayed() {
     assert_eq!(d, delivery(3));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_speaks_tls_with_a_rediss_url() {
+    let dir = tempfile::tempdir().expect("dir");
+    // A CA (what the client trusts) and a server certificate for 127.0.0.1 signed by it.
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("leaf params")
+        .signed_by(&leaf_key, &issuer)
+        .expect("leaf cert");
+    let (ca, cert, key) =
+        (dir.path().join("ca.crt"), dir.path().join("redis.crt"), dir.path().join("redis.key"));
+    std::fs::write(&ca, ca_cert.pem()).expect("write ca");
+    std::fs::write(&cert, leaf.pem()).expect("write cert");
+    std::fs::write(&key, leaf_key.serialize_pem()).expect("write key");
+    let port = free_port();
+    let spawned = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", "0", "--tls-port", &port.to_string(), "--save", ""])
+        .args(["--tls-auth-clients", "no", "--protected-mode", "no"])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            panic!("cannot start redis-server ({e}): install it with `tools/deps.sh apt` (make test does)")
+        }
+    };
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(child);
+    // The system roots the client loads honour SSL_CERT_FILE: trust the test CA.
+    std::env::set_var("SSL_CERT_FILE", &ca);
+    let s = RedisStore::new(
+        &format!("rediss://127.0.0.1:{port}/"),
+        "tls",
+        Duration::from_secs(60),
+        "c".into(),
+        Duration::from_secs(30),
+    )
+    .expect("store");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let put = loop {
+        match s.put_correlation("up", "1", corr("ours")).await {
+            Ok(()) => break Ok(()),
+            Err(e) if Instant::now() > deadline => break Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    put.expect("correlation over TLS");
+    assert_eq!(s.take_correlation("up", &["1".into()], true).await.expect("take"), Some(corr("ours")));
+    s.enqueue("acc", delivery(1)).await.expect("enqueue");
+    let (id, d) = s.next_for("acc").await.expect("next").expect("entry");
+    assert_eq!(d, delivery(1));
+    s.ack("acc", id).await.expect("ack");
+}
+
 // ---- smscd replicas --------------------------------------------------------------------------------
 
 /// The shared upstream: an in-process smscd whose sim issues receipts to account `up`.

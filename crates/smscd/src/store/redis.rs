@@ -5,7 +5,8 @@
 //! client (maintained under the redis-rs org with Redis Ltd. involvement, the most used by far);
 //! `ConnectionManager` is one multiplexed connection that reconnects by itself after a failure,
 //! which is what we want (every command is short; nothing here blocks server-side). 0.32 is
-//! the last line that builds with the workspace's rust-version 1.85.
+//! the last line that builds with the workspace's rust-version 1.85. `rediss://` goes through
+//! rustls with the system roots (SSL_CERT_FILE honoured).
 //!
 //! Keys (`P` = `store.key_prefix`):
 //! - `P:corr:<upstream>:<normalised id>`: hash `a` account, `o` our id, `t` submit time (ms),
