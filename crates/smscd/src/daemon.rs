@@ -35,6 +35,8 @@ pub enum DaemonError {
     Admin { addr: String, source: std::io::Error },
     #[error("store: {0}")]
     Store(String),
+    #[error("server TLS: {0}")]
+    Tls(String),
     #[error("daemon task failed: {0}")]
     Task(String),
 }
@@ -42,6 +44,8 @@ pub enum DaemonError {
 /// A started daemon.
 pub struct DaemonHandle {
     pub smpp_addr: SocketAddr,
+    /// The SMPP-over-TLS listener, when `server.tls` is set.
+    pub tls_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub core: Arc<Core>,
     task: JoinHandle<()>,
@@ -102,9 +106,20 @@ pub async fn start_with_leadership(
     let smpp_addr = listener.local_addr().map_err(|source| DaemonError::Listen { addr: smpp_at, source })?;
     let admin_addr =
         admin_listener.local_addr().map_err(|source| DaemonError::Admin { addr: admin_at, source })?;
-    if config.server.tls.is_some() {
-        warn!("server.tls is not served by this runtime yet: plain SMPP only");
-    }
+    let tls = match &config.server.tls {
+        Some(t) => {
+            let acceptor =
+                crate::tls::ServerTls::load(t).map_err(|e| DaemonError::Tls(e.to_string()))?.acceptor();
+            let at = listen_addr(&config.server.bind_address, t.port);
+            let l = TcpListener::bind(&at)
+                .await
+                .map_err(|source| DaemonError::Listen { addr: at.clone(), source })?;
+            let a = l.local_addr().map_err(|source| DaemonError::Listen { addr: at, source })?;
+            Some((l, a, acceptor))
+        }
+        None => None,
+    };
+    let tls_addr = tls.as_ref().map(|(_, a, _)| *a);
 
     let core = Arc::new(Core::new(&config, store));
     let sessions = Arc::new(Sessions::default());
@@ -127,8 +142,26 @@ pub async fn start_with_leadership(
     let sim_task = tokio::spawn(crate::sim::run(core.clone(), drain.clone()));
     let house_task = tokio::spawn(housekeeping(core.clone(), memory));
     let admin_task = tokio::spawn(crate::admin::serve(core.clone(), admin_listener, admin_stop.clone()));
-    let listen_task =
-        tokio::spawn(crate::inbound::serve(core.clone(), sessions.clone(), listener, stop_accepting.clone()));
+    let slots = crate::inbound::connection_slots(&core);
+    let listen_task = tokio::spawn(crate::inbound::serve_with(
+        core.clone(),
+        sessions.clone(),
+        listener,
+        stop_accepting.clone(),
+        None,
+        slots.clone(),
+    ));
+    let tls_task = tls.map(|(l, _, acceptor)| {
+        let serve = crate::inbound::serve_with(
+            core.clone(),
+            sessions.clone(),
+            l,
+            stop_accepting.clone(),
+            Some(acceptor),
+            slots,
+        );
+        tokio::spawn(serve)
+    });
     core.ready.store(true, Ordering::Relaxed);
     info!(%smpp_addr, %admin_addr, "smscd running");
 
@@ -153,6 +186,9 @@ pub async fn start_with_leadership(
         c.draining.store(true, Ordering::Relaxed);
         stop_accepting.cancel();
         let _ = listen_task.await;
+        if let Some(t) = tls_task {
+            let _ = t.await;
+        }
         drain.cancel();
         let work = drain_for.mul_f64(0.8);
         let drained = tokio::time::timeout(work, async {
@@ -181,7 +217,7 @@ pub async fn start_with_leadership(
         }
         info!("smscd stopped");
     });
-    Ok(DaemonHandle { smpp_addr, admin_addr, core, task })
+    Ok(DaemonHandle { smpp_addr, tls_addr, admin_addr, core, task })
 }
 
 async fn apply_accounts(core: &Arc<Core>, sessions: &Sessions, cfg: &SmscdConfig) {

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -61,7 +61,24 @@ pub async fn serve(
     stop_accepting: CancellationToken,
 ) {
     let max = core.config.get().server.max_connections.max(1);
-    let slots = Arc::new(Semaphore::new(max));
+    serve_with(core, sessions, listener, stop_accepting, None, Arc::new(Semaphore::new(max))).await
+}
+
+/// The connection cap shared by the plain and TLS listeners.
+pub fn connection_slots(core: &Core) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(core.config.get().server.max_connections.max(1)))
+}
+
+/// Accept connections (TLS ones when `tls` is given) until `stop_accepting`, within `slots`.
+pub async fn serve_with(
+    core: Arc<Core>,
+    sessions: Arc<Sessions>,
+    listener: TcpListener,
+    stop_accepting: CancellationToken,
+    tls: Option<crate::tls::TlsAcceptor>,
+    slots: Arc<Semaphore>,
+) {
+    let max = core.config.get().server.max_connections.max(1);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -84,9 +101,21 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let core = core.clone();
         let sessions = sessions.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             core.metrics.connections.inc();
-            connection(&core, &sessions, stream, peer).await;
+            match tls {
+                None => connection(&core, &sessions, stream, peer).await,
+                Some(acceptor) => {
+                    // The handshake counts against the bind timeout.
+                    let limit = Duration::from_secs(core.config.get().server.bind_timeout_secs.max(1));
+                    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => connection(&core, &sessions, s, peer).await,
+                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
             core.metrics.connections.dec();
             drop(permit);
         });
@@ -106,7 +135,10 @@ fn session_config(core: &Core) -> SessionConfig {
     }
 }
 
-async fn connection(core: &Arc<Core>, sessions: &Sessions, stream: TcpStream, peer: SocketAddr) {
+async fn connection<S>(core: &Arc<Core>, sessions: &Sessions, stream: S, peer: SocketAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let incoming = match smsc::accept(stream, Some(peer), session_config(core)).await {
         Ok(i) => i,
         Err(e) => {

@@ -289,6 +289,31 @@ fn session_config(cfg: &BindConfig) -> SessionConfig {
     }
 }
 
+/// Connect (over TLS when the bind has `tls`), bind, start the session.
+async fn connect(
+    cfg: &BindConfig,
+    bind: Bind,
+    handler: UpstreamHandler,
+) -> Result<(Session, smpp::BindResp), SessionError> {
+    let scfg = session_config(cfg);
+    let addr = (cfg.host.clone(), cfg.port);
+    let Some(tls) = &cfg.tls else {
+        return esme::connect(addr, kind(cfg.bind_type), bind, scfg, handler).await;
+    };
+    let tls_err = |e: crate::tls::TlsError| SessionError::Protocol(format!("TLS: {e}"));
+    let client = crate::tls::client_config(tls).map_err(tls_err)?;
+    let name = crate::tls::server_name(cfg).map_err(tls_err)?;
+    let limit = scfg.bind_timeout;
+    let tcp = tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| SessionError::BindTimeout(limit))??;
+    tcp.set_nodelay(true)?;
+    let stream = tokio::time::timeout(limit, crate::tls::TlsConnector::from(client).connect(name, tcp))
+        .await
+        .map_err(|_| SessionError::BindTimeout(limit))??;
+    esme::bind(stream, kind(cfg.bind_type), bind, scfg, handler).await
+}
+
 /// Keep one session of `u` bound until the upstream is stopped.
 async fn supervise(core: Weak<Core>, u: Arc<Upstream>, slot: usize) {
     let label = crate::metrics::UpstreamLabel { upstream: u.name.to_string() };
@@ -297,9 +322,6 @@ async fn supervise(core: Weak<Core>, u: Arc<Upstream>, slot: usize) {
     let mut delay = min;
     let session_id_base = (slot as u64) << 48;
     let mut attempt: u64 = 0;
-    if u.cfg.tls.is_some() {
-        warn!(upstream = %u.name, "upstream TLS is not supported by this runtime yet: connecting in plain TCP");
-    }
     while !u.cancel.is_cancelled() {
         attempt += 1;
         let Some(c) = core.upgrade() else { return };
@@ -316,8 +338,7 @@ async fn supervise(core: Weak<Core>, u: Arc<Upstream>, slot: usize) {
             system_type: Bytes::from(u.cfg.system_type.clone()),
             ..Bind::default()
         };
-        let addr = (u.cfg.host.clone(), u.cfg.port);
-        let connect = esme::connect(addr, kind(u.cfg.bind_type), bind, session_config(&u.cfg), handler);
+        let connect = connect(&u.cfg, bind, handler);
         let res = tokio::select! {
             r = connect => r,
             _ = u.cancel.cancelled() => break,
