@@ -393,10 +393,14 @@ async fn store_speaks_tls_with_a_rediss_url() {
 
 /// The shared upstream: an in-process smscd whose sim issues receipts to account `up`.
 async fn upstream_sim() -> Daemon {
+    upstream_sim_with_delay(20).await
+}
+
+async fn upstream_sim_with_delay(receipt_delay_ms: u64) -> Daemon {
     let mut up = account("up", "uppw");
     up.window = 64;
     let mut cfg = base_config(vec![up]);
-    cfg.sim.receipt_delay_ms = 20;
+    cfg.sim.receipt_delay_ms = receipt_delay_ms;
     Daemon::start(cfg).await
 }
 
@@ -570,6 +574,32 @@ async fn transmitter_on_a_receiver_on_b_gets_every_receipt() {
         metric_sum(&http_get(a_admin, "/metrics").await.1, "smscd_store_up", &[]) == 1.0
     })
     .await;
+}
+
+/// Receipts sent by the upstream at once (sim delay 0), so they often reach the other replica
+/// while the correlation write on the submitting one is still in flight: still every receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipt_racing_the_correlation_write_still_arrives() {
+    let r = RedisServer::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let up = upstream_sim_with_delay(0).await;
+    let a = Replica::start("replica-a", dir.path(), &r.url(), up.smpp.port(), 30).await;
+    let b = Replica::start("replica-b", dir.path(), &r.url(), up.smpp.port(), 30).await;
+    let mut rx = bind(b.smpp, BindKind::Receiver, "esme", "secret").await.expect("receiver on B");
+    let tx = bind(a.smpp, BindKind::Transmitter, "esme", "secret").await.expect("transmitter on A");
+    let ids = submit_n(&tx, 60).await;
+    let got = collect(&mut rx.delivered, &ids, Duration::from_secs(30)).await;
+    assert!(
+        missing(&ids, &got).is_empty(),
+        "missing {:?}\nA:\n{}\nB:\n{}",
+        missing(&ids, &got),
+        a.logs(),
+        b.logs()
+    );
+    assert_eq!(got.values().map(|c| c - 1).sum::<usize>(), 0, "duplicates: {got:?}");
+    for rep in [&a, &b] {
+        assert_eq!(rep.metric("smscd_upstream_receipts_total", &["result=\"unmatched\""]).await, 0.0);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
