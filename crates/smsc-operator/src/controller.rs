@@ -613,6 +613,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .for_each(|res| async move {
             match res {
                 Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
+                // A Lease or Pod that maps to no SmscCluster (e.g. another component's Lease).
+                Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
+                    tracing::debug!(object = %obj, "trigger for an SmscCluster that does not exist")
+                }
                 // Watch and reconcile errors are logged; the stream itself keeps going.
                 Err(e) => tracing::warn!(error = %e, "controller"),
             }

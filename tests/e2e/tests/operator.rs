@@ -432,11 +432,21 @@ async fn single_bind_upstream_moves_the_cluster_to_active_standby() -> anyhow::R
 
     // The Lease holder becomes status.activePod; a stale role label on another Pod is removed.
     let pods: Api<Pod> = ns.api();
-    let list = wait_for("two Pods", WAIT, || {
+    // The topology change rolled the Pods (leader election is a restart setting): wait it out.
+    wait_obj(&ns, "sms", "the rollout to finish", |d: &Deployment| {
+        let st = d.status.clone().unwrap_or_default();
+        st.observed_generation == d.metadata.generation
+            && st.updated_replicas == Some(2)
+            && st.replicas == Some(2)
+    })
+    .await?;
+    let list = wait_for("two current Pods", WAIT, || {
         let pods = pods.clone();
         async move {
             let l = pods.list(&ListParams::default().labels("app.kubernetes.io/instance=sms")).await?;
-            Ok::<_, kube::Error>((l.items.len() >= 2).then_some(l.items))
+            let live: Vec<Pod> =
+                l.items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+            Ok::<_, kube::Error>((live.len() == 2).then_some(live))
         }
     })
     .await?;
@@ -543,5 +553,43 @@ async fn restarted_operator_makes_zero_writes_on_an_unchanged_cluster() -> anyho
     assert_eq!(settled, now, "a restarted operator wrote to an unchanged cluster");
     assert_eq!(op2.metrics.writes.get(), 0);
     op2.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_cluster_is_left_alone_and_a_missing_secret_degrades_it() -> anyhow::Result<()> {
+    let (ns, op) = setup("op-paused").await?;
+    create_cluster(&ns, &cluster("sms", 2, None, false)?).await?;
+    let svc: Service = wait_obj(&ns, "sms", "the Service", |_| true).await?;
+    wait_status(&ns, "sms", "not degraded", |s| {
+        cond(s, ConditionType::Degraded).is_some_and(|c| c.0 == ConditionStatus::False)
+    })
+    .await?;
+
+    patch_spec(&ns, "sms", json!({ "paused": true, "smpp": { "port": 2801 } })).await?;
+    wait_status(&ns, "sms", "ReconciliationPaused", |s| {
+        cond(s, ConditionType::ReconciliationPaused) == Some((ConditionStatus::True, "Paused".into()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let still: Service = ns.api::<Service>().get("sms").await?;
+    assert_eq!(still.resource_version(), svc.resource_version(), "a paused cluster's children changed");
+
+    patch_spec(&ns, "sms", json!({ "paused": false })).await?;
+    wait_obj(&ns, "sms", "the Service on 2801 once unpaused", |s: &Service| {
+        s.spec.as_ref().and_then(|s| s.ports.as_ref()).is_some_and(|p| p[0].port == 2801)
+    })
+    .await?;
+
+    ns.api::<k8s_openapi::api::core::v1::Secret>().delete("redis", &DeleteParams::default()).await?;
+    // Secrets are not watched: a spec change triggers the next look.
+    patch_spec(&ns, "sms", json!({ "shutdown": { "drainSeconds": 31 } })).await?;
+    let st = wait_status(&ns, "sms", "Degraded SecretMissing", |s| {
+        cond(s, ConditionType::Degraded) == Some((ConditionStatus::True, "SecretMissing".into()))
+    })
+    .await?;
+    let msg = st.conditions.iter().find(|c| c.type_ == ConditionType::Degraded).map(|c| c.message.clone());
+    assert!(msg.is_some_and(|m| m.contains("redis/url")));
+    op.stop().await;
     Ok(())
 }
