@@ -1,7 +1,10 @@
 //! Submit throughput through the sim path: one in-process smscd, one ESME bind, a raw pipelined
 //! client keeping `WINDOW` submit_sm outstanding (no receipts), for `SECS` seconds.
 //!
-//! `cargo run --release -p smscd --example submit_load -- [secs] [window]`
+//! `cargo run --release -p smscd --example submit_load -- [secs] [window] [chain]`
+//!
+//! With `chain`, the bind's account routes to a second in-process smscd over one upstream bind
+//! (window 256) instead: the deferred path (task per submit, upstream round trip).
 
 use bytes::{Buf, BytesMut};
 use smpp::{Address, Bind, Body, Pdu, SubmitSm};
@@ -16,11 +19,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let secs: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(10);
     let window: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(64);
+    let chain = args.next().is_some_and(|s| s == "chain");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(run(secs, window))
+    rt.block_on(run(secs, window, chain))
 }
 
-async fn run(secs: u64, window: usize) -> Result<(), Box<dyn std::error::Error>> {
+fn config(window: usize) -> SmscdConfig {
     let mut cfg = SmscdConfig::default();
     cfg.server.bind_address = "127.0.0.1".into();
     cfg.server.port = 0;
@@ -36,10 +40,37 @@ async fn run(secs: u64, window: usize) -> Result<(), Box<dyn std::error::Error>>
         max_binds: None,
     }];
     cfg.routing.default_chain = vec!["sim".into()];
+    cfg
+}
+
+async fn run(secs: u64, window: usize, chain: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let mut cfg = config(window);
+    let upstream_token = CancellationToken::new();
+    if chain {
+        let b_cfg = Arc::new(config(4096));
+        let (_btx, brx) = tokio::sync::watch::channel(b_cfg.clone());
+        let b = smscd::start(b_cfg, brx, upstream_token.clone()).await?;
+        let bind: smsc_api::smscd_config::BindConfig = serde_json::from_value(serde_json::json!({
+            "name": "b", "host": "127.0.0.1", "port": b.smpp_addr.port(), "system_id": "bench",
+            "password": "pw", "window": 256
+        }))?;
+        cfg.binds = vec![bind];
+        cfg.routing.default_chain = vec!["bind:b".into()];
+        std::mem::forget(b);
+    }
     let cfg = Arc::new(cfg);
     let (_tx, rx) = tokio::sync::watch::channel(cfg.clone());
     let token = CancellationToken::new();
     let d = smscd::start(cfg, rx, token.clone()).await?;
+    if chain {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while d.core.upstreams.get("b").is_none_or(|u| u.bound_sessions() == 0) {
+            if Instant::now() > deadline {
+                return Err("upstream did not bind".into());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 
     let mut s = TcpStream::connect(d.smpp_addr).await?;
     s.set_nodelay(true)?;
@@ -61,6 +92,7 @@ async fn run(secs: u64, window: usize) -> Result<(), Box<dyn std::error::Error>>
     Pdu::new(0, Body::SubmitSm(sm)).encode(&mut template)?;
     let (mut rd, mut wr) = s.into_split();
     let (mut seq, mut outstanding, mut done, mut errors) = (2u32, 0usize, 0u64, 0u64);
+    let mut by_status = std::collections::BTreeMap::new();
     let start = Instant::now();
     let end = start + Duration::from_secs(secs);
     while Instant::now() < end {
@@ -87,6 +119,7 @@ async fn run(secs: u64, window: usize) -> Result<(), Box<dyn std::error::Error>>
             let id = u32::from_be_bytes([inb[4], inb[5], inb[6], inb[7]]);
             if status != 0 || id != 0x8000_0004 {
                 errors += 1;
+                *by_status.entry((id, status)).or_insert(0u64) += 1;
             }
             inb.advance(len);
             outstanding -= 1;
@@ -98,7 +131,11 @@ async fn run(secs: u64, window: usize) -> Result<(), Box<dyn std::error::Error>>
         "submit_sm answered: {done} in {el:.2} s = {:.0}/s (window {window}, errors {errors})",
         done as f64 / el
     );
+    for ((id, status), n) in &by_status {
+        println!("  command_id 0x{id:08x} status 0x{status:08x}: {n}");
+    }
     token.cancel();
+    upstream_token.cancel();
     drop(rd);
     drop(wr);
     let _ = tokio::time::timeout(Duration::from_secs(15), d.wait()).await;

@@ -291,6 +291,8 @@ impl InboundHandler {
                 tokio::spawn(async move {
                     let (result, route) = crate::dispatch::dispatch(&core, &account, sm, &chain).await;
                     let status = result.as_ref().err().copied().unwrap_or(CommandStatus::ESME_ROK);
+                    // Free the window slot before the ESME can see the answer and send again.
+                    inflight.fetch_sub(1, Ordering::AcqRel);
                     let sent = match result {
                         Ok(id) => responder.respond(Body::SubmitSmResp(SubmitSmResp {
                             message_id: Bytes::from(id),
@@ -307,7 +309,6 @@ impl InboundHandler {
                         .get_or_create(&label)
                         .observe(started.elapsed().as_secs_f64());
                     core.metrics.submit(&account, &route, status).inc();
-                    inflight.fetch_sub(1, Ordering::AcqRel);
                     drop(guard);
                 });
                 Reply::Deferred
