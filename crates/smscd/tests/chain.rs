@@ -103,3 +103,77 @@ async fn failure_only_receipts_drop_delivered_ones() {
     let more = tokio::time::timeout(Duration::from_millis(300), e.delivered.recv()).await;
     assert!(more.is_err(), "unexpected delivery {more:?}");
 }
+
+/// Answers the first deliver_sm with ESME_RX_T_APPN, the rest with 0.
+struct RejectFirst(bool, tokio::sync::mpsc::UnboundedSender<smpp::DeliverSm>);
+
+impl smpp::session::Handler for RejectFirst {
+    fn on_request(&mut self, req: smpp::session::Request<'_>) -> smpp::session::Reply {
+        match req.pdu.body {
+            smpp::Body::DeliverSm(_) if !self.0 => {
+                self.0 = true;
+                smpp::session::Reply::Error(smpp::CommandStatus::ESME_RX_T_APPN)
+            }
+            smpp::Body::DeliverSm(d) => {
+                let _ = self.1.send(d);
+                smpp::session::Reply::Ok(smpp::Body::DeliverSmResp(Default::default()))
+            }
+            _ => smpp::session::Reply::Error(smpp::CommandStatus::ESME_RINVCMDID),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_wait_for_a_receiver_and_are_retried_until_acknowledged() {
+    let mut cfg = base_config(vec![account("esme", "secret")]);
+    cfg.sim.receipt_delay_ms = 0;
+    let d = Daemon::start(cfg).await;
+    let tx = bind(d.smpp, smpp::session::BindKind::Transmitter, "esme", "secret").await.expect("bind");
+    let r = within("submit", tx.session.request(submit("3161", 1))).await.expect("resp");
+    let id = match &r.body {
+        smpp::Body::SubmitSmResp(s) => String::from_utf8_lossy(&s.message_id).into_owned(),
+        other => panic!("{other:?}"),
+    };
+    // No receiver yet: the receipt waits in the store.
+    let core = d.core().clone();
+    let mut pending = 0;
+    for _ in 0..500 {
+        pending = core.store.pending("esme").await.expect("store");
+        if pending == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(pending, 1);
+    // A receiver that refuses the first attempt still gets it, on the retry.
+    let (dtx, mut drx) = tokio::sync::mpsc::unbounded_channel();
+    let b = smpp::Bind {
+        system_id: bytes::Bytes::from_static(b"esme"),
+        password: bytes::Bytes::from_static(b"secret"),
+        ..smpp::Bind::default()
+    };
+    let (_rx_session, _) = within(
+        "rx bind",
+        smpp::session::esme::connect(
+            d.smpp,
+            smpp::session::BindKind::Receiver,
+            b,
+            smpp::session::SessionConfig::default(),
+            RejectFirst(false, dtx),
+        ),
+    )
+    .await
+    .expect("rx bind");
+    let got = within("receipt", drx.recv()).await.expect("receipt");
+    assert_eq!(receipt_id(&got), id);
+    for _ in 0..500 {
+        pending = core.store.pending("esme").await.expect("store");
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(pending, 0, "acknowledged receipt left the queue");
+    let m = d.metrics().await;
+    assert!(metric_sum(&m, "smscd_deliveries_total", &["result=\"retried\""]) >= 1.0, "{m}");
+}
