@@ -415,6 +415,13 @@ fn was(old: Option<&SmscClusterStatus>, t: ConditionType, reason: &str) -> bool 
         .is_some_and(|c| c.status == ConditionStatus::True && c.reason == reason)
 }
 
+/// The typed SmscCluster, or [`Error::Malformed`] when the stored object does not fit the types.
+pub fn parse(obj: &DynamicObject) -> Result<SmscCluster> {
+    serde_json::to_value(obj)
+        .and_then(serde_json::from_value)
+        .map_err(|source| Error::Malformed { name: key(obj), source })
+}
+
 pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
@@ -427,11 +434,10 @@ pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Act
 }
 
 async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
-    let cluster: SmscCluster = match serde_json::to_value(obj).and_then(serde_json::from_value) {
+    let cluster = match parse(obj) {
         Ok(c) => c,
-        Err(source) => {
+        Err(err) => {
             // Retrying cannot help: wait for the object to change.
-            let err = Error::Malformed { name: key(obj), source };
             tracing::warn!(error = %err, "skipping malformed SmscCluster");
             ctx.metrics.error(err.metric_label());
             ctx.event(obj, EventType::Warning, err.reason(), err.to_string()).await;
@@ -644,6 +650,25 @@ mod tests {
         assert!(!is_subset(&json!({"spec": {"replicas": 3}}), &observed));
         assert!(!is_subset(&json!({"spec": {"ports": [{"port": 2775}, {"port": 8775}]}}), &observed));
         assert!(!is_subset(&json!({"spec": {"missing": 1}}), &observed));
+    }
+
+    fn dynamic(spec: serde_json::Value) -> DynamicObject {
+        let obj = json!({
+            "apiVersion": "smsc.io/v1alpha1", "kind": "SmscCluster",
+            "metadata": { "name": "sms", "namespace": "default" },
+            "spec": spec,
+        });
+        serde_json::from_value(obj).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn malformed_objects_are_reported_not_fatal() {
+        let ok = parse(&dynamic(json!({ "replicas": 3 }))).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok.spec.replicas, 3);
+        let err = parse(&dynamic(json!({ "replicas": "three", "topology": "Sideways" }))).err();
+        let err = err.unwrap_or_else(|| panic!("parsed a malformed object"));
+        assert_eq!(err.metric_label(), "malformed_object");
+        assert!(err.to_string().contains("default/sms"), "{err}");
     }
 
     #[test]
