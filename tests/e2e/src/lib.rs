@@ -29,6 +29,8 @@ use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
+pub mod smsc;
+
 /// What can go wrong while setting up or talking to the control plane.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
