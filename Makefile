@@ -7,7 +7,7 @@ export SMSC_CACHE ?= $(HOME)/.cache/smsc-operator
 # Two cores: keep cargo from starving the Go build or the tests it runs.
 export CARGO_BUILD_JOBS ?= 2
 
-.PHONY: all build deps lint fmt test test-unit test-peers e2e fuzz bench demo cluster-up cluster-down k8s-tools crds chart-lint clean
+.PHONY: all build deps lint fmt test test-unit test-peers e2e fuzz bench bench-failover demo cluster-up cluster-down k8s-tools crds chart-lint clean
 
 all: build
 
@@ -35,6 +35,12 @@ fuzz:
 
 bench: deps
 	$(CARGO) bench -p smpp --bench codec
+
+## Failover times on the control plane (docs/benchmarks.md, "Failover"): RUNS kill -9 and RUNS
+## SIGTERM failovers of the active smscd; prints each run and the medians. Not asserted.
+RUNS ?= 5
+bench-failover: deps k8s-tools
+	RUNS=$(RUNS) $(CARGO) test -p smsc-e2e --test failover -- --ignored --nocapture failover_times
 
 ## The test control plane (docs/control-plane.md): built once per version into $(SMSC_CACHE)/k8s.
 k8s-tools:
