@@ -1,10 +1,12 @@
 //! Submit throughput through the sim path: one in-process smscd, one ESME bind, a raw pipelined
 //! client keeping `WINDOW` submit_sm outstanding (no receipts), for `SECS` seconds.
 //!
-//! `cargo run --release -p smscd --example submit_load -- [secs] [window] [chain]`
+//! `cargo run --release -p smscd --example submit_load -- [secs] [window] [chain|receipts]`
 //!
 //! With `chain`, the bind's account routes to a second in-process smscd over one upstream bind
-//! (window 256) instead: the deferred path (task per submit, upstream round trip).
+//! (window 256) instead: the deferred path (task per submit, upstream round trip). With
+//! `receipts`, every submit asks for a receipt (registered_delivery 1, sim delay 0) and the
+//! client answers each deliver_sm.
 
 use bytes::{Buf, BytesMut};
 use smpp::{Address, Bind, Body, Pdu, SubmitSm};
@@ -19,9 +21,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let secs: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(10);
     let window: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(64);
-    let chain = args.next().is_some_and(|s| s == "chain");
+    let mode = args.next().unwrap_or_default();
+    let chain = mode == "chain";
+    let receipts = mode == "receipts";
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(run(secs, window, chain))
+    rt.block_on(run(secs, window, chain, receipts))
 }
 
 fn config(window: usize) -> SmscdConfig {
@@ -43,8 +47,14 @@ fn config(window: usize) -> SmscdConfig {
     cfg
 }
 
-async fn run(secs: u64, window: usize, chain: bool) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(
+    secs: u64,
+    window: usize,
+    chain: bool,
+    receipts: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
     let mut cfg = config(window);
+    cfg.sim.receipt_delay_ms = 0;
     let upstream_token = CancellationToken::new();
     if chain {
         let b_cfg = Arc::new(config(4096));
@@ -79,6 +89,7 @@ async fn run(secs: u64, window: usize, chain: bool) -> Result<(), Box<dyn std::e
         Bind { system_id: "bench".into(), password: "pw".into(), interface_version: 0x34, ..Bind::default() };
     Pdu::new(1, Body::BindTransceiver(bind)).encode(&mut out)?;
     s.write_all(&out).await?;
+    out.clear();
     let mut inb = BytesMut::with_capacity(1 << 20);
     read_one(&mut s, &mut inb).await?;
 
@@ -86,17 +97,17 @@ async fn run(secs: u64, window: usize, chain: bool) -> Result<(), Box<dyn std::e
         source: Address::new(0, 0, "12345"),
         destination: Address::new(1, 1, "31600000000"),
         short_message: bytes::Bytes::from_static(b"benchmark message"),
+        registered_delivery: u8::from(receipts),
         ..SubmitSm::default()
     };
     let mut template = BytesMut::new();
     Pdu::new(0, Body::SubmitSm(sm)).encode(&mut template)?;
     let (mut rd, mut wr) = s.into_split();
-    let (mut seq, mut outstanding, mut done, mut errors) = (2u32, 0usize, 0u64, 0u64);
+    let (mut seq, mut outstanding, mut done, mut errors, mut delivered) = (2u32, 0usize, 0u64, 0u64, 0u64);
     let mut by_status = std::collections::BTreeMap::new();
     let start = Instant::now();
     let end = start + Duration::from_secs(secs);
     while Instant::now() < end {
-        out.clear();
         while outstanding < window {
             let at = out.len();
             out.extend_from_slice(&template);
@@ -106,6 +117,7 @@ async fn run(secs: u64, window: usize, chain: bool) -> Result<(), Box<dyn std::e
         }
         if !out.is_empty() {
             wr.write_all(&out).await?;
+            out.clear();
         }
         if rd.read_buf(&mut inb).await? == 0 {
             return Err("closed".into());
@@ -117,6 +129,15 @@ async fn run(secs: u64, window: usize, chain: bool) -> Result<(), Box<dyn std::e
             }
             let status = u32::from_be_bytes([inb[8], inb[9], inb[10], inb[11]]);
             let id = u32::from_be_bytes([inb[4], inb[5], inb[6], inb[7]]);
+            if id == 0x0000_0005 {
+                // deliver_sm: answer deliver_sm_resp (empty message_id) with its sequence.
+                out.extend_from_slice(&[0, 0, 0, 17, 0x80, 0, 0, 5, 0, 0, 0, 0]);
+                out.extend_from_slice(&inb[12..16]);
+                out.extend_from_slice(&[0]);
+                delivered += 1;
+                inb.advance(len);
+                continue;
+            }
             if status != 0 || id != 0x8000_0004 {
                 errors += 1;
                 *by_status.entry((id, status)).or_insert(0u64) += 1;
@@ -128,8 +149,9 @@ async fn run(secs: u64, window: usize, chain: bool) -> Result<(), Box<dyn std::e
     }
     let el = start.elapsed().as_secs_f64();
     println!(
-        "submit_sm answered: {done} in {el:.2} s = {:.0}/s (window {window}, errors {errors})",
-        done as f64 / el
+        "submit_sm answered: {done} in {el:.2} s = {:.0}/s (window {window}, errors {errors}); receipts {delivered} = {:.0}/s",
+        done as f64 / el,
+        delivered as f64 / el
     );
     for ((id, status), n) in &by_status {
         println!("  command_id 0x{id:08x} status 0x{status:08x}: {n}");
