@@ -35,6 +35,7 @@ fuzz:
 
 bench: deps
 	$(CARGO) bench -p smpp --bench codec
+	tools/bench.sh
 
 ## Failover times on the control plane (docs/benchmarks.md, "Failover"): RUNS kill -9 and RUNS
 ## SIGTERM failovers of the active smscd; prints each run and the medians. Not asserted.

@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# `make bench` scenarios for the load generator (crates/smsc-bench); figures go to
+# $BENCH_OUT/results.jsonl (one JSON report per run) and $BENCH_OUT/summary.md (medians).
+# See docs/benchmarks.md for what each scenario measures.
+#
+#   BENCH_SECS   sending phase per run, seconds (default 5)
+#   BENCH_RUNS   runs per cell; the summary takes the median (default 3)
+#   BENCH_SCENARIOS  which of: term peers relay redis latency (default: all)
+#   BENCH_GEN_CPUS / BENCH_SRV_CPUS  taskset cpu lists for the generator and the server under
+#                test in single-server scenarios (default: empty, no pinning: on the shared
+#                2-core box pinning cost up to 20x, see docs/benchmarks.md; e.g. 0 and 1 on a quiet one)
+#
+# Everything listens on 127.0.0.1 ports 27700-27799 and is killed on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SECS=${BENCH_SECS:-5}
+RUNS=${BENCH_RUNS:-3}
+SCENARIOS=${BENCH_SCENARIOS:-term peers relay redis latency}
+GEN_CPUS=${BENCH_GEN_CPUS-}
+SRV_CPUS=${BENCH_SRV_CPUS-}
+OUT=${BENCH_OUT:-$ROOT/target/bench}
+NODE_MODULES=${SMSC_CACHE:-$HOME/.cache/smsc-operator}/node/node_modules
+CELLS=${BENCH_CELLS:-"1:1 1:64 1:256 4:64"} # binds:window
+mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl
+: >"$RESULTS"
+CFG=$OUT/cfg
+mkdir -p "$CFG"
+
+echo "== build (release)"
+cargo build --release -q -p smscd -p smsc-bench
+CARGO_TARGET_DIR=$ROOT/target/bench-peers cargo build --release -q --manifest-path tools/bench/smpp34-smsc/Cargo.toml
+BIN=$ROOT/target/release
+SMPP34=$ROOT/target/bench-peers/release/smpp34-smsc
+
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+pin() { # pin CPUS cmd...: taskset when CPUS is non-empty
+  local cpus=$1; shift
+  if [[ -n $cpus ]] && command -v taskset >/dev/null; then taskset -c "$cpus" "$@"; else "$@"; fi
+}
+
+wait_port() { # bounded: 10 s
+  local port=$1
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "port $port did not open" >&2
+  return 1
+}
+
+start() { # start NAME CPUS cmd...: background, logs in $OUT/NAME.log; sets LAST_PID (the server's own pid)
+  local name=$1 cpus=$2; shift 2
+  if [[ -n $cpus ]] && command -v taskset >/dev/null; then
+    taskset -c "$cpus" "$@" >"$OUT/$name.log" 2>&1 &
+  else
+    "$@" >"$OUT/$name.log" 2>&1 &
+  fi
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
+}
+
+stop() {
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+smscd_cfg() { # smscd_cfg FILE PORT ADMIN_PORT CHAIN [extra yaml]
+  cat >"$1" <<EOF
+server: { bind_address: "127.0.0.1", port: $2 }
+admin: { bind_address: "127.0.0.1", port: $3 }
+accounts:
+  - { system_id: bench, password: benchpw, window: 1024 }
+  - { system_id: relay, password: relaypw, window: 1024 }
+routing: { default_chain: [$4] }
+sim: { receipt_delay_ms: 0 }
+${5:-}
+EOF
+}
+
+# gen SCENARIO SERVER_PID binds window [smsc-bench args...]: RUNS runs appended to results.jsonl
+gen() {
+  local scenario=$1 spid=$2 binds=$3 window=$4; shift 4
+  for run in $(seq 1 "$RUNS"); do
+    local load
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    pin "$GEN_CPUS" "$BIN/smsc-bench" esme --binds "$binds" --window "$window" --duration "$SECS" \
+      --server-pid "$spid" --json "$@" 2>>"$OUT/gen.log" |
+      jq -c --arg s "$scenario" --argjson r "$run" --argjson l "$load" '. + {scenario: $s, run: $r, load1: $l}' \
+        >>"$RESULTS" || echo "  (run failed, see $OUT/gen.log)"
+    tail -n 1 "$OUT/gen.log" | cut -c1-220
+  done
+}
+
+median_rate() { # median submit_sm/s of SCENARIO TARGET BINDS WINDOW
+  jq -s --arg s "$1" --arg t "$2" --argjson b "$3" --argjson w "$4" \
+    '[.[] | select(.scenario==$s and .target==$t and .binds==$b and .window==$w and .rate_target==null)
+      | .submit_sm_per_sec] | sort | if length==0 then 0 else .[(length-1)/2|floor] end' "$RESULTS"
+}
+
+has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+
+echo "== machine: $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), load $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# 1 + 4: terminating smscd (sim, no receipts) and the peers, cell by cell so the ratios come
+# from the same minutes of machine load.
+if has term || has peers; then
+  smscd_cfg "$CFG/term.yaml" 27700 27701 '"sim"'
+  start smscd-term "$SRV_CPUS" "$BIN/smscd" --config "$CFG/term.yaml" --log-level warn
+  SMSCD=$LAST_PID
+  wait_port 27700
+  if has peers; then
+    start smpp34 "$SRV_CPUS" "$SMPP34" 27710
+    P34=$LAST_PID
+    # stdout is the peer's JSON event per submit: discarded (/dev/null), but still written.
+    NODE_PATH=$NODE_MODULES start npm "$SRV_CPUS" bash -c 'exec node tests/peers/smsc_node.js --port 27720 >/dev/null'
+    NPM=$LAST_PID
+    wait_port 27710
+    wait_port 27720
+  fi
+  for cell in $CELLS; do
+    b=${cell%%:*} w=${cell##*:}
+    echo "== terminating, $b bind(s) window $w"
+    gen term "$SMSCD" "$b" "$w" --addr 127.0.0.1:27700 --target smscd
+    if has peers; then
+      gen term "$P34" "$b" "$w" --addr 127.0.0.1:27710 --target smpp34
+      gen term "$NPM" "$b" "$w" --addr 127.0.0.1:27720 --target npm-smpp
+    fi
+  done
+  if has latency; then
+    peak=$(median_rate term smscd 1 64)
+    half=$(jq -n --argjson p "$peak" '$p/2|floor')
+    if [[ $half -gt 0 ]]; then
+      echo "== latency: one bind window 64 at half the peak ($half submit_sm/s)"
+      gen latency "$SMSCD" 1 64 --addr 127.0.0.1:27700 --target smscd --rate "$half"
+    fi
+  fi
+  stop "$SMSCD"
+  if has peers; then stop "$P34"; stop "$NPM"; fi
+fi
+
+# 2: relay. ESME -> smscd A (memory store) -> upstream smscd B (sim, receipts after 0 ms) ->
+# receipts back through A to the ESME. Servers unpinned (two processes).
+if has relay; then
+  up='binds:
+  - { name: up, host: 127.0.0.1, port: 27740, system_id: relay, password: relaypw, window: 256, binds: 4 }'
+  smscd_cfg "$CFG/upstream.yaml" 27740 27741 '"sim"'
+  smscd_cfg "$CFG/relay.yaml" 27730 27731 '"bind:up"' "$up"
+  start smscd-up "" "$BIN/smscd" --config "$CFG/upstream.yaml" --log-level warn
+  UP=$LAST_PID
+  wait_port 27740
+  start smscd-relay "" "$BIN/smscd" --config "$CFG/relay.yaml" --log-level warn
+  RELAY=$LAST_PID
+  wait_port 27730
+  sleep 1 # upstream binds
+  for cell in $CELLS; do
+    b=${cell%%:*} w=${cell##*:}
+    echo "== relay (memory store, receipts), $b bind(s) window $w"
+    gen relay-memory "$RELAY" "$b" "$w" --addr 127.0.0.1:27730 --target smscd-relay --registered-delivery
+  done
+  stop "$RELAY"
+  stop "$UP"
+fi
+
+# 3: the same with the Redis store and two front replicas (binds spread over both).
+if has redis; then
+  if ! command -v redis-server >/dev/null; then
+    echo "== redis: redis-server not installed (tools/deps.sh apt); skipped"
+  else
+    start redis "" redis-server --bind 127.0.0.1 --port 27790 --save '' --appendonly no
+    REDIS=$LAST_PID
+    wait_port 27790
+    up='binds:
+  - { name: up, host: 127.0.0.1, port: 27740, system_id: relay, password: relaypw, window: 256, binds: 4 }'
+    store='store: { type: redis, url: "redis://127.0.0.1:27790", key_prefix: bench }'
+    smscd_cfg "$CFG/upstream.yaml" 27740 27741 '"sim"'
+    smscd_cfg "$CFG/redis-a.yaml" 27750 27751 '"bind:up"' "$up
+$store"
+    smscd_cfg "$CFG/redis-b.yaml" 27752 27753 '"bind:up"' "$up
+$store"
+    start smscd-up2 "" "$BIN/smscd" --config "$CFG/upstream.yaml" --log-level warn
+    UP=$LAST_PID
+    wait_port 27740
+    start smscd-redis-a "" "$BIN/smscd" --config "$CFG/redis-a.yaml" --log-level warn
+    RA=$LAST_PID
+    start smscd-redis-b "" "$BIN/smscd" --config "$CFG/redis-b.yaml" --log-level warn
+    RB=$LAST_PID
+    wait_port 27750
+    wait_port 27752
+    sleep 1
+    for cell in $CELLS; do
+      b=${cell%%:*} w=${cell##*:}
+      echo "== relay (redis store, 2 replicas), $b bind(s) window $w"
+      gen relay-redis "$RA" "$b" "$w" --addr 127.0.0.1:27750 --addr 127.0.0.1:27752 \
+        --target smscd-relay-redis --registered-delivery
+    done
+    stop "$RA"
+    stop "$RB"
+    stop "$UP"
+    stop "$REDIS"
+  fi
+fi
+
+# Medians per cell, as a markdown table (docs/benchmarks.md quotes it).
+jq -rs '
+  def med(f): [.[] | f] | sort | if length==0 then null else .[(length-1)/2|floor] end;
+  "| scenario | target | binds | window | rate target | runs | submit_sm/s (median) | resp p50 us | resp p99 us | receipts/s | lost | dup | gen cpu cores | gen busiest thread | server cpu cores | load1 |",
+  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+  (group_by([.scenario, .target, .binds, .window, .rate_target]) | sort_by(.[0].run)[] |
+    "| \(.[0].scenario) | \(.[0].target) | \(.[0].binds) | \(.[0].window) | \(.[0].rate_target // "max") | \(length) | \(med(.submit_sm_per_sec)|floor) | \(med(.resp_latency.p50_us)|floor) | \(med(.resp_latency.p99_us)|floor) | \(if .[0].registered_delivery then (med(.receipts_per_sec)|floor|tostring) else "-" end) | \(if .[0].registered_delivery then (map(.receipts_lost)|add|tostring) else "-" end) | \(if .[0].registered_delivery then (map(.receipts_duplicated)|add|tostring) else "-" end) | \(med(.generator_cpu_cores)*100|round/100) | \(med(.generator_max_thread_util)*100|round)% | \(med(.server_cpu_cores // 0)*100|round/100) | \(med(.load1)) |")
+' "$RESULTS" >"$OUT/summary.md"
+cat "$OUT/summary.md"
+echo "== results: $RESULTS, $OUT/summary.md"
