@@ -28,9 +28,9 @@ struct Cli {
     /// smscd image for SmscClusters that name none.
     #[arg(long, env = "SMSCD_IMAGE", default_value = "smscd:latest", global = true)]
     smscd_image: String,
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only this namespace; repeat for several (default: all namespaces).
+    #[arg(long = "namespace", env = "WATCH_NAMESPACE", value_delimiter = ',')]
+    namespaces: Vec<String>,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
@@ -142,9 +142,10 @@ async fn run(cli: Cli) -> ExitCode {
         let _ = signal_tx.send(true);
     });
 
-    let identity = std::env::var("POD_NAME")
-        .ok()
-        .filter(|s| !s.is_empty())
+    // In a Pod, HOSTNAME is the Pod name: unique among replicas, unlike a PID.
+    let identity = ["POD_NAME", "HOSTNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|s| !s.is_empty()))
         .unwrap_or_else(|| format!("smsc-operator-{}", std::process::id()));
     let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let lease = if cli.leader_elect {
@@ -173,15 +174,21 @@ async fn run(cli: Cli) -> ExitCode {
         None
     };
 
-    let settings = Settings {
-        smscd_image: cli.smscd_image.clone(),
-        namespace: cli.namespace.clone(),
-        instance: Some(identity),
+    // One controller per watched namespace (None: all), sharing the metrics.
+    let scopes: Vec<Option<String>> = if cli.namespaces.is_empty() {
+        vec![None]
+    } else {
+        cli.namespaces.iter().cloned().map(Some).collect()
     };
-    let ctx = Context::new(client, settings, metrics);
+    let controllers = scopes.into_iter().map(|namespace| {
+        tracing::info!(?namespace, image = %cli.smscd_image, "controller starting");
+        let settings =
+            Settings { smscd_image: cli.smscd_image.clone(), namespace, instance: Some(identity.clone()) };
+        controller::run(Context::new(client.clone(), settings, metrics.clone()), stopped(stop_rx.clone()))
+    });
+    let all = futures::future::join_all(controllers);
     state.ready.store(true, Ordering::Relaxed);
-    tracing::info!(namespace = ?cli.namespace, image = %cli.smscd_image, "controller starting");
-    controller::run(ctx, stopped(stop_rx.clone())).await;
+    all.await;
     state.ready.store(false, Ordering::Relaxed);
     let lost = lost.load(Ordering::Relaxed);
     if let Some((api, cfg)) = &lease {
