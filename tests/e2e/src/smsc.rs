@@ -36,6 +36,9 @@ use tokio::task::JoinHandle;
 
 use crate::{repo_root, Error, Result};
 
+/// smscd's role label (smsc_api::names::ROLE_LABEL; smsc-api is only a dev-dependency here).
+const ROLE_LABEL: &str = "smsc.io/role";
+
 /// The smscd and smsc-operator executables.
 #[derive(Debug)]
 pub struct Bins {
@@ -598,7 +601,7 @@ impl FollowingEsme {
         let task = tokio::spawn(async move {
             let _collector = AbortOnDrop(collector);
             let mut backoff = Duration::from_millis(100);
-            let label = format!("{}={}", smsc_role_label(), "active");
+            let label = format!("{ROLE_LABEL}=active");
             loop {
                 let active = pods
                     .list(&ListParams::default().labels(&label))
@@ -693,8 +696,4 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-fn smsc_role_label() -> &'static str {
-    "smsc.io/role"
 }
