@@ -13,13 +13,14 @@
 
 use crate::core::Core;
 use crate::inbound::Sessions;
+use crate::live::Live;
 use crate::metrics::{AccountLabel, ResultLabel};
 use crate::router::Router;
 use crate::store::memory::MemoryStore;
 use smsc_api::smscd_config::SmscdConfig;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -106,10 +107,12 @@ pub async fn start_with_leadership(
     let smpp_addr = listener.local_addr().map_err(|source| DaemonError::Listen { addr: smpp_at, source })?;
     let admin_addr =
         admin_listener.local_addr().map_err(|source| DaemonError::Admin { addr: admin_at, source })?;
+    let mut tls_state: Option<Arc<TlsState>> = None;
     let tls = match &config.server.tls {
         Some(t) => {
-            let acceptor =
-                crate::tls::ServerTls::load(t).map_err(|e| DaemonError::Tls(e.to_string()))?.acceptor();
+            let loaded = crate::tls::ServerTls::load(t).map_err(|e| DaemonError::Tls(e.to_string()))?;
+            let acceptor = Arc::new(Live::new(loaded.acceptor()));
+            tls_state = Some(Arc::new(TlsState { files: Mutex::new(loaded), acceptor: acceptor.clone() }));
             let at = listen_addr(&config.server.bind_address, t.port);
             let l = TcpListener::bind(&at)
                 .await
@@ -120,6 +123,7 @@ pub async fn start_with_leadership(
         None => None,
     };
     let tls_addr = tls.as_ref().map(|(_, a, _)| *a);
+    let tls_state = tls_state;
 
     let core = Arc::new(Core::new(&config, store));
     let sessions = Arc::new(Sessions::default());
@@ -178,6 +182,9 @@ pub async fn start_with_leadership(
                     }
                     let cfg = reloads.borrow_and_update().clone();
                     apply(&c, &sessions, &cfg).await;
+                    if let Some(t) = &tls_state {
+                        t.refresh(&cfg);
+                    }
                 }
             }
         }
@@ -316,6 +323,29 @@ async fn follow_leadership(
                     return;
                 }
             }
+        }
+    }
+}
+
+/// The TLS listener's certificate, re-read on reload: the reload watcher republishes the config
+/// when the certificate files change, and a changed file or setting swaps the acceptor that new
+/// connections use. A bad new certificate is logged and the old one keeps serving.
+struct TlsState {
+    files: Mutex<crate::tls::ServerTls>,
+    acceptor: Arc<Live<crate::tls::TlsAcceptor>>,
+}
+
+impl TlsState {
+    fn refresh(&self, cfg: &SmscdConfig) {
+        let Some(settings) = &cfg.server.tls else { return };
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        match files.refresh(settings) {
+            Ok(true) => {
+                self.acceptor.set(files.acceptor());
+                info!("TLS certificate reloaded");
+            }
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "TLS certificate not reloaded: the old one keeps serving"),
         }
     }
 }

@@ -4,6 +4,7 @@
 use crate::accounts::{AccountState, BindSlot};
 use crate::core::Core;
 use crate::live::Cached;
+use crate::live::Live;
 use crate::metrics::AccountLabel;
 use crate::router::{Router, Target};
 use bytes::Bytes;
@@ -75,7 +76,7 @@ pub async fn serve_with(
     sessions: Arc<Sessions>,
     listener: TcpListener,
     stop_accepting: CancellationToken,
-    tls: Option<crate::tls::TlsAcceptor>,
+    tls: Option<Arc<Live<crate::tls::TlsAcceptor>>>,
     slots: Arc<Semaphore>,
 ) {
     let max = core.config.get().server.max_connections.max(1);
@@ -106,7 +107,9 @@ pub async fn serve_with(
             core.metrics.connections.inc();
             match tls {
                 None => connection(&core, &sessions, stream, peer).await,
-                Some(acceptor) => {
+                Some(live) => {
+                    // The current certificate: a reload swaps it without touching open sessions.
+                    let acceptor = (*live.get()).clone();
                     // The handshake counts against the bind timeout.
                     let limit = Duration::from_secs(core.config.get().server.bind_timeout_secs.max(1));
                     match tokio::time::timeout(limit, acceptor.accept(stream)).await {
