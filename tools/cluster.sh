@@ -255,7 +255,11 @@ cmd_up() {
     --leader-elect=false --use-service-account-credentials=true \
     --service-account-private-key-file "$st/pki/sa.key" --root-ca-file "$st/pki/ca.crt" \
     --cluster-signing-cert-file "$st/pki/ca.crt" --cluster-signing-key-file "$st/pki/ca.key" \
-    --controllers '*' --profiling=false --v=1
+    --controllers '*' --profiling=false --v=1 \
+    --node-monitor-grace-period 5m
+  # The grace period: kwok's fake Nodes never really fail, but on a 2-core machine under a full
+  # test run kwok can post their heartbeats late; a NotReady flap would mark every Pod unready and
+  # empty EndpointSlices in the middle of a failover test.
 
   start kube-scheduler kube-scheduler \
     --kubeconfig "$st/scheduler.kubeconfig" \
