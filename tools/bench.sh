@@ -105,6 +105,14 @@ median_rate() { # median submit_sm/s of SCENARIO TARGET BINDS WINDOW
       | .submit_sm_per_sec] | sort | if length==0 then 0 else .[(length-1)/2|floor] end' "$RESULTS"
 }
 
+# A leftover server on one of our ports would be measured instead of the one started here.
+for port in 27700 27701 27710 27720 27730 27731 27740 27741 27750 27751 27752 27753 27790; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "127.0.0.1:$port is already in use: stop whatever listens there first" >&2
+    exit 1
+  fi
+done
+
 has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 echo "== machine: $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), load $(cut -d' ' -f1-3 /proc/loadavg)"
