@@ -697,3 +697,30 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+/// Install the SmscCluster CRD from the types (server-side apply, so idempotent across tests)
+/// and wait until the API server reports it Established.
+pub async fn install_crd(client: kube::Client, timeout: Duration) -> Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    use kube::{CustomResourceExt, ResourceExt};
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    let crd = smsc_api::crd::SmscCluster::crd();
+    let name = crd.name_any();
+    crds.patch(&name, &PatchParams::apply("smsc-e2e").force(), &Patch::Apply(&crd)).await?;
+    crate::wait_for("the SmscCluster CRD to be established", timeout, || {
+        let crds = crds.clone();
+        let name = name.clone();
+        async move {
+            let crd = crds.get(&name).await?;
+            let established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            Ok::<_, kube::Error>(established.then_some(()))
+        }
+    })
+    .await
+}

@@ -26,9 +26,8 @@ use anyhow::{bail, ensure, Context};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ListParams, Patch, PatchParams};
-use kube::{Api, CustomResourceExt, ResourceExt};
+use kube::api::ListParams;
+use kube::Api;
 use smsc_api::crd::{SmscCluster, Topology};
 use smsc_api::names::{ROLE_ACTIVE, ROLE_LABEL};
 use smsc_e2e::smsc::{
@@ -43,29 +42,6 @@ const RENEW_DEADLINE_SECS: u64 = 4;
 const WAIT: Duration = Duration::from_secs(90);
 const ESME_ID: &str = "legacy";
 const ESME_PASSWORD: &str = "s3cret";
-
-async fn install_crd(client: kube::Client) -> anyhow::Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client);
-    let crd = SmscCluster::crd();
-    let name = crd.name_any();
-    crds.patch(&name, &PatchParams::apply("smsc-e2e").force(), &Patch::Apply(&crd)).await?;
-    wait_for("the SmscCluster CRD to be established", WAIT, || {
-        let crds = crds.clone();
-        let name = name.clone();
-        async move {
-            let crd = crds.get(&name).await?;
-            let established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            Ok::<_, kube::Error>(established.then_some(()))
-        }
-    })
-    .await?;
-    Ok(())
-}
 
 /// One smscd process playing one Pod.
 struct Replica {
@@ -120,7 +96,7 @@ impl Stack {
     async fn up(opts: Opts) -> anyhow::Result<Stack> {
         binaries()?;
         let cp = control_plane().await?;
-        install_crd(cp.client().await?).await?;
+        smsc_e2e::smsc::install_crd(cp.client().await?, WAIT).await?;
         let ns = cp.namespace("failover").await?;
         let dir = WorkDir::new("smsc-failover")?;
         let carrier = Carrier::start(&dir, opts.receipt_delay_ms).await?;

@@ -14,9 +14,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, CustomResourceExt, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use smsc_api::crd::{ConditionStatus, ConditionType, SmscCluster, SmscClusterStatus, Topology};
 use smsc_e2e::{control_plane, repo_root, wait_for, TestNamespace};
@@ -26,30 +25,6 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 const WAIT: Duration = Duration::from_secs(90);
-
-/// The CRD from the types, applied once (server-side apply is idempotent) and waited for.
-async fn install_crd(client: kube::Client) -> anyhow::Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client);
-    let crd = SmscCluster::crd();
-    let name = crd.name_any();
-    crds.patch(&name, &PatchParams::apply("smsc-e2e").force(), &Patch::Apply(&crd)).await?;
-    wait_for("the SmscCluster CRD to be established", WAIT, || {
-        let crds = crds.clone();
-        let name = name.clone();
-        async move {
-            let crd = crds.get(&name).await?;
-            let established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            Ok::<_, kube::Error>(established.then_some(()))
-        }
-    })
-    .await?;
-    Ok(())
-}
 
 /// The controller running in this process, watching one namespace.
 struct Operator {
@@ -97,7 +72,7 @@ impl Drop for Operator {
 
 async fn setup(prefix: &str) -> anyhow::Result<(TestNamespace, Operator)> {
     let cp = control_plane().await?;
-    install_crd(cp.client().await?).await?;
+    smsc_e2e::smsc::install_crd(cp.client().await?, WAIT).await?;
     let ns = cp.namespace(prefix).await?;
     let op = Operator::start(&ns).await?;
     Ok((ns, op))
