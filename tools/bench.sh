@@ -10,7 +10,10 @@
 #                test in single-server scenarios (default: empty, no pinning: on the shared
 #                2-core box pinning cost up to 20x, see docs/benchmarks.md; e.g. 0 and 1 on a quiet one)
 #
-# Everything listens on 127.0.0.1 ports 27700-27799 and is killed on exit.
+#   BENCH_PORT_BASE  first of the 100 loopback ports used (default 27700), so two engineers
+#                can benchmark at once
+#
+# Everything listens on 127.0.0.1 ports BENCH_PORT_BASE..+99 and is killed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -19,7 +22,9 @@ RUNS=${BENCH_RUNS:-3}
 SCENARIOS=${BENCH_SCENARIOS:-term peers relay redis latency}
 GEN_CPUS=${BENCH_GEN_CPUS-}
 SRV_CPUS=${BENCH_SRV_CPUS-}
-OUT=${BENCH_OUT:-$ROOT/target/bench}
+P=${BENCH_PORT_BASE:-27700}
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+OUT=${BENCH_OUT:-$TARGET/bench}
 NODE_MODULES=${SMSC_CACHE:-$HOME/.cache/smsc-operator}/node/node_modules
 CELLS=${BENCH_CELLS:-"1:1 1:64 1:256 4:64"} # binds:window
 mkdir -p "$OUT"
@@ -30,9 +35,9 @@ mkdir -p "$CFG"
 
 echo "== build (release)"
 cargo build --release -q -p smscd -p smsc-bench
-CARGO_TARGET_DIR=$ROOT/target/bench-peers cargo build --release -q --manifest-path tools/bench/smpp34-smsc/Cargo.toml
-BIN=$ROOT/target/release
-SMPP34=$ROOT/target/bench-peers/release/smpp34-smsc
+CARGO_TARGET_DIR=$TARGET/bench-peers cargo build --release -q --manifest-path tools/bench/smpp34-smsc/Cargo.toml
+BIN=$TARGET/release
+SMPP34=$TARGET/bench-peers/release/smpp34-smsc
 
 PIDS=()
 cleanup() {
@@ -106,7 +111,8 @@ median_rate() { # median submit_sm/s of SCENARIO TARGET BINDS WINDOW
 }
 
 # A leftover server on one of our ports would be measured instead of the one started here.
-for port in 27700 27701 27710 27720 27730 27731 27740 27741 27750 27751 27752 27753 27790; do
+for off in 0 1 10 20 30 31 40 41 50 51 52 53 90; do
+  port=$((P + off))
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "127.0.0.1:$port is already in use: stop whatever listens there first" >&2
     exit 1
@@ -120,26 +126,26 @@ echo "== machine: $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d:
 # 1 + 4: terminating smscd (sim, no receipts) and the peers, cell by cell so the ratios come
 # from the same minutes of machine load.
 if has term || has peers; then
-  smscd_cfg "$CFG/term.yaml" 27700 27701 '"sim"'
+  smscd_cfg "$CFG/term.yaml" $((P + 0)) $((P + 1)) '"sim"'
   start smscd-term "$SRV_CPUS" "$BIN/smscd" --config "$CFG/term.yaml" --log-level warn
   SMSCD=$LAST_PID
-  wait_port 27700
+  wait_port $((P + 0))
   if has peers; then
-    start smpp34 "$SRV_CPUS" "$SMPP34" 27710
+    start smpp34 "$SRV_CPUS" "$SMPP34" $((P + 10))
     P34=$LAST_PID
     # stdout is the peer's JSON event per submit: discarded (/dev/null), but still written.
-    NODE_PATH=$NODE_MODULES start npm "$SRV_CPUS" bash -c 'exec node tests/peers/smsc_node.js --port 27720 >/dev/null'
+    NODE_PATH=$NODE_MODULES start npm "$SRV_CPUS" bash -c "exec node tests/peers/smsc_node.js --port $((P + 20)) >/dev/null"
     NPM=$LAST_PID
-    wait_port 27710
-    wait_port 27720
+    wait_port $((P + 10))
+    wait_port $((P + 20))
   fi
   for cell in $CELLS; do
     b=${cell%%:*} w=${cell##*:}
     echo "== terminating, $b bind(s) window $w"
-    gen term "$SMSCD" "$b" "$w" --addr 127.0.0.1:27700 --target smscd
+    gen term "$SMSCD" "$b" "$w" --addr 127.0.0.1:$((P + 0)) --target smscd
     if has peers; then
-      gen term "$P34" "$b" "$w" --addr 127.0.0.1:27710 --target smpp34
-      gen term "$NPM" "$b" "$w" --addr 127.0.0.1:27720 --target npm-smpp
+      gen term "$P34" "$b" "$w" --addr 127.0.0.1:$((P + 10)) --target smpp34
+      gen term "$NPM" "$b" "$w" --addr 127.0.0.1:$((P + 20)) --target npm-smpp
     fi
   done
   if has latency; then
@@ -147,7 +153,7 @@ if has term || has peers; then
     half=$(jq -n --argjson p "$peak" '$p/2|floor')
     if [[ $half -gt 0 ]]; then
       echo "== latency: one bind window 64 at half the peak ($half submit_sm/s)"
-      gen latency "$SMSCD" 1 64 --addr 127.0.0.1:27700 --target smscd --rate "$half"
+      gen latency "$SMSCD" 1 64 --addr 127.0.0.1:$((P + 0)) --target smscd --rate "$half"
     fi
   fi
   stop "$SMSCD"
@@ -158,20 +164,20 @@ fi
 # receipts back through A to the ESME. Servers unpinned (two processes).
 if has relay; then
   up='binds:
-  - { name: up, host: 127.0.0.1, port: 27740, system_id: relay, password: relaypw, window: 256, binds: 4 }'
-  smscd_cfg "$CFG/upstream.yaml" 27740 27741 '"sim"'
-  smscd_cfg "$CFG/relay.yaml" 27730 27731 '"bind:up"' "$up"
+  - { name: up, host: 127.0.0.1, port: '"$((P + 40))"', system_id: relay, password: relaypw, window: 256, binds: 4 }'
+  smscd_cfg "$CFG/upstream.yaml" $((P + 40)) $((P + 41)) '"sim"'
+  smscd_cfg "$CFG/relay.yaml" $((P + 30)) $((P + 31)) '"bind:up"' "$up"
   start smscd-up "" "$BIN/smscd" --config "$CFG/upstream.yaml" --log-level warn
   UP=$LAST_PID
-  wait_port 27740
+  wait_port $((P + 40))
   start smscd-relay "" "$BIN/smscd" --config "$CFG/relay.yaml" --log-level warn
   RELAY=$LAST_PID
-  wait_port 27730
+  wait_port $((P + 30))
   sleep 1 # upstream binds
   for cell in $CELLS; do
     b=${cell%%:*} w=${cell##*:}
     echo "== relay (memory store, receipts), $b bind(s) window $w"
-    gen relay-memory "$RELAY" "$b" "$w" --addr 127.0.0.1:27730 --target smscd-relay --registered-delivery
+    gen relay-memory "$RELAY" "$b" "$w" --addr 127.0.0.1:$((P + 30)) --target smscd-relay --registered-delivery
   done
   stop "$RELAY"
   stop "$UP"
@@ -182,31 +188,31 @@ if has redis; then
   if ! command -v redis-server >/dev/null; then
     echo "== redis: redis-server not installed (tools/deps.sh apt); skipped"
   else
-    start redis "" redis-server --bind 127.0.0.1 --port 27790 --save '' --appendonly no
+    start redis "" redis-server --bind 127.0.0.1 --port $((P + 90)) --save '' --appendonly no
     REDIS=$LAST_PID
-    wait_port 27790
+    wait_port $((P + 90))
     up='binds:
-  - { name: up, host: 127.0.0.1, port: 27740, system_id: relay, password: relaypw, window: 256, binds: 4 }'
-    store='store: { type: redis, url: "redis://127.0.0.1:27790", key_prefix: bench }'
-    smscd_cfg "$CFG/upstream.yaml" 27740 27741 '"sim"'
-    smscd_cfg "$CFG/redis-a.yaml" 27750 27751 '"bind:up"' "$up
+  - { name: up, host: 127.0.0.1, port: '"$((P + 40))"', system_id: relay, password: relaypw, window: 256, binds: 4 }'
+    store='store: { type: redis, url: "redis://127.0.0.1:'"$((P + 90))"'", key_prefix: bench }'
+    smscd_cfg "$CFG/upstream.yaml" $((P + 40)) $((P + 41)) '"sim"'
+    smscd_cfg "$CFG/redis-a.yaml" $((P + 50)) $((P + 51)) '"bind:up"' "$up
 $store"
-    smscd_cfg "$CFG/redis-b.yaml" 27752 27753 '"bind:up"' "$up
+    smscd_cfg "$CFG/redis-b.yaml" $((P + 52)) $((P + 53)) '"bind:up"' "$up
 $store"
     start smscd-up2 "" "$BIN/smscd" --config "$CFG/upstream.yaml" --log-level warn
     UP=$LAST_PID
-    wait_port 27740
+    wait_port $((P + 40))
     start smscd-redis-a "" "$BIN/smscd" --config "$CFG/redis-a.yaml" --log-level warn
     RA=$LAST_PID
     start smscd-redis-b "" "$BIN/smscd" --config "$CFG/redis-b.yaml" --log-level warn
     RB=$LAST_PID
-    wait_port 27750
-    wait_port 27752
+    wait_port $((P + 50))
+    wait_port $((P + 52))
     sleep 1
     for cell in $CELLS; do
       b=${cell%%:*} w=${cell##*:}
       echo "== relay (redis store, 2 replicas), $b bind(s) window $w"
-      gen relay-redis "$RA" "$b" "$w" --addr 127.0.0.1:27750 --addr 127.0.0.1:27752 \
+      gen relay-redis "$RA" "$b" "$w" --addr 127.0.0.1:$((P + 50)) --addr 127.0.0.1:$((P + 52)) \
         --target smscd-relay-redis --registered-delivery
     done
     stop "$RA"
