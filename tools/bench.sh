@@ -5,7 +5,7 @@
 #
 #   BENCH_SECS   sending phase per run, seconds (default 5)
 #   BENCH_RUNS   runs per cell; the summary takes the median (default 3)
-#   BENCH_SCENARIOS  which of: term peers relay redis latency (default: all)
+#   BENCH_SCENARIOS  which of: term peers relay redis latency mix (default: all)
 #   BENCH_GEN_CPUS / BENCH_SRV_CPUS  taskset cpu lists for the generator and the server under
 #                test in single-server scenarios (default: empty, no pinning: on the shared
 #                2-core box pinning cost up to 20x, see docs/benchmarks.md; e.g. 0 and 1 on a quiet one)
@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECS=${BENCH_SECS:-5}
 RUNS=${BENCH_RUNS:-3}
-SCENARIOS=${BENCH_SCENARIOS:-term peers relay redis latency}
+SCENARIOS=${BENCH_SCENARIOS:-term peers relay redis latency mix}
 GEN_CPUS=${BENCH_GEN_CPUS-}
 SRV_CPUS=${BENCH_SRV_CPUS-}
 P=${BENCH_PORT_BASE:-27700}
@@ -125,7 +125,7 @@ echo "== machine: $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d:
 
 # 1 + 4: terminating smscd (sim, no receipts) and the peers, cell by cell so the ratios come
 # from the same minutes of machine load.
-if has term || has peers; then
+if has term || has peers || has latency || has mix; then
   smscd_cfg "$CFG/term.yaml" $((P + 0)) $((P + 1)) '"sim"'
   start smscd-term "$SRV_CPUS" "$BIN/smscd" --config "$CFG/term.yaml" --log-level warn
   SMSCD=$LAST_PID
@@ -140,9 +140,10 @@ if has term || has peers; then
     wait_port $((P + 20))
   fi
   for cell in $CELLS; do
+    has term || has peers || break
     b=${cell%%:*} w=${cell##*:}
     echo "== terminating, $b bind(s) window $w"
-    gen term "$SMSCD" "$b" "$w" --addr 127.0.0.1:$((P + 0)) --target smscd
+    if has term; then gen term "$SMSCD" "$b" "$w" --addr 127.0.0.1:$((P + 0)) --target smscd; fi
     if has peers; then
       gen term "$P34" "$b" "$w" --addr 127.0.0.1:$((P + 10)) --target smpp34
       gen term "$NPM" "$b" "$w" --addr 127.0.0.1:$((P + 20)) --target npm-smpp
@@ -155,6 +156,12 @@ if has term || has peers; then
       echo "== latency: one bind window 64 at half the peak ($half submit_sm/s)"
       gen latency "$SMSCD" 1 64 --addr 127.0.0.1:$((P + 0)) --target smscd --rate "$half"
     fi
+  fi
+  if has mix; then
+    # The message mix an SMS platform sees: mostly GSM7, some UCS2, some 3-part concatenated
+    # (each part is a submit_sm; the rate counts submit_sm).
+    echo "== mix: one bind window 64, gsm7=8,ucs2=1,long=1"
+    gen mix "$SMSCD" 1 64 --addr 127.0.0.1:$((P + 0)) --target smscd --mix gsm7=8,ucs2=1,long=1
   fi
   stop "$SMSCD"
   if has peers; then stop "$P34"; stop "$NPM"; fi
