@@ -7,7 +7,7 @@ export SMSC_CACHE ?= $(HOME)/.cache/smsc-operator
 # Two cores: keep cargo from starving the Go build or the tests it runs.
 export CARGO_BUILD_JOBS ?= 2
 
-.PHONY: all build deps lint fmt test test-unit test-peers e2e fuzz bench bench-failover demo cluster-up cluster-down k8s-tools crds chart-lint clean
+.PHONY: all build deps lint fmt test test-unit test-peers e2e fuzz bench bench-failover profile demo cluster-up cluster-down k8s-tools crds chart-lint clean
 
 all: build
 
@@ -36,6 +36,12 @@ fuzz:
 bench: deps
 	$(CARGO) bench -p smpp --bench codec
 	tools/bench.sh
+
+## A perf profile and flamegraph of smscd under the load generator (PROFILE: term or relay),
+## written to target/profile/ (docs/benchmarks.md, "Where the time goes").
+PROFILE ?= term
+profile: deps
+	tools/profile.sh $(PROFILE)
 
 ## Failover times on the control plane (docs/benchmarks.md, "Failover"): RUNS kill -9 and RUNS
 ## SIGTERM failovers of the active smscd; prints each run and the medians. Not asserted.

@@ -10,6 +10,7 @@
 #                test in single-server scenarios (default: empty, no pinning: on the shared
 #                2-core box pinning cost up to 20x, see docs/benchmarks.md; e.g. 0 and 1 on a quiet one)
 #
+#   BENCH_PERF   set (by tools/profile.sh) to record a perf profile of the server per run
 #   BENCH_PORT_BASE  first of the 100 loopback ports used (default 27700), so two engineers
 #                can benchmark at once
 #
@@ -96,10 +97,19 @@ gen() {
   for run in $(seq 1 "$RUNS"); do
     local load
     load=$(cut -d' ' -f1 /proc/loadavg)
+    local perf_pid=""
+    if [[ -n ${BENCH_PERF:-} ]]; then
+      # tools/profile.sh: sample the server under test for the sending phase (DWARF unwinding:
+      # release builds keep line tables, not frame pointers).
+      perf record -q -F "${BENCH_PERF_HZ:-999}" --call-graph dwarf,16384 -p "$spid" \
+        -o "$OUT/perf-$scenario-${binds}x$window.data" -- sleep "$SECS" 2>>"$OUT/perf.log" &
+      perf_pid=$!
+    fi
     pin "$GEN_CPUS" "$BIN/smsc-bench" esme --binds "$binds" --window "$window" --duration "$SECS" \
       --server-pid "$spid" --json "$@" 2>>"$OUT/gen.log" |
       jq -c --arg s "$scenario" --argjson r "$run" --argjson l "$load" '. + {scenario: $s, run: $r, load1: $l}' \
         >>"$RESULTS" || echo "  (run failed, see $OUT/gen.log)"
+    if [[ -n $perf_pid ]]; then wait "$perf_pid" || true; fi
     tail -n 1 "$OUT/gen.log" | cut -c1-220
   done
 }
