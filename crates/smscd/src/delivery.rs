@@ -10,6 +10,7 @@
 use crate::accounts::AccountState;
 use crate::core::Core;
 use crate::store::DeliveryId;
+use futures::stream::{FuturesUnordered, StreamExt};
 use smpp::{Body, Pdu};
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +70,8 @@ pub async fn run(core: Arc<Core>, account: Arc<AccountState>) {
         }
         busy_until = Some(Instant::now() + BUSY_FOR);
         let mut unsent: Vec<DeliveryId> = Vec::new();
+        // One task per batch rather than per item; each item still settles on its own answer.
+        let sends = FuturesUnordered::new();
         for (id, d) in items {
             let (Some(session), Some(permit)) = (account.pick_receiver(), permits.split(1)) else {
                 unsent.push(id);
@@ -86,7 +89,7 @@ pub async fn run(core: Arc<Core>, account: Arc<AccountState>) {
             let name2 = name.clone();
             let acks = acks.clone();
             let our_id = d.our_id;
-            tokio::spawn(async move {
+            sends.push(async move {
                 let _permit = permit;
                 let r = session.request(body).await;
                 let ok = matches!(&r, Ok(p) if p.command_status.is_ok());
@@ -108,6 +111,9 @@ pub async fn run(core: Arc<Core>, account: Arc<AccountState>) {
                     let _ = core2.store.nack(&name2, id).await;
                 }
             });
+        }
+        if !sends.is_empty() {
+            tokio::spawn(sends.collect::<()>());
         }
         // The receiver went away mid-batch: back to the queue, in reverse so that each goes
         // to the front ahead of the ones after it.
