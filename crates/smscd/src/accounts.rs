@@ -113,12 +113,14 @@ impl AccountState {
     /// The next receiving session, round-robin; None while the account has none.
     pub fn pick_receiver(&self) -> Option<Session> {
         let r = lock(&self.receivers);
-        let live: Vec<&Session> = r.iter().map(|(_, s)| s).filter(|s| s.close_reason().is_none()).collect();
-        if live.is_empty() {
+        // Called per delivery: count and index instead of collecting the live ones.
+        let live = || r.iter().map(|(_, s)| s).filter(|s| s.close_reason().is_none());
+        let n = live().count();
+        if n == 0 {
             return None;
         }
-        let n = self.rr.fetch_add(1, Ordering::Relaxed);
-        live.get(n % live.len()).map(|s| (*s).clone())
+        let i = self.rr.fetch_add(1, Ordering::Relaxed) % n;
+        live().nth(i).cloned()
     }
 
     pub fn has_receiver(&self) -> bool {

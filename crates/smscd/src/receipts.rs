@@ -39,21 +39,24 @@ pub async fn on_upstream_deliver(core: &Core, upstream: &str, dsm: DeliverSm) ->
 }
 
 async fn on_receipt(core: &Core, upstream: &str, mut dsm: DeliverSm) -> Result<(), CommandStatus> {
-    let text = String::from_utf8_lossy(dsm.payload()).into_owned();
-    let parsed = Receipt::parse(&text).ok();
-    let tlv_id = dsm.tlvs.receipted_message_id().map(|b| String::from_utf8_lossy(b).into_owned());
-    let Some(upstream_id) =
-        tlv_id.filter(|s| !s.trim().is_empty()).or_else(|| parsed.as_ref().map(|r| r.id.clone()))
-    else {
+    let tlv_id = dsm
+        .tlvs
+        .receipted_message_id()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .filter(|s| !s.trim().is_empty());
+    let tlv_state = dsm.tlvs.message_state().and_then(MessageState::from_u8);
+    // The text is parsed only for what the TLVs leave out (or to rewrite an unusual text below).
+    let mut parsed: Option<Option<Receipt>> = None;
+    if tlv_id.is_none() || tlv_state.is_none() {
+        parsed = Some(Receipt::parse(&String::from_utf8_lossy(dsm.payload())).ok());
+    }
+    let from_text = parsed.as_ref().and_then(Option::as_ref);
+    let Some(upstream_id) = tlv_id.or_else(|| from_text.map(|r| r.id.clone())) else {
         tracing::warn!(upstream, "receipt without a message id: dropped");
         core.metrics.receipt("no_id");
         return Ok(());
     };
-    let state = dsm
-        .tlvs
-        .message_state()
-        .and_then(MessageState::from_u8)
-        .or_else(|| parsed.as_ref().and_then(|r| r.state()));
+    let state = tlv_state.or_else(|| from_text.and_then(Receipt::state));
     let is_final = state.is_none_or(|s| s.is_final());
     let candidates = id_candidates(&upstream_id);
     let corr = lookup(core, upstream, &candidates, is_final).await?;
@@ -67,26 +70,50 @@ async fn on_receipt(core: &Core, upstream: &str, mut dsm: DeliverSm) -> Result<(
         return Ok(());
     }
     // The ESME must only ever see our id: TLV and text.
+    let new_text = match splice_id(dsm.payload(), &upstream_id, &corr.our_id) {
+        Some(t) => t,
+        None => {
+            let text = String::from_utf8_lossy(dsm.payload()).into_owned();
+            let parsed = parsed.unwrap_or_else(|| Receipt::parse(&text).ok());
+            Bytes::from(match parsed {
+                Some(mut r) => {
+                    r.id = corr.our_id.clone();
+                    r.to_text()
+                }
+                None => text.replace(
+                    upstream_id.trim_matches(|c: char| c.is_whitespace() || c == '\0'),
+                    &corr.our_id,
+                ),
+            })
+        }
+    };
     if dsm.tlvs.receipted_message_id().is_some() {
         dsm.tlvs.set_receipted_message_id(corr.our_id.as_bytes());
     }
-    let new_text = match parsed {
-        Some(mut r) => {
-            r.id = corr.our_id.clone();
-            r.to_text()
-        }
-        None => {
-            text.replace(upstream_id.trim_matches(|c: char| c.is_whitespace() || c == '\0'), &corr.our_id)
-        }
-    };
     if dsm.short_message.is_empty() && dsm.tlvs.message_payload().is_some() {
-        dsm.tlvs.set_message_payload(Bytes::from(new_text));
+        dsm.tlvs.set_message_payload(new_text);
     } else {
-        dsm.short_message = Bytes::from(new_text);
+        dsm.short_message = new_text;
     }
     enqueue(core, &corr.account, dsm, Some(corr.our_id)).await?;
     core.metrics.receipt("queued");
     Ok(())
+}
+
+/// The receipt text with our id in place of the upstream's, when it starts with
+/// `id:<upstream id> ` as most SMSCs (and our sim) write it: a splice that keeps the rest as
+/// the upstream wrote it, instead of a parse and a re-render per receipt.
+fn splice_id(text: &[u8], upstream_id: &str, our_id: &str) -> Option<Bytes> {
+    let rest = text.strip_prefix(b"id:")?;
+    let end = rest.iter().position(|c| *c == b' ')?;
+    if rest[..end] != *upstream_id.as_bytes() {
+        return None;
+    }
+    let mut out = BytesMut::with_capacity(3 + our_id.len() + rest.len() - end);
+    out.extend_from_slice(b"id:");
+    out.extend_from_slice(our_id.as_bytes());
+    out.extend_from_slice(&rest[end..]);
+    Some(out.freeze())
 }
 
 async fn lookup(
@@ -170,5 +197,18 @@ mod tests {
         assert!(!wanted(1, e) && wanted(0x11, e));
         // Unknown state counts as final.
         assert!(wanted(1, None) && wanted(2, None));
+    }
+
+    #[test]
+    fn id_spliced_only_from_the_usual_form() {
+        let t = b"id:12345 sub:001 dlvrd:001 stat:DELIVRD err:000 text:hi";
+        let got = splice_id(t, "12345", "ab-9").expect("usual form");
+        assert_eq!(&got[..], b"id:ab-9 sub:001 dlvrd:001 stat:DELIVRD err:000 text:hi");
+        assert_eq!(Receipt::parse(std::str::from_utf8(&got).unwrap()).unwrap().id, "ab-9");
+        // Another id in the text, other key spellings, no rest: left to the parser.
+        assert!(splice_id(t, "1234", "x").is_none());
+        assert!(splice_id(b"Id:12345 stat:DELIVRD", "12345", "x").is_none());
+        assert!(splice_id(b"id: 12345 stat:DELIVRD", "12345", "x").is_none());
+        assert!(splice_id(b"id:12345", "12345", "x").is_none());
     }
 }

@@ -5,8 +5,9 @@
 use crate::core::Core;
 use crate::throttle::TokenBucket;
 use bytes::Bytes;
+use futures::FutureExt;
 use smpp::session::{esme, BindKind, Handler, Reply, Request, Session, SessionConfig, SessionError};
-use smpp::{Bind, Body, CommandStatus, DeliverSmResp, SubmitSm};
+use smpp::{Bind, Body, CommandStatus, DeliverSm, DeliverSmResp, SubmitSm};
 use smsc_api::smscd_config::{BindConfig, BindType};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -389,7 +390,7 @@ struct UpstreamHandler {
 }
 
 impl Handler for UpstreamHandler {
-    fn on_request(&mut self, req: Request<'_>) -> Reply {
+    fn on_request(&mut self, mut req: Request<'_>) -> Reply {
         if !matches!(req.pdu.body, Body::DeliverSm(_)) {
             return Reply::Error(CommandStatus::ESME_RINVCMDID);
         }
@@ -397,18 +398,33 @@ impl Handler for UpstreamHandler {
             return Reply::Error(CommandStatus::ESME_RX_T_APPN);
         };
         self.last_deliver_ms.store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
-        let (pdu, responder) = req.defer();
-        let Body::DeliverSm(dsm) = pdu.body else { return Reply::Deferred };
+        // Taken out (an empty deliver_sm left in its place keeps the command id `defer` reads).
+        let Body::DeliverSm(dsm) =
+            std::mem::replace(&mut req.pdu.body, Body::DeliverSm(DeliverSm::default()))
+        else {
+            return Reply::Error(CommandStatus::ESME_RSYSERR);
+        };
         let name = self.name.clone();
-        tokio::spawn(async move {
-            let r = match crate::receipts::on_upstream_deliver(&core, &name, dsm).await {
-                Ok(()) => responder.respond(Body::DeliverSmResp(DeliverSmResp::default())),
-                Err(status) => responder.reject(status),
-            };
-            if let Err(e) = r {
-                debug!(upstream = %name, error = %e, "deliver_sm_resp not sent");
+        let mut work = Box::pin(async move { crate::receipts::on_upstream_deliver(&core, &name, dsm).await });
+        // One poll here: with the memory store it is done at once, answered without a task or
+        // a responder; only work still waiting (a shared store, a retried lookup) gets a task.
+        match (&mut work).now_or_never() {
+            Some(Ok(())) => Reply::Ok(Body::DeliverSmResp(DeliverSmResp::default())),
+            Some(Err(status)) => Reply::Error(status),
+            None => {
+                let (_, responder) = req.defer();
+                let name = self.name.clone();
+                tokio::spawn(async move {
+                    let r = match work.await {
+                        Ok(()) => responder.respond(Body::DeliverSmResp(DeliverSmResp::default())),
+                        Err(status) => responder.reject(status),
+                    };
+                    if let Err(e) = r {
+                        debug!(upstream = %name, error = %e, "deliver_sm_resp not sent");
+                    }
+                });
+                Reply::Deferred
             }
-        });
-        Reply::Deferred
+        }
     }
 }

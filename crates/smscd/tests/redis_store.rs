@@ -221,6 +221,39 @@ async fn store_queue_is_shared_and_consumer_style() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_batches_hand_out_in_order_retries_first_and_ack_together() {
+    let r = RedisServer::start();
+    let a = store(&r, "u2b", "a", Duration::from_secs(30));
+    let b = store(&r, "u2b", "b", Duration::from_secs(30));
+    for n in 1..=6 {
+        a.enqueue("acc", delivery(n)).await.expect("enqueue");
+    }
+    let first = a.next_batch("acc", 4).await.expect("batch");
+    assert_eq!(
+        first.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(),
+        (1..=4).map(delivery).collect::<Vec<_>>()
+    );
+    // Each entry to one consumer only.
+    let other = b.next_batch("acc", 10).await.expect("batch");
+    assert_eq!(other.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(), vec![delivery(5), delivery(6)]);
+    assert!(a.next_batch("acc", 10).await.expect("batch").is_empty());
+    assert_eq!(a.pending_total().await.expect("total"), 4);
+    // A nacked entry comes back before new ones.
+    a.nack("acc", first[2].0).await.expect("nack");
+    a.enqueue("acc", delivery(7)).await.expect("enqueue");
+    let again = a.next_batch("acc", 10).await.expect("batch");
+    assert_eq!(again, vec![(first[2].0, delivery(3)), (again[1].0, delivery(7))]);
+    let ids: Vec<_> = first.iter().chain(&again[1..]).map(|(id, _)| *id).collect();
+    a.ack_many("acc", &ids).await.expect("ack many");
+    assert_eq!(a.pending_total().await.expect("total"), 0);
+    assert_eq!(xlen(&r.url(), "u2b:q:acc").await, 2, "B's two are still owed");
+    let ids: Vec<_> = other.iter().map(|(id, _)| *id).collect();
+    b.ack_many("acc", &ids).await.expect("ack many");
+    assert_eq!(xlen(&r.url(), "u2b:q:acc").await, 0, "acked entries are deleted");
+    assert!(pending_by_consumer(&r.url(), "u2b:q:acc", "u2b").await.values().all(|n| *n == 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_claims_entries_of_a_dead_consumer_after_the_idle_bound() {
     let r = RedisServer::start();
     let idle = Duration::from_secs(1);

@@ -3,6 +3,7 @@
 use super::{Correlation, Delivery, DeliveryId, Store, StoreError};
 use futures::future::BoxFuture;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ pub struct MemoryStore {
     ttl: Duration,
     correlations: Mutex<HashMap<(String, String), (Correlation, Instant)>>,
     queues: Mutex<HashMap<String, Queue>>,
-    next_id: Mutex<DeliveryId>,
+    next_id: AtomicU64,
 }
 
 impl MemoryStore {
@@ -26,7 +27,7 @@ impl MemoryStore {
             ttl,
             correlations: Mutex::new(HashMap::new()),
             queues: Mutex::new(HashMap::new()),
-            next_id: Mutex::new(0),
+            next_id: AtomicU64::new(1),
         }
     }
 
@@ -92,12 +93,13 @@ impl Store for MemoryStore {
     }
 
     fn enqueue<'a>(&'a self, account: &'a str, d: Delivery) -> BoxFuture<'a, Result<(), StoreError>> {
-        let id = {
-            let mut n = lock(&self.next_id);
-            *n += 1;
-            *n
-        };
-        lock(&self.queues).entry(account.to_owned()).or_default().ready.push_back((id, d));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut qs = lock(&self.queues);
+        // Look up before `entry`: the account's name is only copied for its first delivery.
+        match qs.get_mut(account) {
+            Some(q) => q.ready.push_back((id, d)),
+            None => qs.entry(account.to_owned()).or_default().ready.push_back((id, d)),
+        }
         ready(Ok(()))
     }
 
@@ -114,9 +116,37 @@ impl Store for MemoryStore {
         ready(Ok(item))
     }
 
+    fn next_batch<'a>(
+        &'a self,
+        account: &'a str,
+        max: usize,
+    ) -> BoxFuture<'a, Result<Vec<(DeliveryId, Delivery)>, StoreError>> {
+        let mut qs = lock(&self.queues);
+        let Some(q) = qs.get_mut(account) else { return ready(Ok(Vec::new())) };
+        let n = max.min(q.ready.len());
+        let items: Vec<(DeliveryId, Delivery)> = q.ready.drain(..n).collect();
+        for (id, d) in &items {
+            q.out.insert(*id, d.clone());
+        }
+        ready(Ok(items))
+    }
+
     fn ack<'a>(&'a self, account: &'a str, id: DeliveryId) -> BoxFuture<'a, Result<(), StoreError>> {
         if let Some(q) = lock(&self.queues).get_mut(account) {
             q.out.remove(&id);
+        }
+        ready(Ok(()))
+    }
+
+    fn ack_many<'a>(
+        &'a self,
+        account: &'a str,
+        ids: &'a [DeliveryId],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        if let Some(q) = lock(&self.queues).get_mut(account) {
+            for id in ids {
+                q.out.remove(id);
+            }
         }
         ready(Ok(()))
     }
@@ -193,6 +223,32 @@ mod tests {
         assert_eq!(got, d(2));
         s.ack("a", id2).await.unwrap();
         assert!(s.next_for("a").await.unwrap().is_none());
+        assert_eq!(s.pending_total().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn batches_keep_order_and_stay_owed_until_acked() {
+        let s = MemoryStore::new(Duration::from_secs(60));
+        let d = |n: u8| Delivery { pdu: Bytes::from(vec![n]), our_id: None };
+        for n in 1..=5 {
+            s.enqueue("a", d(n)).await.unwrap();
+        }
+        let first = s.next_batch("a", 3).await.unwrap();
+        assert_eq!(first.iter().map(|(_, d)| d.pdu[0]).collect::<Vec<_>>(), [1, 2, 3]);
+        let rest = s.next_batch("a", 10).await.unwrap();
+        assert_eq!(rest.iter().map(|(_, d)| d.pdu[0]).collect::<Vec<_>>(), [4, 5]);
+        assert!(s.next_batch("a", 10).await.unwrap().is_empty());
+        assert!(s.next_batch("nobody", 10).await.unwrap().is_empty());
+        // Handed out, not acked: still owed; a nacked one comes back first.
+        assert_eq!(s.pending("a").await.unwrap(), 5);
+        s.nack("a", first[1].0).await.unwrap();
+        let ids: Vec<DeliveryId> =
+            first.iter().chain(&rest).map(|(id, _)| *id).filter(|id| *id != first[1].0).collect();
+        s.ack_many("a", &ids).await.unwrap();
+        assert_eq!(s.pending("a").await.unwrap(), 1);
+        let again = s.next_batch("a", 10).await.unwrap();
+        assert_eq!(again, vec![(first[1].0, d(2))]);
+        s.ack_many("a", &[first[1].0]).await.unwrap();
         assert_eq!(s.pending_total().await.unwrap(), 0);
     }
 }

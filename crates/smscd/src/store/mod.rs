@@ -4,6 +4,8 @@
 //! and fallible; records are plain data ([`Correlation`], [`Delivery`] holds an encoded PDU);
 //! the delivery queue is consumer-style (`next_for` hands an item out without removing it; `ack`
 //! removes it, `nack` puts it back), so a crash between handing out and acking loses nothing.
+//! `next_batch` and `ack_many` do the same for many items at once: one round trip for a shared
+//! store instead of one per item.
 //! Correlations expire after the configured TTL.
 
 pub mod memory;
@@ -70,8 +72,46 @@ pub trait Store: Send + Sync + 'static {
         account: &'a str,
     ) -> BoxFuture<'a, Result<Option<(DeliveryId, Delivery)>, StoreError>>;
 
+    /// Hand out up to `max` of the oldest queued deliveries of `account`, like `next_for` each.
+    fn next_batch<'a>(
+        &'a self,
+        account: &'a str,
+        max: usize,
+    ) -> BoxFuture<'a, Result<Vec<(DeliveryId, Delivery)>, StoreError>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            while out.len() < max {
+                match self.next_for(account).await {
+                    Ok(Some(item)) => out.push(item),
+                    Ok(None) => break,
+                    // What was handed out already is owed: return it, the error shows next time.
+                    Err(_) if !out.is_empty() => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Delivered: forget it.
     fn ack<'a>(&'a self, account: &'a str, id: DeliveryId) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Delivered, all of them: forget them. Every id is tried; the last error is returned.
+    fn ack_many<'a>(
+        &'a self,
+        account: &'a str,
+        ids: &'a [DeliveryId],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut last = Ok(());
+            for id in ids {
+                if let Err(e) = self.ack(account, *id).await {
+                    last = Err(e);
+                }
+            }
+            last
+        })
+    }
 
     /// Not delivered: queue it again (at the front, to keep order roughly).
     fn nack<'a>(&'a self, account: &'a str, id: DeliveryId) -> BoxFuture<'a, Result<(), StoreError>>;

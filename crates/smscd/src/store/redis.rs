@@ -20,7 +20,7 @@
 //! `ms << 22 | seq` (42 bits of ms: good until 2109; seq below 2^22 = 4 194 304 entries in one
 //! millisecond of one stream, which XADD `*` never reaches in practice).
 //!
-//! Queue semantics (see docs/redis-store.md): `next_for` serves, in order, entries this replica
+//! Queue semantics (see docs/redis-store.md): `next_for`/`next_batch` serve, in order, entries this replica
 //! already owns and must retry (nacked, claimed from a dead replica, left from a previous run
 //! under the same identity), then new entries (`>`). Every [`claim_idle`](RedisStore) (default
 //! 30 s) it XAUTOCLAIMs entries idle longer than that from any consumer: a replica that died
@@ -28,8 +28,10 @@
 //! retry is sent, a script checks that this replica still owns the entry (else another one
 //! claimed it and will send it) and resets its idle time; entries in flight to an ESME get the
 //! same idle reset every quarter of the claim idle time (a heartbeat), so a slow ESME (deliver_sm
-//! answered after more than the claim idle time) does not get the entry from a second replica. `ack` = XACK + XDEL; an ack that fails
-//! (Redis away) is remembered and replayed on reconnection, so a delivered entry is not resent.
+//! answered after more than the claim idle time) does not get the entry from a second replica.
+//! New entries are read up to a batch per XREADGROUP. `ack`/`ack_many` = XACK + XDEL of all the
+//! ids in one MULTI; an ack that fails (Redis away) is remembered and replayed on reconnection,
+//! so a delivered entry is not resent.
 
 use super::{Correlation, Delivery, DeliveryId, Store, StoreError};
 use bytes::Bytes;
@@ -52,6 +54,8 @@ const SEQ_BITS: u32 = 22;
 const MS_BITS: u32 = 42;
 /// Own entries re-read from Redis / claimed per round trip.
 const BATCH: usize = 100;
+/// Entries acknowledged per command when replaying acks.
+const ACK_CHUNK: usize = 500;
 /// How long a correlation write is retried before its receipt is given up.
 const PUT_RETRY_FOR: Duration = Duration::from_secs(10);
 const HEALTH_EVERY: Duration = Duration::from_secs(1);
@@ -443,18 +447,25 @@ impl RedisStore {
     }
 
     async fn ack_raw(&self, account: &str, id: &str) -> Result<(), StoreError> {
+        self.ack_ids(account, std::slice::from_ref(&id)).await
+    }
+
+    /// XACK + XDEL of many entries of one stream: one round trip.
+    async fn ack_ids<S: AsRef<str>>(&self, account: &str, ids: &[S]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let key = self.stream(account);
         let mut p = redis::pipe();
-        p.atomic()
-            .cmd("XACK")
-            .arg(&key)
-            .arg(&self.group)
-            .arg(id)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&key)
-            .arg(id)
-            .ignore();
+        p.atomic().cmd("XACK").arg(&key).arg(&self.group);
+        for id in ids {
+            p.arg(id.as_ref());
+        }
+        p.ignore().cmd("XDEL").arg(&key);
+        for id in ids {
+            p.arg(id.as_ref());
+        }
+        p.ignore();
         let mut c = self.conn().await?;
         let r: Result<(), _> = p.query_async(&mut c).await;
         self.note(r)
@@ -484,10 +495,16 @@ impl RedisStore {
     /// Replay acks that failed while Redis was away.
     async fn replay_acks(&self) {
         let todo: Vec<(String, String)> = std::mem::take(&mut *lock(&self.unacked));
-        let mut left = Vec::new();
+        let mut by_account: HashMap<String, Vec<String>> = HashMap::new();
         for (account, id) in todo {
-            if self.ack_raw(&account, &id).await.is_err() {
-                left.push((account, id));
+            by_account.entry(account).or_default().push(id);
+        }
+        let mut left = Vec::new();
+        for (account, ids) in by_account {
+            for chunk in ids.chunks(ACK_CHUNK) {
+                if self.ack_ids(&account, chunk).await.is_err() {
+                    left.extend(chunk.iter().map(|id| (account.clone(), id.clone())));
+                }
             }
         }
         if !left.is_empty() {
@@ -495,35 +512,59 @@ impl RedisStore {
         }
     }
 
-    async fn next(&self, account: &str) -> Result<Option<(DeliveryId, Delivery)>, StoreError> {
+    /// Up to `max` items: this replica's retries first (one script call each: rare), then new
+    /// entries, all in one XREADGROUP.
+    async fn next_many(&self, account: &str, max: usize) -> Result<Vec<(DeliveryId, Delivery)>, StoreError> {
+        let mut out = Vec::new();
+        if max == 0 {
+            return Ok(out);
+        }
         self.ensure_group(account, false).await?;
         if !lock(&self.local).get(account).is_some_and(|l| l.own_loaded) {
             self.load_own(account).await?;
         }
         self.autoclaim(account).await?;
-        if let Some(item) = self.next_retry(account).await? {
-            return Ok(Some(item));
+        while out.len() < max {
+            match self.next_retry(account).await {
+                Ok(Some(item)) => out.push(item),
+                Ok(None) => break,
+                // Handed out already (in `out` locally): return them, they must be settled.
+                Err(_) if !out.is_empty() => return Ok(out),
+                Err(e) => return Err(e),
+            }
         }
-        loop {
+        while out.len() < max {
             // No BLOCK: the connection is shared (multiplexed); the delivery loop polls.
             let cmd = redis::cmd("XREADGROUP")
                 .arg("GROUP")
                 .arg(&self.group)
                 .arg(&self.consumer)
                 .arg("COUNT")
-                .arg(1)
+                .arg(max - out.len())
                 .arg("STREAMS")
                 .arg(self.stream(account))
                 .arg(">")
                 .clone();
-            let reply = self.read_group(account, &cmd).await?;
-            let Some(e) = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).next() else {
-                return Ok(None);
+            let entries: Vec<StreamId> = match self.read_group(account, &cmd).await {
+                Ok(reply) => reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect(),
+                Err(_) if !out.is_empty() => return Ok(out),
+                Err(e) => return Err(e),
             };
-            if let Some(item) = self.hand_out(account, e).await {
-                return Ok(Some(item));
+            if entries.is_empty() {
+                break;
+            }
+            let before = out.len();
+            for e in entries {
+                if let Some(item) = self.hand_out(account, e).await {
+                    out.push(item);
+                }
+            }
+            // Only unusable entries (dropped): read on; otherwise one round trip is enough.
+            if out.len() > before {
+                break;
             }
         }
+        Ok(out)
     }
 }
 
@@ -656,7 +697,15 @@ impl Store for RedisStore {
         &'a self,
         account: &'a str,
     ) -> BoxFuture<'a, Result<Option<(DeliveryId, Delivery)>, StoreError>> {
-        Box::pin(self.next(account))
+        Box::pin(async move { Ok(self.next_many(account, 1).await?.pop()) })
+    }
+
+    fn next_batch<'a>(
+        &'a self,
+        account: &'a str,
+        max: usize,
+    ) -> BoxFuture<'a, Result<Vec<(DeliveryId, Delivery)>, StoreError>> {
+        Box::pin(self.next_many(account, max))
     }
 
     fn ack<'a>(&'a self, account: &'a str, id: DeliveryId) -> BoxFuture<'a, Result<(), StoreError>> {
@@ -668,6 +717,26 @@ impl Store for RedisStore {
             let r = self.ack_raw(account, &sid).await;
             if r.is_err() {
                 lock(&self.unacked).push((account.to_owned(), sid));
+            }
+            r
+        })
+    }
+
+    fn ack_many<'a>(
+        &'a self,
+        account: &'a str,
+        ids: &'a [DeliveryId],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let sids: Vec<String> = ids.iter().map(|id| unpack_id(*id)).collect();
+            if let Some(l) = lock(&self.local).get_mut(account) {
+                for sid in &sids {
+                    l.out.remove(sid);
+                }
+            }
+            let r = self.ack_ids(account, &sids).await;
+            if r.is_err() {
+                lock(&self.unacked).extend(sids.into_iter().map(|sid| (account.to_owned(), sid)));
             }
             r
         })
