@@ -2,9 +2,9 @@
 
 use super::driver::{Channels, Command};
 use super::error::{CloseReason, SessionError};
-use super::handler::encode_limited;
 use super::shared::Shared;
 use super::state::{BindKind, Role};
+use super::window::{Completion, OnResponse, ReplyTx};
 use crate::command_id::CommandId;
 use crate::pdu::{Body, Pdu};
 use crate::status::CommandStatus;
@@ -72,6 +72,40 @@ impl Session {
         self.send(id, frame, permit).await
     }
 
+    /// Like [`try_request`](Self::try_request) without a waiting task: `done` is called once, on
+    /// the session task, with the response or the error (timeout, session closed). Keep it short:
+    /// it runs between reads. The body is borrowed (encoded here), so a caller can keep it, e.g.
+    /// to try elsewhere. When the request cannot be queued (window full, closed, unencodable) the
+    /// error comes back with `done`, uncalled.
+    pub fn try_request_with(&self, body: &Body, done: OnResponse) -> Result<(), (SessionError, OnResponse)> {
+        let (id, frame) = match self.encode_ref(body) {
+            Ok(x) => x,
+            Err(e) => return Err((e, done)),
+        };
+        let permit = match Arc::clone(&self.inner.window).try_acquire_owned() {
+            Ok(p) => p,
+            Err(TryAcquireError::NoPermits) => return Err((SessionError::WindowFull, done)),
+            Err(TryAcquireError::Closed) => return Err((self.closed_error(), done)),
+        };
+        let reply = ReplyTx::Callback(Completion::new(done, Arc::clone(&self.inner.shared)));
+        // The channel has a slot per window permit (plus a few for unbind/close), so only a
+        // closed session makes this fail.
+        match self.inner.cmd_tx.try_send(Command::Request { id, frame, reply, permit }) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let err = self.closed_error();
+                let (mpsc::error::TrySendError::Full(cmd) | mpsc::error::TrySendError::Closed(cmd)) = e;
+                match cmd {
+                    Command::Request { reply: ReplyTx::Callback(c), .. } => match c.into_inner() {
+                        Some(done) => Err((err, done)),
+                        None => Ok(()),
+                    },
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
     /// Free window slots right now.
     pub fn window_available(&self) -> usize {
         self.inner.window.available_permits()
@@ -104,6 +138,10 @@ impl Session {
     /// Encoded in the caller's task (sequence number patched by the session task), so encoding
     /// cost spreads over the callers and an unencodable body fails here.
     fn encode(&self, body: Body) -> Result<(CommandId, BytesMut), SessionError> {
+        self.encode_ref(&body)
+    }
+
+    fn encode_ref(&self, body: &Body) -> Result<(CommandId, BytesMut), SessionError> {
         let id = body.command_id();
         if id.is_response() {
             return Err(SessionError::NotARequest(id));
@@ -113,7 +151,11 @@ impl Session {
             return Err(SessionError::NotAllowed { command: id, status: CommandStatus::ESME_RINVBNDSTS });
         }
         let mut frame = BytesMut::new();
-        encode_limited(&Pdu::new(0, body), self.inner.max_pdu_len, &mut frame)?;
+        crate::pdu::encode_parts(CommandStatus::ESME_ROK, 0, body, &mut frame)?;
+        if frame.len() > self.inner.max_pdu_len as usize {
+            let (len, max) = (frame.len(), self.inner.max_pdu_len as usize);
+            return Err(crate::error::EncodeError::PduTooLong { len, max }.into());
+        }
         Ok((id, frame))
     }
 
@@ -124,7 +166,7 @@ impl Session {
         permit: OwnedSemaphorePermit,
     ) -> Result<Pdu, SessionError> {
         let (reply, rx) = oneshot::channel();
-        let cmd = Command::Request { id, frame, reply, permit };
+        let cmd = Command::Request { id, frame, reply: ReplyTx::Oneshot(reply), permit };
         if self.inner.cmd_tx.send(cmd).await.is_err() {
             return Err(self.closed_error());
         }

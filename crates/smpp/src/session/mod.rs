@@ -77,6 +77,7 @@ pub use handle::{Session, SessionInfo};
 pub use handler::{Handler, RejectAll, Reply, Request, Responder};
 pub use sequence::SequenceGen;
 pub use state::{BindKind, Role, State};
+pub use window::OnResponse;
 
 use driver::Driver;
 use tokio::io::{AsyncRead, AsyncWrite};
