@@ -13,6 +13,32 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
+/// A window slot on a session, taken by [`Session::try_reserve`]; dropping it frees the slot.
+#[derive(Debug)]
+pub struct Reserved {
+    session: Session,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Reserved {
+    /// Send a request without a waiting task: `done` is called exactly once with the body back
+    /// (e.g. to send it elsewhere) and the response or the error, on the session task when the
+    /// response comes or the request times out or the session ends, or here at once when the body
+    /// cannot be encoded or the session has already ended. Keep `done` short: it runs between
+    /// the session's reads.
+    pub fn send_with(self, body: Body, done: OnResponse) {
+        let Reserved { session, permit } = self;
+        let (id, frame) = match session.encode_ref(&body) {
+            Ok(x) => x,
+            Err(e) => return done(body, Err(e)),
+        };
+        let reply = ReplyTx::Callback(Completion::new(done, body, Arc::clone(&session.inner.shared)));
+        // The channel has a slot per window permit (plus a few for unbind/close), so only a
+        // closed session refuses it; the command dropped then calls `done` with the reason.
+        let _ = session.inner.cmd_tx.try_send(Command::Request { id, frame, reply, permit });
+    }
+}
+
 /// Who we are bound to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -72,37 +98,13 @@ impl Session {
         self.send(id, frame, permit).await
     }
 
-    /// Like [`try_request`](Self::try_request) without a waiting task: `done` is called once, on
-    /// the session task, with the response or the error (timeout, session closed). Keep it short:
-    /// it runs between reads. The body is borrowed (encoded here), so a caller can keep it, e.g.
-    /// to try elsewhere. When the request cannot be queued (window full, closed, unencodable) the
-    /// error comes back with `done`, uncalled.
-    pub fn try_request_with(&self, body: &Body, done: OnResponse) -> Result<(), (SessionError, OnResponse)> {
-        let (id, frame) = match self.encode_ref(body) {
-            Ok(x) => x,
-            Err(e) => return Err((e, done)),
-        };
-        let permit = match Arc::clone(&self.inner.window).try_acquire_owned() {
-            Ok(p) => p,
-            Err(TryAcquireError::NoPermits) => return Err((SessionError::WindowFull, done)),
-            Err(TryAcquireError::Closed) => return Err((self.closed_error(), done)),
-        };
-        let reply = ReplyTx::Callback(Completion::new(done, Arc::clone(&self.inner.shared)));
-        // The channel has a slot per window permit (plus a few for unbind/close), so only a
-        // closed session makes this fail.
-        match self.inner.cmd_tx.try_send(Command::Request { id, frame, reply, permit }) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let err = self.closed_error();
-                let (mpsc::error::TrySendError::Full(cmd) | mpsc::error::TrySendError::Closed(cmd)) = e;
-                match cmd {
-                    Command::Request { reply: ReplyTx::Callback(c), .. } => match c.into_inner() {
-                        Some(done) => Err((err, done)),
-                        None => Ok(()),
-                    },
-                    _ => Ok(()),
-                }
-            }
+    /// Take a window slot now, for [`Reserved::send_with`]: fails with
+    /// [`SessionError::WindowFull`] when every slot is taken, or the close reason.
+    pub fn try_reserve(&self) -> Result<Reserved, SessionError> {
+        match Arc::clone(&self.inner.window).try_acquire_owned() {
+            Ok(permit) => Ok(Reserved { session: self.clone(), permit }),
+            Err(TryAcquireError::NoPermits) => Err(SessionError::WindowFull),
+            Err(TryAcquireError::Closed) => Err(self.closed_error()),
         }
     }
 

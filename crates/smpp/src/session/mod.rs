@@ -73,7 +73,7 @@ mod window;
 
 pub use config::SessionConfig;
 pub use error::{CloseReason, SessionError};
-pub use handle::{Session, SessionInfo};
+pub use handle::{Reserved, Session, SessionInfo};
 pub use handler::{Handler, RejectAll, Reply, Request, Responder};
 pub use sequence::SequenceGen;
 pub use state::{BindKind, Role, State};

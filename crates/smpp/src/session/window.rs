@@ -9,7 +9,7 @@
 use super::error::SessionError;
 use super::shared::Shared;
 use crate::command_id::CommandId;
-use crate::pdu::Pdu;
+use crate::pdu::{Body, Pdu};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -19,8 +19,9 @@ use std::time::Duration;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::{Instant, Sleep};
 
-/// What [`Session::try_request_with`](super::Session::try_request_with) calls with the outcome.
-pub type OnResponse = Box<dyn FnOnce(Result<Pdu, SessionError>) + Send>;
+/// What [`Reserved::send_with`](super::Reserved::send_with) calls with the request's
+/// body (handed back, e.g. to send it elsewhere) and its outcome.
+pub type OnResponse = Box<dyn FnOnce(Body, Result<Pdu, SessionError>) + Send>;
 
 /// Where an outbound request's outcome goes: a waiting task, or a callback run on the session task
 /// (no task and no wake-up per request).
@@ -37,8 +38,9 @@ impl ReplyTx {
                 let _ = tx.send(r);
             }
             ReplyTx::Callback(mut c) => {
-                if let Some(f) = c.f.take() {
-                    f(r);
+                if let Some(inner) = c.inner.take() {
+                    let (f, body) = *inner;
+                    f(body, r);
                 }
             }
         }
@@ -48,18 +50,14 @@ impl ReplyTx {
 /// A callback that runs exactly once: dropped uncalled (its command lost with the session task),
 /// it reports the session closed.
 pub(crate) struct Completion {
-    f: Option<OnResponse>,
+    /// Boxed: the pending table moves its entries, so they stay small.
+    inner: Option<Box<(OnResponse, Body)>>,
     shared: Arc<Shared>,
 }
 
 impl Completion {
-    pub(crate) fn new(f: OnResponse, shared: Arc<Shared>) -> Self {
-        Completion { f: Some(f), shared }
-    }
-
-    /// The callback back, uncalled (the request could not be queued).
-    pub(crate) fn into_inner(mut self) -> Option<OnResponse> {
-        self.f.take()
+    pub(crate) fn new(f: OnResponse, body: Body, shared: Arc<Shared>) -> Self {
+        Completion { inner: Some(Box::new((f, body))), shared }
     }
 }
 
@@ -71,8 +69,9 @@ impl std::fmt::Debug for Completion {
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        if let Some(f) = self.f.take() {
-            f(Err(SessionError::Closed(self.shared.reason_or_closed())));
+        if let Some(inner) = self.inner.take() {
+            let (f, body) = *inner;
+            f(body, Err(SessionError::Closed(self.shared.reason_or_closed())));
         }
     }
 }
