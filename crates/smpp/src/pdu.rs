@@ -352,21 +352,7 @@ impl Pdu {
 
     /// Encode into `dst`. On error nothing is left in `dst`.
     pub fn encode(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
-        let start = dst.len();
-        dst.reserve(HEADER_LEN + 64);
-        dst.put_u32(0); // command_length, patched below
-        dst.put_u32(self.command_id().0);
-        dst.put_u32(self.command_status.0);
-        dst.put_u32(self.sequence_number);
-        if let Err(e) = encode_body(&self.body, self.command_status, dst) {
-            dst.truncate(start);
-            return Err(e);
-        }
-        let len = dst.len() - start;
-        let len32 =
-            u32::try_from(len).map_err(|_| EncodeError::PduTooLong { len, max: u32::MAX as usize })?;
-        dst[start..start + 4].copy_from_slice(&len32.to_be_bytes());
-        Ok(())
+        encode_parts(self.command_status, self.sequence_number, &self.body, dst)
     }
 
     /// Encode into a fresh buffer.
@@ -467,6 +453,30 @@ fn put_sm(dst: &mut BytesMut, s: &SubmitSm) -> Result<(), EncodeError> {
 /// body is not returned with a non-zero command_status).
 fn is_empty_message_id_resp(r: &SubmitSmResp) -> bool {
     r.message_id.is_empty() && r.tlvs.is_empty()
+}
+
+/// Encode a PDU from its parts (a borrowed body: no clone to send a copy of it).
+/// On error nothing is left in `dst`.
+pub(crate) fn encode_parts(
+    command_status: CommandStatus,
+    sequence_number: u32,
+    body: &Body,
+    dst: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let start = dst.len();
+    dst.reserve(HEADER_LEN + 64);
+    dst.put_u32(0); // command_length, patched below
+    dst.put_u32(body.command_id().0);
+    dst.put_u32(command_status.0);
+    dst.put_u32(sequence_number);
+    if let Err(e) = encode_body(body, command_status, dst) {
+        dst.truncate(start);
+        return Err(e);
+    }
+    let len = dst.len() - start;
+    let len32 = u32::try_from(len).map_err(|_| EncodeError::PduTooLong { len, max: u32::MAX as usize })?;
+    dst[start..start + 4].copy_from_slice(&len32.to_be_bytes());
+    Ok(())
 }
 
 fn encode_body(body: &Body, status: CommandStatus, dst: &mut BytesMut) -> Result<(), EncodeError> {

@@ -451,6 +451,49 @@ async fn deferred_responses_and_window_full() {
 }
 
 #[tokio::test]
+async fn send_with_callback_answers_once_and_fails_on_close() {
+    let hold = Hold::default();
+    let h = hold.clone();
+    let cfg = SessionConfig { window: 2, ..SessionConfig::default() };
+    let (esme, server) =
+        bound_pair(BindKind::Transmitter, cfg, SubmitOk::default(), move || Box::new(h.clone())).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    for tag in ["answered", "closed"] {
+        let tx = tx.clone();
+        let slot = esme.try_reserve().expect("a free slot");
+        slot.send_with(submit(tag), Box::new(move |body, r| tx.send((tag, body, r)).unwrap()));
+    }
+    assert!(matches!(esme.try_reserve(), Err(SessionError::WindowFull)));
+    within(async {
+        while hold.count() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let mut held = hold.take();
+    let last = held.pop().unwrap();
+    held.pop()
+        .unwrap()
+        .respond(Body::SubmitSmResp(SubmitSmResp { message_id: "x1".into(), ..Default::default() }))
+        .unwrap();
+    let (tag, body, r) = within(rx.recv()).await.unwrap();
+    assert_eq!(tag, "answered");
+    assert_eq!(body, submit("answered"));
+    assert!(matches!(r, Ok(Pdu { body: Body::SubmitSmResp(ref s), .. }) if s.message_id.as_ref() == b"x1"));
+    // The session ends with one request outstanding (still held by the peer): its callback learns
+    // that, once.
+    server.close().await;
+    let (tag, _, r) = within(rx.recv()).await.unwrap();
+    assert_eq!(tag, "closed");
+    assert!(matches!(r, Err(SessionError::Closed(_))), "{r:?}");
+    within(esme.closed()).await;
+    drop(last);
+    drop(tx);
+    assert!(within(rx.recv()).await.is_none(), "each callback runs once");
+    assert!(matches!(esme.try_reserve(), Err(SessionError::Closed(_))));
+}
+
+#[tokio::test]
 async fn request_timeout_frees_the_slot() {
     let hold = Hold::default();
     let h = hold.clone();

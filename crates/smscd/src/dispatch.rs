@@ -7,14 +7,190 @@
 //! ESME_RUNKNOWNERR, or no answer at all). Any other error status is the message's fault and goes
 //! back to the ESME as is. When every target fails the ESME gets ESME_RTHROTTLED if one was
 //! throttled or full (retry later), else the last status.
+//!
+//! The common case, a chain headed by a bind with a free window slot, runs without a task: the
+//! submit is queued on an upstream session from the ESME's session task and its answer handled by
+//! a callback on the upstream's session task ([`start`]). Anything else (no free slot, failover,
+//! a store that does not answer at once) continues on a task of its own through [`dispatch`].
 
-use crate::core::Core;
+use crate::core::{Core, InflightGuard};
 use crate::router::Target;
 use crate::sim::unix_ms;
 use crate::store::Correlation;
 use crate::upstream::SubmitFailure;
+use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use smpp::receipt::normalize_message_id;
-use smpp::{CommandStatus, SubmitSm};
+use smpp::session::Responder;
+use smpp::{Body, CommandStatus, SubmitSm, SubmitSmResp};
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+/// One deferred submit: where its answer goes and what it counts once answered.
+pub struct Job {
+    pub core: Arc<Core>,
+    pub account: Arc<str>,
+    pub chain: Arc<[Target]>,
+    pub responder: Responder,
+    /// The ESME session's deferred submits not answered yet: one taken for this job.
+    pub inflight: SessionSlot,
+    pub guard: InflightGuard,
+    pub started: Instant,
+    pub metrics: Arc<SessionMetrics>,
+}
+
+/// One of an ESME session's deferred submits, counted until dropped (whatever becomes of the job).
+pub struct SessionSlot(Arc<AtomicUsize>);
+
+impl SessionSlot {
+    pub fn take(count: &Arc<AtomicUsize>) -> SessionSlot {
+        count.fetch_add(1, Ordering::AcqRel);
+        SessionSlot(count.clone())
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An ESME session's per-message series, made on first use (as /metrics showed them before).
+#[derive(Default)]
+pub struct SessionMetrics {
+    latency: OnceLock<Histogram>,
+    /// ESME_ROK for the first route that answered, the usual one.
+    ok: OnceLock<(Arc<str>, Counter)>,
+}
+
+impl Job {
+    /// Answer the ESME and count.
+    fn finish(self, result: Result<String, CommandStatus>, route: &str) {
+        let status = result.as_ref().err().copied().unwrap_or(CommandStatus::ESME_ROK);
+        // Free the window slot before the ESME can see the answer and send again.
+        drop(self.inflight);
+        let sent = match result {
+            Ok(id) => self.responder.respond(Body::SubmitSmResp(SubmitSmResp {
+                message_id: Bytes::from(id),
+                ..Default::default()
+            })),
+            Err(s) => self.responder.reject(s),
+        };
+        if let Err(e) = sent {
+            tracing::debug!(account = %self.account, error = %e, "submit_sm_resp not sent");
+        }
+        let m = &self.metrics;
+        let core = &self.core;
+        m.latency
+            .get_or_init(|| {
+                let label = crate::metrics::AccountLabel { account: self.account.to_string() };
+                core.metrics.submit_latency.get_or_create(&label).clone()
+            })
+            .observe(self.started.elapsed().as_secs_f64());
+        if status.is_ok() {
+            let (r, c) = m.ok.get_or_init(|| {
+                (route.into(), core.metrics.submit(&self.account, route, CommandStatus::ESME_ROK))
+            });
+            if &**r == route {
+                c.inc();
+                return;
+            }
+        }
+        core.metrics.submit(&self.account, route, status).inc();
+    }
+}
+
+/// Answer a deferred submit: queued upstream right here when the chain's first target can take
+/// it now, else on a task through [`dispatch`].
+pub fn start(job: Job, sm: SubmitSm) {
+    let fast = match job.chain.first() {
+        Some(Target::Bind(name)) if !wants_receipt(sm.registered_delivery) || job.core.store.healthy() => {
+            job.core.upstreams.get(name)
+        }
+        _ => None,
+    };
+    let Some(up) = fast else { return spawn_rest(job, sm, 0, CommandStatus::ESME_RSYSERR, false) };
+    let core = job.core.clone();
+    let name = up.name.clone();
+    if let Err((body, (job, _))) = up.try_submit_with(&core, Body::SubmitSm(sm), (job, name), on_first_answer)
+    {
+        let Body::SubmitSm(sm) = body else { return job.finish(Err(CommandStatus::ESME_RSYSERR), "none") };
+        spawn_rest(job, sm, 0, CommandStatus::ESME_RSYSERR, false);
+    }
+}
+
+/// The first target's (`name`) answer, on its session task.
+fn on_first_answer((job, name): (Job, Arc<str>), body: Body, outcome: Result<String, SubmitFailure>) {
+    // The body we sent comes back: always a submit_sm.
+    let Body::SubmitSm(sm) = body else { return job.finish(Err(CommandStatus::ESME_RSYSERR), &name) };
+    match outcome {
+        Ok(upstream_id) => {
+            let rd = sm.registered_delivery;
+            drop(sm);
+            // The memory store answers at once; a shared one may make this wait.
+            now_or_spawn(async move {
+                let id = accepted(&job.core, &job.account, &name, rd, &upstream_id).await;
+                job.finish(Ok(id), &name);
+            });
+        }
+        Err(SubmitFailure::Final(s)) => job.finish(Err(s), &name),
+        Err(SubmitFailure::MoveOn(s)) => {
+            tracing::debug!(upstream = %name, status = %s, "moving on to the next target");
+            let busy = matches!(s, CommandStatus::ESME_RTHROTTLED | CommandStatus::ESME_RMSGQFUL);
+            spawn_rest(job, sm, 1, s, busy);
+        }
+    }
+}
+
+/// Try the chain from `from` on a task of its own, then answer.
+fn spawn_rest(job: Job, sm: SubmitSm, from: usize, last: CommandStatus, busy: bool) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        // Only while the runtime itself goes away: the responder's drop answers ESME_RSYSERR.
+        return;
+    };
+    rt.spawn(async move {
+        let chain = job.chain.clone();
+        let rest = chain.get(from..).unwrap_or_default();
+        let (result, route) = dispatch_from(&job.core, &job.account, sm, rest, last, busy).await;
+        job.finish(result, &route);
+    });
+}
+
+/// Run `fut` here if it completes without waiting, else on a task of its own.
+fn now_or_spawn(fut: impl Future<Output = ()> + Send + 'static) {
+    let mut fut = Box::pin(fut);
+    if let Poll::Ready(()) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        return;
+    }
+    // Polled again there, with a waker that counts.
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(fut);
+    }
+}
+
+/// Our id for a submit `upstream` accepted as `upstream_id`, its correlation stored when it wants
+/// a receipt.
+async fn accepted(core: &Core, account: &str, upstream: &str, rd: u8, upstream_id: &str) -> String {
+    let id = core.ids.next_id();
+    if wants_receipt(rd) {
+        let c = Correlation {
+            account: account.to_owned(),
+            our_id: id.clone(),
+            submitted_at_ms: unix_ms(),
+            registered_delivery: rd,
+        };
+        let key = normalize_message_id(upstream_id);
+        if let Err(e) = core.store.put_correlation(upstream, &key, c).await {
+            // The upstream has the message; refusing now would only duplicate it.
+            tracing::warn!(upstream = %upstream, error = %e, "correlation not stored: receipt will be lost");
+        }
+    }
+    id
+}
 
 /// The outcome: our message id or the status for the ESME, and the target label for metrics.
 pub async fn dispatch(
@@ -23,13 +199,24 @@ pub async fn dispatch(
     sm: SubmitSm,
     chain: &[Target],
 ) -> (Result<String, CommandStatus>, String) {
+    dispatch_from(core, account, sm, chain, CommandStatus::ESME_RSYSERR, false).await
+}
+
+/// [`dispatch`] over what is left of a chain, after targets that failed with `last` (`busy`: one
+/// was throttled or full).
+async fn dispatch_from(
+    core: &Core,
+    account: &str,
+    sm: SubmitSm,
+    chain: &[Target],
+    mut last: CommandStatus,
+    mut busy: bool,
+) -> (Result<String, CommandStatus>, String) {
     // A shared store that does not answer could not correlate the receipt: refuse the submit
     // (ESME_RSYSERR, transient: the ESME retries) rather than accept it and lose the receipt.
     if wants_receipt(sm.registered_delivery) && !core.store.healthy() {
         return (Err(CommandStatus::ESME_RSYSERR), "store".to_owned());
     }
-    let mut last = CommandStatus::ESME_RSYSERR;
-    let mut busy = false;
     for target in chain {
         match target {
             Target::Sim => {
@@ -48,20 +235,7 @@ pub async fn dispatch(
                 let rd = sm.registered_delivery;
                 match up.submit(core, sm.clone()).await {
                     Ok(upstream_id) => {
-                        let id = core.ids.next_id();
-                        if wants_receipt(rd) {
-                            let c = Correlation {
-                                account: account.to_owned(),
-                                our_id: id.clone(),
-                                submitted_at_ms: unix_ms(),
-                                registered_delivery: rd,
-                            };
-                            let key = normalize_message_id(&upstream_id);
-                            if let Err(e) = core.store.put_correlation(name, &key, c).await {
-                                // The upstream has the message; refusing now would only duplicate it.
-                                tracing::warn!(upstream = %name, error = %e, "correlation not stored: receipt will be lost");
-                            }
-                        }
+                        let id = accepted(core, account, name, rd, &upstream_id).await;
                         return (Ok(id), name.to_string());
                     }
                     Err(SubmitFailure::Final(s)) => return (Err(s), name.to_string()),

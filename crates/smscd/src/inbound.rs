@@ -203,8 +203,11 @@ struct InboundHandler {
     router: Cached<Router>,
     /// Deferred submits of this session not answered yet.
     inflight: Arc<AtomicUsize>,
+    account_name: Arc<str>,
+    metrics: Arc<crate::dispatch::SessionMetrics>,
     sim_ok: Counter,
-    counters: HashMap<(Target, CommandStatus), Counter>,
+    /// By route, then status.
+    counters: HashMap<String, Vec<(CommandStatus, Counter)>>,
 }
 
 impl InboundHandler {
@@ -214,24 +217,26 @@ impl InboundHandler {
         InboundHandler {
             router: core.router.cached(),
             core,
+            account_name: account.system_id.as_str().into(),
             account,
             _slot: slot,
             inflight: Arc::new(AtomicUsize::new(0)),
+            metrics: Arc::default(),
             sim_ok,
             counters: HashMap::new(),
         }
     }
 
     fn count(&mut self, route: &str, status: CommandStatus) {
-        let key = (Target::Bind(route.into()), status);
-        if let Some(c) = self.counters.get(&key) {
-            c.inc();
+        if let Some(c) = self.counters.get(route).and_then(|v| v.iter().find(|(s, _)| *s == status)) {
+            c.1.inc();
             return;
         }
         let c = self.core.metrics.submit(&self.account.system_id, route, status);
         c.inc();
-        if self.counters.len() < 64 {
-            self.counters.insert(key, c);
+        let cached: usize = self.counters.values().map(Vec::len).sum();
+        if cached < 64 {
+            self.counters.entry(route.to_owned()).or_default().push((status, c));
         }
     }
 
@@ -285,35 +290,17 @@ impl InboundHandler {
                 }
                 let (pdu, responder) = req.defer();
                 let Body::SubmitSm(sm) = pdu.body else { return Reply::Deferred };
-                self.inflight.fetch_add(1, Ordering::AcqRel);
-                let inflight = self.inflight.clone();
-                let guard = self.core.inflight_guard();
-                let core = self.core.clone();
-                let account = self.account.system_id.clone();
-                let started = Instant::now();
-                tokio::spawn(async move {
-                    let (result, route) = crate::dispatch::dispatch(&core, &account, sm, &chain).await;
-                    let status = result.as_ref().err().copied().unwrap_or(CommandStatus::ESME_ROK);
-                    // Free the window slot before the ESME can see the answer and send again.
-                    inflight.fetch_sub(1, Ordering::AcqRel);
-                    let sent = match result {
-                        Ok(id) => responder.respond(Body::SubmitSmResp(SubmitSmResp {
-                            message_id: Bytes::from(id),
-                            ..Default::default()
-                        })),
-                        Err(s) => responder.reject(s),
-                    };
-                    if let Err(e) = sent {
-                        debug!(account, error = %e, "submit_sm_resp not sent");
-                    }
-                    let label = AccountLabel { account: account.clone() };
-                    core.metrics
-                        .submit_latency
-                        .get_or_create(&label)
-                        .observe(started.elapsed().as_secs_f64());
-                    core.metrics.submit(&account, &route, status).inc();
-                    drop(guard);
-                });
+                let job = crate::dispatch::Job {
+                    inflight: crate::dispatch::SessionSlot::take(&self.inflight),
+                    guard: self.core.inflight_guard(),
+                    core: self.core.clone(),
+                    account: self.account_name.clone(),
+                    chain,
+                    responder,
+                    started: Instant::now(),
+                    metrics: self.metrics.clone(),
+                };
+                crate::dispatch::start(job, sm);
                 Reply::Deferred
             }
         }

@@ -6,12 +6,16 @@ use crate::core::Core;
 use crate::throttle::TokenBucket;
 use bytes::Bytes;
 use futures::FutureExt;
-use smpp::session::{esme, BindKind, Handler, Reply, Request, Session, SessionConfig, SessionError};
-use smpp::{Bind, Body, CommandStatus, DeliverSm, DeliverSmResp, SubmitSm};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use smpp::session::{
+    esme, BindKind, Handler, Reply, Request, Reserved, Session, SessionConfig, SessionError,
+};
+use smpp::{Bind, Body, CommandStatus, DeliverSm, DeliverSmResp, Pdu, SubmitSm};
 use smsc_api::smscd_config::{BindConfig, BindType};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -62,6 +66,9 @@ pub struct Upstream {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// `base`-relative ms of the last deliver_sm from this upstream.
     last_deliver_ms: Arc<AtomicU64>,
+    /// Handles of the per-message series (made on first use, so /metrics shows them only then).
+    rtt: OnceLock<Histogram>,
+    submitted_ok: OnceLock<Counter>,
 }
 
 impl Upstream {
@@ -78,6 +85,8 @@ impl Upstream {
             cancel: parent.child_token(),
             tasks: Mutex::new(Vec::new()),
             last_deliver_ms: Arc::new(AtomicU64::new(0)),
+            rtt: OnceLock::new(),
+            submitted_ok: OnceLock::new(),
         }
     }
 
@@ -89,15 +98,20 @@ impl Upstream {
         self.sessions.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    fn live(&self) -> Vec<Session> {
+    /// A window slot on one of the bound sessions, round-robin from the next start.
+    fn reserve(&self) -> Option<Reserved> {
+        let sessions = self.sessions.read().unwrap_or_else(|p| p.into_inner());
+        let n = sessions.len();
+        let start = self.rr.fetch_add(1, Ordering::Relaxed);
+        (0..n).find_map(|i| sessions[(start + i) % n].1.try_reserve().ok())
+    }
+
+    fn any_live(&self) -> bool {
         self.sessions
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|(_, s)| s)
-            .filter(|s| s.close_reason().is_none())
-            .cloned()
-            .collect()
+            .any(|(_, s)| s.close_reason().is_none())
     }
 
     /// Submit through one of the bound sessions; Ok is the upstream's message id.
@@ -110,69 +124,112 @@ impl Upstream {
         }
         let deadline = tokio::time::Instant::now() + WINDOW_WAIT;
         let body = Body::SubmitSm(sm);
-        let mut throttled_checked = false;
         loop {
-            let live = self.live();
-            if live.is_empty() {
-                return Err(SubmitFailure::MoveOn(CommandStatus::ESME_RSYSERR));
-            }
-            let start = self.rr.fetch_add(1, Ordering::Relaxed);
-            let free =
-                (0..live.len()).map(|i| &live[(start + i) % live.len()]).find(|s| s.window_available() > 0);
-            let Some(session) = free else {
+            let Some(slot) = self.reserve() else {
+                if !self.any_live() {
+                    return Err(SubmitFailure::MoveOn(CommandStatus::ESME_RSYSERR));
+                }
                 if tokio::time::Instant::now() >= deadline {
                     return Err(SubmitFailure::MoveOn(CommandStatus::ESME_RMSGQFUL));
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 continue;
             };
-            if !throttled_checked {
-                if !self.throttle.try_take() {
-                    self.count(core, "throttled_local");
-                    return Err(SubmitFailure::MoveOn(CommandStatus::ESME_RTHROTTLED));
-                }
-                throttled_checked = true;
+            if !self.throttle.try_take() {
+                self.count(core, "throttled_local");
+                return Err(SubmitFailure::MoveOn(CommandStatus::ESME_RTHROTTLED));
             }
             let sent = Instant::now();
-            match session.try_request(body.clone()).await {
-                Err(SessionError::WindowFull) => continue,
-                Err(e) => {
-                    debug!(upstream = %self.name, error = %e, "submit failed");
-                    self.count(core, "error");
-                    // A timeout may mean the upstream took it: the next target may duplicate it.
-                    return Err(SubmitFailure::MoveOn(CommandStatus::ESME_RSYSERR));
-                }
-                Ok(resp) => {
-                    let label = crate::metrics::UpstreamLabel { upstream: self.name.to_string() };
-                    core.metrics.upstream_rtt.get_or_create(&label).observe(sent.elapsed().as_secs_f64());
-                    let status = resp.command_status;
-                    self.count(core, &crate::metrics::status_name(status));
-                    if status.is_ok() {
-                        return match resp.body {
-                            Body::SubmitSmResp(r) => Ok(String::from_utf8_lossy(&r.message_id).into_owned()),
-                            _ => Err(SubmitFailure::MoveOn(CommandStatus::ESME_RSYSERR)),
-                        };
-                    }
-                    if matches!(status, CommandStatus::ESME_RTHROTTLED | CommandStatus::ESME_RMSGQFUL) {
-                        let until = self.now_ms() + BACKOFF_ON_THROTTLE.as_millis() as u64;
-                        self.backoff_until_ms.fetch_max(until, Ordering::Relaxed);
-                    }
-                    return Err(if moves_on(status) {
-                        SubmitFailure::MoveOn(status)
-                    } else {
-                        SubmitFailure::Final(status)
-                    });
-                }
-            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            slot.send_with(body, Box::new(move |_, r| drop(tx.send(r))));
+            let r = rx
+                .await
+                .unwrap_or_else(|_| Err(SessionError::Closed(smpp::session::CloseReason::LocalClose)));
+            return self.outcome(core, sent, r);
         }
     }
 
-    fn count(&self, core: &Core, status: &str) {
+    /// The fast path of [`submit`](Self::submit), without a task: when a bound session has a free
+    /// window slot (and the upstream is neither backing off nor over its rate), queue the submit
+    /// there and return; `done` gets `ctx`, the body back and the outcome, on that session's task.
+    /// Otherwise `body` and `ctx` come back at once, for the caller to take the waiting path.
+    // The body comes back by value: boxing it would cost an allocation per submit instead.
+    #[allow(clippy::result_large_err)]
+    pub fn try_submit_with<C: Send + 'static>(
+        self: &Arc<Self>,
+        core: &Arc<Core>,
+        body: Body,
+        ctx: C,
+        done: fn(C, Body, Result<String, SubmitFailure>),
+    ) -> Result<(), (Body, C)> {
+        if !self.cfg.bind_type.can_submit() || self.now_ms() < self.backoff_until_ms.load(Ordering::Relaxed) {
+            return Err((body, ctx));
+        }
+        let Some(slot) = self.reserve() else { return Err((body, ctx)) };
+        // A refusal here is left to the waiting path, which counts it.
+        if !self.throttle.try_take() {
+            return Err((body, ctx));
+        }
+        let up = Arc::clone(self);
+        let core = Arc::clone(core);
+        let sent = Instant::now();
+        slot.send_with(
+            body,
+            Box::new(move |body, r| {
+                let outcome = up.outcome(&core, sent, r);
+                done(ctx, body, outcome);
+            }),
+        );
+        Ok(())
+    }
+
+    /// What an upstream's answer (or the lack of one) means for the submit; counts it.
+    fn outcome(
+        &self,
+        core: &Core,
+        sent: Instant,
+        r: Result<Pdu, SessionError>,
+    ) -> Result<String, SubmitFailure> {
+        let resp = match r {
+            Ok(resp) => resp,
+            Err(e) => {
+                debug!(upstream = %self.name, error = %e, "submit failed");
+                self.count(core, "error");
+                // A timeout may mean the upstream took it: the next target may duplicate it.
+                return Err(SubmitFailure::MoveOn(CommandStatus::ESME_RSYSERR));
+            }
+        };
+        let rtt = self.rtt.get_or_init(|| {
+            let label = crate::metrics::UpstreamLabel { upstream: self.name.to_string() };
+            core.metrics.upstream_rtt.get_or_create(&label).clone()
+        });
+        rtt.observe(sent.elapsed().as_secs_f64());
+        let status = resp.command_status;
+        if status.is_ok() {
+            self.submitted_ok.get_or_init(|| self.counter(core, "ESME_ROK")).inc();
+            return match resp.body {
+                Body::SubmitSmResp(r) => Ok(String::from_utf8_lossy(&r.message_id).into_owned()),
+                _ => Err(SubmitFailure::MoveOn(CommandStatus::ESME_RSYSERR)),
+            };
+        }
+        self.count(core, &crate::metrics::status_name(status));
+        if matches!(status, CommandStatus::ESME_RTHROTTLED | CommandStatus::ESME_RMSGQFUL) {
+            let until = self.now_ms() + BACKOFF_ON_THROTTLE.as_millis() as u64;
+            self.backoff_until_ms.fetch_max(until, Ordering::Relaxed);
+        }
+        Err(if moves_on(status) { SubmitFailure::MoveOn(status) } else { SubmitFailure::Final(status) })
+    }
+
+    fn counter(&self, core: &Core, status: &str) -> Counter {
         let l = crate::metrics::UpstreamSubmitLabels {
             upstream: self.name.to_string(),
             status: status.to_owned(),
         };
-        core.metrics.upstream_submits.get_or_create(&l).inc();
+        core.metrics.upstream_submits.get_or_create(&l).clone()
+    }
+
+    fn count(&self, core: &Core, status: &str) {
+        self.counter(core, status).inc();
     }
 
     /// Removed from the config: already out of routing; unbind once its receipts went quiet.

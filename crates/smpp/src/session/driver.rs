@@ -61,6 +61,9 @@ impl Drop for EndGuard {
 /// How many rounds of (commands, read, write) one poll may run before yielding.
 const POLL_BUDGET: usize = 32;
 
+/// Below this many bytes waiting, a write first yields once (see `poll_drive`).
+const COALESCE_BYTES: usize = 32 * 1024;
+
 pub(crate) struct Driver<S, H> {
     io: S,
     rbuf: BytesMut,
@@ -83,6 +86,8 @@ pub(crate) struct Driver<S, H> {
     keepalive: Pin<Box<Sleep>>,
     enquire_outstanding: bool,
     needs_flush: bool,
+    /// Yielded once with bytes waiting to be written; the next round writes them.
+    write_held: bool,
     /// Unbinding: our unbind waits until deferred responses are out (or this deadline passes).
     drain_deadline: Option<Pin<Box<Sleep>>>,
     unbind_sent: bool,
@@ -137,6 +142,7 @@ where
             keepalive: Box::pin(tokio::time::sleep_until(now + cfg.enquire_link_interval)),
             enquire_outstanding: false,
             needs_flush: false,
+            write_held: false,
             drain_deadline: None,
             unbind_sent: false,
             closing: None,
@@ -157,7 +163,7 @@ where
         self.window.close();
         for (_, entry) in self.pending.drain() {
             if let Waiter::Caller { reply, .. } = entry.waiter {
-                let _ = reply.send(Err(SessionError::Closed(reason.clone())));
+                reply.send(Err(SessionError::Closed(reason.clone())));
             }
         }
         self.handler.on_close(&reason);
@@ -175,10 +181,24 @@ where
                     Err(reason) => self.begin_close(reason),
                 }
             }
+            // Coalesce writes: a write syscall on loopback costs about as much as handling a
+            // PDU (and wakes the peer), and requests and deferred responses arrive one per wake
+            // from other tasks. So with only a little to write, yield once: the tasks feeding us
+            // run first, and the next round writes all they queued in one go.
+            if self.closing.is_none()
+                && !self.write_held
+                && !self.wbuf.is_empty()
+                && self.wbuf.len() < COALESCE_BYTES
+            {
+                self.write_held = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             match self.poll_write(cx) {
                 Ok(p) => progress |= p,
                 Err(reason) => return Poll::Ready(reason),
             }
+            self.write_held = false;
             if let Some(reason) = &self.closing {
                 if self.wbuf.is_empty() && !self.needs_flush {
                     // Best effort: a failed shutdown changes nothing for us.
@@ -232,7 +252,7 @@ where
                 match entry.waiter {
                     Waiter::Caller { reply, timeout, .. } => {
                         debug!(seq, command = %entry.command_id, "request timed out");
-                        let _ = reply.send(Err(SessionError::Timeout(timeout)));
+                        reply.send(Err(SessionError::Timeout(timeout)));
                     }
                     Waiter::EnquireLink => self.begin_close(CloseReason::EnquireLinkTimeout),
                     Waiter::Unbind => self.begin_close(CloseReason::UnbindTimeout),
@@ -322,7 +342,7 @@ where
         match cmd {
             Command::Request { id, mut frame, reply, permit } => {
                 if let Err(status) = state::check(self.role, self.state, id) {
-                    let _ = reply.send(Err(SessionError::NotAllowed { command: id, status }));
+                    reply.send(Err(SessionError::NotAllowed { command: id, status }));
                     return;
                 }
                 let seq = self.next_seq();
@@ -526,9 +546,7 @@ where
 
     fn complete(&mut self, entry: Entry, result: Result<Pdu, SessionError>) {
         match entry.waiter {
-            Waiter::Caller { reply, .. } => {
-                let _ = reply.send(result);
-            }
+            Waiter::Caller { reply, .. } => reply.send(result),
             Waiter::EnquireLink => self.enquire_outstanding = false,
             Waiter::Unbind => {
                 if let Ok(p) = &result {

@@ -2,9 +2,9 @@
 
 use super::driver::{Channels, Command};
 use super::error::{CloseReason, SessionError};
-use super::handler::encode_limited;
 use super::shared::Shared;
 use super::state::{BindKind, Role};
+use super::window::{Completion, OnResponse, ReplyTx};
 use crate::command_id::CommandId;
 use crate::pdu::{Body, Pdu};
 use crate::status::CommandStatus;
@@ -12,6 +12,32 @@ use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+
+/// A window slot on a session, taken by [`Session::try_reserve`]; dropping it frees the slot.
+#[derive(Debug)]
+pub struct Reserved {
+    session: Session,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Reserved {
+    /// Send a request without a waiting task: `done` is called exactly once with the body back
+    /// (e.g. to send it elsewhere) and the response or the error, on the session task when the
+    /// response comes or the request times out or the session ends, or here at once when the body
+    /// cannot be encoded or the session has already ended. Keep `done` short: it runs between
+    /// the session's reads.
+    pub fn send_with(self, body: Body, done: OnResponse) {
+        let Reserved { session, permit } = self;
+        let (id, frame) = match session.encode_ref(&body) {
+            Ok(x) => x,
+            Err(e) => return done(body, Err(e)),
+        };
+        let reply = ReplyTx::Callback(Completion::new(done, body, Arc::clone(&session.inner.shared)));
+        // The channel has a slot per window permit (plus a few for unbind/close), so only a
+        // closed session refuses it; the command dropped then calls `done` with the reason.
+        let _ = session.inner.cmd_tx.try_send(Command::Request { id, frame, reply, permit });
+    }
+}
 
 /// Who we are bound to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +98,16 @@ impl Session {
         self.send(id, frame, permit).await
     }
 
+    /// Take a window slot now, for [`Reserved::send_with`]: fails with
+    /// [`SessionError::WindowFull`] when every slot is taken, or the close reason.
+    pub fn try_reserve(&self) -> Result<Reserved, SessionError> {
+        match Arc::clone(&self.inner.window).try_acquire_owned() {
+            Ok(permit) => Ok(Reserved { session: self.clone(), permit }),
+            Err(TryAcquireError::NoPermits) => Err(SessionError::WindowFull),
+            Err(TryAcquireError::Closed) => Err(self.closed_error()),
+        }
+    }
+
     /// Free window slots right now.
     pub fn window_available(&self) -> usize {
         self.inner.window.available_permits()
@@ -104,6 +140,10 @@ impl Session {
     /// Encoded in the caller's task (sequence number patched by the session task), so encoding
     /// cost spreads over the callers and an unencodable body fails here.
     fn encode(&self, body: Body) -> Result<(CommandId, BytesMut), SessionError> {
+        self.encode_ref(&body)
+    }
+
+    fn encode_ref(&self, body: &Body) -> Result<(CommandId, BytesMut), SessionError> {
         let id = body.command_id();
         if id.is_response() {
             return Err(SessionError::NotARequest(id));
@@ -113,7 +153,11 @@ impl Session {
             return Err(SessionError::NotAllowed { command: id, status: CommandStatus::ESME_RINVBNDSTS });
         }
         let mut frame = BytesMut::new();
-        encode_limited(&Pdu::new(0, body), self.inner.max_pdu_len, &mut frame)?;
+        crate::pdu::encode_parts(CommandStatus::ESME_ROK, 0, body, &mut frame)?;
+        if frame.len() > self.inner.max_pdu_len as usize {
+            let (len, max) = (frame.len(), self.inner.max_pdu_len as usize);
+            return Err(crate::error::EncodeError::PduTooLong { len, max }.into());
+        }
         Ok((id, frame))
     }
 
@@ -124,7 +168,7 @@ impl Session {
         permit: OwnedSemaphorePermit,
     ) -> Result<Pdu, SessionError> {
         let (reply, rx) = oneshot::channel();
-        let cmd = Command::Request { id, frame, reply, permit };
+        let cmd = Command::Request { id, frame, reply: ReplyTx::Oneshot(reply), permit };
         if self.inner.cmd_tx.send(cmd).await.is_err() {
             return Err(self.closed_error());
         }

@@ -73,10 +73,11 @@ mod window;
 
 pub use config::SessionConfig;
 pub use error::{CloseReason, SessionError};
-pub use handle::{Session, SessionInfo};
+pub use handle::{Reserved, Session, SessionInfo};
 pub use handler::{Handler, RejectAll, Reply, Request, Responder};
 pub use sequence::SequenceGen;
 pub use state::{BindKind, Role, State};
+pub use window::OnResponse;
 
 use driver::Driver;
 use tokio::io::{AsyncRead, AsyncWrite};

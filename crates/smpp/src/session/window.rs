@@ -7,17 +7,74 @@
 //! entries plus the keepalive and unbind), which happens once per timeout period at most.
 
 use super::error::SessionError;
+use super::shared::Shared;
 use crate::command_id::CommandId;
-use crate::pdu::Pdu;
+use crate::pdu::{Body, Pdu};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::{Instant, Sleep};
 
-pub(crate) type ReplyTx = oneshot::Sender<Result<Pdu, SessionError>>;
+/// What [`Reserved::send_with`](super::Reserved::send_with) calls with the request's
+/// body (handed back, e.g. to send it elsewhere) and its outcome.
+pub type OnResponse = Box<dyn FnOnce(Body, Result<Pdu, SessionError>) + Send>;
+
+/// Where an outbound request's outcome goes: a waiting task, or a callback run on the session task
+/// (no task and no wake-up per request).
+#[derive(Debug)]
+pub(crate) enum ReplyTx {
+    Oneshot(oneshot::Sender<Result<Pdu, SessionError>>),
+    Callback(Completion),
+}
+
+impl ReplyTx {
+    pub(crate) fn send(self, r: Result<Pdu, SessionError>) {
+        match self {
+            ReplyTx::Oneshot(tx) => {
+                let _ = tx.send(r);
+            }
+            ReplyTx::Callback(mut c) => {
+                if let Some(inner) = c.inner.take() {
+                    let (f, body) = *inner;
+                    f(body, r);
+                }
+            }
+        }
+    }
+}
+
+/// A callback that runs exactly once: dropped uncalled (its command lost with the session task),
+/// it reports the session closed.
+pub(crate) struct Completion {
+    /// Boxed: the pending table moves its entries, so they stay small.
+    inner: Option<Box<(OnResponse, Body)>>,
+    shared: Arc<Shared>,
+}
+
+impl Completion {
+    pub(crate) fn new(f: OnResponse, body: Body, shared: Arc<Shared>) -> Self {
+        Completion { inner: Some(Box::new((f, body))), shared }
+    }
+}
+
+impl std::fmt::Debug for Completion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Completion")
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            let (f, body) = *inner;
+            f(body, Err(SessionError::Closed(self.shared.reason_or_closed())));
+        }
+    }
+}
 
 /// Who waits for a response.
 #[derive(Debug)]
@@ -115,7 +172,11 @@ mod tests {
         let (reply, rx) = oneshot::channel();
         let permit = sem.clone().try_acquire_owned().ok();
         assert!(permit.is_some(), "window slot");
-        let waiter = Waiter::Caller { reply, _permit: permit, timeout: Duration::from_secs(5) };
+        let waiter = Waiter::Caller {
+            reply: ReplyTx::Oneshot(reply),
+            _permit: permit,
+            timeout: Duration::from_secs(5),
+        };
         (Entry { command_id: CommandId::SUBMIT_SM, deadline, waiter }, rx)
     }
 
