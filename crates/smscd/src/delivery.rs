@@ -11,6 +11,7 @@ use crate::accounts::AccountState;
 use crate::core::Core;
 use crate::store::DeliveryId;
 use futures::stream::{FuturesUnordered, StreamExt};
+use smpp::session::SessionError;
 use smpp::{Body, Pdu};
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,32 +86,33 @@ pub async fn run(core: Arc<Core>, account: Arc<AccountState>) {
                     continue;
                 }
             };
-            let core2 = core.clone();
-            let name2 = name.clone();
-            let acks = acks.clone();
-            let our_id = d.our_id;
-            sends.push(async move {
-                let _permit = permit;
-                let r = session.request(body).await;
-                let ok = matches!(&r, Ok(p) if p.command_status.is_ok());
-                if ok {
-                    core2.metrics.delivery("delivered");
-                    // The acker outlives every sender: a send only fails after a panic there.
-                    let _ = acks.send(id);
-                } else {
-                    match &r {
-                        Ok(p) => {
-                            tracing::debug!(account = %name2, status = %p.command_status, id = ?our_id, "deliver_sm refused: retrying")
-                        }
-                        Err(e) => {
-                            tracing::debug!(account = %name2, error = %e, "deliver_sm failed: retrying")
-                        }
-                    }
-                    core2.metrics.delivery("retried");
-                    tokio::time::sleep(RETRY_DELAY).await;
-                    let _ = core2.store.nack(&name2, id).await;
+            // A free window slot: sent from here and settled on the session task by a callback
+            // (no task, no wake-up per item). A full window: a waiting send in this batch's task.
+            match session.try_reserve() {
+                Ok(slot) => {
+                    let core2 = core.clone();
+                    let name2 = name.clone();
+                    let acks = acks.clone();
+                    slot.send_with(
+                        body,
+                        Box::new(move |_, r| {
+                            let _permit = permit;
+                            settle(core2, name2, acks, id, d.our_id, r);
+                        }),
+                    );
                 }
-            });
+                Err(_) => {
+                    let core2 = core.clone();
+                    let name2 = name.clone();
+                    let acks = acks.clone();
+                    let our_id = d.our_id;
+                    sends.push(async move {
+                        let _permit = permit;
+                        let r = session.request(body).await;
+                        settle(core2, name2, acks, id, our_id, r);
+                    });
+                }
+            }
         }
         if !sends.is_empty() {
             tokio::spawn(sends.collect::<()>());
@@ -121,6 +123,35 @@ pub async fn run(core: Arc<Core>, account: Arc<AccountState>) {
             let _ = core.store.nack(&name, id).await;
         }
     }
+}
+
+/// One item's outcome: acknowledged on deliver_sm_resp status 0, else back to the queue after
+/// a short delay (on a task of its own: the rare path).
+fn settle(
+    core: Arc<Core>,
+    name: String,
+    acks: mpsc::UnboundedSender<DeliveryId>,
+    id: DeliveryId,
+    our_id: Option<String>,
+    r: Result<Pdu, SessionError>,
+) {
+    if matches!(&r, Ok(p) if p.command_status.is_ok()) {
+        core.metrics.delivery("delivered");
+        // The acker outlives every sender: a send only fails after a panic there.
+        let _ = acks.send(id);
+        return;
+    }
+    match &r {
+        Ok(p) => {
+            tracing::debug!(account = %name, status = %p.command_status, id = ?our_id, "deliver_sm refused: retrying")
+        }
+        Err(e) => tracing::debug!(account = %name, error = %e, "deliver_sm failed: retrying"),
+    }
+    core.metrics.delivery("retried");
+    tokio::spawn(async move {
+        tokio::time::sleep(RETRY_DELAY).await;
+        let _ = core.store.nack(&name, id).await;
+    });
 }
 
 /// Acknowledges delivered items in batches: whatever arrived while the previous batch was
