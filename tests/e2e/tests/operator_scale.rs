@@ -70,6 +70,65 @@ fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// CPU time (utime + stime) of a process, in seconds.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: fields are counted after its closing parenthesis.
+    let rest = text.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| ticks as f64 / hz as f64)
+}
+
+/// The control plane's processes (name, pid), from the state dir `tools/cluster.sh` names next to
+/// the kubeconfig; empty when the cluster was not started by it.
+fn control_plane_pids(kubeconfig: &std::path::Path) -> Vec<(&'static str, u32)> {
+    let names = ["kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok"];
+    let Some(state) = kubeconfig
+        .parent()
+        .and_then(|d| std::fs::read_to_string(d.join("state")).ok())
+        .map(|s| std::path::PathBuf::from(s.trim()))
+    else {
+        return Vec::new();
+    };
+    names
+        .iter()
+        .filter_map(|n| {
+            let pid = std::fs::read_to_string(state.join("pids").join(format!("{n}.pid"))).ok()?;
+            Some((*n, pid.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// CPU seconds of the operator and of each control-plane process at one moment.
+#[derive(Clone, Debug, Default)]
+struct Cpu(Vec<(&'static str, f64)>);
+
+impl Cpu {
+    fn read(procs: &[(&'static str, u32)]) -> Cpu {
+        Cpu(procs.iter().map(|(n, pid)| (*n, cpu_secs(*pid).unwrap_or(f64::NAN))).collect())
+    }
+
+    /// "name secs (cores)" per process since `before`, over `wall`.
+    fn since(&self, before: &Cpu, wall: Duration) -> String {
+        self.0
+            .iter()
+            .zip(&before.0)
+            .map(|((n, a), (_, b))| {
+                let d = a - b;
+                format!("{n} {d:.1} s ({:.2})", d / wall.as_secs_f64().max(1e-9))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn of(&self, name: &str) -> f64 {
+        self.0.iter().find(|(n, _)| *n == name).map_or(f64::NAN, |(_, v)| *v)
+    }
+}
+
 /// Samples the operator's RSS every 100 ms until dropped; keeps the largest VmRSS seen.
 struct RssSampler {
     stop: Arc<AtomicBool>,
@@ -274,6 +333,9 @@ async fn operator_scale() -> anyhow::Result<()> {
     let rss = RssSampler::start(pid);
     let (_, rss_idle, _) = rss.mib();
     let c0 = Counters::read(operator.metrics).await?;
+    let mut procs = vec![("operator", pid)];
+    procs.extend(control_plane_pids(cp.kubeconfig()));
+    let cpu0 = Cpu::read(&procs);
     eprintln!("[opscale] operator pid {pid} up, {rss_idle:.1} MiB; creating {n} SmscClusters");
 
     // 1. Create.
@@ -303,6 +365,7 @@ async fn operator_scale() -> anyhow::Result<()> {
     let total = usize::try_from(n)?;
     let (mut t_children, mut t_reconciled, mut t_available) = (None, None, None);
     let mut c_reconciled = None;
+    let mut cpu_reconciled = None;
     let deadline = Instant::now() + wait;
     let mut available_deadline = None;
     let mut last_print = Instant::now();
@@ -322,6 +385,7 @@ async fn operator_scale() -> anyhow::Result<()> {
         if t_reconciled.is_none() && p.reconciled == total {
             t_reconciled = Some(now);
             c_reconciled = Some(Counters::read(operator.metrics).await?);
+            cpu_reconciled = Some(Cpu::read(&procs));
             available_deadline = Some(Instant::now() + available_wait);
         }
         if p.available == total {
@@ -355,6 +419,8 @@ async fn operator_scale() -> anyhow::Result<()> {
     }
     let load_created = load_average();
     let c_available = Counters::read(operator.metrics).await?;
+    let cpu_available = Cpu::read(&procs);
+    let t_done = t0.elapsed();
     let c_rec = c_reconciled.clone().unwrap_or_else(|| c_available.clone());
 
     // 3. Settle: no reconcile for 10 s (bounded), then the quiet period.
@@ -373,9 +439,11 @@ async fn operator_scale() -> anyhow::Result<()> {
     let fp0 = fingerprint(&ns).await?;
     let d0 = deployment_rvs(&ns).await?;
     let q0 = Counters::read(operator.metrics).await?;
+    let cpu_q0 = Cpu::read(&procs);
     eprintln!("[opscale] settled; quiet period of {} s", quiet.as_secs());
     tokio::time::sleep(quiet).await;
     let q1 = Counters::read(operator.metrics).await?;
+    let cpu_q1 = Cpu::read(&procs);
     let fp1 = fingerprint(&ns).await?;
     let d1 = deployment_rvs(&ns).await?;
     let deployments_moved = d0.iter().filter(|(k, v)| d1.get(*k) != Some(v)).count();
@@ -468,6 +536,18 @@ async fn operator_scale() -> anyhow::Result<()> {
         percentile(&lat, 0.9).as_secs_f64() * 1e3,
         lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
+    let cpu_rec = cpu_reconciled.clone().unwrap_or_else(|| cpu_available.clone());
+    let op = |c: &Cpu| c.of("operator") - cpu0.of("operator");
+    println!(
+        "| operator CPU until reconciled / until Available | {:.1} s ({:.1} ms per cluster) / {:.1} s ({:.1} ms per cluster) |",
+        op(&cpu_rec),
+        op(&cpu_rec) * 1e3 / n as f64,
+        op(&cpu_available),
+        op(&cpu_available) * 1e3 / n as f64
+    );
+    println!("| CPU s (cores) until reconciled | {} |", cpu_rec.since(&cpu0, t_reconciled.unwrap_or(t_done)));
+    println!("| CPU s (cores) until Available | {} |", cpu_available.since(&cpu0, t_done));
+    println!("| CPU s (cores) during the quiet period | {} |", cpu_q1.since(&cpu_q0, quiet));
     println!("| load average: start / all Available / end | {load_start} / {load_created} / {load_end} |");
     println!("\nRequests until Available, by verb and resource:");
     for ((verb, res), v) in c_available.since(&c0) {
