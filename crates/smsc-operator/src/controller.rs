@@ -12,6 +12,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind, PartialObjectMeta};
@@ -34,6 +35,8 @@ use crate::status::{self, DeploymentObs, Inputs};
 
 /// Resync period of a settled cluster.
 const RESYNC: Duration = Duration::from_secs(300);
+/// kubectl's copy of the last applied object (children edited with `kubectl apply`).
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// Field manager that keeps `spec.replicas` while the HPA takes it over.
 const HANDOFF_MANAGER: &str = "smsc-operator-hpa-handoff";
 /// How long a reconcile waits for the caches' first list before failing (and backing off).
@@ -718,21 +721,101 @@ where
     }
 }
 
-/// A watch feeding `writer`'s cache (without managedFields, which are most of a child's bytes),
-/// yielding each object after the cache holds it, so the reconcile it triggers reads it back.
+/// What the caches need not hold: managedFields (most of a child's bytes) and kubectl's
+/// last-applied copy; the reconcile reads neither.
+fn trim_meta(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+}
+
+/// A watch feeding `writer`'s cache (trimmed by `trim`), yielding each object after the cache
+/// holds it, so the reconcile it triggers reads it back.
 fn reflect<K>(
     api: Api<K>,
     wc: &watcher::Config,
     writer: reflector::store::Writer<K>,
+    trim: fn(&mut K),
 ) -> impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static
 where
-    K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
 {
-    watcher(api, wc.clone())
-        .default_backoff()
-        .modify(|o: &mut K| o.managed_fields_mut().clear())
-        .reflect(writer)
-        .touched_objects()
+    watcher(api, wc.clone()).default_backoff().modify(trim).reflect(writer).touched_objects()
+}
+
+/// Like [`reflect`], but an update yields the object only when `material` changed, so writes
+/// that cannot change the outcome (our own status patches echoing back, kube-controller-manager
+/// rewriting a Deployment's condition timestamps) do not cost a reconcile. New and deleted objects
+/// always pass, and so does everything after a re-list.
+fn reflect_material<K, F>(
+    watch: impl futures::Stream<Item = std::result::Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    material: F,
+) -> impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource + Clone + Send + 'static,
+    F: Fn(&K) -> u64 + Send + 'static,
+{
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    watch.filter_map(move |ev| {
+        let key = |o: &K| format!("{}/{}", o.meta().namespace.as_deref().unwrap_or(""), o.name_any());
+        let out = match ev {
+            Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => {
+                let fp = material(&o);
+                (seen.insert(key(&o), fp) != Some(fp)).then_some(Ok(o))
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                seen.remove(&key(&o));
+                Some(Ok(o))
+            }
+            // A re-list (after a watch gap) yields everything again, as the unfiltered watch would,
+            // and forgets objects deleted during the gap.
+            Ok(watcher::Event::Init) => {
+                seen.clear();
+                None
+            }
+            Ok(watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
+        };
+        futures::future::ready(out)
+    })
+}
+
+fn hash_of(v: &impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
+/// What a reconcile reads of a Deployment (plus its labels and annotations, which an apply
+/// would restore).
+fn deployment_material(d: &Deployment) -> u64 {
+    hash_of(&(
+        deployment_obs(d),
+        &d.metadata.labels,
+        &d.metadata.annotations,
+        d.metadata.deletion_timestamp.is_some(),
+    ))
+}
+
+/// A spec change bumps the generation; status echoes (ours) and label edits do not matter.
+fn cluster_material(c: &DynamicObject) -> u64 {
+    hash_of(&(c.metadata.generation, c.metadata.deletion_timestamp.is_some()))
+}
+
+fn trim<K: kube::Resource>(o: &mut K) {
+    trim_meta(o.meta_mut());
+}
+
+/// Deployments: the reconcile reads the spec (to compare) and the replica counts, not the
+/// conditions kube-controller-manager keeps rewriting.
+fn trim_deployment(d: &mut Deployment) {
+    trim_meta(&mut d.metadata);
+    if let Some(st) = d.status.as_mut() {
+        st.conditions = None;
+    }
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -744,6 +827,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         Some(n) => Api::namespaced_with(client.clone(), n, &ar),
         None => Api::all_with(client.clone(), &ar),
     };
+    let cluster_writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
+    let cluster_store = cluster_writer.as_reader();
+    let cluster_trigger = reflect_material(
+        watcher(clusters, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(|o: &mut DynamicObject| trim_meta(&mut o.metadata))
+            .reflect(cluster_writer),
+        cluster_material,
+    );
     let Some(w) = ctx.writers.lock().unwrap_or_else(|p| p.into_inner()).take() else {
         tracing::error!("controller::run called twice on one Context");
         return;
@@ -753,18 +845,25 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let pod_seen = Arc::new(Mutex::new(HashMap::new()));
     let (ar_l, ar_p) = (ar.clone(), ar.clone());
     let c = &client;
-    Controller::new_with(clusters, watcher::Config::default().any_semantic(), ar.clone())
+    let deployments = reflect_material(
+        watcher(api_for::<Deployment>(c, &ns), children.clone())
+            .default_backoff()
+            .modify(trim_deployment)
+            .reflect(w.deployments),
+        deployment_material,
+    );
+    Controller::for_stream_with(cluster_trigger, cluster_store, ar.clone())
         .with_config(RuntimeConfig::default().debounce(Duration::from_millis(500)).concurrency(CONCURRENCY))
-        .owns_stream(reflect(api_for::<Deployment>(c, &ns), &children, w.deployments))
-        .owns_stream(reflect(api_for::<Service>(c, &ns), &children, w.services))
-        .owns_stream(reflect(api_for::<ConfigMap>(c, &ns), &children, w.config_maps))
-        .owns_stream(reflect(api_for::<PodDisruptionBudget>(c, &ns), &children, w.pdbs))
-        .owns_stream(reflect(api_for::<HorizontalPodAutoscaler>(c, &ns), &children, w.hpas))
-        .owns_stream(reflect(api_for::<ServiceAccount>(c, &ns), &children, w.service_accounts))
-        .owns_stream(reflect(api_for::<Role>(c, &ns), &children, w.roles))
-        .owns_stream(reflect(api_for::<RoleBinding>(c, &ns), &children, w.role_bindings))
+        .owns_stream(deployments)
+        .owns_stream(reflect(api_for::<Service>(c, &ns), &children, w.services, trim))
+        .owns_stream(reflect(api_for::<ConfigMap>(c, &ns), &children, w.config_maps, trim))
+        .owns_stream(reflect(api_for::<PodDisruptionBudget>(c, &ns), &children, w.pdbs, trim))
+        .owns_stream(reflect(api_for::<HorizontalPodAutoscaler>(c, &ns), &children, w.hpas, trim))
+        .owns_stream(reflect(api_for::<ServiceAccount>(c, &ns), &children, w.service_accounts, trim))
+        .owns_stream(reflect(api_for::<Role>(c, &ns), &children, w.roles, trim))
+        .owns_stream(reflect(api_for::<RoleBinding>(c, &ns), &children, w.role_bindings, trim))
         .watches_stream(
-            reflect(api_for::<Lease>(c, &ns), &watcher::Config::default(), w.leases),
+            reflect(api_for::<Lease>(c, &ns), &watcher::Config::default(), w.leases, trim),
             move |lease: Lease| {
                 let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.clone()).unwrap_or_default();
                 let cluster = labels::cluster_of_lease(&lease.name_any()).map(str::to_string);
@@ -773,7 +872,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         )
         .watches_stream(
             // Api<PartialObjectMeta<_>> watches metadata only.
-            reflect(api_for::<PartialObjectMeta<Pod>>(c, &ns), &children, w.pods),
+            reflect(api_for::<PartialObjectMeta<Pod>>(c, &ns), &children, w.pods, trim),
             move |pod: PartialObjectMeta<Pod>| {
                 let role = pod.labels().get(ROLE_LABEL).cloned().unwrap_or_default();
                 let cluster = pod.labels().get(labels::INSTANCE_LABEL).cloned();
@@ -835,6 +934,56 @@ mod tests {
         let err = err.unwrap_or_else(|| panic!("parsed a malformed object"));
         assert_eq!(err.metric_label(), "malformed_object");
         assert!(err.to_string().contains("default/sms"), "{err}");
+    }
+
+    fn cm(name: &str, data: &str) -> ConfigMap {
+        serde_json::from_value(json!({
+            "metadata": { "name": name, "namespace": "default" }, "data": { "k": data },
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn only_material_changes_new_and_deleted_objects_pass() {
+        let material = |c: &ConfigMap| hash_of(&c.data);
+        let events = vec![
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(cm("a", "1"))),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Apply(cm("a", "1"))),
+            Ok(watcher::Event::Apply(cm("b", "1"))),
+            Ok(watcher::Event::Apply(cm("a", "2"))),
+            Ok(watcher::Event::Delete(cm("a", "2"))),
+            Ok(watcher::Event::Apply(cm("a", "2"))),
+        ];
+        let got: Vec<std::result::Result<ConfigMap, watcher::Error>> =
+            futures::executor::block_on(reflect_material(futures::stream::iter(events), material).collect());
+        let out: Vec<String> = got
+            .into_iter()
+            .map(|r| {
+                let c = r.unwrap_or_else(|e| panic!("{e}"));
+                format!("{}={}", c.name_any(), c.data.and_then(|d| d.get("k").cloned()).unwrap_or_default())
+            })
+            .collect();
+        assert_eq!(out, ["a=1", "b=1", "a=2", "a=2", "a=2"]);
+    }
+
+    #[test]
+    fn trimmed_deployments_keep_what_the_reconcile_reads() {
+        let mut d: Deployment = serde_json::from_value(json!({
+            "metadata": { "name": "sms", "namespace": "default", "generation": 2,
+                "annotations": { LAST_APPLIED: "{}", "keep": "1" },
+                "managedFields": [{ "manager": "x", "operation": "Apply" }] },
+            "spec": { "replicas": 2, "selector": {}, "template": {} },
+            "status": { "replicas": 2, "readyReplicas": 1, "conditions": [{ "type": "Available", "status": "True" }] },
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let before = deployment_obs(&d);
+        trim_deployment(&mut d);
+        assert_eq!(deployment_obs(&d), before);
+        assert!(d.metadata.managed_fields.is_none());
+        assert_eq!(d.metadata.annotations.as_ref().map(|a| a.len()), Some(1));
+        assert!(d.status.as_ref().is_some_and(|s| s.conditions.is_none()));
     }
 
     #[test]
