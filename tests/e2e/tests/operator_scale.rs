@@ -43,6 +43,9 @@ use smsc_e2e::{control_plane, TestNamespace};
 const MANAGED: &str = "app.kubernetes.io/managed-by=smsc-operator";
 const INSTANCE: &str = "app.kubernetes.io/instance";
 const POLL: Duration = Duration::from_millis(500);
+/// Between progress checks: each lists every SmscCluster and child (7 N objects), load on the API
+/// server the operator competes with; the times it reports are this coarse.
+const PROGRESS_POLL: Duration = Duration::from_secs(2);
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -415,7 +418,7 @@ async fn operator_scale() -> anyhow::Result<()> {
             "after {wait:?}: {p:?} of {total}; operator log:\n{}",
             tail(&operator.proc.log(), 40)
         );
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(PROGRESS_POLL).await;
     }
     let load_created = load_average();
     let c_available = Counters::read(operator.metrics).await?;
