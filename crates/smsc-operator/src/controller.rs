@@ -189,6 +189,9 @@ pub struct Context {
     resource: ApiResource,
     /// Consecutive failures per object, for the error back-off.
     failures: Mutex<HashMap<String, u32>>,
+    /// Topology in the last status this process wrote, per cluster: the cache can lag our own
+    /// status patch under load, and a reconcile reading it would announce the topology again.
+    written_topology: Mutex<HashMap<String, Topology>>,
     stores: Stores,
     /// Taken by [`run`], which feeds the stores from its watches.
     writers: Mutex<Option<Writers>>,
@@ -207,6 +210,7 @@ impl Context {
             metrics,
             resource: api_resource(),
             failures: Mutex::new(HashMap::new()),
+            written_topology: Mutex::new(HashMap::new()),
         })
     }
 
@@ -215,6 +219,18 @@ impl Context {
         let n = f.entry(key.to_string()).or_insert(0);
         *n = n.saturating_add(1);
         *n
+    }
+
+    fn written_topology(&self, key: &str) -> Option<Topology> {
+        self.written_topology.lock().unwrap_or_else(|p| p.into_inner()).get(key).copied()
+    }
+
+    fn set_written_topology(&self, key: String, t: Option<Topology>) {
+        let mut w = self.written_topology.lock().unwrap_or_else(|p| p.into_inner());
+        match t {
+            Some(t) => w.insert(key, t),
+            None => w.remove(&key),
+        };
     }
 
     fn clear_failures(&self, key: &str) {
@@ -587,6 +603,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
         }
     };
     if cluster.metadata.deletion_timestamp.is_some() {
+        ctx.set_written_topology(key(obj), None);
         // Children go with it through their owner references.
         return Ok(Action::await_change());
     }
@@ -640,7 +657,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
         Decision::Run(topology) => {
             let children = build::children(&cluster, &plan)?;
             let d = apply_children(ctx, &cluster, &plan, &children).await?;
-            let before = old.and_then(|s| s.topology);
+            let before = ctx.written_topology(&key(obj)).or(old.and_then(|s| s.topology));
             if before != Some(*topology) {
                 let (type_, note) = match (topology, cluster.spec.topology) {
                     (Topology::ActiveStandby, Topology::Auto) => {
@@ -678,6 +695,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
     };
     let new = status::compute(old, &inputs, &status::now());
     patch_status(ctx, &cluster, &new).await?;
+    ctx.set_written_topology(key(obj), new.topology);
     Ok(Action::requeue(RESYNC))
 }
 
@@ -880,16 +898,22 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             },
         )
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            match res {
-                Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
-                // A Lease or Pod that maps to no SmscCluster (e.g. another component's Lease).
-                Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
-                    tracing::debug!(object = %obj, "trigger for an SmscCluster that does not exist")
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|res| {
+            let ctx = ctx.clone();
+            async move {
+                match res {
+                    Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
+                    // A Lease or Pod that maps to no SmscCluster (e.g. another component's Lease).
+                    Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
+                        // Also how a deleted SmscCluster's last trigger ends: forget it.
+                        let ns = obj.namespace.clone().unwrap_or_default();
+                        ctx.set_written_topology(format!("{ns}/{}", obj.name), None);
+                        tracing::debug!(object = %obj, "trigger for an SmscCluster that does not exist")
+                    }
+                    // Watch and reconcile errors are logged; the stream itself keeps going.
+                    Err(e) => tracing::warn!(error = %e, "controller"),
                 }
-                // Watch and reconcile errors are logged; the stream itself keeps going.
-                Err(e) => tracing::warn!(error = %e, "controller"),
             }
         })
         .await;
