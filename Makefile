@@ -7,7 +7,7 @@ export SMSC_CACHE ?= $(HOME)/.cache/smsc-operator
 # Two cores: keep cargo from starving the Go build or the tests it runs.
 export CARGO_BUILD_JOBS ?= 2
 
-.PHONY: all build deps lint fmt test test-unit test-peers e2e fuzz bench bench-failover profile demo cluster-up cluster-down k8s-tools crds chart-lint clean
+.PHONY: all build deps lint fmt test test-unit test-peers e2e fuzz bench bench-failover bench-operator profile demo cluster-up cluster-down k8s-tools crds chart-lint clean
 
 all: build
 
@@ -48,6 +48,15 @@ profile: deps
 RUNS ?= 5
 bench-failover: deps k8s-tools
 	RUNS=$(RUNS) $(CARGO) test -p smsc-e2e --test failover -- --ignored --nocapture failover_times
+
+## Operator scale on the control plane (issue 8): N SmscClusters (default 1000) reconciled by the
+## release operator; times, RSS, requests per reconcile, writes when quiet, spec-change latency.
+## Overrides: N; OPSCALE_{CONCURRENCY,QUIET_SECS,SPEC_CHANGES,WAIT_SECS,AVAILABLE_SECS} (tests/e2e/tests/operator_scale.rs).
+N ?= 1000
+bench-operator: deps k8s-tools
+	$(CARGO) build --release -p smsc-operator -p smscd --bins
+	OPSCALE_N=$(N) SMSC_E2E_BIN_DIR="$${CARGO_TARGET_DIR:-$(CURDIR)/target}/release" \
+	  $(CARGO) test -p smsc-e2e --test operator_scale -- --ignored --nocapture operator_scale
 
 ## The test control plane (docs/control-plane.md): built once per version into $(SMSC_CACHE)/k8s.
 k8s-tools:

@@ -267,7 +267,10 @@ cmd_up() {
     --bind-address 127.0.0.1 --secure-port "$(port scheduler)" --cert-dir "$st/pki/scheduler" \
     --leader-elect=false --profiling=false --v=1
 
+  # Node Leases: without them kwok posts a Node's status once, at creation, and never heartbeats
+  # again, so kube-controller-manager marks every Node NotReady one grace period after `up`.
   start kwok kwok --kubeconfig "$st/kwok.kubeconfig" \
+    --node-lease-duration-seconds 40 \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
     --cidr 10.244.0.1/16 --node-ip 127.0.0.1 \
     --server-address "127.0.0.1:$(port kwok)"

@@ -12,13 +12,14 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind, PartialObjectMeta};
 use kube::runtime::controller::{Action, Config as RuntimeConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -34,8 +35,141 @@ use crate::status::{self, DeploymentObs, Inputs};
 
 /// Resync period of a settled cluster.
 const RESYNC: Duration = Duration::from_secs(300);
+/// kubectl's copy of the last applied object (children edited with `kubectl apply`).
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// Field manager that keeps `spec.replicas` while the HPA takes it over.
 const HANDOFF_MANAGER: &str = "smsc-operator-hpa-handoff";
+/// How long a reconcile waits for the caches' first list before failing (and backing off).
+const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+/// Reconciles in flight. Unbounded, a burst of creates opens one API connection per reconcile
+/// (the client speaks HTTP/1.1) and the API server, not the operator, sets the pace anyway.
+pub const CONCURRENCY: u16 = 16;
+
+/// What a reconcile reads, kept current by the controller's own watches (label-selected, without
+/// managedFields), so a reconcile that finds nothing to change sends no request at all.
+#[derive(Clone)]
+pub struct Stores {
+    service_accounts: Store<ServiceAccount>,
+    roles: Store<Role>,
+    role_bindings: Store<RoleBinding>,
+    config_maps: Store<ConfigMap>,
+    deployments: Store<Deployment>,
+    services: Store<Service>,
+    pdbs: Store<PodDisruptionBudget>,
+    hpas: Store<HorizontalPodAutoscaler>,
+    /// Only metadata: the role label is all a reconcile needs of a Pod.
+    pods: Store<PartialObjectMeta<Pod>>,
+    leases: Store<Lease>,
+}
+
+struct Writers {
+    service_accounts: reflector::store::Writer<ServiceAccount>,
+    roles: reflector::store::Writer<Role>,
+    role_bindings: reflector::store::Writer<RoleBinding>,
+    config_maps: reflector::store::Writer<ConfigMap>,
+    deployments: reflector::store::Writer<Deployment>,
+    services: reflector::store::Writer<Service>,
+    pdbs: reflector::store::Writer<PodDisruptionBudget>,
+    hpas: reflector::store::Writer<HorizontalPodAutoscaler>,
+    pods: reflector::store::Writer<PartialObjectMeta<Pod>>,
+    leases: reflector::store::Writer<Lease>,
+}
+
+fn stores() -> (Stores, Writers) {
+    let (service_accounts, w_sa) = reflector::store();
+    let (roles, w_role) = reflector::store();
+    let (role_bindings, w_rb) = reflector::store();
+    let (config_maps, w_cm) = reflector::store();
+    let (deployments, w_dep) = reflector::store();
+    let (services, w_svc) = reflector::store();
+    let (pdbs, w_pdb) = reflector::store();
+    let (hpas, w_hpa) = reflector::store();
+    let (pods, w_pod) = reflector::store();
+    let (leases, w_lease) = reflector::store();
+    (
+        Stores {
+            service_accounts,
+            roles,
+            role_bindings,
+            config_maps,
+            deployments,
+            services,
+            pdbs,
+            hpas,
+            pods,
+            leases,
+        },
+        Writers {
+            service_accounts: w_sa,
+            roles: w_role,
+            role_bindings: w_rb,
+            config_maps: w_cm,
+            deployments: w_dep,
+            services: w_svc,
+            pdbs: w_pdb,
+            hpas: w_hpa,
+            pods: w_pod,
+            leases: w_lease,
+        },
+    )
+}
+
+impl Stores {
+    /// Wait (bounded) for every cache's first list: reading a half-listed cache would take
+    /// existing children for missing ones and re-apply them.
+    async fn synced(&self) -> Result<()> {
+        async fn one<K: kube::Resource + Clone>(s: &Store<K>, what: &'static str) -> Result<()>
+        where
+            K::DynamicType: Eq + std::hash::Hash + Clone,
+        {
+            match tokio::time::timeout(SYNC_TIMEOUT, s.wait_until_ready()).await {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(Error::NotSynced(what)),
+            }
+        }
+        one(&self.service_accounts, "ServiceAccount").await?;
+        one(&self.roles, "Role").await?;
+        one(&self.role_bindings, "RoleBinding").await?;
+        one(&self.config_maps, "ConfigMap").await?;
+        one(&self.deployments, "Deployment").await?;
+        one(&self.services, "Service").await?;
+        one(&self.pdbs, "PodDisruptionBudget").await?;
+        one(&self.hpas, "HorizontalPodAutoscaler").await?;
+        one(&self.pods, "Pod").await?;
+        one(&self.leases, "Lease").await
+    }
+}
+
+/// The cache holding children of kind `Self`.
+pub trait Cached: kube::Resource<DynamicType = ()> + Clone + Sized + 'static {
+    fn store(s: &Stores) -> &Store<Self>;
+}
+
+macro_rules! cached {
+    ($($kind:ty => $field:ident),* $(,)?) => {
+        $(impl Cached for $kind {
+            fn store(s: &Stores) -> &Store<Self> {
+                &s.$field
+            }
+        })*
+    };
+}
+
+cached! {
+    ServiceAccount => service_accounts,
+    Role => roles,
+    RoleBinding => role_bindings,
+    ConfigMap => config_maps,
+    Deployment => deployments,
+    Service => services,
+    PodDisruptionBudget => pdbs,
+    HorizontalPodAutoscaler => hpas,
+}
+
+/// The cached object `ns/name`.
+fn cached<K: Cached>(ctx: &Context, ns: &str, name: &str) -> Option<K> {
+    K::store(&ctx.stores).get(&ObjectRef::new(name).within(ns)).map(|k| (*k).clone())
+}
 
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -55,18 +189,28 @@ pub struct Context {
     resource: ApiResource,
     /// Consecutive failures per object, for the error back-off.
     failures: Mutex<HashMap<String, u32>>,
+    /// Topology in the last status this process wrote, per cluster: the cache can lag our own
+    /// status patch under load, and a reconcile reading it would announce the topology again.
+    written_topology: Mutex<HashMap<String, Topology>>,
+    stores: Stores,
+    /// Taken by [`run`], which feeds the stores from its watches.
+    writers: Mutex<Option<Writers>>,
 }
 
 impl Context {
     pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Arc<Self> {
         let reporter = Reporter { controller: MANAGER.into(), instance: settings.instance.clone() };
+        let (stores, writers) = stores();
         Arc::new(Context {
+            stores,
+            writers: Mutex::new(Some(writers)),
             recorder: Recorder::new(client.clone(), reporter),
             client,
             settings,
             metrics,
             resource: api_resource(),
             failures: Mutex::new(HashMap::new()),
+            written_topology: Mutex::new(HashMap::new()),
         })
     }
 
@@ -75,6 +219,18 @@ impl Context {
         let n = f.entry(key.to_string()).or_insert(0);
         *n = n.saturating_add(1);
         *n
+    }
+
+    fn written_topology(&self, key: &str) -> Option<Topology> {
+        self.written_topology.lock().unwrap_or_else(|p| p.into_inner()).get(key).copied()
+    }
+
+    fn set_written_topology(&self, key: String, t: Option<Topology>) {
+        let mut w = self.written_topology.lock().unwrap_or_else(|p| p.into_inner());
+        match t {
+            Some(t) => w.insert(key, t),
+            None => w.remove(&key),
+        };
     }
 
     fn clear_failures(&self, key: &str) {
@@ -143,6 +299,7 @@ fn kind_of<K: k8s_openapi::Resource>() -> &'static str {
 async fn apply<K>(ctx: &Context, ns: &str, desired: &K) -> Result<Option<K>>
 where
     K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Cached
         + k8s_openapi::Resource
         + Clone
         + Serialize
@@ -156,6 +313,7 @@ where
 async fn apply_with<K>(ctx: &Context, ns: &str, desired: &K, always: bool) -> Result<Option<K>>
 where
     K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Cached
         + k8s_openapi::Resource
         + Clone
         + Serialize
@@ -164,7 +322,7 @@ where
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let name = desired.meta().name.clone().unwrap_or_default();
-    let observed = api.get_opt(&name).await.map_err(|e| Error::kube(Verb::Get, kind_of::<K>(), &name, e))?;
+    let observed = cached::<K>(ctx, ns, &name);
     if let Some(obs) = observed.as_ref().filter(|_| !always) {
         let d = serde_json::to_value(desired).map_err(|e| Error::Render(e.to_string()))?;
         let o = serde_json::to_value(obs).map_err(|e| Error::Render(e.to_string()))?;
@@ -185,17 +343,19 @@ where
 async fn prune<K>(ctx: &Context, ns: &str, cluster: &str, uid: Option<&str>, keep: Option<&str>) -> Result<()>
 where
     K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Cached
         + k8s_openapi::Resource
         + Clone
         + DeserializeOwned
         + Debug,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
-    let list = api
-        .list_metadata(&ListParams::default().labels(&labels::children_selector(cluster)))
-        .await
-        .map_err(|e| Error::kube(Verb::List, kind_of::<K>(), cluster, e))?;
-    for obj in list.items {
+    let ours = labels::labels(cluster);
+    let wanted = [labels::INSTANCE_LABEL, labels::MANAGED_BY_LABEL];
+    let list = K::store(&ctx.stores).state_filter(|o| {
+        o.namespace().as_deref() == Some(ns) && wanted.iter().all(|k| o.labels().get(*k) == ours.get(*k))
+    });
+    for obj in list {
         let name = obj.name_any();
         let owned = obj.owner_references().iter().any(|o| Some(o.uid.as_str()) == uid);
         if !owned || Some(name.as_str()) == keep {
@@ -214,6 +374,7 @@ where
 
 /// Before the Deployment is applied without `spec.replicas`, a second manager takes the field
 /// over at its current value: dropping it outright would reset it to 1 until the HPA acts.
+/// Reads the Deployment from the API server: the cache drops managedFields.
 async fn hand_replicas_to_hpa(ctx: &Context, ns: &str, desired: &Deployment) -> Result<Handoff> {
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
     let name = desired.name_any();
@@ -348,23 +509,20 @@ async fn missing_secrets(ctx: &Context, cluster: &SmscCluster, ns: &str) -> Resu
 }
 
 /// The Lease holder, if the Lease exists and names one.
-async fn lease_holder(ctx: &Context, ns: &str, cluster: &str) -> Result<Option<String>> {
-    let api: Api<Lease> = Api::namespaced(ctx.client.clone(), ns);
-    let name = labels::lease_name(cluster);
-    let lease = api.get_opt(&name).await.map_err(|e| Error::kube(Verb::Get, "Lease", &name, e))?;
-    Ok(lease.and_then(|l| l.spec).and_then(|s| s.holder_identity).filter(|h| !h.is_empty()))
+fn lease_holder(ctx: &Context, ns: &str, cluster: &str) -> Option<String> {
+    let lease = ctx.stores.leases.get(&ObjectRef::new(&labels::lease_name(cluster)).within(ns))?;
+    lease.spec.as_ref().and_then(|s| s.holder_identity.clone()).filter(|h| !h.is_empty())
 }
 
 /// Remove `smsc.io/role=active` from Pods that do not hold the Lease (e.g. a crashed leader's).
 async fn fix_role_labels(ctx: &Context, ns: &str, cluster: &str, holder: Option<&str>) -> Result<()> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let selector =
-        format!("{},{ROLE_LABEL}={ROLE_ACTIVE}", labels::selector_string(&labels::selector(cluster)));
-    let pods = api
-        .list_metadata(&ListParams::default().labels(&selector))
-        .await
-        .map_err(|e| Error::kube(Verb::List, "Pod", cluster, e))?;
-    for pod in pods.items {
+    let mut selector = labels::selector(cluster);
+    selector.insert(ROLE_LABEL.to_string(), ROLE_ACTIVE.to_string());
+    let pods = ctx.stores.pods.state_filter(|p| {
+        p.namespace().as_deref() == Some(ns) && selector.iter().all(|(k, v)| p.labels().get(k) == Some(v))
+    });
+    for pod in pods {
         let name = pod.name_any();
         if Some(name.as_str()) == holder {
             continue;
@@ -445,20 +603,21 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
         }
     };
     if cluster.metadata.deletion_timestamp.is_some() {
+        ctx.set_written_topology(key(obj), None);
         // Children go with it through their owner references.
         return Ok(Action::await_change());
     }
     let ns = cluster.namespace().unwrap_or_default();
     let name = cluster.name_any();
     let old = cluster.status.as_ref();
+    ctx.stores.synced().await?;
 
     // Validate (pure).
     let plan = build::plan(&cluster, &ctx.settings.smscd_image, &ns)?;
     let selector = labels::selector_string(&labels::selector(&name));
 
     if cluster.spec.paused {
-        let dep: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-        let d = dep.get_opt(&name).await.map_err(|e| Error::kube(Verb::Get, "Deployment", &name, e))?;
+        let d = cached::<Deployment>(ctx, &ns, &name);
         let inputs = Inputs {
             generation: cluster.metadata.generation,
             paused: true,
@@ -493,13 +652,12 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
                 tracing::warn!(%ns, %name, %note);
                 ctx.event(obj, EventType::Warning, "ActiveActiveRefused", note).await;
             }
-            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-            api.get_opt(&name).await.map_err(|e| Error::kube(Verb::Get, "Deployment", &name, e))?
+            cached::<Deployment>(ctx, &ns, &name)
         }
         Decision::Run(topology) => {
             let children = build::children(&cluster, &plan)?;
             let d = apply_children(ctx, &cluster, &plan, &children).await?;
-            let before = old.and_then(|s| s.topology);
+            let before = ctx.written_topology(&key(obj)).or(old.and_then(|s| s.topology));
             if before != Some(*topology) {
                 let (type_, note) = match (topology, cluster.spec.topology) {
                     (Topology::ActiveStandby, Topology::Auto) => {
@@ -522,8 +680,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
         Decision::Run(t) => Some(t),
         Decision::Refused { .. } => old.and_then(|s| s.topology),
     };
-    let holder =
-        if topology == Some(Topology::ActiveStandby) { lease_holder(ctx, &ns, &name).await? } else { None };
+    let holder = if topology == Some(Topology::ActiveStandby) { lease_holder(ctx, &ns, &name) } else { None };
     fix_role_labels(ctx, &ns, &name, holder.as_deref()).await?;
 
     let inputs = Inputs {
@@ -538,6 +695,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
     };
     let new = status::compute(old, &inputs, &status::now());
     patch_status(ctx, &cluster, &new).await?;
+    ctx.set_written_topology(key(obj), new.topology);
     Ok(Action::requeue(RESYNC))
 }
 
@@ -581,6 +739,103 @@ where
     }
 }
 
+/// What the caches need not hold: managedFields (most of a child's bytes) and kubectl's
+/// last-applied copy; the reconcile reads neither.
+fn trim_meta(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+}
+
+/// A watch feeding `writer`'s cache (trimmed by `trim`), yielding each object after the cache
+/// holds it, so the reconcile it triggers reads it back.
+fn reflect<K>(
+    api: Api<K>,
+    wc: &watcher::Config,
+    writer: reflector::store::Writer<K>,
+    trim: fn(&mut K),
+) -> impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+{
+    watcher(api, wc.clone()).default_backoff().modify(trim).reflect(writer).touched_objects()
+}
+
+/// Like [`reflect`], but an update yields the object only when `material` changed, so writes
+/// that cannot change the outcome (our own status patches echoing back, kube-controller-manager
+/// rewriting a Deployment's condition timestamps) do not cost a reconcile. New and deleted objects
+/// always pass, and so does everything after a re-list.
+fn reflect_material<K, F>(
+    watch: impl futures::Stream<Item = std::result::Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    material: F,
+) -> impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource + Clone + Send + 'static,
+    F: Fn(&K) -> u64 + Send + 'static,
+{
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    watch.filter_map(move |ev| {
+        let key = |o: &K| format!("{}/{}", o.meta().namespace.as_deref().unwrap_or(""), o.name_any());
+        let out = match ev {
+            Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => {
+                let fp = material(&o);
+                (seen.insert(key(&o), fp) != Some(fp)).then_some(Ok(o))
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                seen.remove(&key(&o));
+                Some(Ok(o))
+            }
+            // A re-list (after a watch gap) yields everything again, as the unfiltered watch would,
+            // and forgets objects deleted during the gap.
+            Ok(watcher::Event::Init) => {
+                seen.clear();
+                None
+            }
+            Ok(watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
+        };
+        futures::future::ready(out)
+    })
+}
+
+fn hash_of(v: &impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
+/// What a reconcile reads of a Deployment (plus its labels and annotations, which an apply
+/// would restore).
+fn deployment_material(d: &Deployment) -> u64 {
+    hash_of(&(
+        deployment_obs(d),
+        &d.metadata.labels,
+        &d.metadata.annotations,
+        d.metadata.deletion_timestamp.is_some(),
+    ))
+}
+
+/// A spec change bumps the generation; status echoes (ours) and label edits do not matter.
+fn cluster_material(c: &DynamicObject) -> u64 {
+    hash_of(&(c.metadata.generation, c.metadata.deletion_timestamp.is_some()))
+}
+
+fn trim<K: kube::Resource>(o: &mut K) {
+    trim_meta(o.meta_mut());
+}
+
+/// Deployments: the reconcile reads the spec (to compare) and the replica counts, not the
+/// conditions kube-controller-manager keeps rewriting.
+fn trim_deployment(d: &mut Deployment) {
+    trim_meta(&mut d.metadata);
+    if let Some(st) = d.status.as_mut() {
+        st.conditions = None;
+    }
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
@@ -590,41 +845,75 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         Some(n) => Api::namespaced_with(client.clone(), n, &ar),
         None => Api::all_with(client.clone(), &ar),
     };
+    let cluster_writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
+    let cluster_store = cluster_writer.as_reader();
+    let cluster_trigger = reflect_material(
+        watcher(clusters, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(|o: &mut DynamicObject| trim_meta(&mut o.metadata))
+            .reflect(cluster_writer),
+        cluster_material,
+    );
+    let Some(w) = ctx.writers.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        tracing::error!("controller::run called twice on one Context");
+        return;
+    };
     let children = watcher::Config::default().labels(&format!("{}={MANAGER}", labels::MANAGED_BY_LABEL));
     let lease_seen = Arc::new(Mutex::new(HashMap::new()));
     let pod_seen = Arc::new(Mutex::new(HashMap::new()));
     let (ar_l, ar_p) = (ar.clone(), ar.clone());
-    Controller::new_with(clusters, watcher::Config::default().any_semantic(), ar.clone())
-        .with_config(RuntimeConfig::default().debounce(Duration::from_millis(500)))
-        .owns(api_for::<Deployment>(&client, &ns), children.clone())
-        .owns(api_for::<Service>(&client, &ns), children.clone())
-        .owns(api_for::<ConfigMap>(&client, &ns), children.clone())
-        .owns(api_for::<PodDisruptionBudget>(&client, &ns), children.clone())
-        .owns(api_for::<HorizontalPodAutoscaler>(&client, &ns), children.clone())
-        .owns(api_for::<ServiceAccount>(&client, &ns), children.clone())
-        .owns(api_for::<Role>(&client, &ns), children.clone())
-        .owns(api_for::<RoleBinding>(&client, &ns), children.clone())
-        .watches(api_for::<Lease>(&client, &ns), watcher::Config::default(), move |lease: Lease| {
-            let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.clone()).unwrap_or_default();
-            let cluster = labels::cluster_of_lease(&lease.name_any()).map(str::to_string);
-            changed_filter(&lease_seen, &lease, holder, cluster, &ar_l)
-        })
-        .watches(api_for::<Pod>(&client, &ns), children, move |pod: Pod| {
-            let role = pod.labels().get(ROLE_LABEL).cloned().unwrap_or_default();
-            let cluster = pod.labels().get(labels::INSTANCE_LABEL).cloned();
-            changed_filter(&pod_seen, &pod, role, cluster, &ar_p)
-        })
+    let c = &client;
+    let deployments = reflect_material(
+        watcher(api_for::<Deployment>(c, &ns), children.clone())
+            .default_backoff()
+            .modify(trim_deployment)
+            .reflect(w.deployments),
+        deployment_material,
+    );
+    Controller::for_stream_with(cluster_trigger, cluster_store, ar.clone())
+        .with_config(RuntimeConfig::default().debounce(Duration::from_millis(500)).concurrency(CONCURRENCY))
+        .owns_stream(deployments)
+        .owns_stream(reflect(api_for::<Service>(c, &ns), &children, w.services, trim))
+        .owns_stream(reflect(api_for::<ConfigMap>(c, &ns), &children, w.config_maps, trim))
+        .owns_stream(reflect(api_for::<PodDisruptionBudget>(c, &ns), &children, w.pdbs, trim))
+        .owns_stream(reflect(api_for::<HorizontalPodAutoscaler>(c, &ns), &children, w.hpas, trim))
+        .owns_stream(reflect(api_for::<ServiceAccount>(c, &ns), &children, w.service_accounts, trim))
+        .owns_stream(reflect(api_for::<Role>(c, &ns), &children, w.roles, trim))
+        .owns_stream(reflect(api_for::<RoleBinding>(c, &ns), &children, w.role_bindings, trim))
+        .watches_stream(
+            reflect(api_for::<Lease>(c, &ns), &watcher::Config::default(), w.leases, trim),
+            move |lease: Lease| {
+                let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.clone()).unwrap_or_default();
+                let cluster = labels::cluster_of_lease(&lease.name_any()).map(str::to_string);
+                changed_filter(&lease_seen, &lease, holder, cluster, &ar_l)
+            },
+        )
+        .watches_stream(
+            // Api<PartialObjectMeta<_>> watches metadata only.
+            reflect(api_for::<PartialObjectMeta<Pod>>(c, &ns), &children, w.pods, trim),
+            move |pod: PartialObjectMeta<Pod>| {
+                let role = pod.labels().get(ROLE_LABEL).cloned().unwrap_or_default();
+                let cluster = pod.labels().get(labels::INSTANCE_LABEL).cloned();
+                changed_filter(&pod_seen, &pod, role, cluster, &ar_p)
+            },
+        )
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            match res {
-                Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
-                // A Lease or Pod that maps to no SmscCluster (e.g. another component's Lease).
-                Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
-                    tracing::debug!(object = %obj, "trigger for an SmscCluster that does not exist")
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|res| {
+            let ctx = ctx.clone();
+            async move {
+                match res {
+                    Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
+                    // A Lease or Pod that maps to no SmscCluster (e.g. another component's Lease).
+                    Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
+                        // Also how a deleted SmscCluster's last trigger ends: forget it.
+                        let ns = obj.namespace.clone().unwrap_or_default();
+                        ctx.set_written_topology(format!("{ns}/{}", obj.name), None);
+                        tracing::debug!(object = %obj, "trigger for an SmscCluster that does not exist")
+                    }
+                    // Watch and reconcile errors are logged; the stream itself keeps going.
+                    Err(e) => tracing::warn!(error = %e, "controller"),
                 }
-                // Watch and reconcile errors are logged; the stream itself keeps going.
-                Err(e) => tracing::warn!(error = %e, "controller"),
             }
         })
         .await;
@@ -669,6 +958,56 @@ mod tests {
         let err = err.unwrap_or_else(|| panic!("parsed a malformed object"));
         assert_eq!(err.metric_label(), "malformed_object");
         assert!(err.to_string().contains("default/sms"), "{err}");
+    }
+
+    fn cm(name: &str, data: &str) -> ConfigMap {
+        serde_json::from_value(json!({
+            "metadata": { "name": name, "namespace": "default" }, "data": { "k": data },
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn only_material_changes_new_and_deleted_objects_pass() {
+        let material = |c: &ConfigMap| hash_of(&c.data);
+        let events = vec![
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(cm("a", "1"))),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Apply(cm("a", "1"))),
+            Ok(watcher::Event::Apply(cm("b", "1"))),
+            Ok(watcher::Event::Apply(cm("a", "2"))),
+            Ok(watcher::Event::Delete(cm("a", "2"))),
+            Ok(watcher::Event::Apply(cm("a", "2"))),
+        ];
+        let got: Vec<std::result::Result<ConfigMap, watcher::Error>> =
+            futures::executor::block_on(reflect_material(futures::stream::iter(events), material).collect());
+        let out: Vec<String> = got
+            .into_iter()
+            .map(|r| {
+                let c = r.unwrap_or_else(|e| panic!("{e}"));
+                format!("{}={}", c.name_any(), c.data.and_then(|d| d.get("k").cloned()).unwrap_or_default())
+            })
+            .collect();
+        assert_eq!(out, ["a=1", "b=1", "a=2", "a=2", "a=2"]);
+    }
+
+    #[test]
+    fn trimmed_deployments_keep_what_the_reconcile_reads() {
+        let mut d: Deployment = serde_json::from_value(json!({
+            "metadata": { "name": "sms", "namespace": "default", "generation": 2,
+                "annotations": { LAST_APPLIED: "{}", "keep": "1" },
+                "managedFields": [{ "manager": "x", "operation": "Apply" }] },
+            "spec": { "replicas": 2, "selector": {}, "template": {} },
+            "status": { "replicas": 2, "readyReplicas": 1, "conditions": [{ "type": "Available", "status": "True" }] },
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let before = deployment_obs(&d);
+        trim_deployment(&mut d);
+        assert_eq!(deployment_obs(&d), before);
+        assert!(d.metadata.managed_fields.is_none());
+        assert_eq!(d.metadata.annotations.as_ref().map(|a| a.len()), Some(1));
+        assert!(d.status.as_ref().is_some_and(|s| s.conditions.is_none()));
     }
 
     #[test]

@@ -12,6 +12,9 @@ pub enum Error {
     InvalidSpec(String),
     #[error("rendering the smscd config: {0}")]
     Render(String),
+    /// The caches the reconcile reads children from have not finished their first list.
+    #[error("the {0} cache has not synced yet")]
+    NotSynced(&'static str),
     #[error("{verb} {kind} {name}: {source}")]
     Kube { verb: Verb, kind: &'static str, name: String, source: Box<kube::Error> },
 }
@@ -51,6 +54,7 @@ impl Error {
             Error::Malformed { .. } => "malformed_object",
             Error::InvalidSpec(_) => "invalid_spec",
             Error::Render(_) => "render",
+            Error::NotSynced(_) => "not_synced",
             Error::Kube { verb, .. } => match verb {
                 Verb::Get => "get",
                 Verb::List => "list",
@@ -68,6 +72,7 @@ impl Error {
             Error::Malformed { .. } => "MalformedObject",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::Render(_) => "RenderFailed",
+            Error::NotSynced(_) => "CacheNotSynced",
             Error::Kube { verb, .. } => match verb {
                 Verb::Get | Verb::List => "ReadFailed",
                 Verb::Apply => "ApplyFailed",

@@ -11,4 +11,5 @@ pub mod labels;
 pub mod leader;
 pub mod metrics;
 pub mod render;
+pub mod requests;
 pub mod status;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use k8s_openapi::api::coordination::v1::Lease;
+use kube::client::ClientBuilder;
 use kube::{Api, Client};
 use smsc_operator::controller::{self, Context, Settings};
 use smsc_operator::http::{self, HttpState};
@@ -120,15 +121,21 @@ async fn terminated() {
     }
 }
 
+/// The default client, with every request counted on /metrics.
+async fn client(metrics: Arc<Metrics>) -> Result<Client, kube::Error> {
+    let config = kube::Config::infer().await.map_err(kube::Error::InferConfig)?;
+    Ok(ClientBuilder::try_from(config)?.with_layer(&smsc_operator::requests::layer(metrics)).build())
+}
+
 async fn run(cli: Cli) -> ExitCode {
-    let client = match Client::try_default().await {
+    let metrics = Arc::new(Metrics::default());
+    let client = match client(metrics.clone()).await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "no Kubernetes client configuration");
             return ExitCode::FAILURE;
         }
     };
-    let metrics = Arc::new(Metrics::default());
     let state = HttpState { metrics: metrics.clone(), ready: Arc::default() };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {

@@ -1,4 +1,5 @@
-//! Prometheus metrics: reconciles, errors by kind, reconcile duration.
+//! Prometheus metrics: reconciles, errors by kind, reconcile duration, child writes, and every
+//! request to the API server by verb and resource (see [`crate::requests`]).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -11,6 +12,12 @@ pub struct ErrorLabels {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub verb: String,
+    pub resource: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub reconciles: Counter,
@@ -18,6 +25,8 @@ pub struct Metrics {
     pub duration: Histogram,
     /// Children written by server-side apply (or deleted as orphans); 0 on a settled cluster.
     pub writes: Counter,
+    /// Requests the operator's client sent, by verb and resource.
+    pub requests: Family<RequestLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -27,11 +36,17 @@ impl Default for Metrics {
         let errors = Family::<ErrorLabels, Counter>::default();
         let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
         let writes = Counter::default();
+        let requests = Family::<RequestLabels, Counter>::default();
         registry.register("reconciles", "Reconciles started", reconciles.clone());
         registry.register("reconcile_errors", "Reconcile errors by kind", errors.clone());
         registry.register("reconcile_duration_seconds", "Reconcile duration", duration.clone());
         registry.register("child_writes", "Child objects applied or deleted", writes.clone());
-        Metrics { registry, reconciles, errors, duration, writes }
+        registry.register(
+            "api_requests",
+            "Requests sent to the API server by verb and resource",
+            requests.clone(),
+        );
+        Metrics { registry, reconciles, errors, duration, writes, requests }
     }
 }
 

@@ -6,7 +6,7 @@ use smsc_api::crd::{ChecklistItem, Condition, ConditionStatus, ConditionType, Sm
 use crate::checklist::{names, Decision};
 
 /// The Deployment as observed after applying.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DeploymentObs {
     pub generation: Option<i64>,
     pub observed_generation: Option<i64>,
