@@ -9,10 +9,11 @@
 //! rustls with the system roots (SSL_CERT_FILE honoured).
 //!
 //! Keys (`P` = `store.key_prefix`):
-//! - `P:corr:<upstream>:<normalised id>`: hash `a` account, `o` our id, `t` submit time (ms),
-//!   `r` registered_delivery; expires after `store.ttl`. A final receipt does not delete it: it
-//!   shortens the expiry to [`TAKEN_GRACE`], so a receipt the upstream redelivers (because
-//!   queueing it failed after the lookup, e.g. Redis went away in between) still matches.
+//! - `P:corr:<upstream>:<normalised id>`: string (see [`pack_correlation`]: account, our id,
+//!   submit time (ms), registered_delivery), one `SET … PX`; expires after `store.ttl`. A final
+//!   receipt does not delete it: it marks it taken with the expiry [`TAKEN_GRACE`], so a receipt
+//!   the upstream redelivers (because queueing it failed after the lookup, e.g. Redis went away
+//!   in between) still matches. Hashes written by older versions are still read.
 //! - `P:q:<account>`: one stream per account, fields `pdu` (deliver_sm encoded with sequence 0)
 //!   and `id` (our id, receipts only). Consumer group `P`; consumer = replica identity.
 //!
