@@ -182,6 +182,14 @@ async fn store_correlation_by_candidates_ttl_and_grace() {
     assert_eq!(s.take_correlation("up", &cands, true).await.expect("take"), Some(corr("ours")));
     let ttl2: i64 = redis::cmd("PTTL").arg("u1:corr:up:7b").query_async(&mut c).await.expect("PTTL");
     assert!(ttl2 > 0 && ttl2 <= ttl, "ttl {ttl2} after {ttl}");
+    // Matched by its best candidate (the plain GETEX path): the same grace.
+    s.put_correlation("up", "5", corr("five")).await.expect("put");
+    assert_eq!(s.take_correlation("up", &["5".into()], false).await.expect("take"), Some(corr("five")));
+    let ttl: i64 = redis::cmd("PTTL").arg("u1:corr:up:5").query_async(&mut c).await.expect("PTTL");
+    assert!(ttl > 300_000, "ttl {ttl}");
+    assert_eq!(s.take_correlation("up", &["5".into()], true).await.expect("take"), Some(corr("five")));
+    let ttl: i64 = redis::cmd("PTTL").arg("u1:corr:up:5").query_async(&mut c).await.expect("PTTL");
+    assert!(ttl > 0 && ttl <= 300_000, "ttl {ttl}");
     // A record in the hash layout of older versions (written before an upgrade) still matches.
     let _: () = redis::cmd("HSET")
         .arg("u1:corr:up:9")

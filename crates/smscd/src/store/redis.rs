@@ -11,7 +11,7 @@
 //! Keys (`P` = `store.key_prefix`):
 //! - `P:corr:<upstream>:<normalised id>`: string (see [`pack_correlation`]: account, our id,
 //!   submit time (ms), registered_delivery), one `SET … PX`; expires after `store.ttl`. A final
-//!   receipt does not delete it: it marks it taken with the expiry [`TAKEN_GRACE`], so a receipt
+//!   receipt does not delete it: it sets the expiry to [`TAKEN_GRACE`], so a receipt
 //!   the upstream redelivers (because queueing it failed after the lookup, e.g. Redis went away
 //!   in between) still matches. Hashes written by older versions are still read.
 //! - `P:q:<account>`: one stream per account, fields `pdu` (deliver_sm encoded with sequence 0)
@@ -712,15 +712,30 @@ impl Store for RedisStore {
         remove: bool,
     ) -> BoxFuture<'a, Result<Option<Correlation>, StoreError>> {
         Box::pin(async move {
-            if candidates.is_empty() {
-                return Ok(None);
+            let Some(first) = candidates.first() else { return Ok(None) };
+            let grace = TAKEN_GRACE.min(self.ttl).as_millis().max(1) as u64;
+            // Nearly every receipt matches its best candidate: one plain GET (GETEX for a final
+            // receipt, which sets the grace expiry) costs Redis a fraction of a script call. A
+            // miss, more candidates or an old hash record (WRONGTYPE) go to the script, which
+            // looks at every candidate again.
+            let mut cmd = redis::cmd(if remove { "GETEX" } else { "GET" });
+            cmd.arg(self.corr_key(upstream, first));
+            if remove {
+                cmd.arg("PX").arg(grace);
+            }
+            let mut conn = self.conn().await?;
+            let r: Result<Value, _> = cmd.query_async(&mut conn).await;
+            match r {
+                Ok(Value::Nil) if candidates.len() == 1 => return Ok(None),
+                Ok(Value::Nil) => {}
+                Err(e) if is_server_reply(&e) => {}
+                r => return self.note(r.and_then(correlation_from)),
             }
             let mut inv = self.take.prepare_invoke();
             for id in candidates {
                 inv.key(self.corr_key(upstream, id));
             }
-            inv.arg(if remove { "1" } else { "0" }).arg(TAKEN_GRACE.min(self.ttl).as_millis().max(1) as u64);
-            let mut conn = self.conn().await?;
+            inv.arg(if remove { "1" } else { "0" }).arg(grace);
             let r: Result<Value, _> = inv.invoke_async(&mut conn).await;
             self.note(r.and_then(correlation_from))
         })
