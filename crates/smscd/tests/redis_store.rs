@@ -178,6 +178,30 @@ async fn store_correlation_by_candidates_ttl_and_grace() {
     let mut c = redis_conn(&r.url()).await;
     let ttl: i64 = redis::cmd("PTTL").arg("u1:corr:up:7b").query_async(&mut c).await.expect("PTTL");
     assert!(ttl > 0 && ttl <= 300_000, "ttl {ttl}");
+    // A redelivered final receipt still matches and leaves the record as it is.
+    assert_eq!(s.take_correlation("up", &cands, true).await.expect("take"), Some(corr("ours")));
+    let ttl2: i64 = redis::cmd("PTTL").arg("u1:corr:up:7b").query_async(&mut c).await.expect("PTTL");
+    assert!(ttl2 > 0 && ttl2 <= ttl, "ttl {ttl2} after {ttl}");
+    // Matched by its best candidate (the plain GETEX path): the same grace.
+    s.put_correlation("up", "5", corr("five")).await.expect("put");
+    assert_eq!(s.take_correlation("up", &["5".into()], false).await.expect("take"), Some(corr("five")));
+    let ttl: i64 = redis::cmd("PTTL").arg("u1:corr:up:5").query_async(&mut c).await.expect("PTTL");
+    assert!(ttl > 300_000, "ttl {ttl}");
+    assert_eq!(s.take_correlation("up", &["5".into()], true).await.expect("take"), Some(corr("five")));
+    let ttl: i64 = redis::cmd("PTTL").arg("u1:corr:up:5").query_async(&mut c).await.expect("PTTL");
+    assert!(ttl > 0 && ttl <= 300_000, "ttl {ttl}");
+    // A record in the hash layout of older versions (written before an upgrade) still matches.
+    let _: () = redis::cmd("HSET")
+        .arg("u1:corr:up:9")
+        .arg(&["a", "acc", "o", "old", "t", "7", "r", "1"])
+        .query_async(&mut c)
+        .await
+        .expect("HSET");
+    let _: () =
+        redis::cmd("PEXPIRE").arg("u1:corr:up:9").arg(3_600_000).query_async(&mut c).await.expect("PEXPIRE");
+    assert_eq!(s.take_correlation("up", &["9".into()], true).await.expect("take"), Some(corr("old")));
+    let ttl: i64 = redis::cmd("PTTL").arg("u1:corr:up:9").query_async(&mut c).await.expect("PTTL");
+    assert!(ttl > 0 && ttl <= 300_000, "ttl {ttl}");
     // The TTL applies.
     let short =
         RedisStore::new(&r.url(), "u1s", Duration::from_millis(200), "c".into(), Duration::from_secs(30))

@@ -9,10 +9,11 @@
 //! rustls with the system roots (SSL_CERT_FILE honoured).
 //!
 //! Keys (`P` = `store.key_prefix`):
-//! - `P:corr:<upstream>:<normalised id>`: hash `a` account, `o` our id, `t` submit time (ms),
-//!   `r` registered_delivery; expires after `store.ttl`. A final receipt does not delete it: it
-//!   shortens the expiry to [`TAKEN_GRACE`], so a receipt the upstream redelivers (because
-//!   queueing it failed after the lookup, e.g. Redis went away in between) still matches.
+//! - `P:corr:<upstream>:<normalised id>`: string (see [`pack_correlation`]: account, our id,
+//!   submit time (ms), registered_delivery), one `SET … PX`; expires after `store.ttl`. A final
+//!   receipt does not delete it: it sets the expiry to [`TAKEN_GRACE`], so a receipt
+//!   the upstream redelivers (because queueing it failed after the lookup, e.g. Redis went away
+//!   in between) still matches. Hashes written by older versions are still read.
 //! - `P:q:<account>`: one stream per account, fields `pdu` (deliver_sm encoded with sequence 0)
 //!   and `id` (our id, receipts only). Consumer group `P`; consumer = replica identity.
 //!
@@ -64,16 +65,28 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// KEYS: candidate correlation keys, best first. ARGV[1]: "1" to take (final receipt),
-/// ARGV[2]: grace in ms. Returns [account, our id, submit ms, registered_delivery] or nil.
+/// ARGV[2]: grace in ms. Returns the packed record (see [`pack_correlation`]), the HMGET reply
+/// [account, our id, submit ms, registered_delivery] for a record in the old hash layout, or nil.
+/// Taking marks the record `T` and sets the grace expiry in one SET, so a redelivered final
+/// receipt finds it marked and writes nothing.
 const TAKE_LUA: &str = r#"
 for _, k in ipairs(KEYS) do
-  local v = redis.call('HMGET', k, 'a', 'o', 't', 'r')
-  if v[1] then
-    if ARGV[1] == '1' then
-      local left = redis.call('PTTL', k)
-      if left < 0 or left > tonumber(ARGV[2]) then redis.call('PEXPIRE', k, ARGV[2]) end
+  local v = redis.pcall('GET', k)
+  if type(v) == 'string' then
+    if ARGV[1] == '1' and string.byte(v, 1) == 76 then
+      redis.call('SET', k, 'T' .. string.sub(v, 2), 'PX', ARGV[2])
     end
     return v
+  elseif type(v) == 'table' then
+    -- WRONGTYPE: a hash written by an older smscd (records live for the whole TTL).
+    local h = redis.call('HMGET', k, 'a', 'o', 't', 'r')
+    if h[1] then
+      if ARGV[1] == '1' then
+        local left = redis.call('PTTL', k)
+        if left < 0 or left > tonumber(ARGV[2]) then redis.call('PEXPIRE', k, ARGV[2]) end
+      end
+      return h
+    end
   end
 end
 return false
@@ -91,8 +104,51 @@ return false
 
 /// An entry as XCLAIM returns it: id and fields.
 type RawEntry = (String, HashMap<String, Value>);
-/// HMGET a o t r.
+/// HMGET a o t r (the hash layout of older versions).
 type RawCorrelation = (String, String, Option<u64>, Option<u8>);
+
+/// A correlation as one string, `L<submit ms>:<registered_delivery>:<our id length>:<our id><account>`
+/// (`T` instead of `L` once a final receipt took it): one `SET … PX` writes it, one `GET` reads it.
+/// The length prefix lets our id and the account hold any character.
+pub fn pack_correlation(c: &Correlation) -> String {
+    format!("L{}:{}:{}:{}{}", c.submitted_at_ms, c.registered_delivery, c.our_id.len(), c.our_id, c.account)
+}
+
+/// The inverse of [`pack_correlation`] (either mark); None when malformed.
+pub fn unpack_correlation(v: &[u8]) -> Option<Correlation> {
+    let v = std::str::from_utf8(v).ok()?;
+    let rest = v.strip_prefix('L').or_else(|| v.strip_prefix('T'))?;
+    let mut parts = rest.splitn(4, ':');
+    let submitted_at_ms = parts.next()?.parse().ok()?;
+    let registered_delivery = parts.next()?.parse().ok()?;
+    let len: usize = parts.next()?.parse().ok()?;
+    let tail = parts.next()?;
+    let (our_id, account) = (tail.get(..len)?, tail.get(len..)?);
+    Some(Correlation {
+        account: account.to_owned(),
+        our_id: our_id.to_owned(),
+        submitted_at_ms,
+        registered_delivery,
+    })
+}
+
+fn correlation_from(v: Value) -> Result<Option<Correlation>, RedisError> {
+    match v {
+        Value::Nil => Ok(None),
+        Value::BulkString(b) => unpack_correlation(&b)
+            .map(Some)
+            .ok_or_else(|| RedisError::from((redis::ErrorKind::TypeError, "malformed correlation record"))),
+        v => {
+            let (account, our_id, t, r): RawCorrelation = redis::from_redis_value(&v)?;
+            Ok(Some(Correlation {
+                account,
+                our_id,
+                submitted_at_ms: t.unwrap_or(0),
+                registered_delivery: r.unwrap_or(1),
+            }))
+        }
+    }
+}
 
 /// KEYS[1]: stream. ARGV: group, consumer, ids... Resets the idle time of the ids still pending
 /// on this consumer (deliveries in flight to a slow ESME), so no other replica claims them.
@@ -122,7 +178,11 @@ struct Local {
 
 pub struct RedisStore {
     client: redis::Client,
-    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    /// Set once connected; the manager reconnects by itself from then on, so it is never
+    /// replaced and every command clones it without a lock (it is an `Arc`).
+    conn: std::sync::OnceLock<ConnectionManager>,
+    /// Held while the first connection is being made.
+    connecting: tokio::sync::Mutex<()>,
     prefix: String,
     group: String,
     ttl: Duration,
@@ -199,7 +259,8 @@ impl RedisStore {
         let client = redis::Client::open(url).map_err(unavailable)?;
         let store = Arc::new(RedisStore {
             client,
-            conn: tokio::sync::Mutex::new(None),
+            conn: std::sync::OnceLock::new(),
+            connecting: tokio::sync::Mutex::new(()),
             prefix: key_prefix.to_owned(),
             group: key_prefix.to_owned(),
             ttl,
@@ -233,8 +294,11 @@ impl RedisStore {
     }
 
     async fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        let mut g = self.conn.lock().await;
-        if let Some(c) = g.as_ref() {
+        if let Some(c) = self.conn.get() {
+            return Ok(c.clone());
+        }
+        let _g = self.connecting.lock().await;
+        if let Some(c) = self.conn.get() {
             return Ok(c.clone());
         }
         let cfg = ConnectionManagerConfig::new()
@@ -245,10 +309,7 @@ impl RedisStore {
             // (health every second, correlation writes every 100 ms), so recovery is quick.
             .set_number_of_retries(0);
         match ConnectionManager::new_with_config(self.client.clone(), cfg).await {
-            Ok(c) => {
-                *g = Some(c.clone());
-                Ok(c)
-            }
+            Ok(c) => Ok(self.conn.get_or_init(|| c).clone()),
             Err(e) => {
                 self.up.store(false, Ordering::Relaxed);
                 Err(unavailable(e))
@@ -617,31 +678,19 @@ impl Store for RedisStore {
         c: Correlation,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let key = self.corr_key(upstream, upstream_id);
-            let mut p = redis::pipe();
-            p.atomic()
-                .cmd("HSET")
-                .arg(&key)
-                .arg("a")
-                .arg(&c.account)
-                .arg("o")
-                .arg(&c.our_id)
-                .arg("t")
-                .arg(c.submitted_at_ms)
-                .arg("r")
-                .arg(c.registered_delivery)
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&key)
+            let cmd = redis::cmd("SET")
+                .arg(self.corr_key(upstream, upstream_id))
+                .arg(pack_correlation(&c))
+                .arg("PX")
                 .arg(self.ttl.as_millis().max(1) as u64)
-                .ignore();
+                .clone();
             // The upstream already has the message: a failure here loses its receipt, so ride
             // out a short outage (a Redis restart) before giving up.
             let deadline = Instant::now() + PUT_RETRY_FOR;
             loop {
                 let r = match self.conn().await {
                     Ok(mut conn) => {
-                        let r: Result<(), _> = p.query_async(&mut conn).await;
+                        let r: Result<(), _> = cmd.query_async(&mut conn).await;
                         self.note(r)
                     }
                     Err(e) => Err(e),
@@ -663,22 +712,32 @@ impl Store for RedisStore {
         remove: bool,
     ) -> BoxFuture<'a, Result<Option<Correlation>, StoreError>> {
         Box::pin(async move {
-            if candidates.is_empty() {
-                return Ok(None);
+            let Some(first) = candidates.first() else { return Ok(None) };
+            let grace = TAKEN_GRACE.min(self.ttl).as_millis().max(1) as u64;
+            // Nearly every receipt matches its best candidate: one plain GET (GETEX for a final
+            // receipt, which sets the grace expiry) costs Redis a fraction of a script call. A
+            // miss, more candidates or an old hash record (WRONGTYPE) go to the script, which
+            // looks at every candidate again.
+            let mut cmd = redis::cmd(if remove { "GETEX" } else { "GET" });
+            cmd.arg(self.corr_key(upstream, first));
+            if remove {
+                cmd.arg("PX").arg(grace);
+            }
+            let mut conn = self.conn().await?;
+            let r: Result<Value, _> = cmd.query_async(&mut conn).await;
+            match r {
+                Ok(Value::Nil) if candidates.len() == 1 => return Ok(None),
+                Ok(Value::Nil) => {}
+                Err(e) if is_server_reply(&e) => {}
+                r => return self.note(r.and_then(correlation_from)),
             }
             let mut inv = self.take.prepare_invoke();
             for id in candidates {
                 inv.key(self.corr_key(upstream, id));
             }
-            inv.arg(if remove { "1" } else { "0" }).arg(TAKEN_GRACE.min(self.ttl).as_millis().max(1) as u64);
-            let mut conn = self.conn().await?;
-            let r: Result<Option<RawCorrelation>, _> = inv.invoke_async(&mut conn).await;
-            Ok(self.note(r)?.map(|(account, our_id, t, r)| Correlation {
-                account,
-                our_id,
-                submitted_at_ms: t.unwrap_or(0),
-                registered_delivery: r.unwrap_or(1),
-            }))
+            inv.arg(if remove { "1" } else { "0" }).arg(grace);
+            let r: Result<Value, _> = inv.invoke_async(&mut conn).await;
+            self.note(r.and_then(correlation_from))
         })
     }
 
@@ -782,6 +841,26 @@ impl Store for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn correlations_pack_and_unpack() {
+        for (account, our_id) in [("acc", "1f3a"), ("a:b", "x:y:"), ("", ""), ("ünï", "9")] {
+            let c = Correlation {
+                account: account.into(),
+                our_id: our_id.into(),
+                submitted_at_ms: 1_732_560_000_123,
+                registered_delivery: 0x11,
+            };
+            let packed = pack_correlation(&c);
+            assert_eq!(unpack_correlation(packed.as_bytes()), Some(c.clone()));
+            let taken = format!("T{}", &packed[1..]);
+            assert_eq!(unpack_correlation(taken.as_bytes()), Some(c));
+        }
+        for bad in ["", "L", "X1:1:1:ab", "L1:1:5:ab", "Lx:1:1:ab", "L1:1:1", "L1:300:1:ab"] {
+            assert_eq!(unpack_correlation(bad.as_bytes()), None, "{bad}");
+        }
+        assert_eq!(unpack_correlation(&[b'L', 0xff]), None);
+    }
 
     #[test]
     fn stream_ids_pack_and_unpack() {
