@@ -1,7 +1,7 @@
 //! The ESME fleet: N transceiver binds, each keeping up to `window` submit_sm in flight.
 
 use crate::report::{Latency, Report};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use smpp::concat::{self, Method};
 use smpp::{Address, Bind, Body, Pdu, SubmitSm};
@@ -403,15 +403,7 @@ impl Bind1<'_> {
         let now_ns = self.ns(now);
         let in_window = now <= self.shared.send_end;
         // Bounded: each pass consumes one frame of at least 16 octets.
-        while inbuf.len() >= 16 {
-            let len = be32(inbuf, 0) as usize;
-            if !(16..=MAX_FRAME).contains(&len) {
-                return Err(format!("bad command_length {len}"));
-            }
-            if inbuf.len() < len {
-                break;
-            }
-            let frame = inbuf.split_to(len).freeze();
+        while let Some(frame) = take_frame(inbuf)? {
             let (id, status, seq) = (be32(&frame, 4), be32(&frame, 8), be32(&frame, 12));
             match id {
                 SUBMIT_SM_RESP | GENERIC_NACK => self.on_resp(&frame, status, seq, now_ns, in_window),
@@ -501,16 +493,8 @@ async fn handshake(s: &mut TcpStream, cfg: &EsmeConfig, inbuf: &mut BytesMut) ->
     let deadline = tokio::time::Instant::now() + HANDSHAKE;
     // Bounded by the deadline: each pass reads or times out.
     loop {
-        while inbuf.len() >= 16 {
-            let len = be32(inbuf, 0) as usize;
-            if !(16..=MAX_FRAME).contains(&len) {
-                return Err(format!("bad command_length {len}"));
-            }
-            if inbuf.len() < len {
-                break;
-            }
-            let (id, status) = (be32(inbuf, 4), be32(inbuf, 8));
-            inbuf.advance(len);
+        while let Some(frame) = take_frame(inbuf)? {
+            let (id, status) = (be32(&frame, 4), be32(&frame, 8));
             if id == BIND_TRANSCEIVER_RESP || id == GENERIC_NACK {
                 return if status == 0 {
                     Ok(())
@@ -526,6 +510,22 @@ async fn handshake(s: &mut TcpStream, cfg: &EsmeConfig, inbuf: &mut BytesMut) ->
             Err(_) => return Err("no bind response".into()),
         }
     }
+}
+
+/// The next whole PDU in `inbuf`, if one has arrived; a command_length outside 16..=MAX_FRAME is
+/// an error (never trusted for a reservation).
+fn take_frame(inbuf: &mut BytesMut) -> Result<Option<Bytes>, String> {
+    if inbuf.len() < 16 {
+        return Ok(None);
+    }
+    let len = be32(inbuf, 0) as usize;
+    if !(16..=MAX_FRAME).contains(&len) {
+        return Err(format!("bad command_length {len}"));
+    }
+    if inbuf.len() < len {
+        return Ok(None);
+    }
+    Ok(Some(inbuf.split_to(len).freeze()))
 }
 
 async fn bind_task(
