@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use smpp::concat::{self, Method};
 use smpp::{Address, Bind, Body, Pdu, SubmitSm};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -188,11 +188,12 @@ struct BindResult {
     unanswered: u64,
     errors: BTreeMap<u32, u64>,
     resp_hist: Option<Histogram<u64>>,
-    /// message id -> sent at (ns since start), submits that asked for a receipt.
-    submitted: HashMap<Bytes, u64>,
-    duplicate_ids: u64,
+    /// (message id, sent at ns since start) of submits that asked for a receipt. Matched against
+    /// `receipts` after the run: a hash insert per answer cost the bind threads about half their
+    /// CPU (CPU the servers under test share on a small machine).
+    submitted: Vec<(Id, u64)>,
     /// (receipted message id, received at ns since start).
-    receipts: Vec<(Bytes, u64)>,
+    receipts: Vec<(Id, u64)>,
     receipts_in_window: u64,
     thread_cpu: f64,
     thread_wall: f64,
@@ -309,7 +310,7 @@ fn merge(
         ..Report::default()
     };
     let mut resp = hist();
-    let mut submitted: HashMap<Bytes, u64> = HashMap::new();
+    let mut submitted = Vec::new();
     let mut receipts = Vec::new();
     let mut ok_in_window = 0;
     let mut receipts_in_window = 0;
@@ -327,36 +328,24 @@ fn merge(
         if let Some(h) = &r.resp_hist {
             let _ = resp.add(h);
         }
-        rep.duplicate_message_ids += r.duplicate_ids;
-        for (id, at) in r.submitted {
-            if submitted.insert(id, at).is_some() {
-                rep.duplicate_message_ids += 1;
-            }
-        }
+        submitted.extend(r.submitted);
         receipts.extend(r.receipts);
         if r.thread_wall > 0.0 {
             rep.generator_max_thread_util = rep.generator_max_thread_util.max(r.thread_cpu / r.thread_wall);
         }
         problems.extend(r.problems);
     }
-    rep.receipts_expected = submitted.len() as u64;
-    rep.receipts_received = receipts.len() as u64;
     let mut lat = hist();
-    let mut seen: HashMap<&Bytes, ()> = HashMap::with_capacity(receipts.len());
-    for (id, at) in &receipts {
-        match submitted.get(id) {
-            Some(sent) => {
-                if seen.insert(id, ()).is_some() {
-                    rep.receipts_duplicated += 1;
-                } else {
-                    rep.receipts_matched += 1;
-                    let _ = lat.record(at.saturating_sub(*sent).max(1));
-                }
-            }
-            None => rep.receipts_unknown += 1,
-        }
-    }
-    rep.receipts_lost = rep.receipts_expected.saturating_sub(rep.receipts_matched);
+    let m = match_receipts(submitted, receipts, |l| {
+        let _ = lat.record(l.max(1));
+    });
+    rep.duplicate_message_ids = m.duplicate_ids;
+    rep.receipts_expected = m.expected;
+    rep.receipts_received = m.received;
+    rep.receipts_matched = m.matched;
+    rep.receipts_duplicated = m.duplicated;
+    rep.receipts_unknown = m.unknown;
+    rep.receipts_lost = m.expected.saturating_sub(m.matched);
     rep.resp_latency = Latency::from_hist(&resp);
     rep.receipt_latency = Latency::from_hist(&lat);
     if send_secs > 0.0 {
@@ -367,6 +356,62 @@ fn merge(
     rep.generator_cpu_cores = if wall > 0.0 { cpu / wall } else { 0.0 };
     rep.problems = problems;
     rep
+}
+
+/// A message id as the server wrote it (copied out of the frame).
+type Id = Box<[u8]>;
+
+/// Counts from matching receipts to submits by message id.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Matched {
+    /// Distinct ids submit_sm_resp handed out (each expects one receipt).
+    expected: u64,
+    /// submit_sm_resp ids seen more than once (a server bug).
+    duplicate_ids: u64,
+    received: u64,
+    matched: u64,
+    /// Receipts for an id already matched.
+    duplicated: u64,
+    /// Receipts for an id no submit_sm_resp carried.
+    unknown: u64,
+}
+
+/// Joins receipts to submits by id (sorting both: no hashing while the binds run); `latency` gets
+/// received - sent (ns) of each first receipt.
+fn match_receipts(
+    mut submitted: Vec<(Id, u64)>,
+    mut receipts: Vec<(Id, u64)>,
+    mut latency: impl FnMut(u64),
+) -> Matched {
+    let mut m = Matched { received: receipts.len() as u64, ..Matched::default() };
+    submitted.sort_unstable();
+    let before = submitted.len();
+    // The earliest send of a duplicated id stays (sorted by id, then time).
+    submitted.dedup_by(|b, a| a.0 == b.0);
+    m.duplicate_ids = (before - submitted.len()) as u64;
+    m.expected = submitted.len() as u64;
+    receipts.sort_unstable();
+    let mut s = submitted.iter().peekable();
+    let mut last: Option<&Id> = None;
+    for (id, at) in &receipts {
+        if last == Some(id) {
+            m.duplicated += 1;
+            continue;
+        }
+        // Bounded: each pass consumes one submitted entry.
+        while s.peek().is_some_and(|(sid, _)| sid < id) {
+            s.next();
+        }
+        match s.peek() {
+            Some((sid, sent)) if sid == id => {
+                m.matched += 1;
+                latency(at.saturating_sub(*sent));
+                last = Some(id);
+            }
+            _ => m.unknown += 1,
+        }
+    }
+    m
 }
 
 fn be32(b: &[u8], at: usize) -> u32 {
@@ -444,11 +489,10 @@ impl Bind1<'_> {
         }
         if self.rd {
             // message_id: C-octet string right after the header.
-            let body = frame.slice(16..);
+            // Copied: a slice would keep the whole read buffer alive until the end of the run.
+            let body = frame.get(16..).unwrap_or_default();
             let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
-            if self.r.submitted.insert(body.slice(..end), sent).is_some() {
-                self.r.duplicate_ids += 1;
-            }
+            self.r.submitted.push((body[..end].into(), sent));
             self.shared.receipts_expected.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -467,11 +511,11 @@ impl Bind1<'_> {
         if !d.is_delivery_receipt() {
             return;
         }
-        let id = match d.tlvs.receipted_message_id() {
-            Some(id) => Bytes::copy_from_slice(id),
+        let id: Id = match d.tlvs.receipted_message_id() {
+            Some(id) => id.into(),
             None => match smpp::receipt::Receipt::parse(&String::from_utf8_lossy(d.payload())) {
-                Ok(r) => Bytes::from(r.id),
-                Err(_) => Bytes::new(),
+                Ok(r) => r.id.as_bytes().into(),
+                Err(_) => Id::default(),
             },
         };
         self.r.receipts.push((id, now_ns));
@@ -666,4 +710,35 @@ async fn bind_task(
     }
     b.r.unanswered = b.outstanding as u64;
     b.r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(v: &[(&str, u64)]) -> Vec<(Id, u64)> {
+        v.iter().map(|(id, t)| (id.as_bytes().into(), *t)).collect()
+    }
+
+    #[test]
+    fn receipts_join_submits_by_id() {
+        let submitted = ids(&[("b", 10), ("a", 5), ("c", 7), ("a", 9)]);
+        let receipts = ids(&[("c", 20), ("a", 30), ("x", 1), ("a", 40), ("x", 2)]);
+        let mut lat = Vec::new();
+        let m = match_receipts(submitted, receipts, |l| lat.push(l));
+        let want =
+            Matched { expected: 3, duplicate_ids: 1, received: 5, matched: 2, duplicated: 1, unknown: 2 };
+        assert_eq!(m, want);
+        lat.sort_unstable();
+        // a: first receipt 30 against the earliest send 5; c: 20 - 7.
+        assert_eq!(lat, vec![13, 25]);
+    }
+
+    #[test]
+    fn nothing_to_match() {
+        let m = match_receipts(Vec::new(), Vec::new(), |_| {});
+        assert_eq!(m, Matched::default());
+        let m = match_receipts(ids(&[("a", 1)]), Vec::new(), |_| {});
+        assert_eq!((m.expected, m.matched), (1, 0));
+    }
 }
