@@ -1035,3 +1035,83 @@ mod arbitrary_input {
         }
     }
 }
+
+/// Answers at once, but before answering the last of `total` requests waits (bounded) for the
+/// peer to have read an answer: only possible when the early answers were written mid-batch.
+struct WaitsForPeer {
+    n: usize,
+    total: usize,
+    peer_read: Arc<std::sync::atomic::AtomicBool>,
+    seen_before_last: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Handler for WaitsForPeer {
+    fn on_request(&mut self, _req: Request<'_>) -> Reply {
+        use std::sync::atomic::Ordering;
+        self.n += 1;
+        if self.n == self.total {
+            // Polled with a deadline on this (blocked) session thread; the peer reads on its own
+            // OS thread, so nothing here depends on this runtime making progress.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while !self.peer_read.load(Ordering::Acquire) && std::time::Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            self.seen_before_last.store(self.peer_read.load(Ordering::Acquire), Ordering::Release);
+        }
+        Reply::Ok(Body::SubmitSmResp(SubmitSmResp::default()))
+    }
+}
+
+/// A window of requests that arrives in one read is answered as a pipeline: the answers to the
+/// first few go out before the rest are handled, so the peer can refill its window meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_batches_are_answered_early() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const TOTAL: usize = 64;
+    let peer_read = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(AtomicBool::new(false));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let h = WaitsForPeer { n: 0, total: TOTAL, peer_read: peer_read.clone(), seen_before_last: seen.clone() };
+    tokio::spawn(async move {
+        let (stream, peer) = listener.accept().await.unwrap();
+        let incoming = smsc::accept(stream, Some(peer), fast_cfg()).await.unwrap();
+        let s = incoming.accept("testsmsc", None, h).await.unwrap();
+        s.closed().await
+    });
+    let flag = peer_read.clone();
+    let client = std::thread::spawn(move || -> Vec<u32> {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut codec = SmppCodec::default();
+        let mut buf = BytesMut::new();
+        let mut next = |s: &mut std::net::TcpStream| loop {
+            if let Some(item) = codec.decode(&mut buf).expect("framing") {
+                return item.expect("decodable");
+            }
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).expect("read within the limit");
+            assert!(n > 0, "closed");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let bind = Pdu::new(1, Body::BindTransmitter(bind_params("raw", "secret")));
+        s.write_all(&bind.to_bytes().unwrap()).unwrap();
+        assert!(next(&mut s).command_status.is_ok());
+        // The whole window in one write, so the session reads it as one batch.
+        let mut batch = Vec::new();
+        for seq in 0..TOTAL as u32 {
+            batch.extend_from_slice(&Pdu::new(10 + seq, submit("x")).to_bytes().unwrap());
+        }
+        s.write_all(&batch).unwrap();
+        let mut seqs = Vec::new();
+        for _ in 0..TOTAL {
+            seqs.push(next(&mut s).sequence_number);
+            flag.store(true, Ordering::Release);
+        }
+        seqs
+    });
+    let seqs = within(tokio::task::spawn_blocking(move || client.join().unwrap())).await.unwrap();
+    assert_eq!(seqs, (10..10 + TOTAL as u32).collect::<Vec<_>>(), "every answer, in order");
+    assert!(seen.load(Ordering::Acquire), "no answer reached the peer before the last request was handled");
+}

@@ -3,7 +3,8 @@
 //!
 //! Why a hand-written poll loop rather than `select!` over split halves: the hot path (read a
 //! batch, decode each PDU, call the handler inline, encode the response into the write buffer,
-//! write the batch once the read buffer is drained) then runs without a lock, a channel hop or a
+//! write the batch once the read buffer is drained, with the first few answers of a long batch
+//! written early so the peer is not idle meanwhile) then runs without a lock, a channel hop or a
 //! wake-up per PDU. Every source of work is bounded: reading stops while the write buffer is above
 //! its high-water mark or the handler is not ready, outbound requests hold a window permit, and
 //! deferred responses use a channel sized to the inbound window.
@@ -18,7 +19,7 @@ use super::transport::{malformed_answer, Transport};
 use super::window::{Entry, PendingTable, ReplyTx, Waiter};
 use crate::codec::{CodecError, SmppCodec};
 use crate::command_id::CommandId;
-use crate::pdu::{Body, Pdu};
+use crate::pdu::{Body, Pdu, HEADER_LEN};
 use crate::status::CommandStatus;
 use bytes::{Buf, BytesMut};
 use std::future::Future;
@@ -63,6 +64,11 @@ const POLL_BUDGET: usize = 32;
 
 /// Below this many bytes waiting, a write first yields once (see `poll_drive`).
 const COALESCE_BYTES: usize = 32 * 1024;
+
+/// In a long run of buffered requests, the answers to the first this many are written before
+/// the rest are handled, so the peer can send more while we work: a pipeline rather than a
+/// lockstep of whole windows (see `process_buffered`).
+const EARLY_WRITE_AFTER: usize = 8;
 
 pub(crate) struct Driver<S, H> {
     io: S,
@@ -432,6 +438,7 @@ where
     /// Decode and dispatch every complete PDU in the read buffer (while there is room to answer).
     fn process_buffered(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
+        let mut handled = 0;
         while self.closing.is_none() && !self.write_high() {
             if self.handler.poll_ready(cx).is_pending() {
                 break;
@@ -450,6 +457,18 @@ where
                 Err(e) => self.begin_close(CloseReason::Io(e.to_string())),
             }
             progress = true;
+            handled += 1;
+            // One extra write per long batch: the peer, whose window was full, refills it while
+            // we handle the rest (on a quiet machine every idle side costs a slow wake-up).
+            if handled == EARLY_WRITE_AFTER
+                && self.closing.is_none()
+                && self.rbuf.len() >= HEADER_LEN
+                && !self.wbuf.is_empty()
+            {
+                if let Err(reason) = self.poll_write(cx) {
+                    self.begin_close(reason);
+                }
+            }
         }
         progress
     }
