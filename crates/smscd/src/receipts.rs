@@ -59,13 +59,23 @@ async fn on_receipt(core: &Core, upstream: &str, mut dsm: DeliverSm) -> Result<(
     let state = tlv_state.or_else(|| from_text.and_then(Receipt::state));
     let is_final = state.is_none_or(|s| s.is_final());
     let candidates = id_candidates(&upstream_id);
-    let corr = lookup(core, upstream, &candidates, is_final).await?;
-    let Some(corr) = corr else {
+    let found = lookup(core, upstream, &candidates).await?;
+    let Some((matched, corr)) = found else {
         tracing::warn!(upstream, id = %upstream_id, "receipt for an unknown message: dropped");
         core.metrics.receipt("unmatched");
         return Ok(());
     };
+    // A final receipt's correlation goes with its queueing (enqueue_final); one not wanted
+    // goes now. The candidate is there: find_correlation returned its index.
+    let key = candidates.get(matched).map_or(upstream_id.as_str(), String::as_str);
     if !wanted(corr.registered_delivery, state) {
+        if is_final {
+            if let Err(e) =
+                core.store.take_correlation(upstream, std::slice::from_ref(&key.to_owned()), true).await
+            {
+                tracing::debug!(error = %e, "correlation of an unwanted receipt not removed: it expires");
+            }
+        }
         core.metrics.receipt("not_requested");
         return Ok(());
     }
@@ -95,7 +105,8 @@ async fn on_receipt(core: &Core, upstream: &str, mut dsm: DeliverSm) -> Result<(
     } else {
         dsm.short_message = new_text;
     }
-    enqueue(core, &corr.account, dsm, Some(corr.our_id)).await?;
+    let forget = is_final.then_some((upstream, key));
+    enqueue(core, &corr.account, dsm, Some(corr.our_id), forget).await?;
     core.metrics.receipt("queued");
     Ok(())
 }
@@ -116,15 +127,15 @@ fn splice_id(text: &[u8], upstream_id: &str, our_id: &str) -> Option<Bytes> {
     Some(out.freeze())
 }
 
+/// The matching candidate's index and the correlation, looked up again for a while when missing.
 async fn lookup(
     core: &Core,
     upstream: &str,
     candidates: &[String],
-    remove: bool,
-) -> Result<Option<Correlation>, CommandStatus> {
+) -> Result<Option<(usize, Correlation)>, CommandStatus> {
     let mut retries = UNMATCHED_RETRIES.iter();
     loop {
-        match core.store.take_correlation(upstream, candidates, remove).await {
+        match core.store.find_correlation(upstream, candidates).await {
             Ok(Some(c)) => return Ok(Some(c)),
             Ok(None) => match retries.next() {
                 Some(ms) if !core.stop.is_cancelled() => tokio::time::sleep(Duration::from_millis(*ms)).await,
@@ -155,16 +166,19 @@ async fn on_mo(core: &Core, upstream: &str, dsm: DeliverSm) -> Result<(), Comman
         core.metrics.receipt("mo_unrouted");
         return Err(CommandStatus::ESME_RINVDSTADR);
     };
-    enqueue(core, &account, dsm, None).await?;
+    enqueue(core, &account, dsm, None, None).await?;
     core.metrics.receipt("mo_queued");
     Ok(())
 }
 
+/// Queue `dsm` for `account`; `forget`: the (upstream, id) of the correlation a final receipt
+/// matched, removed in the same step.
 async fn enqueue(
     core: &Core,
     account: &str,
     dsm: DeliverSm,
     our_id: Option<String>,
+    forget: Option<(&str, &str)>,
 ) -> Result<(), CommandStatus> {
     let mut buf = BytesMut::new();
     if let Err(e) = Pdu::new(0, Body::DeliverSm(dsm)).encode(&mut buf) {
@@ -172,7 +186,11 @@ async fn enqueue(
         return Err(CommandStatus::ESME_RSYSERR);
     }
     let d = Delivery { pdu: buf.freeze(), our_id };
-    if let Err(e) = core.store.enqueue(account, d).await {
+    let queued = match forget {
+        Some((upstream, id)) => core.store.enqueue_final(account, d, upstream, id).await,
+        None => core.store.enqueue(account, d).await,
+    };
+    if let Err(e) = queued {
         tracing::warn!(error = %e, "cannot queue delivery");
         return Err(CommandStatus::ESME_RX_T_APPN);
     }

@@ -217,6 +217,44 @@ async fn store_correlation_by_candidates_ttl_and_grace() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_final_receipt_queued_and_correlation_deleted_in_one_step() {
+    let r = RedisServer::start();
+    let s = store(&r, "f1", "c1", Duration::from_secs(30));
+    let mut c = redis_conn(&r.url()).await;
+    s.put_correlation("up", "7b", corr("ours")).await.expect("put");
+    let cands = smpp::receipt::id_candidates("123");
+    let (i, found) = s.find_correlation("up", &cands).await.expect("find").expect("found");
+    assert_eq!((cands[i].as_str(), found), ("7b", corr("ours")));
+    // Finding leaves the record and its TTL (an hour) as they were.
+    let ttl: i64 = redis::cmd("PTTL").arg("f1:corr:up:7b").query_async(&mut c).await.expect("PTTL");
+    assert!(ttl > 300_000, "ttl {ttl}");
+    assert_eq!(s.find_correlation("other", &cands).await.expect("find"), None);
+    s.enqueue_final("acc", delivery(1), "up", &cands[i]).await.expect("enqueue_final");
+    let exists: i64 = redis::cmd("EXISTS").arg("f1:corr:up:7b").query_async(&mut c).await.expect("EXISTS");
+    assert_eq!(exists, 0, "the correlation goes with the queueing");
+    assert_eq!(s.next_for("acc").await.expect("next").map(|(_, d)| d), Some(delivery(1)));
+    // A resent receipt finds nothing now (dropped, not delivered twice).
+    assert_eq!(s.find_correlation("up", &cands).await.expect("find"), None);
+    // An old hash record (written before an upgrade) is found by its candidate and deleted too.
+    let _: () = redis::cmd("HSET")
+        .arg("f1:corr:up:9")
+        .arg(&["a", "acc", "o", "old", "t", "7", "r", "1"])
+        .query_async(&mut c)
+        .await
+        .expect("HSET");
+    let cands = vec!["8".to_string(), "9".to_string()];
+    assert_eq!(s.find_correlation("up", &cands).await.expect("find"), Some((1, corr("old"))));
+    s.enqueue_final("acc", delivery(2), "up", "9").await.expect("enqueue_final");
+    let exists: i64 = redis::cmd("EXISTS").arg("f1:corr:up:9").query_async(&mut c).await.expect("EXISTS");
+    assert_eq!(exists, 0);
+    // Redis away: an error (the caller answers the upstream ESME_RX_T_APPN, so it resends).
+    s.put_correlation("up", "5", corr("five")).await.expect("put");
+    drop(r);
+    let e = s.enqueue_final("acc", delivery(3), "up", "5").await;
+    assert!(e.is_err(), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_queue_is_shared_and_consumer_style() {
     let r = RedisServer::start();
     let a = store(&r, "u2", "a", Duration::from_secs(30));

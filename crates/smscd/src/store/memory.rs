@@ -45,6 +45,16 @@ impl MemoryStore {
         lock(&self.correlations).insert((upstream.to_owned(), id.to_owned()), (c, exp));
     }
 
+    fn push(&self, account: &str, d: Delivery) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut qs = lock(&self.queues);
+        // Look up before `entry`: the account's name is only copied for its first delivery.
+        match qs.get_mut(account) {
+            Some(q) => q.ready.push_back((id, d)),
+            None => qs.entry(account.to_owned()).or_default().ready.push_back((id, d)),
+        }
+    }
+
     fn take(&self, upstream: &str, candidates: &[String], remove: bool) -> Option<Correlation> {
         let now = Instant::now();
         let mut map = lock(&self.correlations);
@@ -93,13 +103,20 @@ impl Store for MemoryStore {
     }
 
     fn enqueue<'a>(&'a self, account: &'a str, d: Delivery) -> BoxFuture<'a, Result<(), StoreError>> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut qs = lock(&self.queues);
-        // Look up before `entry`: the account's name is only copied for its first delivery.
-        match qs.get_mut(account) {
-            Some(q) => q.ready.push_back((id, d)),
-            None => qs.entry(account.to_owned()).or_default().ready.push_back((id, d)),
-        }
+        self.push(account, d);
+        ready(Ok(()))
+    }
+
+    fn enqueue_final<'a>(
+        &'a self,
+        account: &'a str,
+        d: Delivery,
+        upstream: &'a str,
+        upstream_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        // In-process, so "both or neither" holds trivially: neither step can fail.
+        self.push(account, d);
+        self.take(upstream, std::slice::from_ref(&upstream_id.to_owned()), true);
         ready(Ok(()))
     }
 
@@ -195,6 +212,22 @@ mod tests {
         assert_eq!(s.take_correlation("other", &cands, true).await.unwrap(), None);
         assert_eq!(s.take_correlation("up", &cands, true).await.unwrap(), Some(corr("ours")));
         assert_eq!(s.take_correlation("up", &cands, true).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn final_receipt_is_queued_and_its_correlation_forgotten_together() {
+        let s = MemoryStore::new(Duration::from_secs(60));
+        s.put_correlation("up", "7b", corr("ours")).await.unwrap();
+        let cands = smpp::receipt::id_candidates("123");
+        let (i, c) = s.find_correlation("up", &cands).await.unwrap().expect("found");
+        assert_eq!((cands[i].as_str(), c), ("7b", corr("ours")));
+        // Finding changes nothing.
+        assert!(s.find_correlation("up", &cands).await.unwrap().is_some());
+        let d = Delivery { pdu: Bytes::from_static(b"r"), our_id: Some("ours".into()) };
+        s.enqueue_final("a", d.clone(), "up", &cands[i]).await.unwrap();
+        assert_eq!(s.next_for("a").await.unwrap().map(|(_, d)| d), Some(d));
+        assert!(s.find_correlation("up", &cands).await.unwrap().is_none());
+        assert_eq!(s.correlations().await.unwrap(), 0);
     }
 
     #[tokio::test]

@@ -63,8 +63,37 @@ pub trait Store: Send + Sync + 'static {
         remove: bool,
     ) -> BoxFuture<'a, Result<Option<Correlation>, StoreError>>;
 
+    /// Look up the first of `candidates` that is stored under `upstream`, without changing it:
+    /// which candidate matched (an index into `candidates`) and the record.
+    fn find_correlation<'a>(
+        &'a self,
+        upstream: &'a str,
+        candidates: &'a [String],
+    ) -> BoxFuture<'a, Result<Option<(usize, Correlation)>, StoreError>> {
+        Box::pin(async move {
+            for (i, id) in candidates.iter().enumerate() {
+                if let Some(c) = self.take_correlation(upstream, std::slice::from_ref(id), false).await? {
+                    return Ok(Some((i, c)));
+                }
+            }
+            Ok(None)
+        })
+    }
+
     /// Queue a delivery for `account`.
     fn enqueue<'a>(&'a self, account: &'a str, d: Delivery) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Queue a final receipt for `account` and forget the correlation it matched (`upstream`,
+    /// `upstream_id` as [`find_correlation`](Store::find_correlation) found it), both or neither:
+    /// until the receipt is queued a resent receipt still matches, and once it is, a resent one
+    /// finds nothing and is dropped rather than delivered twice. Nothing is kept afterwards.
+    fn enqueue_final<'a>(
+        &'a self,
+        account: &'a str,
+        d: Delivery,
+        upstream: &'a str,
+        upstream_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Hand out the oldest queued delivery of `account`; it stays owed until `ack`/`nack`.
     fn next_for<'a>(

@@ -11,9 +11,11 @@
 //! Keys (`P` = `store.key_prefix`):
 //! - `P:corr:<upstream>:<normalised id>`: string (see [`pack_correlation`]: account, our id,
 //!   submit time (ms), registered_delivery), one `SET … PX`; expires after `store.ttl`. A final
-//!   receipt does not delete it: it sets the expiry to [`TAKEN_GRACE`], so a receipt
-//!   the upstream redelivers (because queueing it failed after the lookup, e.g. Redis went away
-//!   in between) still matches. Hashes written by older versions are still read.
+//!   receipt is queued and its record deleted in one `MULTI XADD DEL EXEC` ([`Store::enqueue_final`]):
+//!   until then a receipt the upstream redelivers still matches, after it one finds nothing (it
+//!   was queued), and no taken record stays behind. `take_correlation` with `remove` (a final
+//!   receipt nobody asked for) keeps the record for [`TAKEN_GRACE`] instead. Hashes written by
+//!   older versions are still read.
 //! - `P:q:<account>`: one stream per account, fields `pdu` (deliver_sm encoded with sequence 0)
 //!   and `id` (our id, receipts only). Consumer group `P`; consumer = replica identity.
 //!
@@ -749,6 +751,63 @@ impl Store for RedisStore {
                 cmd.arg("id").arg(id);
             }
             self.run::<Value>(&cmd).await.map(|_| ())
+        })
+    }
+
+    fn find_correlation<'a>(
+        &'a self,
+        upstream: &'a str,
+        candidates: &'a [String],
+    ) -> BoxFuture<'a, Result<Option<(usize, Correlation)>, StoreError>> {
+        Box::pin(async move {
+            // Nearly every receipt matches its best candidate: one plain GET. A miss tries the
+            // others one by one (the lookup script per key, which also reads old hash records).
+            for (i, id) in candidates.iter().enumerate() {
+                let cmd = redis::cmd("GET").arg(self.corr_key(upstream, id)).clone();
+                let mut conn = self.conn().await?;
+                let r: Result<Value, _> = cmd.query_async(&mut conn).await;
+                let found = match r {
+                    Ok(Value::Nil) => None,
+                    Err(e) if is_server_reply(&e) => {
+                        let mut inv = self.take.prepare_invoke();
+                        inv.key(self.corr_key(upstream, id)).arg("0").arg(1);
+                        let r: Result<Value, _> = inv.invoke_async(&mut conn).await;
+                        self.note(r.and_then(correlation_from))?
+                    }
+                    r => self.note(r.and_then(correlation_from))?,
+                };
+                if let Some(c) = found {
+                    return Ok(Some((i, c)));
+                }
+            }
+            Ok(None)
+        })
+    }
+
+    fn enqueue_final<'a>(
+        &'a self,
+        account: &'a str,
+        d: Delivery,
+        upstream: &'a str,
+        upstream_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            // One MULTI: the entry and the deletion happen together or not at all.
+            let mut xadd = redis::cmd("XADD");
+            xadd.arg(self.stream(account)).arg("*").arg("pdu").arg(d.pdu.as_ref());
+            if let Some(id) = &d.our_id {
+                xadd.arg("id").arg(id);
+            }
+            let mut p = redis::pipe();
+            p.atomic()
+                .add_command(xadd)
+                .ignore()
+                .cmd("DEL")
+                .arg(self.corr_key(upstream, upstream_id))
+                .ignore();
+            let mut conn = self.conn().await?;
+            let r: Result<(), _> = p.query_async(&mut conn).await;
+            self.note(r)
         })
     }
 
