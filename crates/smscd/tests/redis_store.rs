@@ -156,6 +156,16 @@ fn corr(id: &str) -> Correlation {
     Correlation { account: "acc".into(), our_id: id.into(), submitted_at_ms: 7, registered_delivery: 1 }
 }
 
+/// `corr("old")` in the hash layout older smscd versions wrote, at `key`.
+async fn put_old_hash(c: &mut redis::aio::MultiplexedConnection, key: &str) {
+    let _: () = redis::cmd("HSET")
+        .arg(key)
+        .arg(&["a", "acc", "o", "old", "t", "7", "r", "1"])
+        .query_async(c)
+        .await
+        .expect("HSET");
+}
+
 fn delivery(n: u8) -> Delivery {
     Delivery { pdu: bytes::Bytes::from(vec![n; 3]), our_id: Some(format!("id{n}")) }
 }
@@ -191,12 +201,7 @@ async fn store_correlation_by_candidates_ttl_and_grace() {
     let ttl: i64 = redis::cmd("PTTL").arg("u1:corr:up:5").query_async(&mut c).await.expect("PTTL");
     assert!(ttl > 0 && ttl <= 300_000, "ttl {ttl}");
     // A record in the hash layout of older versions (written before an upgrade) still matches.
-    let _: () = redis::cmd("HSET")
-        .arg("u1:corr:up:9")
-        .arg(&["a", "acc", "o", "old", "t", "7", "r", "1"])
-        .query_async(&mut c)
-        .await
-        .expect("HSET");
+    put_old_hash(&mut c, "u1:corr:up:9").await;
     let _: () =
         redis::cmd("PEXPIRE").arg("u1:corr:up:9").arg(3_600_000).query_async(&mut c).await.expect("PEXPIRE");
     assert_eq!(s.take_correlation("up", &["9".into()], true).await.expect("take"), Some(corr("old")));
@@ -236,12 +241,7 @@ async fn store_final_receipt_queued_and_correlation_deleted_in_one_step() {
     // A resent receipt finds nothing now (dropped, not delivered twice).
     assert_eq!(s.find_correlation("up", &cands).await.expect("find"), None);
     // An old hash record (written before an upgrade) is found by its candidate and deleted too.
-    let _: () = redis::cmd("HSET")
-        .arg("f1:corr:up:9")
-        .arg(&["a", "acc", "o", "old", "t", "7", "r", "1"])
-        .query_async(&mut c)
-        .await
-        .expect("HSET");
+    put_old_hash(&mut c, "f1:corr:up:9").await;
     let cands = vec!["8".to_string(), "9".to_string()];
     assert_eq!(s.find_correlation("up", &cands).await.expect("find"), Some((1, corr("old"))));
     s.enqueue_final("acc", delivery(2), "up", "9").await.expect("enqueue_final");

@@ -295,6 +295,16 @@ impl RedisStore {
         format!("{}:q:{account}", self.prefix)
     }
 
+    /// The `XADD` that queues `d` for `account` (fields `pdu` and, for receipts, `id`).
+    fn xadd(&self, account: &str, d: &Delivery) -> redis::Cmd {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(self.stream(account)).arg("*").arg("pdu").arg(d.pdu.as_ref());
+        if let Some(id) = &d.our_id {
+            cmd.arg("id").arg(id);
+        }
+        cmd
+    }
+
     async fn conn(&self) -> Result<ConnectionManager, StoreError> {
         if let Some(c) = self.conn.get() {
             return Ok(c.clone());
@@ -744,44 +754,7 @@ impl Store for RedisStore {
     }
 
     fn enqueue<'a>(&'a self, account: &'a str, d: Delivery) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            let mut cmd = redis::cmd("XADD");
-            cmd.arg(self.stream(account)).arg("*").arg("pdu").arg(d.pdu.as_ref());
-            if let Some(id) = &d.our_id {
-                cmd.arg("id").arg(id);
-            }
-            self.run::<Value>(&cmd).await.map(|_| ())
-        })
-    }
-
-    fn find_correlation<'a>(
-        &'a self,
-        upstream: &'a str,
-        candidates: &'a [String],
-    ) -> BoxFuture<'a, Result<Option<(usize, Correlation)>, StoreError>> {
-        Box::pin(async move {
-            // Nearly every receipt matches its best candidate: one plain GET. A miss tries the
-            // others one by one (the lookup script per key, which also reads old hash records).
-            for (i, id) in candidates.iter().enumerate() {
-                let cmd = redis::cmd("GET").arg(self.corr_key(upstream, id)).clone();
-                let mut conn = self.conn().await?;
-                let r: Result<Value, _> = cmd.query_async(&mut conn).await;
-                let found = match r {
-                    Ok(Value::Nil) => None,
-                    Err(e) if is_server_reply(&e) => {
-                        let mut inv = self.take.prepare_invoke();
-                        inv.key(self.corr_key(upstream, id)).arg("0").arg(1);
-                        let r: Result<Value, _> = inv.invoke_async(&mut conn).await;
-                        self.note(r.and_then(correlation_from))?
-                    }
-                    r => self.note(r.and_then(correlation_from))?,
-                };
-                if let Some(c) = found {
-                    return Ok(Some((i, c)));
-                }
-            }
-            Ok(None)
-        })
+        Box::pin(async move { self.run::<Value>(&self.xadd(account, &d)).await.map(|_| ()) })
     }
 
     fn enqueue_final<'a>(
@@ -793,14 +766,9 @@ impl Store for RedisStore {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             // One MULTI: the entry and the deletion happen together or not at all.
-            let mut xadd = redis::cmd("XADD");
-            xadd.arg(self.stream(account)).arg("*").arg("pdu").arg(d.pdu.as_ref());
-            if let Some(id) = &d.our_id {
-                xadd.arg("id").arg(id);
-            }
             let mut p = redis::pipe();
             p.atomic()
-                .add_command(xadd)
+                .add_command(self.xadd(account, &d))
                 .ignore()
                 .cmd("DEL")
                 .arg(self.corr_key(upstream, upstream_id))
