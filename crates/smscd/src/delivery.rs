@@ -86,32 +86,22 @@ pub async fn run(core: Arc<Core>, account: Arc<AccountState>) {
                     continue;
                 }
             };
+            let item =
+                Item { core: core.clone(), account: name.clone(), acks: acks.clone(), id, our_id: d.our_id };
             // A free window slot: sent from here and settled on the session task by a callback
             // (no task, no wake-up per item). A full window: a waiting send in this batch's task.
             match session.try_reserve() {
-                Ok(slot) => {
-                    let core2 = core.clone();
-                    let name2 = name.clone();
-                    let acks = acks.clone();
-                    slot.send_with(
-                        body,
-                        Box::new(move |_, r| {
-                            let _permit = permit;
-                            settle(core2, name2, acks, id, d.our_id, r);
-                        }),
-                    );
-                }
-                Err(_) => {
-                    let core2 = core.clone();
-                    let name2 = name.clone();
-                    let acks = acks.clone();
-                    let our_id = d.our_id;
-                    sends.push(async move {
+                Ok(slot) => slot.send_with(
+                    body,
+                    Box::new(move |_, r| {
                         let _permit = permit;
-                        let r = session.request(body).await;
-                        settle(core2, name2, acks, id, our_id, r);
-                    });
-                }
+                        item.settle(r);
+                    }),
+                ),
+                Err(_) => sends.push(async move {
+                    let _permit = permit;
+                    item.settle(session.request(body).await);
+                }),
             }
         }
         if !sends.is_empty() {
@@ -125,33 +115,39 @@ pub async fn run(core: Arc<Core>, account: Arc<AccountState>) {
     }
 }
 
-/// One item's outcome: acknowledged on deliver_sm_resp status 0, else back to the queue after
-/// a short delay (on a task of its own: the rare path).
-fn settle(
+/// A handed-out item on its way to a session, until its answer settles it.
+struct Item {
     core: Arc<Core>,
-    name: String,
+    account: String,
     acks: mpsc::UnboundedSender<DeliveryId>,
     id: DeliveryId,
+    /// Our message id (receipts), for the logs.
     our_id: Option<String>,
-    r: Result<Pdu, SessionError>,
-) {
-    if matches!(&r, Ok(p) if p.command_status.is_ok()) {
-        core.metrics.delivery("delivered");
-        // The acker outlives every sender: a send only fails after a panic there.
-        let _ = acks.send(id);
-        return;
-    }
-    match &r {
-        Ok(p) => {
-            tracing::debug!(account = %name, status = %p.command_status, id = ?our_id, "deliver_sm refused: retrying")
+}
+
+impl Item {
+    /// Acknowledged on deliver_sm_resp status 0, else back to the queue after a short delay (on
+    /// a task of its own: the rare path).
+    fn settle(self, r: Result<Pdu, SessionError>) {
+        let Item { core, account: name, acks, id, our_id } = self;
+        if matches!(&r, Ok(p) if p.command_status.is_ok()) {
+            core.metrics.delivery("delivered");
+            // The acker outlives every sender: a send only fails after a panic there.
+            let _ = acks.send(id);
+            return;
         }
-        Err(e) => tracing::debug!(account = %name, error = %e, "deliver_sm failed: retrying"),
+        match &r {
+            Ok(p) => {
+                tracing::debug!(account = %name, status = %p.command_status, id = ?our_id, "deliver_sm refused: retrying")
+            }
+            Err(e) => tracing::debug!(account = %name, error = %e, "deliver_sm failed: retrying"),
+        }
+        core.metrics.delivery("retried");
+        tokio::spawn(async move {
+            tokio::time::sleep(RETRY_DELAY).await;
+            let _ = core.store.nack(&name, id).await;
+        });
     }
-    core.metrics.delivery("retried");
-    tokio::spawn(async move {
-        tokio::time::sleep(RETRY_DELAY).await;
-        let _ = core.store.nack(&name, id).await;
-    });
 }
 
 /// Acknowledges delivered items in batches: whatever arrived while the previous batch was
