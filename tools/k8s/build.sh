@@ -30,7 +30,7 @@ components=("$@")
 
 binaries_of() {
   case "$1" in
-    kubernetes) echo "kube-apiserver kube-controller-manager kube-scheduler kubectl" ;;
+    kubernetes) echo "kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy" ;;
     etcd) echo "etcd" ;;
     kwok) echo "kwok" ;;
     helm) echo "helm" ;;
@@ -67,7 +67,8 @@ build_component() {
         ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=$date"
       done
       pkgs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
-        k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl) ;;
+        k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+        k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy) ;;
     etcd)
       ldflags+=" -X go.etcd.io/etcd/api/v3/version.GitSHA=${ETCD_VERSION}"
       pkgs=(go.etcd.io/etcd/server/v3) ;;
