@@ -3,7 +3,7 @@
 # Everything that is not a Debian package lives under $SMSC_CACHE (default ~/.cache/smsc-operator),
 # outside the clone, so a fresh clone on a used machine reuses it and CI installs it on a new one.
 #
-#   tools/deps.sh [apt|python|node|rust|all]...
+#   tools/deps.sh [apt|realnode|python|node|rust|all]...
 #
 # Each step leaves a stamp keyed by the list of packages it installed, so re-running is cheap.
 set -euo pipefail
@@ -12,6 +12,8 @@ SMSC_CACHE="${SMSC_CACHE:-$HOME/.cache/smsc-operator}"
 mkdir -p "$SMSC_CACHE/stamps"
 
 APT_PACKAGES=(redis-server kannel)
+# The test bed's real node (tools/realnode.sh) and the images it runs (tools/images.sh).
+REALNODE_PACKAGES=(containerd runc containernetworking-plugins buildah iptables conntrack nfacct)
 PY_PACKAGES=(smpplib==2.2.4 smpp34==1.5.0)
 NODE_PACKAGES=(smpp@0.5.1)
 
@@ -22,7 +24,7 @@ stamp_set() { printf '%s' "$2" >"$SMSC_CACHE/stamps/$1"; }
 
 deps_apt() {
   local missing=()
-  for p in "${APT_PACKAGES[@]}"; do
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -32,7 +34,7 @@ deps_apt() {
   $sudo apt-get update -qq
   # The packages' own services are not wanted: tests start redis-server/bearerbox themselves.
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  for svc in redis-server kannel; do
+  for svc in redis-server kannel containerd; do
     $sudo service "$svc" stop >/dev/null 2>&1 || true
   done
 }
@@ -66,11 +68,12 @@ deps_rust() {
 [ $# -eq 0 ] && set -- all
 for step in "$@"; do
   case "$step" in
-    apt) deps_apt ;;
+    apt) deps_apt "${APT_PACKAGES[@]}" ;;
+    realnode) deps_apt "${REALNODE_PACKAGES[@]}" ;;
     python) deps_python ;;
     node) deps_node ;;
     rust) deps_rust ;;
-    all) deps_rust; deps_apt; deps_python; deps_node ;;
-    *) echo "tools/deps.sh: unknown step '$step' (apt|python|node|rust|all)" >&2; exit 2 ;;
+    all) deps_rust; deps_apt "${APT_PACKAGES[@]}" "${REALNODE_PACKAGES[@]}"; deps_python; deps_node ;;
+    *) echo "tools/deps.sh: unknown step '$step' (apt|realnode|python|node|rust|all)" >&2; exit 2 ;;
   esac
 done
