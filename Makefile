@@ -7,7 +7,7 @@ export SMSC_CACHE ?= $(HOME)/.cache/smsc-operator
 # Two cores: keep cargo from starving the Go build or the tests it runs.
 export CARGO_BUILD_JOBS ?= 2
 
-.PHONY: all build deps lint fmt test test-unit test-peers e2e fuzz bench bench-failover bench-operator profile demo cluster-up cluster-down k8s-tools crds chart-lint clean
+.PHONY: all build deps lint fmt test test-unit test-peers e2e fuzz bench bench-failover bench-operator profile demo cluster-up cluster-down k8s-tools images crds chart-lint clean
 
 all: build
 
@@ -68,6 +68,15 @@ cluster-up: k8s-tools
 
 cluster-down:
 	@tools/cluster.sh down
+
+## Container images for the test bed's real node (tools/images.sh): release binaries, a base made
+## from Debian packages, then localhost/smscd:dev (+ :dev-b), localhost/smsc-operator:dev,
+## localhost/smsc-redis:dev and localhost/smsc-pause:3.10 as archives under $(SMSC_CACHE)/images.
+## With SMSC_CONTAINERD_ADDRESS (a containerd socket, e.g. the real node's) they are imported too.
+images:
+	tools/deps.sh apt realnode
+	tools/images.sh build
+	@if [ -n "$${SMSC_CONTAINERD_ADDRESS:-}" ]; then tools/images.sh import "$$SMSC_CONTAINERD_ADDRESS"; fi
 
 ## Regenerate the SmscCluster CRD YAML (config/crd and the chart) from crates/smsc-api.
 crds:
