@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, LocalObjectReference, ResourceRequirements, Toleration, TopologySpreadConstraint,
+    Affinity, LocalObjectReference, PodSecurityContext, ResourceRequirements, SecurityContext, Toleration,
+    TopologySpreadConstraint,
 };
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -618,4 +619,13 @@ pub struct PodSpec {
     pub priority_class_name: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Merged field by field over the restricted default (non-root UID/GID/fsGroup 65532,
+    /// seccomp RuntimeDefault): a field set here replaces that field only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<PodSecurityContext>,
+    /// Merged field by field over the restricted default of the smscd container (no privilege
+    /// escalation, capabilities drop ALL, read-only root filesystem, non-root); `capabilities.add`
+    /// and `capabilities.drop` merge separately.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_security_context: Option<SecurityContext>,
 }

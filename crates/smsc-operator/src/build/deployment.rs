@@ -1,13 +1,38 @@
 //! The smscd Deployment.
+//!
+//! # Pod security
+//!
+//! The Pods meet the `restricted` Pod Security Standard out of the box: the Pod runs as UID, GID
+//! and fsGroup 65532 (the `USER` of deploy/Dockerfile.smscd) with `runAsNonRoot` and the
+//! RuntimeDefault seccomp profile; the container forbids privilege escalation, drops every
+//! capability, and has a read-only root filesystem. `spec.pod.securityContext` and
+//! `spec.pod.containerSecurityContext` merge over these defaults field by field (see
+//! [`pod_security_context`] and [`container_security_context`]).
+//!
+//! What smscd needs from the filesystem (checked in crates/smscd/src, non-test code): it only
+//! reads (its config and the TLS files, both re-read on change, from read-only mounts, and
+//! `/proc/sys/kernel/hostname` for its Redis consumer name); it logs to stderr, opens no Unix
+//! sockets and creates no temporary files, and neither do its TLS (rustls) or Redis clients. So
+//! the read-only root costs it nothing; `/tmp` is an emptyDir anyway (capped at
+//! [`TMP_SIZE_LIMIT`]) for whatever a future dependency or a debugging session writes there.
+//!
+//! Listeners: SMPP (`spec.smpp.port`, 2775), SMPP over TLS (`spec.smpp.tls.port`, 8775) and the
+//! admin port 8080, all unprivileged by default. A non-root process cannot bind below 1024 even
+//! with `NET_BIND_SERVICE` in its bounding set (Kubernetes sets no ambient capabilities), so when
+//! an SMPP port is below 1024 the Pod gets the namespaced sysctl
+//! `net.ipv4.ip_unprivileged_port_start` lowered to that port, which both the kubelet (a safe
+//! sysctl) and the restricted standard allow.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
-    Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
-    SecretVolumeSource, SleepAction, TopologySpreadConstraint, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, ObjectFieldSelector,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, SleepAction, Sysctl, TopologySpreadConstraint, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use smsc_api::crd::{DlrStoreType, SmscCluster};
@@ -19,6 +44,99 @@ use crate::error::Result;
 use crate::labels;
 
 pub const CONTAINER: &str = "smscd";
+
+/// UID, GID and fsGroup of the smscd Pods: the `USER` of deploy/Dockerfile.smscd
+/// (distroless `nonroot`).
+pub const SMSCD_UID: i64 = 65532;
+
+/// The writable scratch directory on the read-only root filesystem, and its cap.
+pub const TMP_DIR: &str = "/tmp";
+pub const TMP_SIZE_LIMIT: &str = "64Mi";
+
+/// The sysctl that lets a non-root process bind ports from its value up.
+pub const UNPRIVILEGED_PORT_SYSCTL: &str = "net.ipv4.ip_unprivileged_port_start";
+
+/// The Pod's securityContext: the restricted defaults with `spec.pod.securityContext` merged over
+/// them field by field (a field the user sets replaces that field; `sysctls` merge by name), and
+/// `net.ipv4.ip_unprivileged_port_start` when a listener is below 1024.
+pub fn pod_security_context(user: Option<&PodSecurityContext>, lowest_port: u16) -> PodSecurityContext {
+    let low_port = (lowest_port < 1024)
+        .then(|| Sysctl { name: UNPRIVILEGED_PORT_SYSCTL.into(), value: lowest_port.to_string() });
+    let d = PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(SMSCD_UID),
+        run_as_group: Some(SMSCD_UID),
+        fs_group: Some(SMSCD_UID),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+        sysctls: low_port.map(|s| vec![s]),
+        ..PodSecurityContext::default()
+    };
+    let Some(u) = user.cloned() else {
+        return d;
+    };
+    let sysctls = match (u.sysctls, d.sysctls) {
+        (Some(mut mine), Some(ours)) => {
+            let missing: Vec<Sysctl> =
+                ours.into_iter().filter(|o| !mine.iter().any(|m| m.name == o.name)).collect();
+            mine.extend(missing);
+            Some(mine)
+        }
+        (mine, ours) => mine.or(ours),
+    };
+    // Every field listed (no `..`): a field a new k8s-openapi adds fails to compile until it is
+    // decided here.
+    PodSecurityContext {
+        app_armor_profile: u.app_armor_profile.or(d.app_armor_profile),
+        fs_group: u.fs_group.or(d.fs_group),
+        fs_group_change_policy: u.fs_group_change_policy.or(d.fs_group_change_policy),
+        run_as_group: u.run_as_group.or(d.run_as_group),
+        run_as_non_root: u.run_as_non_root.or(d.run_as_non_root),
+        run_as_user: u.run_as_user.or(d.run_as_user),
+        se_linux_change_policy: u.se_linux_change_policy.or(d.se_linux_change_policy),
+        se_linux_options: u.se_linux_options.or(d.se_linux_options),
+        seccomp_profile: u.seccomp_profile.or(d.seccomp_profile),
+        supplemental_groups: u.supplemental_groups.or(d.supplemental_groups),
+        supplemental_groups_policy: u.supplemental_groups_policy.or(d.supplemental_groups_policy),
+        sysctls,
+        windows_options: u.windows_options.or(d.windows_options),
+    }
+}
+
+/// The smscd container's securityContext: the restricted defaults with
+/// `spec.pod.containerSecurityContext` merged over them field by field (`capabilities.add` and
+/// `capabilities.drop` separately, so adding a capability keeps `drop: [ALL]`).
+pub fn container_security_context(user: Option<&SecurityContext>) -> SecurityContext {
+    let d = SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities { add: None, drop: Some(vec!["ALL".into()]) }),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        ..SecurityContext::default()
+    };
+    let Some(u) = user.cloned() else {
+        return d;
+    };
+    let capabilities = match (u.capabilities, d.capabilities) {
+        (Some(mine), Some(ours)) => {
+            Some(Capabilities { add: mine.add.or(ours.add), drop: mine.drop.or(ours.drop) })
+        }
+        (mine, ours) => mine.or(ours),
+    };
+    SecurityContext {
+        allow_privilege_escalation: u.allow_privilege_escalation.or(d.allow_privilege_escalation),
+        app_armor_profile: u.app_armor_profile.or(d.app_armor_profile),
+        capabilities,
+        privileged: u.privileged.or(d.privileged),
+        proc_mount: u.proc_mount.or(d.proc_mount),
+        read_only_root_filesystem: u.read_only_root_filesystem.or(d.read_only_root_filesystem),
+        run_as_group: u.run_as_group.or(d.run_as_group),
+        run_as_non_root: u.run_as_non_root.or(d.run_as_non_root),
+        run_as_user: u.run_as_user.or(d.run_as_user),
+        se_linux_options: u.se_linux_options.or(d.se_linux_options),
+        seccomp_profile: u.seccomp_profile.or(d.seccomp_profile),
+        windows_options: u.windows_options.or(d.windows_options),
+    }
+}
 
 fn secret_env(name: String, secret: &str, key: &str) -> EnvVar {
     EnvVar {
@@ -115,7 +233,9 @@ pub fn build(cluster: &SmscCluster, plan: &Plan, rendered: &Rendered) -> Result<
     let mut annotations = pod.annotations.clone();
     annotations.insert(labels::RESTART_HASH_ANNOTATION.to_string(), rendered.restart_hash.clone());
 
-    let mut ports = vec![container_port("smpp", port(spec.smpp.port, "spec.smpp.port")?)];
+    let smpp_port = port(spec.smpp.port, "spec.smpp.port")?;
+    let mut lowest_port = smpp_port.min(ADMIN_PORT);
+    let mut ports = vec![container_port("smpp", smpp_port)];
     let mut volumes = vec![Volume {
         name: "config".into(),
         config_map: Some(ConfigMapVolumeSource {
@@ -130,8 +250,20 @@ pub fn build(cluster: &SmscCluster, plan: &Plan, rendered: &Rendered) -> Result<
         read_only: Some(true),
         ..VolumeMount::default()
     }];
+    // The only writable directory on the read-only root filesystem (see the module doc).
+    volumes.push(Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: None,
+            size_limit: Some(Quantity(TMP_SIZE_LIMIT.into())),
+        }),
+        ..Volume::default()
+    });
+    mounts.push(VolumeMount { name: "tmp".into(), mount_path: TMP_DIR.into(), ..VolumeMount::default() });
     if let Some(tls) = &spec.smpp.tls {
-        ports.push(container_port("smpp-tls", port(tls.port, "spec.smpp.tls.port")?));
+        let tls_port = port(tls.port, "spec.smpp.tls.port")?;
+        lowest_port = lowest_port.min(tls_port);
+        ports.push(container_port("smpp-tls", tls_port));
         volumes.push(Volume {
             name: "smpp-tls".into(),
             secret: Some(SecretVolumeSource {
@@ -177,6 +309,7 @@ pub fn build(cluster: &SmscCluster, plan: &Plan, rendered: &Rendered) -> Result<
         ports: Some(ports),
         env: Some(env(cluster)),
         volume_mounts: Some(mounts),
+        security_context: Some(container_security_context(pod.container_security_context.as_ref())),
         resources: pod.resources.clone(),
         readiness_probe: Some(probe("/readyz", 5, 3)),
         liveness_probe: Some(probe("/healthz", 10, 6)),
@@ -222,6 +355,7 @@ pub fn build(cluster: &SmscCluster, plan: &Plan, rendered: &Rendered) -> Result<
                 spec: Some(PodSpec {
                     service_account_name: Some(labels::rbac_name(&plan.name)),
                     termination_grace_period_seconds: Some(plan.termination_grace_period_seconds),
+                    security_context: Some(pod_security_context(pod.security_context.as_ref(), lowest_port)),
                     containers: vec![container],
                     volumes: Some(volumes),
                     topology_spread_constraints: (!spread_constraints.is_empty())
@@ -353,7 +487,7 @@ mod tests {
         assert_eq!(p.priority_class_name.as_deref(), Some("high"));
         assert_eq!(p.node_selector.unwrap_or_default().get("pool").map(String::as_str), Some("sms"));
         let vols: Vec<_> = p.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect();
-        assert_eq!(vols, vec!["config", "smpp-tls", "upstream-ca-beta"]);
+        assert_eq!(vols, vec!["config", "tmp", "smpp-tls", "upstream-ca-beta"]);
     }
 
     #[test]
@@ -364,6 +498,136 @@ mod tests {
         let d = deployment(&c);
         assert_eq!(d.spec.as_ref().and_then(|s| s.replicas), Some(3));
         assert_eq!(pod_spec(&d).topology_spread_constraints, None);
+    }
+
+    fn security(d: &Deployment) -> (PodSecurityContext, SecurityContext) {
+        let p = pod_spec(d);
+        let ctr = p.containers[0].security_context.clone().unwrap_or_else(|| panic!("no container context"));
+        (p.security_context.unwrap_or_else(|| panic!("no pod context")), ctr)
+    }
+
+    /// The fields the `restricted` Pod Security Standard checks, as the defaults set them.
+    fn assert_restricted(pod: &PodSecurityContext, ctr: &SecurityContext) {
+        assert_eq!(pod.run_as_non_root, Some(true));
+        assert_eq!(pod.seccomp_profile.as_ref().map(|p| p.type_.as_str()), Some("RuntimeDefault"));
+        assert_eq!(ctr.allow_privilege_escalation, Some(false));
+        assert_eq!(ctr.capabilities.as_ref().and_then(|c| c.drop.clone()), Some(vec!["ALL".to_string()]));
+        assert_eq!(ctr.run_as_non_root, Some(true));
+        assert_eq!(ctr.privileged, None);
+    }
+
+    #[test]
+    fn pods_are_restricted_by_default_with_a_writable_tmp() {
+        let d = deployment(&load("minimal.yaml"));
+        let (pod, ctr) = security(&d);
+        assert_restricted(&pod, &ctr);
+        assert_eq!(
+            (pod.run_as_user, pod.run_as_group, pod.fs_group),
+            (Some(65532), Some(65532), Some(65532))
+        );
+        assert_eq!(ctr.read_only_root_filesystem, Some(true));
+        assert_eq!(ctr.capabilities.and_then(|c| c.add), None);
+        // 2775 and 8080: nothing privileged to bind, so no sysctl.
+        assert_eq!(pod.sysctls, None);
+        let p = pod_spec(&d);
+        let tmp = p.volumes.unwrap_or_default().into_iter().find(|v| v.name == "tmp");
+        let empty = tmp.and_then(|v| v.empty_dir).unwrap_or_else(|| panic!("no tmp emptyDir"));
+        assert_eq!(empty.size_limit, Some(Quantity("64Mi".into())));
+        let mounts = p.containers[0].volume_mounts.clone().unwrap_or_default();
+        let m = mounts.iter().find(|m| m.name == "tmp").unwrap_or_else(|| panic!("no tmp mount"));
+        assert_eq!((m.mount_path.as_str(), m.read_only), ("/tmp", None));
+        // Every other mount is read-only.
+        assert!(mounts.iter().filter(|m| m.name != "tmp").all(|m| m.read_only == Some(true)), "{mounts:?}");
+    }
+
+    #[test]
+    fn overrides_merge_field_by_field_over_the_defaults() {
+        let mut c = load("full.yaml");
+        c.spec.pod.security_context = Some(PodSecurityContext {
+            run_as_user: Some(1000),
+            supplemental_groups: Some(vec![5]),
+            ..PodSecurityContext::default()
+        });
+        c.spec.pod.container_security_context = Some(SecurityContext {
+            capabilities: Some(Capabilities { add: Some(vec!["NET_BIND_SERVICE".into()]), drop: None }),
+            read_only_root_filesystem: Some(false),
+            ..SecurityContext::default()
+        });
+        let (pod, ctr) = security(&deployment(&c));
+        // What was set replaced its field only; the rest of the restricted defaults stayed.
+        assert_eq!((pod.run_as_user, pod.run_as_group, pod.fs_group), (Some(1000), Some(65532), Some(65532)));
+        assert_eq!(pod.supplemental_groups, Some(vec![5]));
+        assert_eq!(ctr.read_only_root_filesystem, Some(false));
+        assert_eq!(
+            ctr.capabilities.as_ref().and_then(|c| c.add.clone()),
+            Some(vec!["NET_BIND_SERVICE".into()])
+        );
+        assert_restricted(&pod, &ctr);
+
+        // A value the user sets wins even where it breaks the standard (the namespace's admission
+        // decides), and an explicit empty list replaces the default one.
+        c.spec.pod.container_security_context = Some(SecurityContext {
+            allow_privilege_escalation: Some(true),
+            capabilities: Some(Capabilities { add: None, drop: Some(vec![]) }),
+            ..SecurityContext::default()
+        });
+        c.spec.pod.security_context = Some(PodSecurityContext {
+            seccomp_profile: Some(SeccompProfile {
+                type_: "Localhost".into(),
+                localhost_profile: Some("smscd.json".into()),
+            }),
+            ..PodSecurityContext::default()
+        });
+        let (pod, ctr) = security(&deployment(&c));
+        assert_eq!(ctr.allow_privilege_escalation, Some(true));
+        assert_eq!(ctr.capabilities.and_then(|c| c.drop), Some(vec![]));
+        assert_eq!(ctr.read_only_root_filesystem, Some(true));
+        let seccomp = pod.seccomp_profile.unwrap_or_else(|| panic!("no seccomp"));
+        assert_eq!(
+            (seccomp.type_.as_str(), seccomp.localhost_profile.as_deref()),
+            ("Localhost", Some("smscd.json"))
+        );
+        assert_eq!(pod.run_as_non_root, Some(true));
+    }
+
+    #[test]
+    fn a_privileged_smpp_port_lowers_the_unprivileged_port_start() {
+        let sysctls = |c: &SmscCluster| {
+            security(&deployment(c))
+                .0
+                .sysctls
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| (s.name, s.value))
+                .collect::<Vec<_>>()
+        };
+        let mut c = load("full.yaml");
+        c.spec.smpp.port = 25;
+        assert_eq!(sysctls(&c), vec![(UNPRIVILEGED_PORT_SYSCTL.to_string(), "25".to_string())]);
+        // The lower of the two listeners; the TLS port counts too.
+        c.spec.smpp.port = 2775;
+        if let Some(t) = c.spec.smpp.tls.as_mut() {
+            t.port = 465;
+        }
+        assert_eq!(sysctls(&c), vec![(UNPRIVILEGED_PORT_SYSCTL.to_string(), "465".to_string())]);
+        // The user's sysctls merge by name: theirs are kept, and theirs win for the same name.
+        let user = |name: &str, value: &str| Sysctl { name: name.into(), value: value.into() };
+        c.spec.pod.security_context = Some(PodSecurityContext {
+            sysctls: Some(vec![user("net.ipv4.tcp_syncookies", "1")]),
+            ..PodSecurityContext::default()
+        });
+        assert_eq!(
+            sysctls(&c),
+            vec![
+                ("net.ipv4.tcp_syncookies".to_string(), "1".to_string()),
+                (UNPRIVILEGED_PORT_SYSCTL.to_string(), "465".to_string())
+            ]
+        );
+        c.spec.pod.security_context = Some(PodSecurityContext {
+            sysctls: Some(vec![user(UNPRIVILEGED_PORT_SYSCTL, "0")]),
+            ..PodSecurityContext::default()
+        });
+        assert_eq!(sysctls(&c), vec![(UNPRIVILEGED_PORT_SYSCTL.to_string(), "0".to_string())]);
     }
 
     #[test]
