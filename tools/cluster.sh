@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test control plane: etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok
-# (three fake Nodes in two zones), all on 127.0.0.1, built by tools/k8s/build.sh.
+# (three fake Nodes in two zones), all on 127.0.0.1, built by tools/k8s/build.sh, and one real
+# Node (containerd, kubelet, kube-proxy: tools/realnode.sh) where Pods really run.
 #
 #   tools/cluster.sh up      start it (or reuse the one already up); last line: export KUBECONFIG=...
 #   tools/cluster.sh down    stop it, remove its state; no process is left behind
@@ -14,6 +15,8 @@
 #   SMSC_CLUSTER_OWNER_PID  if set on `up`, a watchdog stops the cluster when that process exits
 #                       (the Rust test helper uses it so a killed test run leaves nothing behind)
 #   SMSC_CLUSTER_TIMEOUT    seconds `up` waits for /readyz and Ready nodes (default 120)
+#   SMSC_REAL_NODE      1 (default): also the real node, and `up` fails when it cannot start;
+#                       0: kwok Nodes only (what a test binary's private cluster uses)
 #
 # The state (etcd data, certificates, logs, pids) lives in a temp dir named in $SMSC_CLUSTER_DIR/state.
 set -euo pipefail
@@ -24,6 +27,9 @@ KUBECONFIG_PATH="$CLUSTER_DIR/kubeconfig"
 TIMEOUT="${SMSC_CLUSTER_TIMEOUT:-120}"
 BIN="$("$here/k8s/build.sh" --bin-dir)"
 export PATH="$BIN:$PATH"
+REAL_NODE="${SMSC_REAL_NODE:-1}"
+# shellcheck source=realnode.sh
+. "$here/realnode.sh"
 
 NODES=("kwok-node-0:zone-a" "kwok-node-1:zone-b" "kwok-node-2:zone-a")
 
@@ -75,7 +81,15 @@ all_alive() {
   local st name pid
   st="$(state_dir)"
   [ -n "$st" ] && [ -d "$st" ] && [ -f "$KUBECONFIG_PATH" ] || return 1
-  for name in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do
+  local names=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+  # A kwok-only cluster does not serve a request for a real node, nor the other way round.
+  if [ -f "$st/node/enabled" ]; then
+    [ "$REAL_NODE" = 1 ] || return 1
+    names+=(containerd kubelet kube-proxy)
+  else
+    [ "$REAL_NODE" != 1 ] || return 1
+  fi
+  for name in "${names[@]}"; do
     [ -f "$st/pids/$name.pid" ] || return 1
     pid="$(cat "$st/pids/$name.pid")"
     kill -0 "$pid" 2>/dev/null && grep -qF "$st" "/proc/$pid/cmdline" 2>/dev/null || return 1
@@ -98,7 +112,7 @@ gen_certs() {
     openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=smsc-test-ca" \
       -keyout ca.key -out ca.crt 2>/dev/null
     openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout apiserver.key -out apiserver.csr 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1\nextendedKeyUsage=serverAuth\n' >apiserver.ext
+    printf 'subjectAltName=IP:127.0.0.1,IP:10.245.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1\nextendedKeyUsage=serverAuth\n' >apiserver.ext
     openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
       -extfile apiserver.ext -out apiserver.crt 2>/dev/null
     openssl genrsa -out sa.key 2048 2>/dev/null
@@ -198,6 +212,13 @@ cmd_up() {
   for p in etcd-client etcd-peer apiserver kcm scheduler kwok; do free_port >"$st/ports/$p"; done
   port() { cat "$st/ports/$1"; }
   gen_certs "$st"
+  local apiserver_net=(--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --endpoint-reconciler-type none)
+  if [ "$REAL_NODE" = 1 ]; then
+    local why; why="$(realnode_unavailable)"
+    [ -z "$why" ] || { cmd_down_locked; die "the real node cannot start: $why (SMSC_REAL_NODE=0 gives a kwok-only cluster)"; }
+    realnode_prepare || { cmd_down_locked; die "preparing the real node failed"; }
+    mapfile -t apiserver_net < <(realnode_apiserver_args)
+  fi
 
   local admin_token kcm_token sched_token kwok_token
   admin_token="$(openssl rand -hex 24)"; kcm_token="$(openssl rand -hex 24)"
@@ -223,8 +244,7 @@ cmd_up() {
 
   start kube-apiserver kube-apiserver \
     --etcd-servers "http://127.0.0.1:$(port etcd-client)" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$(port apiserver)" \
-    --endpoint-reconciler-type none \
+    "${apiserver_net[@]}" --secure-port "$(port apiserver)" \
     --tls-cert-file "$st/pki/apiserver.crt" --tls-private-key-file "$st/pki/apiserver.key" \
     --client-ca-file "$st/pki/ca.crt" --token-auth-file "$st/pki/tokens.csv" \
     --requestheader-client-ca-file "$st/pki/ca.crt" --requestheader-allowed-names front-proxy-client \
@@ -279,6 +299,9 @@ cmd_up() {
   wait_for "three Ready nodes" nodes_ready || { cmd_down_locked; exit 1; }
   log "nodes Ready after $((SECONDS - started)) s"
   wait_for "the default ServiceAccount" default_sa || { cmd_down_locked; exit 1; }
+  if [ "$REAL_NODE" = 1 ]; then
+    realnode_start || { log "the real node did not start; logs in $st/logs"; cmd_down_locked; exit 1; }
+  fi
 
   if [ -n "${SMSC_CLUSTER_OWNER_PID:-}" ]; then
     # Stops the cluster when its owner (a test binary) exits, however it exits.
@@ -312,6 +335,8 @@ cmd_down_locked() {
   st="$(state_dir || true)"
   rm -f "$KUBECONFIG_PATH"
   if [ -n "$st" ] && [ -d "$st" ]; then
+    # The real node first, while the API server can still drain it.
+    realnode_stop || log "stopping the real node failed; see tools/realnode.sh leftovers"
     # The API server's clients first (together), then the API server, then etcd.
     local stoppers=()
     for name in kwok kube-scheduler kube-controller-manager; do
@@ -353,6 +378,10 @@ case "${1:-}" in
   env)
     echo "export PATH=$BIN:\$PATH"
     echo "export KUBECONFIG=$KUBECONFIG_PATH"
+    st="$(state_dir)"
+    if [ -n "$st" ] && [ -f "$st/node/enabled" ]; then
+      echo "export SMSC_CONTAINERD_ADDRESS=$st/node/containerd/containerd.sock"
+    fi
     ;;
   status) is_up ;;
   *) echo "usage: tools/cluster.sh up|down|env|status" >&2; exit 2 ;;

@@ -13,9 +13,34 @@ cd "$root"
 down() { tools/cluster.sh down >/dev/null 2>&1 || true; }
 trap down EXIT
 
+export SMSC_REAL_NODE="${SMSC_REAL_NODE:-1}"
+if [ "$SMSC_REAL_NODE" = 1 ]; then
+  # The images the real node runs (imported by `up`, the Pod sandbox image first of all).
+  tools/images.sh build
+  node_baseline="$(mktemp)"
+  tools/realnode.sh baseline >"$node_baseline"
+fi
+
 kc="$(tools/cluster.sh up | tail -n 1)"
 eval "$kc"          # export KUBECONFIG=...
 echo "[test] control plane up: KUBECONFIG=$KUBECONFIG" >&2
+eval "$(tools/cluster.sh env)"  # SMSC_CONTAINERD_ADDRESS with a real node
 
-cargo test --workspace --all-targets --no-fail-fast
-cargo test --workspace --doc
+status=0
+cargo test --workspace --all-targets --no-fail-fast || status=$?
+cargo test --workspace --doc || status=$?
+
+if [ "$SMSC_REAL_NODE" = 1 ]; then
+  # `down` must leave nothing of the real node behind: processes, mounts, cgroups, iptables
+  # chains and nftables tables, the bridge, network namespaces, the VM-wide sysctls.
+  tools/cluster.sh down
+  if left="$(tools/realnode.sh leftovers "$node_baseline")"; then
+    echo "[test] real node: nothing left behind after down" >&2
+  else
+    echo "[test] real node: down left behind:" >&2
+    echo "$left" >&2
+    status=1
+  fi
+  rm -f "$node_baseline"
+fi
+exit "$status"

@@ -223,6 +223,9 @@ fn ensure_started() -> Result<PathBuf> {
         .arg("up")
         .env("SMSC_CLUSTER_DIR", &dir)
         .env("SMSC_CLUSTER_OWNER_PID", std::process::id().to_string())
+        // A private cluster has kwok Nodes only: a machine holds one real node (fixed kubelet
+        // ports), and it belongs to the shared cluster of `make test` / `make cluster-up`.
+        .env("SMSC_REAL_NODE", std::env::var("SMSC_E2E_PRIVATE_REAL_NODE").unwrap_or_else(|_| "0".into()))
         .env("PATH", prepend_path(bin))
         .stderr(Stdio::inherit()))?;
     eprintln!("smsc-e2e: started a control plane in {:.1?} ({})", started.elapsed(), out.trim());
