@@ -7,7 +7,7 @@ export SMSC_CACHE ?= $(HOME)/.cache/smsc-operator
 # Two cores: keep cargo from starving the Go build or the tests it runs.
 export CARGO_BUILD_JOBS ?= 2
 
-.PHONY: all build deps lint fmt test test-unit test-peers e2e fuzz bench bench-failover bench-operator profile demo cluster-up cluster-down k8s-tools images crds chart-lint clean
+.PHONY: all build deps lint fmt test test-unit test-peers e2e fuzz bench bench-failover bench-failover-real bench-operator profile demo cluster-up cluster-down k8s-tools images crds chart-lint clean
 
 all: build
 
@@ -49,6 +49,12 @@ RUNS ?= 5
 bench-failover: deps k8s-tools
 	RUNS=$(RUNS) $(CARGO) test -p smsc-e2e --test failover -- --ignored --nocapture failover_times
 
+## Failover times on real Pods (docs/benchmarks.md): RUNS forced deletes and RUNS plain deletes of
+## the active smscd Pod of an ActiveStandby cluster on the real node, against the cluster
+## `make cluster-up` leaves running (it starts one, with the real node, if none is up). Not asserted.
+bench-failover-real: deps cluster-up
+	RUNS=$(RUNS) $(CARGO) test -p smsc-e2e --test real_pods -- --ignored --nocapture real_pod_failover_times
+
 ## Operator scale on the control plane (issue 8): N SmscClusters (default 1000) reconciled by the
 ## release operator; times, RSS, requests per reconcile, writes when quiet, spec-change latency.
 ## Overrides: N; OPSCALE_{CONCURRENCY,QUIET_SECS,SPEC_CHANGES,WAIT_SECS,AVAILABLE_SECS} (tests/e2e/tests/operator_scale.rs).
@@ -63,7 +69,7 @@ k8s-tools:
 	tools/k8s/build.sh
 
 ## Start (or reuse) it; the last line printed is `export KUBECONFIG=...`.
-cluster-up: k8s-tools
+cluster-up: k8s-tools images
 	@tools/cluster.sh up
 
 cluster-down:
