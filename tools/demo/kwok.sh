@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# make demo: the whole story on one machine, in plain words.
+# make demo without a real node (tools/demo.sh falls back to it): the same story with kwok
+# Pods that run nothing, played by smscd processes on this machine.
 #
 #  1. build smscd and the operator, bring up the local control plane (tools/cluster.sh),
 #  2. install the CRD and run the operator,
@@ -13,7 +14,7 @@
 # Everything listens on 127.0.0.1. The cluster lives in its own directory and is stopped at the end.
 set -euo pipefail
 
-root="$(cd "$(dirname "$0")/.." && pwd)"
+root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 SMSC_CACHE="${SMSC_CACHE:-$HOME/.cache/smsc-operator}"
 export SMSC_CLUSTER_DIR="${SMSC_DEMO_CLUSTER_DIR:-$SMSC_CACHE/cluster-demo}"
@@ -22,9 +23,8 @@ CLUSTER=demo
 work="$(mktemp -d /tmp/smsc-demo.XXXXXX)"
 pids=()
 
-bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-say() { printf '   %s\n' "$*"; }
-die() { printf '\033[31mdemo failed: %s\033[0m\n' "$*" >&2; exit 1; }
+# shellcheck source=lib.sh
+. "$root/tools/demo/lib.sh"
 
 cleanup() {
   local rc=$?
@@ -40,15 +40,6 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Poll a command until it succeeds (prints its output), at most $1 seconds.
-until_ok() {
-  local secs=$1; shift
-  local deadline=$((SECONDS + secs))
-  while ! "$@" 2>/dev/null; do
-    [ $SECONDS -lt $deadline ] || return 1
-    sleep 0.2
-  done
-}
 
 bold "1. Building smscd and smsc-operator, preparing the control plane"
 tools/deps.sh all
@@ -58,7 +49,7 @@ bin="$root/target/debug"
 k8sbin="$(tools/k8s/build.sh --bin-dir)"
 export PATH="$k8sbin:$PATH"
 python_peer="$SMSC_CACHE/venv/bin/python"
-eval "$(tools/cluster.sh up | tail -n 1)"
+eval "$(SMSC_REAL_NODE=0 tools/cluster.sh up | tail -n 1)"
 export KUBECONFIG
 say "control plane up (kube-apiserver $(kubectl version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])'), 3 kwok nodes)"
 kubectl get nodes -L topology.kubernetes.io/zone | sed 's/^/   /'
@@ -160,21 +151,7 @@ say "the Service selects that label, so its EndpointSlice lists only the active 
 kubectl -n "$NS" get endpointslices -l "kubernetes.io/service-name=$CLUSTER" | sed 's/^/   /'
 
 send() { # $1 = pod, $2 = how many
-  local port=${port_of[$1]}
-  "$python_peer" tests/peers/esme_smpplib.py --host 127.0.0.1 --port "$port" --system-id legacy --password s3cret \
-    --bind-type trx --submit "$2" --registered-delivery 1 --wait-receipts "$2" --timeout 30 \
-    --text "Hello from make demo" --dest-addr 447700900123 >"$work/esme.out" || return 1
-  python3 - "$work/esme.out" <<'EOF'
-import json, sys
-for line in open(sys.argv[1]):
-    e = json.loads(line)
-    if e["event"] == "submit_resp":
-        print(f"   -> submit_sm #{e['sequence']}: accepted, message_id {e['message_id']}")
-    elif e["event"] == "deliver" and e.get("receipt"):
-        print(f"   <- receipt for {e.get('receipted_message_id') or e.get('id')}: stat {e.get('stat')}")
-    elif e["event"] == "summary":
-        print(f"   summary: {e['submitted']} sent, {e['acked']} accepted, {e['receipts']} receipts back")
-EOF
+  send_sms "${port_of[$1]}" "$2" legacy s3cret
 }
 
 bold "6. Sending SMS through the active replica (Python smpplib as the ESME)"
