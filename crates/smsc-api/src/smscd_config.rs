@@ -133,6 +133,24 @@ pub struct BindConfig {
     pub reconnect: ReconnectConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTlsConfig>,
+    /// How this upstream's receipt ids relate to the ids of its submit_sm_resp.
+    #[serde(default)]
+    pub message_id_format: MessageIdFormat,
+}
+
+/// How an upstream writes the message id of a receipt, compared with the id its submit_sm_resp
+/// gave. Leading zeros, case and padding never matter. Declared, never guessed: `1234` is both
+/// decimal and hex, so guessing matches the wrong message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageIdFormat {
+    /// The same id.
+    #[default]
+    Same,
+    /// submit_sm_resp in hex, receipts in decimal.
+    HexToDecimal,
+    /// submit_sm_resp in decimal, receipts in hex.
+    DecimalToHex,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@
 use crate::core::Core;
 use crate::store::{Correlation, Delivery};
 use bytes::{Bytes, BytesMut};
-use smpp::receipt::{id_candidates, MessageState, Receipt};
+use smpp::receipt::{MessageIdFormat, MessageState, Receipt};
 use smpp::{Body, CommandStatus, DeliverSm, Pdu};
 use std::time::Duration;
 
@@ -29,16 +29,37 @@ pub fn wanted(registered_delivery: u8, state: Option<MessageState>) -> bool {
     }
 }
 
-/// Handle one deliver_sm from `upstream`; Ok means "queued or deliberately dropped: answer 0".
-pub async fn on_upstream_deliver(core: &Core, upstream: &str, dsm: DeliverSm) -> Result<(), CommandStatus> {
+/// The smpp crate's form of a bind's `message_id_format`.
+pub fn id_format(f: smsc_api::smscd_config::MessageIdFormat) -> MessageIdFormat {
+    use smsc_api::smscd_config::MessageIdFormat as Config;
+    match f {
+        Config::Same => MessageIdFormat::Same,
+        Config::HexToDecimal => MessageIdFormat::HexToDecimal,
+        Config::DecimalToHex => MessageIdFormat::DecimalToHex,
+    }
+}
+
+/// Handle one deliver_sm from `upstream`, whose receipt ids relate to its submit_sm_resp ids as
+/// `id_format` says; Ok means "queued or deliberately dropped: answer 0".
+pub async fn on_upstream_deliver(
+    core: &Core,
+    upstream: &str,
+    id_format: MessageIdFormat,
+    dsm: DeliverSm,
+) -> Result<(), CommandStatus> {
     if dsm.is_delivery_receipt() {
-        on_receipt(core, upstream, dsm).await
+        on_receipt(core, upstream, id_format, dsm).await
     } else {
         on_mo(core, upstream, dsm).await
     }
 }
 
-async fn on_receipt(core: &Core, upstream: &str, mut dsm: DeliverSm) -> Result<(), CommandStatus> {
+async fn on_receipt(
+    core: &Core,
+    upstream: &str,
+    id_format: MessageIdFormat,
+    mut dsm: DeliverSm,
+) -> Result<(), CommandStatus> {
     let tlv_id = dsm
         .tlvs
         .receipted_message_id()
@@ -58,21 +79,25 @@ async fn on_receipt(core: &Core, upstream: &str, mut dsm: DeliverSm) -> Result<(
     };
     let state = tlv_state.or_else(|| from_text.and_then(Receipt::state));
     let is_final = state.is_none_or(|s| s.is_final());
-    let candidates = id_candidates(&upstream_id);
-    let found = lookup(core, upstream, &candidates).await?;
-    let Some((matched, corr)) = found else {
+    // One key, in the base of the submit_sm_resp id: never a guess at another base.
+    let Some(key) = id_format.receipt_key(&upstream_id) else {
+        tracing::warn!(upstream, id = %upstream_id, format = ?id_format,
+            "receipt id not in the declared message_id_format: dropped");
+        core.metrics.receipt("unmatched");
+        return Ok(());
+    };
+    let keys = [key];
+    let Some((_, corr)) = lookup(core, upstream, &keys).await? else {
         tracing::warn!(upstream, id = %upstream_id, "receipt for an unknown message: dropped");
         core.metrics.receipt("unmatched");
         return Ok(());
     };
+    let key = keys[0].as_str();
     // A final receipt's correlation goes with its queueing (enqueue_final); one not wanted
-    // goes now. The candidate is there: find_correlation returned its index.
-    let key = candidates.get(matched).map_or(upstream_id.as_str(), String::as_str);
+    // goes now.
     if !wanted(corr.registered_delivery, state) {
         if is_final {
-            if let Err(e) =
-                core.store.take_correlation(upstream, std::slice::from_ref(&key.to_owned()), true).await
-            {
+            if let Err(e) = core.store.take_correlation(upstream, &keys, true).await {
                 tracing::debug!(error = %e, "correlation of an unwanted receipt not removed: it expires");
             }
         }
@@ -127,7 +152,7 @@ fn splice_id(text: &[u8], upstream_id: &str, our_id: &str) -> Option<Bytes> {
     Some(out.freeze())
 }
 
-/// The matching candidate's index and the correlation, looked up again for a while when missing.
+/// The correlation stored under `key` (one element), looked up again for a while when missing.
 async fn lookup(
     core: &Core,
     upstream: &str,
