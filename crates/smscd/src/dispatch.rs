@@ -268,7 +268,8 @@ async fn dispatch_from(
     (Err(status), "none".to_owned())
 }
 
-/// Whether registered_delivery asks for any receipt (final or intermediate).
+/// Whether registered_delivery asks for anything an upstream reports back: an SMSC receipt
+/// (bits 0-1), an SME acknowledgement (bits 2-3) or intermediate notifications (bit 4).
 pub fn wants_receipt(rd: u8) -> bool {
-    rd & 0x03 != 0 || rd & 0x10 != 0
+    rd & 0x1F != 0
 }

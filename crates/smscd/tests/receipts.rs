@@ -8,7 +8,7 @@ use bytes::Bytes;
 use common::*;
 use smpp::session::{smsc, BindKind, Handler, Reply, Request, Session, SessionConfig};
 use smpp::{Address, Body, CommandStatus, DeliverSm, SubmitSmResp};
-use smsc_api::smscd_config::MessageIdFormat;
+use smsc_api::smscd_config::{MessageIdFormat, MoRule};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -67,6 +67,8 @@ async fn setup(ids: &[&str], format: MessageIdFormat) -> Setup {
     up.message_id_format = format;
     cfg.binds = vec![up];
     cfg.routing.default_chain = vec!["bind:up".into()];
+    // Every MO goes to the ESME: a notification routed as MO would show up there.
+    cfg.routing.mo = vec![MoRule { destination_prefix: None, upstream: None, account: "esme".into() }];
     let daemon = Daemon::start(cfg).await;
     let upstream = within("upstream bound", rx.recv()).await.expect("upstream session");
     let core = daemon.core().clone();
@@ -90,13 +92,30 @@ async fn submit_ok(e: &Esme, registered_delivery: u8) -> String {
 
 /// A deliver_sm from the upstream with this esm_class and text; its status.
 async fn deliver(up: &Session, esm_class: u8, text: &str) -> CommandStatus {
-    let d = DeliverSm {
+    deliver_tlv(up, esm_class, text, None, None).await
+}
+
+/// A deliver_sm with a receipted_message_id and/or message_state TLV too.
+async fn deliver_tlv(
+    up: &Session,
+    esm_class: u8,
+    text: &str,
+    receipted_id: Option<&str>,
+    message_state: Option<u8>,
+) -> CommandStatus {
+    let mut d = DeliverSm {
         source: Address::new(1, 1, "3161"),
         destination: Address::new(0, 0, "12345"),
         esm_class,
         short_message: Bytes::from(text.to_owned()),
         ..DeliverSm::default()
     };
+    if let Some(id) = receipted_id {
+        d.tlvs.set_receipted_message_id(id.as_bytes());
+    }
+    if let Some(s) = message_state {
+        d.tlvs.set_message_state(s);
+    }
     within("deliver_sm", up.request(Body::DeliverSm(d))).await.expect("deliver_sm_resp").command_status
 }
 
@@ -128,5 +147,74 @@ async fn hex_to_decimal_receipt_never_lands_on_the_message_with_that_hex_id() {
     let m = s.daemon.metrics().await;
     assert_eq!(metric_sum(&m, "smscd_upstream_receipts_total", &["unmatched"]), 1.0, "{m}");
     assert_eq!(metric_sum(&m, "smscd_upstream_receipts_total", &["queued"]), 2.0, "{m}");
+    s.daemon.shutdown().await;
+}
+
+/// Issue 14: intermediate notifications (esm_class 0x20) and SME acknowledgements (0x08, 0x10)
+/// report on a submitted message: correlated like receipts and forwarded only when the submit's
+/// registered_delivery asked for them, never routed as MO (which would hand the ESME the
+/// upstream's id as if a subscriber had sent it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_are_correlated_or_dropped_never_mo() {
+    let mut s = setup(&["u1", "u2"], MessageIdFormat::Same).await;
+    let a = submit_ok(&s.esme, 0x01).await; // final receipt only
+    let b = submit_ok(&s.esme, 0x1D).await; // final, both SME acks, intermediate
+    let up = &s.upstream;
+    let ok = CommandStatus::ESME_ROK;
+    // A did not ask for any of these: each is answered and dropped.
+    assert_eq!(deliver_tlv(up, 0x20, &receipt_text("u1", "ENROUTE"), Some("u1"), Some(1)).await, ok);
+    assert_eq!(deliver_tlv(up, 0x08, "delivered", Some("u1"), None).await, ok);
+    assert_eq!(deliver_tlv(up, 0x10, "read", Some("u1"), None).await, ok);
+    // B asked for all of them: forwarded with our id, in their own message type.
+    assert_eq!(deliver_tlv(up, 0x20, &receipt_text("u2", "ENROUTE"), Some("u2"), Some(1)).await, ok);
+    assert_eq!(next_receipt(&mut s.esme).await, (0x20, b.clone()));
+    assert_eq!(deliver_tlv(up, 0x08, "id:u2 stat:DELIVRD", Some("u2"), None).await, ok);
+    assert_eq!(next_receipt(&mut s.esme).await, (0x08, b.clone()));
+    // None of them ended a correlation: the final receipts still match.
+    assert_eq!(deliver(up, 0x04, &receipt_text("u1", "DELIVRD")).await, ok);
+    assert_eq!(next_receipt(&mut s.esme).await, (0x04, a));
+    assert_eq!(deliver(up, 0x04, &receipt_text("u2", "DELIVRD")).await, ok);
+    assert_eq!(next_receipt(&mut s.esme).await, (0x04, b));
+    let m = s.daemon.metrics().await;
+    assert_eq!(metric_sum(&m, "smscd_upstream_receipts_total", &["mo_queued"]), 0.0, "{m}");
+    assert_eq!(metric_sum(&m, "smscd_upstream_receipts_total", &["not_requested"]), 3.0, "{m}");
+    assert_eq!(metric_sum(&m, "smscd_upstream_receipts_total", &["queued"]), 4.0, "{m}");
+    // A reserved message type is refused, not guessed at.
+    assert_eq!(deliver(up, 0x0C, "x").await, CommandStatus::ESME_RINVESMCLASS);
+    // A real MO still reaches the ESME.
+    assert_eq!(deliver(up, 0x00, "hello").await, ok);
+    let mo = within("MO", s.esme.delivered.recv()).await.expect("MO");
+    assert_eq!((mo.esm_class, &mo.short_message[..]), (0x00, &b"hello"[..]));
+    s.daemon.shutdown().await;
+}
+
+/// Issue 14: a stat word that is not a known final state (BUFFRED, SENT, ACKED, ...) does not
+/// end the correlation: the final receipt that follows still reaches the ESME. A final
+/// message_state TLV (0x0427) does end it, whatever the text says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_stat_words_are_not_final() {
+    let mut s = setup(&["u1", "u2", "u3"], MessageIdFormat::Same).await;
+    let a = submit_ok(&s.esme, 0x01).await;
+    let b = submit_ok(&s.esme, 0x11).await;
+    let c = submit_ok(&s.esme, 0x01).await;
+    let up = &s.upstream;
+    let ok = CommandStatus::ESME_ROK;
+    for word in ["BUFFRED", "SENT", "ACKED"] {
+        assert_eq!(deliver(up, 0x04, &receipt_text("u1", word)).await, ok);
+    }
+    // B asked for intermediate receipts: it gets the BUFFRED one.
+    assert_eq!(deliver(up, 0x04, &receipt_text("u2", "BUFFRED")).await, ok);
+    assert_eq!(next_receipt(&mut s.esme).await, (0x04, b.clone()));
+    assert_eq!(deliver(up, 0x04, &receipt_text("u1", "DELIVRD")).await, ok);
+    assert_eq!(next_receipt(&mut s.esme).await, (0x04, a));
+    assert_eq!(deliver(up, 0x04, &receipt_text("u2", "UNDELIV")).await, ok);
+    assert_eq!(next_receipt(&mut s.esme).await, (0x04, b));
+    // A final message_state TLV (5, UNDELIVERABLE) beside an unknown word: final.
+    assert_eq!(deliver_tlv(up, 0x04, &receipt_text("u3", "FAILED"), None, Some(5)).await, ok);
+    assert_eq!(next_receipt(&mut s.esme).await, (0x04, c));
+    assert_eq!(deliver(up, 0x04, &receipt_text("u3", "DELIVRD")).await, ok);
+    let m = s.daemon.metrics().await;
+    assert_eq!(metric_sum(&m, "smscd_upstream_receipts_total", &["unmatched"]), 1.0, "{m}");
+    assert_eq!(metric_sum(&m, "smscd_upstream_receipts_total", &["queued"]), 4.0, "{m}");
     s.daemon.shutdown().await;
 }
