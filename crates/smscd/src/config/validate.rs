@@ -109,6 +109,17 @@ fn server(cfg: &SmscdConfig, f: &mut Findings) {
     }
     at_most(f, "server.enquire_link_secs", s.enquire_link_secs, limits::DAY_SECS, " s (1 day)");
     at_most(f, "shutdown.drain_secs", cfg.shutdown.drain_secs, limits::DAY_SECS, " s (1 day)");
+    if s.max_connections_per_address == 0 {
+        f.error("server.max_connections_per_address", "must be at least 1");
+    }
+    at_most(f, "server.max_connections_per_address", s.max_connections_per_address, limits::MAX_CONNECTIONS, "");
+    if s.failed_binds_per_address == 0 {
+        f.error("server.failed_binds_per_address", "must be at least 1");
+    }
+    if s.failed_bind_window_secs == 0 {
+        f.error("server.failed_bind_window_secs", "must be at least 1");
+    }
+    at_most(f, "server.failed_bind_window_secs", s.failed_bind_window_secs, limits::DAY_SECS, " s (1 day)");
     port(f, "admin.port", cfg.admin.port);
     if cfg.admin.port == s.port {
         f.error("admin.port", format!("{} is also server.port", s.port));
