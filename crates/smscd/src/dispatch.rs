@@ -116,8 +116,7 @@ pub fn start(job: Job, sm: SubmitSm) {
     let Some(up) = fast else { return spawn_rest(job, sm, 0, CommandStatus::ESME_RSYSERR, false) };
     let core = job.core.clone();
     let ctx = (job, up.name.clone(), crate::receipts::id_format(up.cfg.message_id_format));
-    if let Err((body, (job, _, _))) = up.try_submit_with(&core, Body::SubmitSm(sm), ctx, on_first_answer)
-    {
+    if let Err((body, (job, _, _))) = up.try_submit_with(&core, Body::SubmitSm(sm), ctx, on_first_answer) {
         let Body::SubmitSm(sm) = body else { return job.finish(Err(CommandStatus::ESME_RSYSERR), "none") };
         spawn_rest(job, sm, 0, CommandStatus::ESME_RSYSERR, false);
     }

@@ -78,7 +78,12 @@ pub async fn on_upstream_deliver(
         // Default message type, and Conversation Abort (0x18): the subscriber's side.
         0x00 | 0x18 => on_mo(core, upstream, dsm).await,
         other => {
-            tracing::warn!(upstream, esm_class = dsm.esm_class, message_type = other, "deliver_sm of a reserved message type: refused");
+            tracing::warn!(
+                upstream,
+                esm_class = dsm.esm_class,
+                message_type = other,
+                "deliver_sm of a reserved message type: refused"
+            );
             core.metrics.receipt("bad_esm_class");
             Err(CommandStatus::ESME_RINVESMCLASS)
         }

@@ -131,7 +131,9 @@ pub async fn run(core: Arc<Core>, drain: tokio_util::sync::CancellationToken) {
             _ = drain.cancelled() => {}
         }
         let dsm = receipt_pdu(&core.sim, &job);
-        if let Err(status) = crate::receipts::on_upstream_deliver(&core, SIM_UPSTREAM, MessageIdFormat::Same, dsm).await {
+        if let Err(status) =
+            crate::receipts::on_upstream_deliver(&core, SIM_UPSTREAM, MessageIdFormat::Same, dsm).await
+        {
             tracing::warn!(%status, sim_id = %job.sim_id, "sim receipt not accepted");
         }
         core.sim.pending.fetch_sub(1, Ordering::AcqRel);

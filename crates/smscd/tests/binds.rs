@@ -120,10 +120,8 @@ async fn failed_binds_are_throttled_and_connections_capped_per_address() {
     let two = TcpStream::connect(d.smpp).await.expect("connect");
     // Both are counted once the listener took them: a third is closed at once.
     let core = d.core().clone();
-    eventually("two connections counted", Duration::from_secs(5), || {
-        core.metrics.connections.get() == 2
-    })
-    .await;
+    eventually("two connections counted", Duration::from_secs(5), || core.metrics.connections.get() == 2)
+        .await;
     let mut third = TcpStream::connect(d.smpp).await.expect("connect");
     let mut buf = [0u8; 1];
     let read = tokio::time::timeout(Duration::from_secs(10), third.read(&mut buf)).await;

@@ -53,7 +53,8 @@ async fn setup(ids: &[&str], format: MessageIdFormat) -> Setup {
             let (script, tx) = (script.clone(), tx.clone());
             tokio::spawn(async move {
                 if let Ok(b) = smsc::accept(s, Some(peer), SessionConfig::default()).await {
-                    if let Ok(session) = b.accept(Bytes::from_static(b"scripted"), Some(0x34), Scripted(script)).await
+                    if let Ok(session) =
+                        b.accept(Bytes::from_static(b"scripted"), Some(0x34), Scripted(script)).await
                     {
                         let _ = tx.send(session.clone());
                         session.closed().await;
@@ -140,7 +141,10 @@ async fn hex_to_decimal_receipt_never_lands_on_the_message_with_that_hex_id() {
     let b = submit_ok(&s.esme, 1).await;
     assert_eq!(deliver(&s.upstream, 0x04, &receipt_text("1234", "DELIVRD")).await, CommandStatus::ESME_ROK);
     assert_eq!(next_receipt(&mut s.esme).await.1, a, "0x4d2 = 1234 is A's");
-    assert_eq!(deliver(&s.upstream, 0x04, &receipt_text("0004660", "DELIVRD")).await, CommandStatus::ESME_ROK);
+    assert_eq!(
+        deliver(&s.upstream, 0x04, &receipt_text("0004660", "DELIVRD")).await,
+        CommandStatus::ESME_ROK
+    );
     assert_eq!(next_receipt(&mut s.esme).await.1, b, "0x1234 = 4660 is B's");
     // A receipt id that is not decimal matches nothing, rather than a guess.
     assert_eq!(deliver(&s.upstream, 0x04, &receipt_text("4d2", "DELIVRD")).await, CommandStatus::ESME_ROK);

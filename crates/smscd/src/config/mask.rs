@@ -97,7 +97,10 @@ mod tests {
     /// Issue 14: every password form of a Redis URL is masked, not only `user:pass@`.
     #[test]
     fn every_password_form() {
-        assert_eq!(mask_url("unix:///run/redis.sock?db=1&pass=s3cret"), "unix:///run/redis.sock?db=1&pass=***");
+        assert_eq!(
+            mask_url("unix:///run/redis.sock?db=1&pass=s3cret"),
+            "unix:///run/redis.sock?db=1&pass=***"
+        );
         assert_eq!(mask_url("unix:///run/r.sock?PASS=s3cret&user=u"), "unix:///run/r.sock?PASS=***&user=u");
         assert_eq!(mask_url("redis://h:6379/0?password=s3cret"), "redis://h:6379/0?password=***");
         assert_eq!(mask_url("redis://h?password=s3cret#f"), "redis://h?password=***#f");

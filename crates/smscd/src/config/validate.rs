@@ -112,7 +112,13 @@ fn server(cfg: &SmscdConfig, f: &mut Findings) {
     if s.max_connections_per_address == 0 {
         f.error("server.max_connections_per_address", "must be at least 1");
     }
-    at_most(f, "server.max_connections_per_address", s.max_connections_per_address, limits::MAX_CONNECTIONS, "");
+    at_most(
+        f,
+        "server.max_connections_per_address",
+        s.max_connections_per_address,
+        limits::MAX_CONNECTIONS,
+        "",
+    );
     if s.failed_binds_per_address == 0 {
         f.error("server.failed_binds_per_address", "must be at least 1");
     }
