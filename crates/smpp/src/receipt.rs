@@ -10,7 +10,8 @@
 //!
 //! Upstreams also disagree with themselves on how they write message ids (hex in
 //! `submit_sm_resp`, decimal in the receipt, leading zeros, case), which is the classic cause of
-//! receipts for "unknown" messages; [`normalize_message_id`] and [`id_candidates`] fix that.
+//! receipts for "unknown" messages; [`normalize_message_id`] and the upstream's declared
+//! [`MessageIdFormat`] fix that, without guessing the base.
 
 use std::fmt;
 use std::str::FromStr;
@@ -454,7 +455,7 @@ impl fmt::Display for ReceiptDate {
 /// Trims whitespace and NULs (C-octet strings leak them), strips leading zeros (an id of only
 /// zeros becomes `"0"`) and lowercases. Apply it to the `submit_sm_resp` id when storing and to
 /// the receipt id when looking up, so `"000A1B"`, `"a1b"` and `" A1B\0"` all meet at `"a1b"`.
-/// It does not convert between hex and decimal: see [`id_candidates`].
+/// It does not convert between hex and decimal: see [`MessageIdFormat`].
 pub fn normalize_message_id(id: &str) -> String {
     let trimmed = id.trim_matches(|c: char| c.is_whitespace() || c == '\0');
     let stripped = trimmed.trim_start_matches('0');
@@ -464,36 +465,85 @@ pub fn normalize_message_id(id: &str) -> String {
     stripped.to_lowercase()
 }
 
-/// Ids a receipt id may have been stored under, best first.
-///
-/// First the [`normalize_message_id`] form. Then, because many upstreams answer
-/// `submit_sm_resp` with a hex id and send receipts with the same number in decimal (or the
-/// other way round): if the normalised id is all decimal digits and fits a `u128`, its lowercase
-/// hex form; if it is all hex digits and fits a `u128`, its decimal form. An id of decimal digits
-/// is also valid hex, so it yields both conversions (`"123"` → `"123"`, `"7b"`, `"291"`).
-/// All candidates are normalised; there are no duplicates; the list is never empty.
-///
-/// Store under the normalised id and look up each candidate in order (or store under all of
-/// them and look up the normalised one).
-pub fn id_candidates(id: &str) -> Vec<String> {
-    let n = normalize_message_id(id);
-    let mut out = vec![n.clone()];
-    let mut add = |c: String| {
-        if !out.contains(&c) {
-            out.push(c);
-        }
-    };
-    if !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()) {
-        if let Ok(v) = n.parse::<u128>() {
-            add(format!("{v:x}"));
+/// How an upstream's receipt ids relate to the ids of its `submit_sm_resp`, as the operator
+/// declares it per upstream. Never guessed: an id such as `1234` is valid decimal and valid hex,
+/// so trying both forms matches another message (`0x4d2` receipted as `1234` is not `0x1234`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum MessageIdFormat {
+    /// The same id in both (after [`normalize_message_id`]: leading zeros, case, padding).
+    #[default]
+    Same,
+    /// `submit_sm_resp` carries hex, receipts carry the same number in decimal.
+    HexToDecimal,
+    /// `submit_sm_resp` carries decimal, receipts carry the same number in hex.
+    DecimalToHex,
+}
+
+/// Longest id converted between bases (the conversion is quadratic in the length; SMPP message
+/// ids are at most 64 octets).
+const MAX_CONVERTED_ID: usize = 64;
+
+impl MessageIdFormat {
+    /// The one key a `submit_sm_resp` id is stored under: its [`normalize_message_id`] form.
+    /// `None` when the id is not in the base this format declares (its receipt could never be
+    /// matched safely).
+    pub fn resp_key(self, resp_id: &str) -> Option<String> {
+        let n = normalize_message_id(resp_id);
+        let ok = match self {
+            MessageIdFormat::Same => !n.is_empty(),
+            MessageIdFormat::HexToDecimal => is_digits(&n, 16),
+            MessageIdFormat::DecimalToHex => is_digits(&n, 10),
+        };
+        ok.then_some(n)
+    }
+
+    /// The one key a receipt id is looked up under: the receipt's number converted into the
+    /// base of the `submit_sm_resp` id, normalised. `None` when the receipt id is not in the base
+    /// this format declares for receipts (it matches nothing rather than something by chance).
+    pub fn receipt_key(self, receipt_id: &str) -> Option<String> {
+        let n = normalize_message_id(receipt_id);
+        match self {
+            MessageIdFormat::Same => (!n.is_empty()).then_some(n),
+            MessageIdFormat::HexToDecimal => convert_base(&n, 10, 16),
+            MessageIdFormat::DecimalToHex => convert_base(&n, 16, 10),
         }
     }
-    if !n.is_empty() && n.bytes().all(|c| c.is_ascii_hexdigit()) {
-        if let Ok(v) = u128::from_str_radix(&n, 16) {
-            add(v.to_string());
+}
+
+fn is_digits(s: &str, radix: u32) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_digit(radix))
+}
+
+/// `digits` (normalised: lowercase, no leading zeros) from base `from` to base `to`, lowercase,
+/// no leading zeros; any length up to [`MAX_CONVERTED_ID`]. `None` if `digits` is empty, too
+/// long or holds a character that is not a digit of `from`.
+fn convert_base(digits: &str, from: u32, to: u32) -> Option<String> {
+    if digits.len() > MAX_CONVERTED_ID {
+        return None;
+    }
+    // Little-endian digits of the number in base `to`, built up digit by digit of the input.
+    let mut out: Vec<u32> = Vec::new();
+    let mut any = false;
+    for c in digits.chars() {
+        let mut carry = c.to_digit(from)?;
+        any = true;
+        for d in out.iter_mut() {
+            let v = *d * from + carry;
+            *d = v % to;
+            carry = v / to;
+        }
+        while carry > 0 {
+            out.push(carry % to);
+            carry /= to;
         }
     }
-    out
+    if !any {
+        return None;
+    }
+    if out.is_empty() {
+        return Some("0".to_owned());
+    }
+    out.iter().rev().map(|d| char::from_digit(*d, to)).collect()
 }
 
 #[cfg(test)]
@@ -642,20 +692,38 @@ mod tests {
     }
 
     #[test]
-    fn candidates() {
-        assert_eq!(id_candidates("0A1B"), vec!["a1b", "2587"]);
-        assert_eq!(id_candidates("2587"), vec!["2587", "a1b", "9607"]);
-        assert_eq!(id_candidates("123"), vec!["123", "7b", "291"]);
-        assert_eq!(id_candidates("0"), vec!["0"]);
-        assert_eq!(id_candidates(""), vec![""]);
-        assert_eq!(id_candidates("msg-1"), vec!["msg-1"]);
-        // Too big for u128: no conversion.
-        assert_eq!(id_candidates(&"f".repeat(33)), vec!["f".repeat(33)]);
-        // The submit_sm_resp id (hex) and the receipt id (decimal) meet.
-        let resp = normalize_message_id("0000A1B");
-        assert!(id_candidates("2587").contains(&resp));
-        let resp_dec = normalize_message_id("2587");
-        assert!(id_candidates("0A1B").contains(&resp_dec));
+    fn id_formats() {
+        use MessageIdFormat::*;
+        assert_eq!(Same.resp_key(" 000A1B\0").as_deref(), Some("a1b"));
+        assert_eq!(Same.receipt_key("a1b").as_deref(), Some("a1b"));
+        assert_eq!(Same.receipt_key("msg-1").as_deref(), Some("msg-1"));
+        assert_eq!(Same.receipt_key(" "), None);
+        assert_eq!(HexToDecimal.resp_key("0A1B").as_deref(), Some("a1b"));
+        assert_eq!(HexToDecimal.receipt_key("002587").as_deref(), Some("a1b"));
+        assert_eq!(HexToDecimal.resp_key("msg-1"), None);
+        assert_eq!(HexToDecimal.receipt_key("a1b"), None);
+        assert_eq!(DecimalToHex.resp_key("002587").as_deref(), Some("2587"));
+        assert_eq!(DecimalToHex.receipt_key("0A1B").as_deref(), Some("2587"));
+        assert_eq!(DecimalToHex.resp_key("a1b"), None);
+        assert_eq!(DecimalToHex.receipt_key("xyz"), None);
+        assert_eq!(DecimalToHex.receipt_key("0000").as_deref(), Some("0"));
+        // Beyond u128: converted all the same.
+        let big = "f".repeat(40);
+        let dec = DecimalToHex.receipt_key(&big).expect("converted");
+        assert_eq!(HexToDecimal.receipt_key(&dec).as_deref(), Some(big.as_str()));
+        assert_eq!(HexToDecimal.receipt_key(&"1".repeat(65)), None);
+    }
+
+    /// Issue 14: A = 0x4d2 stored "4d2", B = 0x1234 stored "1234"; A's receipt says "1234"
+    /// (decimal). Trying hex and decimal forms of it found B; the declared format finds A only.
+    #[test]
+    fn no_cross_base_match() {
+        let a = MessageIdFormat::HexToDecimal.resp_key("4D2").expect("hex");
+        let b = MessageIdFormat::HexToDecimal.resp_key("1234").expect("hex");
+        assert_eq!(MessageIdFormat::HexToDecimal.receipt_key("1234"), Some(a));
+        assert_ne!(MessageIdFormat::HexToDecimal.receipt_key("1234"), Some(b.clone()));
+        // Declared `same`: the receipt "1234" is B's, never A's.
+        assert_eq!(MessageIdFormat::Same.receipt_key("1234"), Some(b));
     }
 
     fn value() -> impl Strategy<Value = String> {
@@ -720,22 +788,35 @@ mod tests {
         }
 
         #[test]
-        fn candidates_are_normalized(id in "\\PC{0,40}") {
-            let c = id_candidates(&id);
-            prop_assert!(!c.is_empty());
-            prop_assert_eq!(&c[0], &normalize_message_id(&id));
-            for x in &c {
-                prop_assert_eq!(&normalize_message_id(x), x);
+        fn keys_are_normalized(id in "\\PC{0,40}") {
+            for f in [MessageIdFormat::Same, MessageIdFormat::HexToDecimal, MessageIdFormat::DecimalToHex] {
+                for k in [f.resp_key(&id), f.receipt_key(&id)].into_iter().flatten() {
+                    prop_assert_eq!(&normalize_message_id(&k), &k);
+                }
             }
         }
 
         #[test]
-        fn hex_and_decimal_meet(v in any::<u128>(), zeros in 0usize..4, upper in any::<bool>()) {
+        fn declared_forms_meet(v in any::<u128>(), zeros in 0usize..4, upper in any::<bool>()) {
             let hex = format!("{}{v:x}", "0".repeat(zeros));
             let hex = if upper { hex.to_uppercase() } else { hex };
-            let dec = v.to_string();
-            prop_assert!(id_candidates(&dec).contains(&normalize_message_id(&hex)));
-            prop_assert!(id_candidates(&hex).contains(&normalize_message_id(&dec)));
+            let dec = format!("{}{v}", "0".repeat(zeros));
+            let h2d = MessageIdFormat::HexToDecimal;
+            prop_assert_eq!(h2d.receipt_key(&dec), h2d.resp_key(&hex));
+            let d2h = MessageIdFormat::DecimalToHex;
+            prop_assert_eq!(d2h.receipt_key(&hex), d2h.resp_key(&dec));
+        }
+
+        /// Two different numbers never share a key, whatever the format.
+        #[test]
+        fn different_numbers_never_meet(a in any::<u64>(), b in any::<u64>()) {
+            prop_assume!(a != b);
+            let h2d = MessageIdFormat::HexToDecimal;
+            prop_assert_ne!(h2d.receipt_key(&a.to_string()), h2d.resp_key(&format!("{b:x}")));
+            let d2h = MessageIdFormat::DecimalToHex;
+            prop_assert_ne!(d2h.receipt_key(&format!("{a:x}")), d2h.resp_key(&b.to_string()));
+            let same = MessageIdFormat::Same;
+            prop_assert_ne!(same.receipt_key(&a.to_string()), same.resp_key(&b.to_string()));
         }
     }
 }

@@ -62,6 +62,16 @@ pub struct ServerConfig {
     /// enquire_link interval towards ESMEs when idle.
     #[serde(default = "default_enquire_link_secs")]
     pub enquire_link_secs: u64,
+    /// Most concurrent inbound connections from one address (an IPv4 address or an IPv6 /64).
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+    /// Failed binds (unknown system_id, wrong password, address not allowed) one address may
+    /// make within `failed_bind_window_secs`; after that its binds are refused unchecked until
+    /// the window ends.
+    #[serde(default = "default_failed_binds_per_address")]
+    pub failed_binds_per_address: u32,
+    #[serde(default = "default_failed_bind_window_secs")]
+    pub failed_bind_window_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +83,9 @@ impl Default for ServerConfig {
             max_connections: default_max_connections(),
             bind_timeout_secs: default_bind_timeout_secs(),
             enquire_link_secs: default_enquire_link_secs(),
+            max_connections_per_address: default_max_connections_per_address(),
+            failed_binds_per_address: default_failed_binds_per_address(),
+            failed_bind_window_secs: default_failed_bind_window_secs(),
         }
     }
 }
@@ -133,6 +146,24 @@ pub struct BindConfig {
     pub reconnect: ReconnectConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTlsConfig>,
+    /// How this upstream's receipt ids relate to the ids of its submit_sm_resp.
+    #[serde(default)]
+    pub message_id_format: MessageIdFormat,
+}
+
+/// How an upstream writes the message id of a receipt, compared with the id its submit_sm_resp
+/// gave. Leading zeros, case and padding never matter. Declared, never guessed: `1234` is both
+/// decimal and hex, so guessing matches the wrong message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageIdFormat {
+    /// The same id.
+    #[default]
+    Same,
+    /// submit_sm_resp in hex, receipts in decimal.
+    HexToDecimal,
+    /// submit_sm_resp in decimal, receipts in hex.
+    DecimalToHex,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -338,6 +369,15 @@ fn default_admin_port() -> u16 {
 }
 fn default_max_connections() -> usize {
     1000
+}
+fn default_max_connections_per_address() -> usize {
+    100
+}
+fn default_failed_binds_per_address() -> u32 {
+    10
+}
+fn default_failed_bind_window_secs() -> u64 {
+    60
 }
 fn default_bind_timeout_secs() -> u64 {
     10

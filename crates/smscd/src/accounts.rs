@@ -144,6 +144,45 @@ impl Drop for BindSlot {
     }
 }
 
+/// Why a bind was refused. The ESME always gets [`BindRefusal::status`], `ESME_RBINDFAIL`, so a
+/// bind never tells which of system_id, password or address was wrong; the reason is for logs
+/// and for counting failed binds per address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindRefusal {
+    UnknownSystemId,
+    AddressNotAllowed,
+    WrongPassword,
+    BindTypeNotAllowed,
+    TooManyBinds,
+}
+
+impl BindRefusal {
+    /// What the ESME is answered: the same for every refusal.
+    pub fn status(self) -> CommandStatus {
+        CommandStatus::ESME_RBINDFAIL
+    }
+
+    /// A failed authentication (counted against the address), as opposed to an authenticated
+    /// account's bind that is not allowed now.
+    pub fn is_auth_failure(self) -> bool {
+        matches!(self, Self::UnknownSystemId | Self::AddressNotAllowed | Self::WrongPassword)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownSystemId => "unknown system_id",
+            Self::AddressNotAllowed => "address not in allowed_cidrs",
+            Self::WrongPassword => "wrong password",
+            Self::BindTypeNotAllowed => "bind type not allowed",
+            Self::TooManyBinds => "max_binds reached",
+        }
+    }
+}
+
+/// Compared against when the system_id is unknown, so that case costs what a password check
+/// costs.
+const DUMMY_PASSWORD: [u8; 8] = [0; 8];
+
 /// Every configured account.
 #[derive(Debug, Default)]
 pub struct Accounts {
@@ -200,29 +239,33 @@ impl Accounts {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Decide a bind. The password is compared in constant time (for equal lengths).
+    /// Decide a bind: the account's address allow-list first, then the password (compared in
+    /// constant time for equal lengths), bind type and bind count.
     pub fn authorize(
         &self,
         system_id: &[u8],
         password: &[u8],
         kind: BindKind,
         peer: Option<IpAddr>,
-    ) -> Result<BindSlot, CommandStatus> {
-        let id = std::str::from_utf8(system_id).map_err(|_| CommandStatus::ESME_RINVSYSID)?;
-        let account = self.get(id).ok_or(CommandStatus::ESME_RINVSYSID)?;
+    ) -> Result<BindSlot, BindRefusal> {
+        let account = std::str::from_utf8(system_id).ok().and_then(|id| self.get(id));
+        let Some(account) = account else {
+            let _ = DUMMY_PASSWORD.as_slice().ct_eq(password);
+            return Err(BindRefusal::UnknownSystemId);
+        };
         let max_binds = {
             let p = account.policy.read().unwrap_or_else(|p| p.into_inner());
-            if !bool::from(p.password.as_slice().ct_eq(password)) {
-                return Err(CommandStatus::ESME_RINVPASWD);
-            }
             if let Some(cidrs) = &p.cidrs {
                 let ip = peer.map(|ip| ip.to_canonical());
                 if !ip.is_some_and(|ip| cidrs.iter().any(|n| n.contains(&ip))) {
-                    return Err(CommandStatus::ESME_RBINDFAIL);
+                    return Err(BindRefusal::AddressNotAllowed);
                 }
             }
+            if !bool::from(p.password.as_slice().ct_eq(password)) {
+                return Err(BindRefusal::WrongPassword);
+            }
             if !p.bind_types.is_empty() && !p.bind_types.contains(&kind_type(kind)) {
-                return Err(CommandStatus::ESME_RBINDFAIL);
+                return Err(BindRefusal::BindTypeNotAllowed);
             }
             p.max_binds
         };
@@ -230,7 +273,7 @@ impl Accounts {
             max_binds.is_none_or(|m| n < m).then_some(n + 1)
         });
         if took.is_err() {
-            return Err(CommandStatus::ESME_RBINDFAIL);
+            return Err(BindRefusal::TooManyBinds);
         }
         Ok(BindSlot { account })
     }
@@ -258,18 +301,31 @@ mod tests {
         a.apply(&[acct()]);
         let lo = Some(IpAddr::from([127, 0, 0, 1]));
         let t = BindKind::Transceiver;
-        assert_eq!(a.authorize(b"nobody", b"secret", t, lo).unwrap_err(), CommandStatus::ESME_RINVSYSID);
-        assert_eq!(a.authorize(b"esme", b"secreT", t, lo).unwrap_err(), CommandStatus::ESME_RINVPASWD);
-        assert_eq!(a.authorize(b"esme", b"", t, lo).unwrap_err(), CommandStatus::ESME_RINVPASWD);
+        assert_eq!(a.authorize(b"nobody", b"secret", t, lo).unwrap_err(), BindRefusal::UnknownSystemId);
+        assert_eq!(a.authorize(b"\xff", b"secret", t, lo).unwrap_err(), BindRefusal::UnknownSystemId);
+        assert_eq!(a.authorize(b"esme", b"secreT", t, lo).unwrap_err(), BindRefusal::WrongPassword);
+        assert_eq!(a.authorize(b"esme", b"", t, lo).unwrap_err(), BindRefusal::WrongPassword);
         let outside = Some(IpAddr::from([192, 168, 1, 1]));
-        assert_eq!(a.authorize(b"esme", b"secret", t, outside).unwrap_err(), CommandStatus::ESME_RBINDFAIL);
+        assert_eq!(a.authorize(b"esme", b"secret", t, outside).unwrap_err(), BindRefusal::AddressNotAllowed);
+        // The allow-list comes first: outside it, a wrong password is not even looked at.
+        assert_eq!(a.authorize(b"esme", b"wrong", t, outside).unwrap_err(), BindRefusal::AddressNotAllowed);
         assert_eq!(
             a.authorize(b"esme", b"secret", BindKind::Receiver, lo).unwrap_err(),
-            CommandStatus::ESME_RBINDFAIL
+            BindRefusal::BindTypeNotAllowed
         );
         let slot = a.authorize(b"esme", b"secret", t, Some(IpAddr::from([10, 1, 2, 3]))).unwrap();
         // max_binds 1 reached.
-        assert_eq!(a.authorize(b"esme", b"secret", t, lo).unwrap_err(), CommandStatus::ESME_RBINDFAIL);
+        assert_eq!(a.authorize(b"esme", b"secret", t, lo).unwrap_err(), BindRefusal::TooManyBinds);
+        // Every refusal answers the ESME the same.
+        for r in [
+            BindRefusal::UnknownSystemId,
+            BindRefusal::AddressNotAllowed,
+            BindRefusal::WrongPassword,
+            BindRefusal::BindTypeNotAllowed,
+            BindRefusal::TooManyBinds,
+        ] {
+            assert_eq!(r.status(), CommandStatus::ESME_RBINDFAIL);
+        }
         drop(slot);
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
         assert!(a.authorize(b"esme", b"secret", t, Some(mapped)).is_ok());

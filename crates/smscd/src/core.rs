@@ -23,6 +23,8 @@ pub struct Core {
     pub sim: Sim,
     pub store: Arc<dyn Store>,
     pub metrics: Metrics,
+    /// Per-address connection counts and failed binds (plain and TLS listeners).
+    pub peers: Arc<crate::peers::PeerLimits>,
     /// Listener up and not draining.
     pub ready: AtomicBool,
     /// Shutting down: new submits are refused, work in flight finishes.
@@ -48,6 +50,7 @@ impl Core {
             sim: Sim::new(config.sim.clone()),
             store,
             metrics: Metrics::new(),
+            peers: Arc::default(),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             active: AtomicBool::new(true),

@@ -21,7 +21,7 @@ use crate::upstream::SubmitFailure;
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
-use smpp::receipt::normalize_message_id;
+use smpp::receipt::MessageIdFormat;
 use smpp::session::Responder;
 use smpp::{Body, CommandStatus, SubmitSm, SubmitSmResp};
 use std::future::Future;
@@ -115,16 +115,19 @@ pub fn start(job: Job, sm: SubmitSm) {
     };
     let Some(up) = fast else { return spawn_rest(job, sm, 0, CommandStatus::ESME_RSYSERR, false) };
     let core = job.core.clone();
-    let name = up.name.clone();
-    if let Err((body, (job, _))) = up.try_submit_with(&core, Body::SubmitSm(sm), (job, name), on_first_answer)
-    {
+    let ctx = (job, up.name.clone(), crate::receipts::id_format(up.cfg.message_id_format));
+    if let Err((body, (job, _, _))) = up.try_submit_with(&core, Body::SubmitSm(sm), ctx, on_first_answer) {
         let Body::SubmitSm(sm) = body else { return job.finish(Err(CommandStatus::ESME_RSYSERR), "none") };
         spawn_rest(job, sm, 0, CommandStatus::ESME_RSYSERR, false);
     }
 }
 
 /// The first target's (`name`) answer, on its session task.
-fn on_first_answer((job, name): (Job, Arc<str>), body: Body, outcome: Result<String, SubmitFailure>) {
+fn on_first_answer(
+    (job, name, id_format): (Job, Arc<str>, MessageIdFormat),
+    body: Body,
+    outcome: Result<String, SubmitFailure>,
+) {
     // The body we sent comes back: always a submit_sm.
     let Body::SubmitSm(sm) = body else { return job.finish(Err(CommandStatus::ESME_RSYSERR), &name) };
     match outcome {
@@ -133,7 +136,7 @@ fn on_first_answer((job, name): (Job, Arc<str>), body: Body, outcome: Result<Str
             drop(sm);
             // The memory store answers at once; a shared one may make this wait.
             now_or_spawn(async move {
-                let id = accepted(&job.core, &job.account, &name, rd, &upstream_id).await;
+                let id = accepted(&job.core, &job.account, &name, id_format, rd, &upstream_id).await;
                 job.finish(Ok(id), &name);
             });
         }
@@ -173,8 +176,15 @@ fn now_or_spawn(fut: impl Future<Output = ()> + Send + 'static) {
 }
 
 /// Our id for a submit `upstream` accepted as `upstream_id`, its correlation stored when it wants
-/// a receipt.
-async fn accepted(core: &Core, account: &str, upstream: &str, rd: u8, upstream_id: &str) -> String {
+/// a receipt, under the one key `id_format` gives the id.
+async fn accepted(
+    core: &Core,
+    account: &str,
+    upstream: &str,
+    id_format: MessageIdFormat,
+    rd: u8,
+    upstream_id: &str,
+) -> String {
     let id = core.ids.next_id();
     if wants_receipt(rd) {
         let c = Correlation {
@@ -183,7 +193,11 @@ async fn accepted(core: &Core, account: &str, upstream: &str, rd: u8, upstream_i
             submitted_at_ms: unix_ms(),
             registered_delivery: rd,
         };
-        let key = normalize_message_id(upstream_id);
+        let Some(key) = id_format.resp_key(upstream_id) else {
+            tracing::warn!(upstream = %upstream, id = %upstream_id, format = ?id_format,
+                "submit_sm_resp id not in the declared message_id_format: its receipt cannot be matched");
+            return id;
+        };
         if let Err(e) = core.store.put_correlation(upstream, &key, c).await {
             // The upstream has the message; refusing now would only duplicate it.
             tracing::warn!(upstream = %upstream, error = %e, "correlation not stored: receipt will be lost");
@@ -235,7 +249,8 @@ async fn dispatch_from(
                 let rd = sm.registered_delivery;
                 match up.submit(core, sm.clone()).await {
                     Ok(upstream_id) => {
-                        let id = accepted(core, account, name, rd, &upstream_id).await;
+                        let id_format = crate::receipts::id_format(up.cfg.message_id_format);
+                        let id = accepted(core, account, name, id_format, rd, &upstream_id).await;
                         return (Ok(id), name.to_string());
                     }
                     Err(SubmitFailure::Final(s)) => return (Err(s), name.to_string()),
@@ -252,7 +267,8 @@ async fn dispatch_from(
     (Err(status), "none".to_owned())
 }
 
-/// Whether registered_delivery asks for any receipt (final or intermediate).
+/// Whether registered_delivery asks for anything an upstream reports back: an SMSC receipt
+/// (bits 0-1), an SME acknowledgement (bits 2-3) or intermediate notifications (bit 4).
 pub fn wants_receipt(rd: u8) -> bool {
-    rd & 0x03 != 0 || rd & 0x10 != 0
+    rd & 0x1F != 0
 }

@@ -99,6 +99,15 @@ pub async fn serve_with(
             drop(stream);
             continue;
         };
+        let (per_address, window) = {
+            let cfg = core.config.get();
+            (cfg.server.max_connections_per_address, Duration::from_secs(cfg.server.failed_bind_window_secs))
+        };
+        let Some(counted) = core.peers.connect(peer.ip(), per_address, window) else {
+            debug!(%peer, per_address, "connections from this address at max_connections_per_address: closing");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let core = core.clone();
         let sessions = sessions.clone();
@@ -120,6 +129,7 @@ pub async fn serve_with(
                 }
             }
             core.metrics.connections.dec();
+            drop(counted);
             drop(permit);
         });
     }
@@ -156,6 +166,16 @@ where
         let _ = incoming.reject(CommandStatus::ESME_RBINDFAIL).await;
         return;
     }
+    let (limit, window) = {
+        let cfg = core.config.get();
+        (cfg.server.failed_binds_per_address, Duration::from_secs(cfg.server.failed_bind_window_secs))
+    };
+    if core.peers.bind_blocked(peer.ip(), limit, window) {
+        // Not even checked: the address used up its failed binds for this window.
+        info!(%peer, system_id, "bind refused: too many failed binds from this address");
+        let _ = incoming.reject(CommandStatus::ESME_RBINDFAIL).await;
+        return;
+    }
     let decision = core.accounts.authorize(
         &incoming.bind.system_id,
         &incoming.bind.password,
@@ -164,9 +184,13 @@ where
     );
     let slot = match decision {
         Ok(s) => s,
-        Err(status) => {
-            info!(%peer, system_id, %status, "bind refused");
-            let _ = incoming.reject(status).await;
+        Err(refusal) => {
+            if refusal.is_auth_failure() {
+                core.peers.bind_failed(peer.ip(), window);
+            }
+            // The ESME gets the same status whatever was wrong; the log says what.
+            info!(%peer, system_id, reason = refusal.as_str(), "bind refused");
+            let _ = incoming.reject(refusal.status()).await;
             return;
         }
     };

@@ -24,6 +24,7 @@ pub mod inbound;
 pub mod live;
 pub mod metrics;
 pub mod msgid;
+pub mod peers;
 pub mod receipts;
 pub mod router;
 pub mod sim;

@@ -164,6 +164,37 @@ impl Metrics {
     }
 }
 
+/// The `status` label: the spec's name, or `other` for any status SMPP 3.4 does not define, so
+/// an upstream answering with vendor codes cannot grow the series without bound.
 pub fn status_name(s: smpp::CommandStatus) -> String {
-    s.name().map_or_else(|| format!("0x{:08X}", s.0), str::to_owned)
+    s.name().unwrap_or("other").to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smpp::CommandStatus;
+
+    /// Issue 14: a thousand vendor statuses from an upstream (passed back to the ESME as they
+    /// are) make one `other` series per label set, not a thousand.
+    #[test]
+    fn unknown_statuses_have_bounded_cardinality() {
+        let m = Metrics::new();
+        for code in 0x400..0x400 + 1000 {
+            m.submit("acct", "up", CommandStatus(code)).inc();
+            m.upstream_submits
+                .get_or_create(&UpstreamSubmitLabels {
+                    upstream: "up".into(),
+                    status: status_name(CommandStatus(code)),
+                })
+                .inc();
+        }
+        m.submit("acct", "up", CommandStatus::ESME_RTHROTTLED).inc();
+        let text = m.encode();
+        let series = |name: &str| text.lines().filter(|l| l.starts_with(name) && l.contains('{')).count();
+        assert_eq!(series("smscd_submits_total"), 2, "{text}");
+        assert_eq!(series("smscd_upstream_submits_total"), 1, "{text}");
+        assert!(text.contains(r#"status="other"} 1000"#), "{text}");
+        assert!(text.contains(r#"status="ESME_RTHROTTLED"} 1"#), "{text}");
+    }
 }

@@ -7,7 +7,7 @@
 use crate::core::Core;
 use crate::store::{Correlation, Delivery};
 use bytes::{Bytes, BytesMut};
-use smpp::receipt::{id_candidates, MessageState, Receipt};
+use smpp::receipt::{MessageIdFormat, MessageState, Receipt};
 use smpp::{Body, CommandStatus, DeliverSm, Pdu};
 use std::time::Duration;
 
@@ -15,30 +15,87 @@ use std::time::Duration;
 /// dispatch task has stored the correlation for the submit_sm_resp just received.
 const UNMATCHED_RETRIES: [u64; 5] = [20, 50, 100, 250, 500];
 
-/// Whether `registered_delivery` asks for a receipt in this state.
-/// Bits 0-1: 0 none, 1 every final outcome, 2 failures only; bit 4: intermediate notifications.
-pub fn wanted(registered_delivery: u8, state: Option<MessageState>) -> bool {
-    let final_ = state.is_none_or(|s| s.is_final());
-    if !final_ {
-        return registered_delivery & 0x10 != 0;
-    }
-    match registered_delivery & 0x03 {
-        1 => true,
-        2 => state != Some(MessageState::Delivered),
-        _ => false,
+/// deliver_sm message types (esm_class bits 2-5, SMPP 3.4 §5.2.12) that report on a message
+/// we submitted: correlated like a receipt (or dropped), never routed as MO.
+pub mod kind {
+    /// SMSC delivery receipt.
+    pub const SMSC_RECEIPT: u8 = 0x04;
+    /// SME delivery acknowledgement.
+    pub const SME_DELIVERY_ACK: u8 = 0x08;
+    /// SME manual/user acknowledgement.
+    pub const SME_MANUAL_ACK: u8 = 0x10;
+    /// Intermediate delivery notification.
+    pub const INTERMEDIATE: u8 = 0x20;
+}
+
+/// Whether a receipt in this state ends the message's life: a known final `message_state`.
+/// A state we do not know (a stat word such as `BUFFRED`, `SENT` or `ACKED`, or none) is not
+/// final: the correlation stays for the final one.
+pub fn is_final(state: Option<MessageState>) -> bool {
+    state.is_some_and(MessageState::is_final)
+}
+
+/// Whether `registered_delivery` asks for a deliver_sm of this message type (`kind`) in this
+/// state. Bits 0-1 (SMSC receipt): 0 none, 1 every final outcome, 2 failures only; bit 2 SME
+/// delivery acknowledgement; bit 3 SME manual/user acknowledgement; bit 4 intermediate
+/// notification, which also covers an SMSC receipt in a state that is not final.
+pub fn wanted(registered_delivery: u8, kind: u8, state: Option<MessageState>) -> bool {
+    match kind {
+        kind::SME_DELIVERY_ACK => registered_delivery & 0x04 != 0,
+        kind::SME_MANUAL_ACK => registered_delivery & 0x08 != 0,
+        kind::INTERMEDIATE => registered_delivery & 0x10 != 0,
+        _ if !is_final(state) => registered_delivery & 0x10 != 0,
+        _ => match registered_delivery & 0x03 {
+            1 => true,
+            2 => state != Some(MessageState::Delivered),
+            _ => false,
+        },
     }
 }
 
-/// Handle one deliver_sm from `upstream`; Ok means "queued or deliberately dropped: answer 0".
-pub async fn on_upstream_deliver(core: &Core, upstream: &str, dsm: DeliverSm) -> Result<(), CommandStatus> {
-    if dsm.is_delivery_receipt() {
-        on_receipt(core, upstream, dsm).await
-    } else {
-        on_mo(core, upstream, dsm).await
+/// The smpp crate's form of a bind's `message_id_format`.
+pub fn id_format(f: smsc_api::smscd_config::MessageIdFormat) -> MessageIdFormat {
+    use smsc_api::smscd_config::MessageIdFormat as Config;
+    match f {
+        Config::Same => MessageIdFormat::Same,
+        Config::HexToDecimal => MessageIdFormat::HexToDecimal,
+        Config::DecimalToHex => MessageIdFormat::DecimalToHex,
     }
 }
 
-async fn on_receipt(core: &Core, upstream: &str, mut dsm: DeliverSm) -> Result<(), CommandStatus> {
+/// Handle one deliver_sm from `upstream`, whose receipt ids relate to its submit_sm_resp ids as
+/// `id_format` says; Ok means "queued or deliberately dropped: answer 0".
+pub async fn on_upstream_deliver(
+    core: &Core,
+    upstream: &str,
+    id_format: MessageIdFormat,
+    dsm: DeliverSm,
+) -> Result<(), CommandStatus> {
+    match dsm.esm_class & smpp::pdu::esm_class::MESSAGE_TYPE_MASK {
+        kind::SMSC_RECEIPT | kind::SME_DELIVERY_ACK | kind::SME_MANUAL_ACK | kind::INTERMEDIATE => {
+            on_receipt(core, upstream, id_format, dsm).await
+        }
+        // Default message type, and Conversation Abort (0x18): the subscriber's side.
+        0x00 | 0x18 => on_mo(core, upstream, dsm).await,
+        other => {
+            tracing::warn!(
+                upstream,
+                esm_class = dsm.esm_class,
+                message_type = other,
+                "deliver_sm of a reserved message type: refused"
+            );
+            core.metrics.receipt("bad_esm_class");
+            Err(CommandStatus::ESME_RINVESMCLASS)
+        }
+    }
+}
+
+async fn on_receipt(
+    core: &Core,
+    upstream: &str,
+    id_format: MessageIdFormat,
+    mut dsm: DeliverSm,
+) -> Result<(), CommandStatus> {
     let tlv_id = dsm
         .tlvs
         .receipted_message_id()
@@ -57,22 +114,29 @@ async fn on_receipt(core: &Core, upstream: &str, mut dsm: DeliverSm) -> Result<(
         return Ok(());
     };
     let state = tlv_state.or_else(|| from_text.and_then(Receipt::state));
-    let is_final = state.is_none_or(|s| s.is_final());
-    let candidates = id_candidates(&upstream_id);
-    let found = lookup(core, upstream, &candidates).await?;
-    let Some((matched, corr)) = found else {
+    let kind = dsm.esm_class & smpp::pdu::esm_class::MESSAGE_TYPE_MASK;
+    // Only an SMSC receipt in a known final state ends the correlation; acknowledgements,
+    // notifications and states we do not know leave it for the final receipt.
+    let final_ = kind == kind::SMSC_RECEIPT && is_final(state);
+    // One key, in the base of the submit_sm_resp id: never a guess at another base.
+    let Some(key) = id_format.receipt_key(&upstream_id) else {
+        tracing::warn!(upstream, id = %upstream_id, format = ?id_format,
+            "receipt id not in the declared message_id_format: dropped");
+        core.metrics.receipt("unmatched");
+        return Ok(());
+    };
+    let keys = [key];
+    let Some((_, corr)) = lookup(core, upstream, &keys).await? else {
         tracing::warn!(upstream, id = %upstream_id, "receipt for an unknown message: dropped");
         core.metrics.receipt("unmatched");
         return Ok(());
     };
+    let key = keys[0].as_str();
     // A final receipt's correlation goes with its queueing (enqueue_final); one not wanted
-    // goes now. The candidate is there: find_correlation returned its index.
-    let key = candidates.get(matched).map_or(upstream_id.as_str(), String::as_str);
-    if !wanted(corr.registered_delivery, state) {
-        if is_final {
-            if let Err(e) =
-                core.store.take_correlation(upstream, std::slice::from_ref(&key.to_owned()), true).await
-            {
+    // goes now.
+    if !wanted(corr.registered_delivery, kind, state) {
+        if final_ {
+            if let Err(e) = core.store.take_correlation(upstream, &keys, true).await {
                 tracing::debug!(error = %e, "correlation of an unwanted receipt not removed: it expires");
             }
         }
@@ -105,7 +169,7 @@ async fn on_receipt(core: &Core, upstream: &str, mut dsm: DeliverSm) -> Result<(
     } else {
         dsm.short_message = new_text;
     }
-    let forget = is_final.then_some((upstream, key));
+    let forget = final_.then_some((upstream, key));
     enqueue(core, &corr.account, dsm, Some(corr.our_id), forget).await?;
     core.metrics.receipt("queued");
     Ok(())
@@ -127,7 +191,7 @@ fn splice_id(text: &[u8], upstream_id: &str, our_id: &str) -> Option<Bytes> {
     Some(out.freeze())
 }
 
-/// The matching candidate's index and the correlation, looked up again for a while when missing.
+/// The correlation stored under `key` (one element), looked up again for a while when missing.
 async fn lookup(
     core: &Core,
     upstream: &str,
@@ -206,15 +270,31 @@ mod tests {
 
     #[test]
     fn registered_delivery_rules() {
+        let r = kind::SMSC_RECEIPT;
         let d = Some(MessageState::Delivered);
         let u = Some(MessageState::Undeliverable);
         let e = Some(MessageState::Enroute);
-        assert!(!wanted(0, d) && !wanted(0, u));
-        assert!(wanted(1, d) && wanted(1, u));
-        assert!(!wanted(2, d) && wanted(2, u));
-        assert!(!wanted(1, e) && wanted(0x11, e));
-        // Unknown state counts as final.
-        assert!(wanted(1, None) && wanted(2, None));
+        assert!(!wanted(0, r, d) && !wanted(0, r, u));
+        assert!(wanted(1, r, d) && wanted(1, r, u));
+        assert!(!wanted(2, r, d) && wanted(2, r, u));
+        assert!(!wanted(1, r, e) && wanted(0x11, r, e));
+        // A state we do not know (BUFFRED, SENT, ...) is not final: an intermediate receipt.
+        assert!(!wanted(1, r, None) && !wanted(2, r, None) && wanted(0x10, r, None));
+        // Notifications and acknowledgements: only the bit that asks for each.
+        assert!(wanted(0x10, kind::INTERMEDIATE, d) && !wanted(0x03, kind::INTERMEDIATE, e));
+        assert!(wanted(0x04, kind::SME_DELIVERY_ACK, None) && !wanted(0x1B, kind::SME_DELIVERY_ACK, None));
+        assert!(wanted(0x08, kind::SME_MANUAL_ACK, None) && !wanted(0x17, kind::SME_MANUAL_ACK, None));
+    }
+
+    #[test]
+    fn finality() {
+        for s in MessageState::ALL {
+            assert_eq!(is_final(Some(s)), s != MessageState::Enroute, "{s}");
+        }
+        assert!(!is_final(None));
+        for word in ["BUFFRED", "SENT", "ACKED", "ENROUTE", "PENDING"] {
+            assert!(!is_final(MessageState::from_stat_word(word)), "{word}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use crate::core::Core;
 use crate::store::Correlation;
 use bytes::Bytes;
-use smpp::receipt::{MessageState, Receipt, Stat};
+use smpp::receipt::{MessageIdFormat, MessageState, Receipt, Stat};
 use smpp::{Address, DeliverSm, SubmitSm};
 use smsc_api::smscd_config::SimConfig;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -50,7 +50,7 @@ impl Sim {
         let (tx, rx) = mpsc::channel(QUEUE_CAP);
         Sim {
             cfg: RwLock::new(cfg),
-            // Decimal ids from a random start: clearly not ours, and they exercise id_candidates.
+            // Decimal ids from a random start: clearly not ours.
             next: AtomicU64::new(fastrand::u64(1_000_000..1_000_000_000)),
             tx,
             rx: Mutex::new(Some(rx)),
@@ -131,7 +131,9 @@ pub async fn run(core: Arc<Core>, drain: tokio_util::sync::CancellationToken) {
             _ = drain.cancelled() => {}
         }
         let dsm = receipt_pdu(&core.sim, &job);
-        if let Err(status) = crate::receipts::on_upstream_deliver(&core, SIM_UPSTREAM, dsm).await {
+        if let Err(status) =
+            crate::receipts::on_upstream_deliver(&core, SIM_UPSTREAM, MessageIdFormat::Same, dsm).await
+        {
             tracing::warn!(%status, sim_id = %job.sim_id, "sim receipt not accepted");
         }
         core.sim.pending.fetch_sub(1, Ordering::AcqRel);

@@ -388,6 +388,7 @@ async fn supervise(core: Weak<Core>, u: Arc<Upstream>, slot: usize) {
             name: u.name.clone(),
             base: u.base,
             last_deliver_ms: u.last_deliver_ms.clone(),
+            id_format: crate::receipts::id_format(u.cfg.message_id_format),
         };
         drop(c);
         let bind = Bind {
@@ -444,6 +445,8 @@ struct UpstreamHandler {
     name: Arc<str>,
     base: Instant,
     last_deliver_ms: Arc<AtomicU64>,
+    /// How this upstream's receipt ids relate to its submit_sm_resp ids.
+    id_format: smpp::receipt::MessageIdFormat,
 }
 
 impl Handler for UpstreamHandler {
@@ -462,7 +465,9 @@ impl Handler for UpstreamHandler {
             return Reply::Error(CommandStatus::ESME_RSYSERR);
         };
         let name = self.name.clone();
-        let mut work = Box::pin(async move { crate::receipts::on_upstream_deliver(&core, &name, dsm).await });
+        let id_format = self.id_format;
+        let mut work =
+            Box::pin(async move { crate::receipts::on_upstream_deliver(&core, &name, id_format, dsm).await });
         // One poll here: with the memory store it is done at once, answered without a task or
         // a responder; only work still waiting (a shared store, a retried lookup) gets a task.
         match (&mut work).now_or_never() {

@@ -65,9 +65,11 @@ async fn bind_refusals_have_their_status() {
     one.max_binds = Some(1);
     let d = Daemon::start(base_config(vec![account("esme", "secret"), outside, tx_only, one])).await;
     let t = BindKind::Transceiver;
-    assert_eq!(rejected(bind(d.smpp, t, "esme", "wrong").await), CommandStatus::ESME_RINVPASWD);
-    assert_eq!(rejected(bind(d.smpp, t, "nobody", "secret").await), CommandStatus::ESME_RINVSYSID);
+    // Issue 14: whatever was wrong (password, system_id, address), the same status.
+    assert_eq!(rejected(bind(d.smpp, t, "esme", "wrong").await), CommandStatus::ESME_RBINDFAIL);
+    assert_eq!(rejected(bind(d.smpp, t, "nobody", "secret").await), CommandStatus::ESME_RBINDFAIL);
     assert_eq!(rejected(bind(d.smpp, t, "walled", "pw").await), CommandStatus::ESME_RBINDFAIL);
+    assert_eq!(rejected(bind(d.smpp, t, "walled", "wrong").await), CommandStatus::ESME_RBINDFAIL);
     assert_eq!(
         rejected(bind(d.smpp, BindKind::Receiver, "txonly", "pw").await),
         CommandStatus::ESME_RBINDFAIL
@@ -86,6 +88,48 @@ async fn bind_refusals_have_their_status() {
     })
     .await;
     assert!(bind(d.smpp, t, "one", "pw").await.is_ok());
+}
+
+/// Issue 14: failed binds are throttled per address (after `failed_binds_per_address` failures
+/// in the window even the right password is refused, unchecked), and connections per address
+/// are capped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_binds_are_throttled_and_connections_capped_per_address() {
+    let mut cfg = base_config(vec![account("esme", "secret")]);
+    cfg.server.failed_binds_per_address = 3;
+    cfg.server.failed_bind_window_secs = 3600;
+    cfg.server.max_connections_per_address = 2;
+    let d = Daemon::start(cfg).await;
+    let t = BindKind::Transceiver;
+    // Before any failure the right password binds (and unbinds, freeing its connection).
+    let ok = bind(d.smpp, t, "esme", "secret").await.expect("bind");
+    ok.session.unbind().await;
+    for pw in ["a", "b", "c"] {
+        assert_eq!(rejected(bind(d.smpp, t, "esme", pw).await), CommandStatus::ESME_RBINDFAIL);
+    }
+    // The address used up its failures: the right password is refused too.
+    assert_eq!(rejected(bind(d.smpp, t, "esme", "secret").await), CommandStatus::ESME_RBINDFAIL);
+
+    // Connection cap, on a daemon with no failures behind it.
+    let mut cfg = base_config(vec![account("esme", "secret")]);
+    cfg.server.max_connections_per_address = 2;
+    // Far beyond the test: a connection closed below is closed by the cap, not the bind timeout.
+    cfg.server.bind_timeout_secs = 120;
+    let d = Daemon::start(cfg).await;
+    let _one = TcpStream::connect(d.smpp).await.expect("connect");
+    let two = TcpStream::connect(d.smpp).await.expect("connect");
+    // Both are counted once the listener took them: a third is closed at once.
+    let core = d.core().clone();
+    eventually("two connections counted", Duration::from_secs(5), || core.metrics.connections.get() == 2)
+        .await;
+    let mut third = TcpStream::connect(d.smpp).await.expect("connect");
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(10), third.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the third connection is closed at once: {read:?}");
+    // One closed: a new connection binds again.
+    drop(two);
+    eventually("connection released", Duration::from_secs(5), || core.metrics.connections.get() == 1).await;
+    assert!(bind(d.smpp, t, "esme", "secret").await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -202,3 +202,21 @@ fn runs_and_stops_on_sigterm() {
         .unwrap_or_default();
     assert!(logs.iter().any(|l| l.starts_with('{') && l.contains("shutting down")), "{logs:?}");
 }
+
+/// Issue 14: check-config masks every password form a Redis URL can carry.
+#[test]
+fn check_config_masks_every_redis_password_form() {
+    let d = Dir::new();
+    for url in [
+        "unix:///run/redis.sock?db=1&pass=s3cret",
+        "redis://user:s3cret@127.0.0.1:6379/0",
+        "redis://127.0.0.1:6379/0?password=s3cret",
+        "rediss://s3cret@127.0.0.1?pwd=s3cret",
+    ] {
+        let path = d.file("smpp.yaml", &format!("store: {{ type: redis, url: \"{url}\" }}\n"));
+        let (code, out, err) = check(&path, &[]);
+        assert_eq!(code, 0, "{url}: {err}");
+        assert!(out.contains("***"), "{url}: {out}");
+        assert!(!out.contains("s3cret") && !err.contains("s3cret"), "{url} printed: {out}{err}");
+    }
+}

@@ -179,7 +179,7 @@ async fn store_correlation_by_candidates_ttl_and_grace() {
     let r = RedisServer::start();
     let s = store(&r, "u1", "c1", Duration::from_secs(30));
     s.put_correlation("up", "7b", corr("ours")).await.expect("put");
-    let cands = smpp::receipt::id_candidates("123");
+    let cands: Vec<String> = vec!["123".into(), "7b".into()];
     // Intermediate: kept; other upstream: not found.
     assert_eq!(s.take_correlation("up", &cands, false).await.expect("take"), Some(corr("ours")));
     assert_eq!(s.take_correlation("other", &cands, true).await.expect("take"), None);
@@ -227,7 +227,7 @@ async fn store_final_receipt_queued_and_correlation_deleted_in_one_step() {
     let s = store(&r, "f1", "c1", Duration::from_secs(30));
     let mut c = redis_conn(&r.url()).await;
     s.put_correlation("up", "7b", corr("ours")).await.expect("put");
-    let cands = smpp::receipt::id_candidates("123");
+    let cands: Vec<String> = vec!["123".into(), "7b".into()];
     let (i, found) = s.find_correlation("up", &cands).await.expect("find").expect("found");
     assert_eq!((cands[i].as_str(), found), ("7b", corr("ours")));
     // Finding leaves the record and its TTL (an hour) as they were.

@@ -287,6 +287,32 @@ pub struct UpstreamSpec {
     /// Bind over TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTlsSpec>,
+    /// How the upstream's receipt ids relate to its submit_sm_resp ids (leading zeros and case
+    /// never matter); absent: Same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id_format: Option<MessageIdFormat>,
+}
+
+/// How an upstream writes receipt ids compared with its submit_sm_resp ids. Declared, never
+/// guessed: `1234` is valid decimal and hex, so guessing matches the wrong message.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MessageIdFormat {
+    /// The same id.
+    Same,
+    /// submit_sm_resp in hex, receipts in decimal.
+    HexToDecimal,
+    /// submit_sm_resp in decimal, receipts in hex.
+    DecimalToHex,
+}
+
+impl From<MessageIdFormat> for crate::smscd_config::MessageIdFormat {
+    fn from(f: MessageIdFormat) -> Self {
+        match f {
+            MessageIdFormat::Same => crate::smscd_config::MessageIdFormat::Same,
+            MessageIdFormat::HexToDecimal => crate::smscd_config::MessageIdFormat::HexToDecimal,
+            MessageIdFormat::DecimalToHex => crate::smscd_config::MessageIdFormat::DecimalToHex,
+        }
+    }
 }
 
 fn default_upstream_bind_type() -> BindType {

@@ -119,6 +119,7 @@ pub fn render(cluster: &SmscCluster, plan: &Plan) -> Result<Rendered> {
                 ca_file: t.ca_secret_ref.as_ref().map(|_| format!("{UPSTREAM_CA_DIR}/{}/ca.crt", u.name)),
                 server_name: t.server_name.clone(),
             }),
+            message_id_format: u.message_id_format.map(Into::into).unwrap_or_default(),
         });
     }
     let accounts = spec

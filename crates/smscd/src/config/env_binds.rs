@@ -129,6 +129,7 @@ fn new_bind(name: String, host: &str, system_id: &str) -> BindConfig {
         enquire_link_secs: 30,
         reconnect: ReconnectConfig::default(),
         tls: None,
+        message_id_format: Default::default(),
     })
 }
 

@@ -249,3 +249,42 @@ fn empty_default_chain_warns_when_there_are_accounts() {
         .expect("loads");
     assert!(l.warnings.is_empty(), "{:?}", l.warnings);
 }
+
+/// Issue 14: values that size a Duration added to an Instant, a semaphore, a channel or a task
+/// count are refused with file, line and key, instead of panicking the daemon later.
+#[test]
+fn huge_values_are_refused_with_file_line_and_key() {
+    let max = u64::MAX;
+    let text = format!(
+        "server:\n  max_connections: {max}\n  enquire_link_secs: {max}\n  bind_timeout_secs: {max}\n\
+         binds:\n  - name: a\n    host: h\n    system_id: s\n    enquire_link_secs: {max}\n    window: {max}\n\
+         \x20   binds: {max}\n    reconnect: {{ min_ms: 1, max_ms: {max} }}\n\
+         accounts:\n  - {{ system_id: e, password: p, window: {max} }}\n\
+         routing: {{ default_chain: [\"bind:a\"] }}\n\
+         sim: {{ receipt_delay_ms: {max} }}\n\
+         store: {{ type: memory, ttl: 100000days }}\n\
+         shutdown: {{ drain_secs: {max} }}\n\
+         leader_election: {{ lease_name: l, lease_duration_secs: {max} }}\n"
+    );
+    let e = errors(&text, &[]);
+    for (line, key) in [
+        (2, "server.max_connections"),
+        (3, "server.enquire_link_secs"),
+        (4, "server.bind_timeout_secs"),
+        (9, "binds[0].enquire_link_secs"),
+        (10, "binds[0].window"),
+        (11, "binds[0].binds"),
+        (12, "binds[0].reconnect.max_ms"),
+        (14, "accounts[0].window"),
+        (16, "sim.receipt_delay_ms"),
+        (17, "store.ttl"),
+        (18, "shutdown.drain_secs"),
+        (19, "leader_election.lease_duration_secs"),
+    ] {
+        let prefix = format!("smpp.yaml:{line}: {key}: ");
+        assert!(
+            e.iter().any(|l| l.starts_with(&prefix) && l.contains("above the limit")),
+            "no `{prefix}...above the limit` in {e:#?}"
+        );
+    }
+}

@@ -33,6 +33,31 @@ const MAX_SYSTEM_ID: usize = 15;
 const MAX_PASSWORD: usize = 8;
 const MAX_SYSTEM_TYPE: usize = 12;
 
+/// Upper bounds of values that size timers, allocations or task counts: above them a Duration
+/// added to an Instant, a semaphore or a channel would panic or exhaust memory. Each is far above
+/// any sensible setting.
+pub(crate) mod limits {
+    /// One day: keepalive intervals and shutdown drain.
+    pub const DAY_SECS: u64 = 86_400;
+    /// One hour: bind timeouts, lease timings, reconnect backoff.
+    pub const HOUR_SECS: u64 = 3_600;
+    /// Open inbound connections (each holds buffers and a task).
+    pub const MAX_CONNECTIONS: usize = 1_000_000;
+    /// Outstanding requests per session (a window of permits and a channel that size).
+    pub const MAX_WINDOW: usize = 100_000;
+    /// Sessions per upstream per replica (a task each).
+    pub const MAX_UPSTREAM_BINDS: usize = 1_000;
+    /// Correlation lifetime: one year.
+    pub const MAX_TTL_SECS: u64 = 365 * 86_400;
+}
+
+/// `value` above `max`: an error naming both.
+fn at_most<T: PartialOrd + std::fmt::Display>(f: &mut Findings, key: &str, value: T, max: T, unit: &str) {
+    if value > max {
+        f.error(key, format!("{value} is above the limit of {max}{unit}"));
+    }
+}
+
 /// The stat words an Appendix B receipt may carry.
 const STAT_WORDS: &[&str] = &["DELIVRD", "EXPIRED", "DELETED", "UNDELIV", "ACCEPTD", "UNKNOWN", "REJECTD"];
 
@@ -77,6 +102,30 @@ fn server(cfg: &SmscdConfig, f: &mut Findings) {
     if s.bind_timeout_secs == 0 {
         f.error("server.bind_timeout_secs", "must be at least 1");
     }
+    at_most(f, "server.max_connections", s.max_connections, limits::MAX_CONNECTIONS, "");
+    at_most(f, "server.bind_timeout_secs", s.bind_timeout_secs, limits::HOUR_SECS, " s (1 hour)");
+    if s.enquire_link_secs == 0 {
+        f.error("server.enquire_link_secs", "must be at least 1");
+    }
+    at_most(f, "server.enquire_link_secs", s.enquire_link_secs, limits::DAY_SECS, " s (1 day)");
+    at_most(f, "shutdown.drain_secs", cfg.shutdown.drain_secs, limits::DAY_SECS, " s (1 day)");
+    if s.max_connections_per_address == 0 {
+        f.error("server.max_connections_per_address", "must be at least 1");
+    }
+    at_most(
+        f,
+        "server.max_connections_per_address",
+        s.max_connections_per_address,
+        limits::MAX_CONNECTIONS,
+        "",
+    );
+    if s.failed_binds_per_address == 0 {
+        f.error("server.failed_binds_per_address", "must be at least 1");
+    }
+    if s.failed_bind_window_secs == 0 {
+        f.error("server.failed_bind_window_secs", "must be at least 1");
+    }
+    at_most(f, "server.failed_bind_window_secs", s.failed_bind_window_secs, limits::DAY_SECS, " s (1 day)");
     port(f, "admin.port", cfg.admin.port);
     if cfg.admin.port == s.port {
         f.error("admin.port", format!("{} is also server.port", s.port));
@@ -134,12 +183,16 @@ fn binds(cfg: &SmscdConfig, f: &mut Findings) {
         if b.window == 0 {
             f.error(k("window"), "must be at least 1");
         }
+        at_most(f, &k("window"), b.window, limits::MAX_WINDOW, "");
         if b.binds == 0 {
             f.error(k("binds"), "must be at least 1");
         }
+        at_most(f, &k("binds"), b.binds, limits::MAX_UPSTREAM_BINDS, "");
         if b.enquire_link_secs == 0 {
             f.error(k("enquire_link_secs"), "must be at least 1");
         }
+        at_most(f, &k("enquire_link_secs"), b.enquire_link_secs, limits::DAY_SECS, " s (1 day)");
+        at_most(f, &k("reconnect.max_ms"), b.reconnect.max_ms, limits::HOUR_SECS * 1000, " ms (1 hour)");
         if b.reconnect.min_ms == 0 {
             f.error(k("reconnect.min_ms"), "must be at least 1");
         }
@@ -187,6 +240,7 @@ fn accounts(cfg: &SmscdConfig, f: &mut Findings) {
         if a.window == 0 {
             f.error(k("window"), "must be at least 1");
         }
+        at_most(f, &k("window"), a.window, limits::MAX_WINDOW, "");
         if a.max_msg_per_sec == Some(0) {
             f.error(k("max_msg_per_sec"), "must be at least 1 (leave it out for no limit)");
         }
@@ -242,6 +296,7 @@ fn routing(cfg: &SmscdConfig, f: &mut Findings) {
 }
 
 fn sim(cfg: &SmscdConfig, f: &mut Findings) {
+    at_most(f, "sim.receipt_delay_ms", cfg.sim.receipt_delay_ms, limits::DAY_SECS * 1000, " ms (1 day)");
     let mut sum = 0.0;
     for (word, weight) in &cfg.sim.outcomes {
         let key = format!("sim.outcomes.{word}");
@@ -260,6 +315,11 @@ fn sim(cfg: &SmscdConfig, f: &mut Findings) {
 }
 
 fn store(cfg: &SmscdConfig, f: &mut Findings) {
+    let (StoreConfig::Memory { ttl } | StoreConfig::Redis { ttl, .. }) = &cfg.store;
+    if ttl.as_secs() > limits::MAX_TTL_SECS {
+        let limit = limits::MAX_TTL_SECS;
+        f.error("store.ttl", format!("{} s is above the limit of {limit} s (365 days)", ttl.as_secs()));
+    }
     match &cfg.store {
         StoreConfig::Memory { ttl } if ttl.is_zero() => f.error("store.ttl", "must be above 0"),
         StoreConfig::Memory { .. } => {}
@@ -279,6 +339,8 @@ fn store(cfg: &SmscdConfig, f: &mut Findings) {
 
 fn leader(cfg: &SmscdConfig, f: &mut Findings) {
     let Some(le) = &cfg.leader_election else { return };
+    let lease = "leader_election.lease_duration_secs";
+    at_most(f, lease, le.lease_duration_secs, limits::HOUR_SECS, " s (1 hour)");
     if le.lease_name.is_empty() {
         f.error("leader_election.lease_name", "must not be empty");
     }

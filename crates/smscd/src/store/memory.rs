@@ -205,7 +205,7 @@ mod tests {
     async fn correlation_by_candidates_and_removal() {
         let s = MemoryStore::new(Duration::from_secs(60));
         s.put_correlation("up", "7b", corr("ours")).await.unwrap();
-        let cands = smpp::receipt::id_candidates("123");
+        let cands: Vec<String> = vec!["123".into(), "7b".into()];
         // Intermediate: kept.
         assert_eq!(s.take_correlation("up", &cands, false).await.unwrap(), Some(corr("ours")));
         // Other upstream: not found.
@@ -218,7 +218,7 @@ mod tests {
     async fn final_receipt_is_queued_and_its_correlation_forgotten_together() {
         let s = MemoryStore::new(Duration::from_secs(60));
         s.put_correlation("up", "7b", corr("ours")).await.unwrap();
-        let cands = smpp::receipt::id_candidates("123");
+        let cands: Vec<String> = vec!["123".into(), "7b".into()];
         let (i, c) = s.find_correlation("up", &cands).await.unwrap().expect("found");
         assert_eq!((cands[i].as_str(), c), ("7b", corr("ours")));
         // Finding changes nothing.

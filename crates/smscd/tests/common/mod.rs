@@ -65,6 +65,7 @@ pub fn upstream(name: &str, port: u16, system_id: &str, password: &str) -> BindC
         enquire_link_secs: 30,
         reconnect: smsc_api::smscd_config::ReconnectConfig { min_ms: 50, max_ms: 500 },
         tls: None,
+        message_id_format: Default::default(),
     }
 }
 
