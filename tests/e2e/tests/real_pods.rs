@@ -645,12 +645,14 @@ impl BindWatch {
 }
 
 /// Failover times on real Pods (not asserted; docs/benchmarks.md): an ActiveStandby cluster (an
-/// upstream with `maxBinds: 1`, Lease 6/4/1 s) loses its active Pod RUNS times to a forced delete
-/// (`--grace-period=0 --force`: the kubelet kills the container, the Lease is never released) and
-/// RUNS times to a plain delete (preStop sleep 2 s, then SIGTERM: smscd drains and releases the
-/// Lease). Each run measures from the delete to the standby holding the Lease, and to the Lease,
-/// the role label and the Service's only ready endpoint all naming it; the carrier's bind gauge is
-/// sampled throughout and must never show two binds.
+/// upstream with `maxBinds: 1`, Lease 6/4/1 s) loses its active smscd RUNS times each to a crash
+/// (SIGKILL to the container's process: the Lease is never released, the kubelet restarts the
+/// container), a forced delete (`--grace-period=0 --force`: the API object goes at once, the
+/// kubelet still stops the container with SIGTERM) and a plain delete (preStop sleep 2 s, then
+/// SIGTERM: smscd drains and releases the Lease). Each run measures from the event to the carrier
+/// seeing one bind again (after seeing none), and to the Lease, the role label and the Service's
+/// only ready endpoint agreeing on a Pod (for a crash possibly the same Pod, its container
+/// restarted). The carrier's bind gauge is sampled throughout and must never show two binds.
 #[tokio::test]
 #[ignore = "measurement: make bench-failover-real (RUNS=5 cargo test -p smsc-e2e --test real_pods -- --ignored --nocapture)"]
 async fn real_pod_failover_times() -> anyhow::Result<()> {
@@ -663,36 +665,73 @@ async fn real_pod_failover_times() -> anyhow::Result<()> {
     let (tier, release, redis_url) = setup(cp, tns.name(), "real-failover", &[("carrier-as", 1)]).await?;
     tier.smsc_cluster("smsc-as", 2, "ActiveStandby", "carrier-as", 1, &redis_url)?;
     let sel = "app.kubernetes.io/instance=smsc-as,app.kubernetes.io/name=smscd";
-    let watch = BindWatch::start(tier.node_port("carrier-admin", "admin")?, "carrier-as");
-    for (label, force) in [("forced delete", true), ("plain delete", false)] {
+    let admin = tier.node_port("carrier-admin", "admin")?;
+    let watch = BindWatch::start(admin, "carrier-as");
+    for (label, how) in [("kill -9 of smscd", "kill"), ("forced delete", "force"), ("plain delete", "delete")]
+    {
         let (mut lease, mut settled) = (Vec::new(), Vec::new());
         for run in 0..runs {
-            // Both Pods up (the replacement of the last run too), one of them active.
             // Both Pods Ready (the standby too: readiness is about taking binds), one active.
             tier.wait_ready(sel, 2, Duration::from_secs(120)).await?;
             let active =
                 wait_for("an active Pod", Duration::from_secs(90), || async { active_state(&tier, sel) })
                     .await?;
-            let mut args = vec!["delete", "pod", active.as_str(), "--wait=false"];
-            if force {
-                args.extend(["--grace-period=0", "--force"]);
-            }
+            let binds_before = tier
+                .logs("carrier")?
+                .lines()
+                .filter(|l| l.contains("ESME bound") && l.contains("carrier-as"))
+                .count();
             let t = Instant::now();
-            tier.kubectl(&args)?;
-            let l = wait_for("the Lease to move", Duration::from_secs(90), || async {
-                let holder = tier.json(&["get", "lease", "smsc-as-leader"])?["spec"]["holderIdentity"]
+            if how == "kill" {
+                // A crash (an OOM kill): SIGKILL to the container's process, found by its Pod's
+                // cgroup; the kubelet restarts the container in the same Pod.
+                let uid = tier.json(&["get", "pod", &active])?["metadata"]["uid"]
                     .as_str()
-                    .map(String::from);
-                Ok::<_, anyhow::Error>(holder.filter(|h| *h != active).map(|_| t.elapsed()))
+                    .unwrap_or_default()
+                    .to_string();
+                let pid =
+                    pod_process(&uid, "smscd").with_context(|| format!("the smscd process of {active}"))?;
+                // SAFETY: kill(2) on a pid we just found; it has no memory effects.
+                let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
+                ensure!(rc == 0, "kill -9 {pid}: {}", std::io::Error::last_os_error());
+            } else {
+                let mut args = vec!["delete", "pod", active.as_str(), "--wait=false"];
+                if how == "force" {
+                    args.extend(["--grace-period=0", "--force"]);
+                }
+                tier.kubectl(&args)?;
+            }
+            // Served again: the carrier logged a new bind of carrier-as and holds exactly one.
+            let carrier_bound = || -> anyhow::Result<usize> {
+                Ok(tier
+                    .logs("carrier")?
+                    .lines()
+                    .filter(|l| l.contains("ESME bound") && l.contains("carrier-as"))
+                    .count())
+            };
+            let l = wait_for("a leader bound upstream again", Duration::from_secs(90), || async {
+                let (_, body) = http_get(admin, "/metrics").await?;
+                let now = metric_sum(&body, "smscd_inbound_binds", &["account=\"carrier-as\""]);
+                Ok::<_, anyhow::Error>((carrier_bound()? > binds_before && now == 1.0).then(|| t.elapsed()))
             })
             .await?;
-            let s = wait_for("Lease, label and endpoints to agree", Duration::from_secs(90), || async {
-                Ok::<_, anyhow::Error>(
-                    active_state(&tier, sel)?.filter(|a| *a != active).map(|_| t.elapsed()),
-                )
-            })
-            .await?;
-            eprintln!("{label} run {}: Lease {:.2?}, Lease+label+endpoints {:.2?}", run + 1, l, s);
+            // A crashed container restarts in the same Pod, which may take the Lease back; a
+            // deleted Pod's standby takes it.
+            let (s, who) =
+                wait_for("Lease, label and endpoints to agree", Duration::from_secs(90), || async {
+                    Ok::<_, anyhow::Error>(
+                        active_state(&tier, sel)?
+                            .filter(|a| how == "kill" || *a != active)
+                            .map(|a| (t.elapsed(), if a == active { "the same Pod" } else { "the standby" })),
+                    )
+                })
+                .await?;
+            eprintln!(
+                "{label} run {}: bound upstream again {:.2?}, Lease+label+endpoints {:.2?} ({who})",
+                run + 1,
+                l,
+                s
+            );
             lease.push(l);
             settled.push(s);
         }
@@ -701,7 +740,7 @@ async fn real_pod_failover_times() -> anyhow::Result<()> {
             v.get(v.len() / 2).copied().unwrap_or_default()
         };
         eprintln!(
-            "{label}: median over {runs} runs: Lease {:.2?}, Lease+label+endpoints {:.2?} (range {:.2?}-{:.2?})",
+            "{label}: median over {runs} runs: bound upstream again {:.2?}, Lease+label+endpoints {:.2?} (range {:.2?}-{:.2?})",
             median(&mut lease),
             median(&mut settled),
             settled.first().copied().unwrap_or_default(),
@@ -713,4 +752,21 @@ async fn real_pod_failover_times() -> anyhow::Result<()> {
     ensure!(max <= 1.0, "the carrier saw {max} binds at once");
     drop(release);
     Ok(())
+}
+
+/// The pid of the process named `comm` in the Pod with this UID (its cgroup path names the Pod:
+/// `kubepods/<qos>/pod<uid>/<container>` with the cgroupfs driver).
+fn pod_process(uid: &str, comm: &str) -> anyhow::Result<i32> {
+    let needle = format!("pod{uid}");
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+        let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if cgroup.contains(&needle) && name.trim() == comm {
+            return Ok(pid);
+        }
+    }
+    bail!("no process {comm} in a cgroup of pod {uid}")
 }
