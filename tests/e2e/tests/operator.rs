@@ -242,7 +242,9 @@ async fn sample_gives_the_expected_children_and_status() -> anyhow::Result<()> {
     assert!(!sspec.selector.unwrap_or_default().contains_key("smsc.io/role"));
 
     let pdb: PodDisruptionBudget = wait_obj(&ns, name, "the PDB", |_| true).await?;
-    assert_eq!(serde_json::to_value(pdb.spec.and_then(|s| s.min_available))?, json!(1));
+    let pdb_spec = pdb.spec.context("pdb spec")?;
+    assert_eq!(pdb_spec.unhealthy_pod_eviction_policy.as_deref(), Some("AlwaysAllow"));
+    assert_eq!(serde_json::to_value(pdb_spec.min_available)?, json!(1));
     wait_obj::<ServiceAccount, _>(&ns, "smsc-aa-smscd", "the ServiceAccount", |_| true).await?;
     let role: Role = wait_obj(&ns, "smsc-aa-smscd", "the Role", |_| true).await?;
     assert_eq!(role.rules.unwrap_or_default().len(), 3);

@@ -53,6 +53,12 @@ use super::SmscClusterStatus;
 #[x_kube(validation = Rule::new(
     "!has(self.autoscaling) || !has(self.autoscaling.enabled) || !self.autoscaling.enabled || !has(self.topology) || self.topology != 'ActiveStandby'"
 ).message("spec.autoscaling.enabled needs active/active: it cannot be combined with spec.topology ActiveStandby").field_path(".autoscaling.enabled"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.podDisruptionBudget) || !has(self.podDisruptionBudget.minAvailable) || (has(self.podDisruptionBudget.enabled) && !self.podDisruptionBudget.enabled) || !has(self.replicas) || self.replicas <= 1 || self.podDisruptionBudget.minAvailable < self.replicas"
+).message("spec.podDisruptionBudget.minAvailable must be less than spec.replicas: a budget that allows no eviction blocks every node drain").field_path(".podDisruptionBudget.minAvailable"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.autoscaling) || !has(self.autoscaling.enabled) || !self.autoscaling.enabled || !has(self.autoscaling.minReplicas) || self.autoscaling.minReplicas <= 1 || !has(self.podDisruptionBudget) || !has(self.podDisruptionBudget.minAvailable) || (has(self.podDisruptionBudget.enabled) && !self.podDisruptionBudget.enabled) || self.podDisruptionBudget.minAvailable < self.autoscaling.minReplicas"
+).message("spec.podDisruptionBudget.minAvailable must be less than spec.autoscaling.minReplicas: at the autoscaler's minimum a budget that allows no eviction blocks every node drain").field_path(".podDisruptionBudget.minAvailable"))]
 #[serde(rename_all = "camelCase")]
 pub struct SmscClusterSpec {
     /// smscd replicas. With the autoscaler enabled this is its starting point.
@@ -95,7 +101,8 @@ pub struct SmscClusterSpec {
     /// HorizontalPodAutoscaler on CPU (active/active only).
     #[serde(default)]
     pub autoscaling: AutoscalingSpec,
-    /// PodDisruptionBudget (never created for one replica: it would block every drain).
+    /// PodDisruptionBudget (never created for one replica: it would block every drain; and
+    /// `minAvailable` must stay below `replicas` and `autoscaling.minReplicas`, for the same reason).
     #[serde(default)]
     pub pod_disruption_budget: PodDisruptionBudgetSpec,
     /// Lease timings of the active/standby election.
@@ -558,7 +565,8 @@ fn default_scale_down_stabilization() -> i32 {
     300
 }
 
-/// PodDisruptionBudget.
+/// PodDisruptionBudget. `minAvailable` is a number of Pods (no percentage), below `replicas`
+/// and, with autoscaling, below `autoscaling.minReplicas` (CEL on the spec).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct PodDisruptionBudgetSpec {
