@@ -31,7 +31,7 @@ use crate::checklist::{names, Decision};
 use crate::error::{Error, Result, Verb};
 use crate::labels::{self, MANAGER};
 use crate::metrics::Metrics;
-use crate::status::{self, DeploymentObs, Inputs};
+use crate::status::{self, AutoscalerObs, DeploymentObs, Inputs};
 
 /// Resync period of a settled cluster.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -538,6 +538,17 @@ async fn fix_role_labels(ctx: &Context, ns: &str, cluster: &str, holder: Option<
     Ok(())
 }
 
+/// The HPA's ScalingActive condition.
+fn autoscaler_obs(h: &HorizontalPodAutoscaler) -> AutoscalerObs {
+    let conds = h.status.as_ref().and_then(|s| s.conditions.as_ref());
+    AutoscalerObs::from_conditions(
+        &h.name_any(),
+        conds.into_iter().flatten().map(|c| {
+            (c.type_.as_str(), c.status.as_str(), c.reason.as_deref(), c.message.as_deref())
+        }),
+    )
+}
+
 fn deployment_obs(d: &Deployment) -> DeploymentObs {
     let st = d.status.clone().unwrap_or_default();
     DeploymentObs {
@@ -627,6 +638,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
             deployment: d.as_ref().map(deployment_obs),
             active_pod: old.and_then(|s| s.active_pod.clone()),
             problem: None,
+            autoscaler: cached::<HorizontalPodAutoscaler>(ctx, &ns, &name).as_ref().map(autoscaler_obs),
         };
         let new = status::compute(old, &inputs, &status::now());
         patch_status(ctx, &cluster, &new).await?;
@@ -681,6 +693,15 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
         Decision::Refused { .. } => old.and_then(|s| s.topology),
     };
     let holder = if topology == Some(Topology::ActiveStandby) { lease_holder(ctx, &ns, &name) } else { None };
+    let autoscaler = match plan.decision {
+        Decision::Run(_) if plan.autoscaled(&cluster) => Some(
+            cached::<HorizontalPodAutoscaler>(ctx, &ns, &name)
+                .as_ref()
+                .map(autoscaler_obs)
+                .unwrap_or_else(AutoscalerObs::missing),
+        ),
+        _ => None,
+    };
     fix_role_labels(ctx, &ns, &name, holder.as_deref()).await?;
 
     let inputs = Inputs {
@@ -692,6 +713,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
         deployment: deployment.as_ref().map(deployment_obs),
         active_pod: holder,
         problem,
+        autoscaler,
     };
     let new = status::compute(old, &inputs, &status::now());
     patch_status(ctx, &cluster, &new).await?;

@@ -123,6 +123,7 @@ fn cluster(
             "dlrStore": { "type": "Redis", "redis": { "urlSecretRef": { "name": "redis", "key": "url" } } },
             "scaleOutChecklist": { "loadBalancerPinsConnections": true, "esmesReconnectWithBackoff": true },
             "autoscaling": { "enabled": autoscaling, "minReplicas": 2, "maxReplicas": 3 },
+            "pod": { "resources": { "requests": { "cpu": "100m" } } },
             "service": { "type": "ClusterIP" },
         }
     }))?)
@@ -465,6 +466,42 @@ async fn single_bind_upstream_moves_the_cluster_to_active_standby() -> anyhow::R
     let cm_after: ConfigMap = ns.api::<ConfigMap>().get("sms-config").await?;
     assert_eq!(before.spec, after.spec, "refused topology must leave the Deployment alone");
     assert_eq!(cm_before.resource_version(), cm_after.resource_version());
+    op.stop().await;
+    Ok(())
+}
+
+/// The test control plane serves no metrics API, so kube-controller-manager's HPA controller
+/// cannot compute a replica count and reports ScalingActive=False: the SmscCluster shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hpa_scaling_active_false_shows_in_the_status() -> anyhow::Result<()> {
+    let (ns, op) = setup("op-hpa").await?;
+    create_cluster(&ns, &cluster("sms", 2, None, true)?).await?;
+    let scaling_active = |h: &HorizontalPodAutoscaler| {
+        h.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "ScalingActive").cloned())
+    };
+    let hpa: HorizontalPodAutoscaler = wait_obj(&ns, "sms", "the HPA's ScalingActive=False", |h| {
+        scaling_active(h).is_some_and(|c| c.status == "False")
+    })
+    .await?;
+    let hc = scaling_active(&hpa).context("ScalingActive")?;
+    let reason = hc.reason.clone().unwrap_or_default();
+    let st = wait_status(&ns, "sms", "AutoscalingActive False with the HPA's reason", |s| {
+        cond(s, ConditionType::AutoscalingActive) == Some((ConditionStatus::False, reason.clone()))
+    })
+    .await?;
+    let c = st.conditions.iter().find(|c| c.type_ == ConditionType::AutoscalingActive).context("condition")?;
+    assert!(c.message.starts_with("HorizontalPodAutoscaler sms: "), "{}", c.message);
+    assert!(c.message.len() > "HorizontalPodAutoscaler sms: ".len(), "no HPA message: {}", c.message);
+
+    // Autoscaling off: the HPA goes, and so does the condition.
+    patch_spec(&ns, "sms", json!({ "autoscaling": { "enabled": false } })).await?;
+    wait_status(&ns, "sms", "no AutoscalingActive condition", |s| {
+        cond(s, ConditionType::AutoscalingActive).is_none()
+    })
+    .await?;
     op.stop().await;
     Ok(())
 }

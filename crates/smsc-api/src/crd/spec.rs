@@ -59,6 +59,9 @@ use super::SmscClusterStatus;
 #[x_kube(validation = Rule::new(
     "!has(self.autoscaling) || !has(self.autoscaling.enabled) || !self.autoscaling.enabled || !has(self.autoscaling.minReplicas) || self.autoscaling.minReplicas <= 1 || !has(self.podDisruptionBudget) || !has(self.podDisruptionBudget.minAvailable) || (has(self.podDisruptionBudget.enabled) && !self.podDisruptionBudget.enabled) || self.podDisruptionBudget.minAvailable < self.autoscaling.minReplicas"
 ).message("spec.podDisruptionBudget.minAvailable must be less than spec.autoscaling.minReplicas: at the autoscaler's minimum a budget that allows no eviction blocks every node drain").field_path(".podDisruptionBudget.minAvailable"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.autoscaling) || !has(self.autoscaling.enabled) || !self.autoscaling.enabled || (has(self.pod) && has(self.pod.resources) && has(self.pod.resources.requests) && 'cpu' in self.pod.resources.requests)"
+).message("spec.pod.resources.requests.cpu is required when autoscaling is enabled: the autoscaler scales on CPU utilization, a percentage of the request").field_path(".pod.resources").reason(Reason::FieldValueRequired))]
 #[serde(rename_all = "camelCase")]
 pub struct SmscClusterSpec {
     /// smscd replicas. With the autoscaler enabled this is its starting point.
@@ -98,7 +101,7 @@ pub struct SmscClusterSpec {
     /// Graceful shutdown timing.
     #[serde(default)]
     pub shutdown: ShutdownSpec,
-    /// HorizontalPodAutoscaler on CPU (active/active only).
+    /// HorizontalPodAutoscaler on CPU (active/active only; needs `pod.resources.requests.cpu`).
     #[serde(default)]
     pub autoscaling: AutoscalingSpec,
     /// PodDisruptionBudget (never created for one replica: it would block every drain; and

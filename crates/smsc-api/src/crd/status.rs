@@ -95,6 +95,9 @@ pub enum ConditionType {
     ScaleOutSafe,
     /// spec.paused is true.
     ReconciliationPaused,
+    /// The HorizontalPodAutoscaler can compute a replica count (its `ScalingActive` condition,
+    /// with its reason and message). Present only while autoscaling is in effect.
+    AutoscalingActive,
 }
 
 impl ConditionType {
@@ -105,6 +108,7 @@ impl ConditionType {
             ConditionType::Degraded => "Degraded",
             ConditionType::ScaleOutSafe => "ScaleOutSafe",
             ConditionType::ReconciliationPaused => "ReconciliationPaused",
+            ConditionType::AutoscalingActive => "AutoscalingActive",
         }
     }
 }
