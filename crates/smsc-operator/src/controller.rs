@@ -559,6 +559,10 @@ fn deployment_obs(d: &Deployment) -> DeploymentObs {
         ready: st.ready_replicas.unwrap_or(0),
         updated: st.updated_replicas.unwrap_or(0),
         available: st.available_replicas.unwrap_or(0),
+        image: d.spec.as_ref().and_then(|s| {
+            let cs = &s.template.spec.as_ref()?.containers;
+            cs.iter().find(|c| c.name == build::deployment::CONTAINER).or(cs.first())?.image.clone()
+        }),
     }
 }
 

@@ -16,6 +16,8 @@ pub struct DeploymentObs {
     pub ready: i32,
     pub updated: i32,
     pub available: i32,
+    /// The smscd container's image in the Pod template.
+    pub image: Option<String>,
 }
 
 /// The HorizontalPodAutoscaler's `ScalingActive` condition as observed.
@@ -217,6 +219,11 @@ pub fn compute(old: Option<&SmscClusterStatus>, inputs: &Inputs<'_>, now: &Time)
         topology,
         replicas: dep.replicas,
         ready_replicas: dep.ready,
+        ready_text: inputs.deployment.as_ref().map(|d| format!("{}/{}", d.ready, d.desired)),
+        image: match &inputs.deployment {
+            Some(d) => d.image.clone(),
+            None => None,
+        },
         active_pod: if topology == Some(Topology::ActiveStandby) { inputs.active_pod.clone() } else { None },
         selector: Some(inputs.selector.clone()),
         checklist: inputs.checklist.to_vec(),
@@ -267,6 +274,7 @@ mod tests {
             ready: 2,
             updated: 2,
             available: 2,
+            image: Some("smscd:1".into()),
         }
     }
 
@@ -298,6 +306,8 @@ mod tests {
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(s.topology, Some(Topology::ActiveActive));
         assert_eq!((s.replicas, s.ready_replicas), (2, 2));
+        assert_eq!(s.ready_text.as_deref(), Some("2/2"));
+        assert_eq!(s.image.as_deref(), Some("smscd:1"));
         assert_eq!(s.active_pod, None);
         assert_eq!(s.selector.as_deref(), Some("a=b"));
         assert_eq!(s.checklist.len(), 5);
@@ -324,6 +334,7 @@ mod tests {
         let mut rolling = settled();
         rolling.ready = 1;
         let third = compute(Some(&second), &Inputs { deployment: Some(rolling), ..i.clone() }, &t(300));
+        assert_eq!(third.ready_text.as_deref(), Some("1/2"));
         assert_eq!(
             get(&third, ConditionType::Progressing),
             (ConditionStatus::True, "RollingOut".into(), t(300))
@@ -363,6 +374,7 @@ mod tests {
         assert_eq!(get(&s, ConditionType::ReconciliationPaused).0, ConditionStatus::True);
         let s = compute(None, &Inputs { deployment: None, ..i }, &t(1));
         assert_eq!(get(&s, ConditionType::Available).0, ConditionStatus::Unknown);
+        assert_eq!((s.ready_text.as_deref(), s.image.as_deref()), (None, None));
         assert_eq!(get(&s, ConditionType::Progressing).0, ConditionStatus::Unknown);
     }
 }

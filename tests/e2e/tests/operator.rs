@@ -256,6 +256,9 @@ async fn sample_gives_the_expected_children_and_status() -> anyhow::Result<()> {
     // Readiness comes from kwok and can flap with the fake nodes' heartbeats: count Pods, not Ready ones.
     let st = wait_status(&ns, name, "status with 3 replicas", |s| s.replicas == 3).await?;
     assert_eq!(st.topology, Some(Topology::ActiveActive));
+    let image = pod.containers.iter().find(|c| c.name == "smscd").and_then(|c| c.image.clone());
+    assert_eq!(st.image, image, "status.image is the Deployment's smscd image");
+    assert_eq!(st.ready_text, Some(format!("{}/3", st.ready_replicas)));
     assert_eq!(st.checklist.len(), 5);
     assert!(st.checklist.iter().all(|i| i.satisfied), "{:?}", st.checklist);
     assert_eq!(

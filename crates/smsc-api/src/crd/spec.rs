@@ -35,11 +35,17 @@ use super::SmscClusterStatus;
         status_replicas_path = ".status.replicas",
         label_selector_path = ".status.selector"
     ),
+    printcolumn(
+        name = "Available",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Available\")].status"
+    ),
     printcolumn(name = "Topology", type_ = "string", json_path = ".status.topology"),
-    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
-    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(name = "Active", type_ = "string", json_path = ".status.activePod"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.readyText"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Image", type_ = "string", json_path = ".status.image", priority = 1),
+    printcolumn(name = "Paused", type_ = "boolean", json_path = ".spec.paused", priority = 1)
 )]
 #[x_kube(validation = Rule::new(
     "!has(self.routing) || !has(self.routing.defaultChain) || self.routing.defaultChain.all(c, c == 'sim' || (has(self.upstreams) && self.upstreams.exists(u, u.name == c)))"

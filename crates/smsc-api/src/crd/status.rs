@@ -21,6 +21,15 @@ pub struct SmscClusterStatus {
     pub replicas: i32,
     #[serde(default)]
     pub ready_replicas: i32,
+    /// Ready Pods of the desired number, `ready/desired` (e.g. `2/3`): the READY column of
+    /// `kubectl get smsc` (a printer column shows one JSON path, so the pair is one string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub ready_text: Option<String>,
+    /// The smscd image the Deployment runs: the IMAGE column of `kubectl get smsc -o wide`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub image: Option<String>,
     /// Pod holding the Lease (ActiveStandby).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_pod: Option<String>,
