@@ -164,6 +164,7 @@ cached! {
     Service => services,
     PodDisruptionBudget => pdbs,
     HorizontalPodAutoscaler => hpas,
+    Lease => leases,
 }
 
 /// The cached object `ns/name`.
@@ -454,6 +455,9 @@ async fn apply_children(
             apply(ctx, ns, h).await?;
         }
         None => prune::<HorizontalPodAutoscaler>(ctx, ns, &plan.name, uid, None).await?,
+    }
+    if let Some(l) = &children.lease {
+        apply(ctx, ns, l).await?;
     }
     Ok(deployment)
 }
@@ -907,10 +911,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .owns_stream(reflect(api_for::<Role>(c, &ns), &children, w.roles, trim))
         .owns_stream(reflect(api_for::<RoleBinding>(c, &ns), &children, w.role_bindings, trim))
         .watches_stream(
-            reflect(api_for::<Lease>(c, &ns), &watcher::Config::default(), w.leases, trim),
+            // By label, like every child: the operator creates (or adopts) each cluster's Lease.
+            reflect(api_for::<Lease>(c, &ns), &children, w.leases, trim),
             move |lease: Lease| {
                 let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.clone()).unwrap_or_default();
-                let cluster = labels::cluster_of_lease(&lease.name_any()).map(str::to_string);
+                let cluster = lease.labels().get(labels::INSTANCE_LABEL).cloned();
                 changed_filter(&lease_seen, &lease, holder, cluster, &ar_l)
             },
         )
