@@ -298,7 +298,8 @@ async fn status_is_accepted_and_printer_columns_show_it() -> anyhow::Result<()> 
     ensure!(head == ["NAME", "AVAILABLE", "TOPOLOGY", "ACTIVE", "READY", "AGE"], "header: {head:?}");
     let row: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
     ensure!(
-        row.get(..5) == Some(&["smsc-single-bind", "True", "ActiveStandby", "smsc-single-bind-abc-0", "1/2"][..]),
+        row.get(..5)
+            == Some(&["smsc-single-bind", "True", "ActiveStandby", "smsc-single-bind-abc-0", "1/2"][..]),
         "row: {row:?}"
     );
     let wide = cp.run(cp.kubectl()?.args(["get", "smsc", "-o", "wide", "-n", ns.name()]))?;

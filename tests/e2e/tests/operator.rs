@@ -495,7 +495,10 @@ async fn the_lease_belongs_to_its_cluster_and_smscd_elects_on_it() -> anyhow::Re
         labelled && owned
     };
     assert!(belongs(&lease), "labels and owner: {:?}", lease.metadata);
-    assert!(lease.spec.as_ref().and_then(|s| s.holder_identity.as_ref()).is_none(), "created without a holder");
+    assert!(
+        lease.spec.as_ref().and_then(|s| s.holder_identity.as_ref()).is_none(),
+        "created without a holder"
+    );
 
     // smscd's election acquires the pre-created Lease and keeps its labels and owner.
     let client = control_plane().await?.client().await?;
@@ -550,7 +553,8 @@ async fn hpa_scaling_active_false_shows_in_the_status() -> anyhow::Result<()> {
         cond(s, ConditionType::AutoscalingActive) == Some((ConditionStatus::False, reason.clone()))
     })
     .await?;
-    let c = st.conditions.iter().find(|c| c.type_ == ConditionType::AutoscalingActive).context("condition")?;
+    let c =
+        st.conditions.iter().find(|c| c.type_ == ConditionType::AutoscalingActive).context("condition")?;
     assert!(c.message.starts_with("HorizontalPodAutoscaler sms: "), "{}", c.message);
     assert!(c.message.len() > "HorizontalPodAutoscaler sms: ".len(), "no HPA message: {}", c.message);
 
