@@ -211,6 +211,13 @@ impl Context {
         })
     }
 
+    /// Resolves once every cache of [`run`]'s watches has listed (retrying while it has not).
+    pub async fn synced(&self) {
+        while self.stores.synced().await.is_err() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
     fn memory(&self) -> std::sync::MutexGuard<'_, PerCluster> {
         self.memory.lock().unwrap_or_else(|p| p.into_inner())
     }
