@@ -71,11 +71,12 @@ Roles (watchNamespaces). Each rule says why it exists.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "patch"]
-# Leases: read for status.activePod; create/update for the operator's own leader election; and
+# Leases: read for status.activePod; patch (server-side apply) to create each cluster's smscd
+# Lease with its labels and owner; create/update for the operator's own leader election; and
 # smscd's Role grants get/update/create on its Lease, which the operator must hold to grant.
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
-  verbs: ["get", "list", "watch", "create", "update"]
+  verbs: ["get", "list", "watch", "create", "update", "patch"]
 # Secrets: only read, to report a referenced Secret or key that is missing (Degraded) instead of
 # letting smscd crash-loop on it. Values never leave the Secret (smscd gets them via env).
 - apiGroups: [""]

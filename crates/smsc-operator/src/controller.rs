@@ -31,7 +31,7 @@ use crate::checklist::{names, Decision};
 use crate::error::{Error, Result, Verb};
 use crate::labels::{self, MANAGER};
 use crate::metrics::Metrics;
-use crate::status::{self, DeploymentObs, Inputs};
+use crate::status::{self, AutoscalerObs, DeploymentObs, Inputs};
 
 /// Resync period of a settled cluster.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -164,6 +164,7 @@ cached! {
     Service => services,
     PodDisruptionBudget => pdbs,
     HorizontalPodAutoscaler => hpas,
+    Lease => leases,
 }
 
 /// The cached object `ns/name`.
@@ -187,11 +188,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     recorder: Recorder,
     resource: ApiResource,
-    /// Consecutive failures per object, for the error back-off.
-    failures: Mutex<HashMap<String, u32>>,
-    /// Topology in the last status this process wrote, per cluster: the cache can lag our own
-    /// status patch under load, and a reconcile reading it would announce the topology again.
-    written_topology: Mutex<HashMap<String, Topology>>,
+    /// What this process remembers per cluster; forgotten when the cluster goes.
+    memory: Mutex<PerCluster>,
     stores: Stores,
     /// Taken by [`run`], which feeds the stores from its watches.
     writers: Mutex<Option<Writers>>,
@@ -209,32 +207,40 @@ impl Context {
             settings,
             metrics,
             resource: api_resource(),
-            failures: Mutex::new(HashMap::new()),
-            written_topology: Mutex::new(HashMap::new()),
+            memory: Mutex::new(PerCluster::default()),
         })
     }
 
+    /// Resolves once every cache of [`run`]'s watches has listed (retrying while it has not).
+    pub async fn synced(&self) {
+        while self.stores.synced().await.is_err() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, PerCluster> {
+        self.memory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn record_failure(&self, key: &str) -> u32 {
-        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let n = f.entry(key.to_string()).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
+        self.memory().record_failure(key)
     }
 
     fn written_topology(&self, key: &str) -> Option<Topology> {
-        self.written_topology.lock().unwrap_or_else(|p| p.into_inner()).get(key).copied()
+        self.memory().written_topology.get(key).copied()
     }
 
-    fn set_written_topology(&self, key: String, t: Option<Topology>) {
-        let mut w = self.written_topology.lock().unwrap_or_else(|p| p.into_inner());
-        match t {
-            Some(t) => w.insert(key, t),
-            None => w.remove(&key),
-        };
+    fn set_written_topology(&self, key: String, t: Topology) {
+        self.memory().written_topology.insert(key, t);
     }
 
     fn clear_failures(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.memory().failures.remove(key);
+    }
+
+    /// The cluster is being deleted or gone: drop everything remembered about it.
+    fn forget(&self, key: &str) {
+        self.memory().forget(key);
     }
 
     async fn event(&self, obj: &DynamicObject, type_: EventType, reason: &str, note: String) {
@@ -248,6 +254,34 @@ impl Context {
         if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&self.resource)).await {
             tracing::warn!(error = %e, reason, "publishing an Event failed");
         }
+    }
+}
+
+/// Per-cluster state of one operator process, keyed `namespace/name`.
+#[derive(Debug, Default)]
+struct PerCluster {
+    /// Consecutive failures, for the error back-off.
+    failures: HashMap<String, u32>,
+    /// Topology in the last status this process wrote: the cache can lag our own status patch
+    /// under load, and a reconcile reading it would announce the topology again.
+    written_topology: HashMap<String, Topology>,
+}
+
+impl PerCluster {
+    fn record_failure(&mut self, key: &str) -> u32 {
+        let n = self.failures.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    fn forget(&mut self, key: &str) {
+        self.failures.remove(key);
+        self.written_topology.remove(key);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.failures.len() + self.written_topology.len()
     }
 }
 
@@ -455,6 +489,9 @@ async fn apply_children(
         }
         None => prune::<HorizontalPodAutoscaler>(ctx, ns, &plan.name, uid, None).await?,
     }
+    if let Some(l) = &children.lease {
+        apply(ctx, ns, l).await?;
+    }
     Ok(deployment)
 }
 
@@ -538,6 +575,18 @@ async fn fix_role_labels(ctx: &Context, ns: &str, cluster: &str, holder: Option<
     Ok(())
 }
 
+/// The HPA's ScalingActive condition.
+fn autoscaler_obs(h: &HorizontalPodAutoscaler) -> AutoscalerObs {
+    let conds = h.status.as_ref().and_then(|s| s.conditions.as_ref());
+    AutoscalerObs::from_conditions(
+        &h.name_any(),
+        conds
+            .into_iter()
+            .flatten()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_deref(), c.message.as_deref())),
+    )
+}
+
 fn deployment_obs(d: &Deployment) -> DeploymentObs {
     let st = d.status.clone().unwrap_or_default();
     DeploymentObs {
@@ -548,6 +597,10 @@ fn deployment_obs(d: &Deployment) -> DeploymentObs {
         ready: st.ready_replicas.unwrap_or(0),
         updated: st.updated_replicas.unwrap_or(0),
         available: st.available_replicas.unwrap_or(0),
+        image: d.spec.as_ref().and_then(|s| {
+            let cs = &s.template.spec.as_ref()?.containers;
+            cs.iter().find(|c| c.name == build::deployment::CONTAINER).or(cs.first())?.image.clone()
+        }),
     }
 }
 
@@ -603,7 +656,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
         }
     };
     if cluster.metadata.deletion_timestamp.is_some() {
-        ctx.set_written_topology(key(obj), None);
+        ctx.forget(&key(obj));
         // Children go with it through their owner references.
         return Ok(Action::await_change());
     }
@@ -627,6 +680,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
             deployment: d.as_ref().map(deployment_obs),
             active_pod: old.and_then(|s| s.active_pod.clone()),
             problem: None,
+            autoscaler: cached::<HorizontalPodAutoscaler>(ctx, &ns, &name).as_ref().map(autoscaler_obs),
         };
         let new = status::compute(old, &inputs, &status::now());
         patch_status(ctx, &cluster, &new).await?;
@@ -681,6 +735,15 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
         Decision::Refused { .. } => old.and_then(|s| s.topology),
     };
     let holder = if topology == Some(Topology::ActiveStandby) { lease_holder(ctx, &ns, &name) } else { None };
+    let autoscaler = match plan.decision {
+        Decision::Run(_) if plan.autoscaled(&cluster) => Some(
+            cached::<HorizontalPodAutoscaler>(ctx, &ns, &name)
+                .as_ref()
+                .map(autoscaler_obs)
+                .unwrap_or_else(AutoscalerObs::missing),
+        ),
+        _ => None,
+    };
     fix_role_labels(ctx, &ns, &name, holder.as_deref()).await?;
 
     let inputs = Inputs {
@@ -692,10 +755,13 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
         deployment: deployment.as_ref().map(deployment_obs),
         active_pod: holder,
         problem,
+        autoscaler,
     };
     let new = status::compute(old, &inputs, &status::now());
     patch_status(ctx, &cluster, &new).await?;
-    ctx.set_written_topology(key(obj), new.topology);
+    if let Some(t) = new.topology {
+        ctx.set_written_topology(key(obj), t);
+    }
     Ok(Action::requeue(RESYNC))
 }
 
@@ -711,22 +777,48 @@ pub fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> 
 }
 
 /// Map a watched object to the SmscCluster it belongs to, only when `fingerprint` changed
-/// (Lease renewals and Pod status churn would otherwise reconcile every few seconds).
+/// (Lease renewals and Pod status churn would otherwise reconcile every few seconds) or the object
+/// is gone.
+///
+/// `cached` answers whether an object (`namespace/name`) is still in the watch's cache: the
+/// reflector applies each event before it reaches here, so a deleted object is no longer there.
+/// Its fingerprint is dropped then, and the map is swept of every object the cache no longer holds
+/// once it has grown past twice the cache (objects deleted while the watch was down have no delete
+/// event), so it never outgrows the objects that exist.
 fn changed_filter<T: ResourceExt>(
     seen: &Mutex<HashMap<String, String>>,
     obj: &T,
     fingerprint: String,
     cluster: Option<String>,
     ar: &ApiResource,
+    cached: impl Fn(&str) -> bool,
+    cache_len: usize,
 ) -> Option<ObjectRef<DynamicObject>> {
     let ns = obj.namespace()?;
     let k = format!("{ns}/{}", obj.name_any());
     let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-    if seen.get(&k) == Some(&fingerprint) {
+    if !cached(&k) {
+        // Deleted: forget it, and tell its cluster (the active Pod or the Lease may be gone).
+        seen.remove(&k);
+    } else if seen.get(&k) == Some(&fingerprint) {
         return None;
+    } else {
+        seen.insert(k, fingerprint);
+        if seen.len() > 2 * cache_len + 64 {
+            seen.retain(|k, _| cached(k));
+        }
     }
-    seen.insert(k, fingerprint);
     Some(ObjectRef::new_with(&cluster?, ar.clone()).within(&ns))
+}
+
+/// Is `namespace/name` in the store?
+fn in_store<K>(store: &Store<K>, key: &str) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+{
+    let (ns, name) = key.split_once('/').unwrap_or(("", key));
+    store.get(&ObjectRef::new(name).within(ns)).is_some()
 }
 
 fn api_for<K>(client: &Client, ns: &Option<String>) -> Api<K>
@@ -862,6 +954,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let lease_seen = Arc::new(Mutex::new(HashMap::new()));
     let pod_seen = Arc::new(Mutex::new(HashMap::new()));
     let (ar_l, ar_p) = (ar.clone(), ar.clone());
+    let (lease_store, pod_store) = (ctx.stores.leases.clone(), ctx.stores.pods.clone());
     let c = &client;
     let deployments = reflect_material(
         watcher(api_for::<Deployment>(c, &ns), children.clone())
@@ -881,11 +974,13 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .owns_stream(reflect(api_for::<Role>(c, &ns), &children, w.roles, trim))
         .owns_stream(reflect(api_for::<RoleBinding>(c, &ns), &children, w.role_bindings, trim))
         .watches_stream(
-            reflect(api_for::<Lease>(c, &ns), &watcher::Config::default(), w.leases, trim),
+            // By label, like every child: the operator creates (or adopts) each cluster's Lease.
+            reflect(api_for::<Lease>(c, &ns), &children, w.leases, trim),
             move |lease: Lease| {
                 let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.clone()).unwrap_or_default();
-                let cluster = labels::cluster_of_lease(&lease.name_any()).map(str::to_string);
-                changed_filter(&lease_seen, &lease, holder, cluster, &ar_l)
+                let cluster = lease.labels().get(labels::INSTANCE_LABEL).cloned();
+                let cached = |k: &str| in_store(&lease_store, k);
+                changed_filter(&lease_seen, &lease, holder, cluster, &ar_l, cached, lease_store.len())
             },
         )
         .watches_stream(
@@ -894,7 +989,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             move |pod: PartialObjectMeta<Pod>| {
                 let role = pod.labels().get(ROLE_LABEL).cloned().unwrap_or_default();
                 let cluster = pod.labels().get(labels::INSTANCE_LABEL).cloned();
-                changed_filter(&pod_seen, &pod, role, cluster, &ar_p)
+                let cached = |k: &str| in_store(&pod_store, k);
+                changed_filter(&pod_seen, &pod, role, cluster, &ar_p, cached, pod_store.len())
             },
         )
         .graceful_shutdown_on(shutdown)
@@ -908,7 +1004,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
                     Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
                         // Also how a deleted SmscCluster's last trigger ends: forget it.
                         let ns = obj.namespace.clone().unwrap_or_default();
-                        ctx.set_written_topology(format!("{ns}/{}", obj.name), None);
+                        ctx.forget(&format!("{ns}/{}", obj.name));
                         tracing::debug!(object = %obj, "trigger for an SmscCluster that does not exist")
                     }
                     // Watch and reconcile errors are logged; the stream itself keeps going.
@@ -1008,6 +1104,60 @@ mod tests {
         assert!(d.metadata.managed_fields.is_none());
         assert_eq!(d.metadata.annotations.as_ref().map(|a| a.len()), Some(1));
         assert!(d.status.as_ref().is_some_and(|s| s.conditions.is_none()));
+    }
+
+    fn lease(name: &str, cluster: &str) -> Lease {
+        serde_json::from_value(json!({
+            "metadata": { "name": name, "namespace": "default",
+                "labels": { labels::INSTANCE_LABEL: cluster } },
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn change_filter_forgets_deleted_objects_and_never_outgrows_the_cache() {
+        let seen = Mutex::new(HashMap::new());
+        let ar = api_resource();
+        let live = Mutex::new(std::collections::HashSet::<String>::new());
+        let filter = |l: &Lease, fp: &str| {
+            let live = live.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let cluster = l.labels().get(labels::INSTANCE_LABEL).cloned();
+            changed_filter(&seen, l, fp.to_string(), cluster, &ar, |k| live.contains(k), live.len())
+                .map(|r| r.name)
+        };
+        let a = lease("a-leader", "a");
+        live.lock().unwrap_or_else(|p| p.into_inner()).insert("default/a-leader".into());
+        assert_eq!(filter(&a, "pod-0").as_deref(), Some("a"));
+        assert_eq!(filter(&a, "pod-0"), None, "unchanged: no reconcile");
+        assert_eq!(filter(&a, "pod-1").as_deref(), Some("a"));
+        // Deleted (gone from the cache): its cluster hears of it and the entry goes.
+        live.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        assert_eq!(filter(&a, "pod-1").as_deref(), Some("a"));
+        assert!(seen.lock().unwrap_or_else(|p| p.into_inner()).is_empty());
+
+        // Deleted while the watch was down (no delete event): swept once the map outgrows the cache.
+        for i in 0..200 {
+            let name = format!("c{i}-leader");
+            live.lock().unwrap_or_else(|p| p.into_inner()).insert(format!("default/{name}"));
+            filter(&lease(&name, &format!("c{i}")), "x");
+            live.lock().unwrap_or_else(|p| p.into_inner()).remove(&format!("default/{name}"));
+        }
+        let n = seen.lock().unwrap_or_else(|p| p.into_inner()).len();
+        assert!(n <= 2 + 64 + 1, "{n} fingerprints for at most one live object");
+    }
+
+    #[test]
+    fn a_deleted_cluster_is_forgotten() {
+        let mut m = PerCluster::default();
+        assert_eq!(m.record_failure("ns/a"), 1);
+        assert_eq!(m.record_failure("ns/a"), 2);
+        m.written_topology.insert("ns/a".into(), Topology::ActiveStandby);
+        m.written_topology.insert("ns/b".into(), Topology::ActiveActive);
+        m.forget("ns/a");
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.written_topology.get("ns/b"), Some(&Topology::ActiveActive));
+        m.forget("ns/b");
+        assert_eq!(m.len(), 0);
     }
 
     #[test]

@@ -16,7 +16,10 @@ use crate::metrics::Metrics;
 #[derive(Clone)]
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
-    /// True once the controller runs (and, with --leader-elect, holds the Lease).
+    /// True while the process serves and has nothing left to sync: at once while it waits for
+    /// the leader Lease (a standby must not hold up a rollout), and, while it reconciles, once
+    /// every controller's caches have listed. Leadership itself is the `smsc_operator_leader`
+    /// gauge on /metrics, not readiness.
     pub ready: Arc<AtomicBool>,
 }
 

@@ -32,10 +32,6 @@ pub fn rbac_name(cluster: &str) -> String {
 pub fn lease_name(cluster: &str) -> String {
     format!("{cluster}-leader")
 }
-/// The cluster a Lease belongs to, from its name.
-pub fn cluster_of_lease(lease: &str) -> Option<&str> {
-    lease.strip_suffix("-leader").filter(|c| !c.is_empty())
-}
 
 /// Labels on every child.
 pub fn labels(cluster: &str) -> BTreeMap<String, String> {

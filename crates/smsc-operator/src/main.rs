@@ -156,6 +156,11 @@ async fn run(cli: Cli) -> ExitCode {
         .unwrap_or_else(|| format!("smsc-operator-{}", std::process::id()));
     let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let lease = if cli.leader_elect {
+        // Waiting for the Lease: serving, nothing to sync, so ready. Readiness never waits for
+        // leadership (a new replica that waits for the old one's Lease would stall a rolling
+        // update); the smsc_operator_leader gauge tells which replica leads.
+        metrics.leader.set(0);
+        state.ready.store(true, Ordering::Relaxed);
         let ns = cli.leader_elect_namespace.clone().unwrap_or_else(|| "default".into());
         let api: Api<Lease> = Api::namespaced(client.clone(), &ns);
         let cfg = LeaderConfig {
@@ -171,8 +176,10 @@ async fn run(cli: Cli) -> ExitCode {
             _ = rx.wait_for(|s| *s) => { return ExitCode::SUCCESS; }
         }
         let (api2, cfg2, tx, lost2) = (api.clone(), cfg.clone(), stop_tx.clone(), lost.clone());
+        let metrics2 = metrics.clone();
         tokio::spawn(async move {
             leader::hold(&api2, &cfg2).await;
+            metrics2.leader.set(0);
             lost2.store(true, Ordering::Relaxed);
             let _ = tx.send(true);
         });
@@ -187,15 +194,34 @@ async fn run(cli: Cli) -> ExitCode {
     } else {
         cli.namespaces.iter().cloned().map(Some).collect()
     };
-    let controllers = scopes.into_iter().map(|namespace| {
-        tracing::info!(?namespace, image = %cli.smscd_image, "controller starting");
-        let settings =
-            Settings { smscd_image: cli.smscd_image.clone(), namespace, instance: Some(identity.clone()) };
-        controller::run(Context::new(client.clone(), settings, metrics.clone()), stopped(stop_rx.clone()))
+    metrics.leader.set(1);
+    let contexts: Vec<Arc<Context>> = scopes
+        .into_iter()
+        .map(|namespace| {
+            tracing::info!(?namespace, image = %cli.smscd_image, "controller starting");
+            let settings = Settings {
+                smscd_image: cli.smscd_image.clone(),
+                namespace,
+                instance: Some(identity.clone()),
+            };
+            Context::new(client.clone(), settings, metrics.clone())
+        })
+        .collect();
+    // Reconciling: ready once every controller's caches have listed.
+    state.ready.store(false, Ordering::Relaxed);
+    let (synced_state, synced_contexts) = (state.clone(), contexts.clone());
+    let synced = tokio::spawn(async move {
+        for ctx in &synced_contexts {
+            ctx.synced().await;
+        }
+        tracing::info!("caches synced: ready");
+        synced_state.ready.store(true, Ordering::Relaxed);
     });
-    let all = futures::future::join_all(controllers);
-    state.ready.store(true, Ordering::Relaxed);
-    all.await;
+    let controllers = contexts.into_iter().map(|ctx| controller::run(ctx, stopped(stop_rx.clone())));
+    futures::future::join_all(controllers).await;
+    synced.abort();
+    state.ready.store(false, Ordering::Relaxed);
+    metrics.leader.set(0);
     state.ready.store(false, Ordering::Relaxed);
     let lost = lost.load(Ordering::Relaxed);
     if let Some((api, cfg)) = &lease {

@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -27,6 +28,9 @@ pub struct Metrics {
     pub writes: Counter,
     /// Requests the operator's client sent, by verb and resource.
     pub requests: Family<RequestLabels, Counter>,
+    /// 1 while this replica reconciles (holds the leader Lease, or runs without
+    /// `--leader-elect`), 0 while it waits for the Lease.
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -37,6 +41,7 @@ impl Default for Metrics {
         let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
         let writes = Counter::default();
         let requests = Family::<RequestLabels, Counter>::default();
+        let leader = Gauge::default();
         registry.register("reconciles", "Reconciles started", reconciles.clone());
         registry.register("reconcile_errors", "Reconcile errors by kind", errors.clone());
         registry.register("reconcile_duration_seconds", "Reconcile duration", duration.clone());
@@ -46,7 +51,12 @@ impl Default for Metrics {
             "Requests sent to the API server by verb and resource",
             requests.clone(),
         );
-        Metrics { registry, reconciles, errors, duration, writes, requests }
+        registry.register(
+            "leader",
+            "1 while this replica reconciles (holds the leader Lease), 0 while it waits for it",
+            leader.clone(),
+        );
+        Metrics { registry, reconciles, errors, duration, writes, requests, leader }
     }
 }
 
@@ -80,5 +90,13 @@ mod tests {
         assert!(text.contains("smsc_operator_reconciles_total 1"), "{text}");
         assert!(text.contains("smsc_operator_reconcile_errors_total{kind=\"apply\"} 2"), "{text}");
         assert!(text.contains("smsc_operator_reconcile_duration_seconds_count 1"), "{text}");
+    }
+
+    #[test]
+    fn leader_gauge_starts_at_zero() {
+        let m = Metrics::default();
+        assert!(m.encode().contains("\nsmsc_operator_leader 0\n"), "{}", m.encode());
+        m.leader.set(1);
+        assert!(m.encode().contains("\nsmsc_operator_leader 1\n"), "{}", m.encode());
     }
 }

@@ -16,6 +16,51 @@ pub struct DeploymentObs {
     pub ready: i32,
     pub updated: i32,
     pub available: i32,
+    /// The smscd container's image in the Pod template.
+    pub image: Option<String>,
+}
+
+/// The HorizontalPodAutoscaler's `ScalingActive` condition as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AutoscalerObs {
+    pub status: ConditionStatus,
+    pub reason: String,
+    pub message: String,
+}
+
+impl AutoscalerObs {
+    /// The autoscaler is wanted but does not exist (yet).
+    pub fn missing() -> Self {
+        AutoscalerObs {
+            status: ConditionStatus::Unknown,
+            reason: "HorizontalPodAutoscalerMissing".into(),
+            message: "the HorizontalPodAutoscaler does not exist yet".into(),
+        }
+    }
+
+    /// From the HPA's `status.conditions` (type, status, reason, message).
+    pub fn from_conditions<'a>(
+        hpa: &str,
+        conditions: impl IntoIterator<Item = (&'a str, &'a str, Option<&'a str>, Option<&'a str>)>,
+    ) -> Self {
+        let found = conditions.into_iter().find(|(t, ..)| *t == "ScalingActive");
+        match found {
+            None => AutoscalerObs {
+                status: ConditionStatus::Unknown,
+                reason: "NotReported".into(),
+                message: format!("HorizontalPodAutoscaler {hpa} has not reported ScalingActive yet"),
+            },
+            Some((_, status, reason, message)) => AutoscalerObs {
+                status: match status {
+                    "True" => ConditionStatus::True,
+                    "False" => ConditionStatus::False,
+                    _ => ConditionStatus::Unknown,
+                },
+                reason: reason.filter(|r| !r.is_empty()).unwrap_or("NoReason").to_string(),
+                message: format!("HorizontalPodAutoscaler {hpa}: {}", message.unwrap_or_default()),
+            },
+        }
+    }
 }
 
 /// Everything the status is computed from.
@@ -32,6 +77,8 @@ pub struct Inputs<'a> {
     pub active_pod: Option<String>,
     /// A problem the operator cannot fix itself (reason, message), e.g. a missing Secret.
     pub problem: Option<(String, String)>,
+    /// The HPA's ScalingActive condition; None: autoscaling is not in effect (no condition).
+    pub autoscaler: Option<AutoscalerObs>,
 }
 
 struct Cond {
@@ -137,7 +184,15 @@ pub fn compute(old: Option<&SmscClusterStatus>, inputs: &Inputs<'_>, now: &Time)
         let msg = "children follow the spec".to_string();
         cond(ConditionType::ReconciliationPaused, ConditionStatus::False, "Reconciling", msg)
     };
-    let conds = [available(inputs, topology), progressing(inputs), degraded(inputs), scale_out, paused];
+    let autoscaling = inputs.autoscaler.as_ref().map(|a| Cond {
+        type_: ConditionType::AutoscalingActive,
+        status: a.status,
+        reason: a.reason.clone(),
+        message: a.message.clone(),
+    });
+    let conds = [available(inputs, topology), progressing(inputs), degraded(inputs), scale_out, paused]
+        .into_iter()
+        .chain(autoscaling);
 
     let conditions = conds
         .into_iter()
@@ -164,6 +219,11 @@ pub fn compute(old: Option<&SmscClusterStatus>, inputs: &Inputs<'_>, now: &Time)
         topology,
         replicas: dep.replicas,
         ready_replicas: dep.ready,
+        ready_text: inputs.deployment.as_ref().map(|d| format!("{}/{}", d.ready, d.desired)),
+        image: match &inputs.deployment {
+            Some(d) => d.image.clone(),
+            None => None,
+        },
         active_pod: if topology == Some(Topology::ActiveStandby) { inputs.active_pod.clone() } else { None },
         selector: Some(inputs.selector.clone()),
         checklist: inputs.checklist.to_vec(),
@@ -214,6 +274,7 @@ mod tests {
             ready: 2,
             updated: 2,
             available: 2,
+            image: Some("smscd:1".into()),
         }
     }
 
@@ -227,6 +288,7 @@ mod tests {
             deployment: Some(settled()),
             active_pod: None,
             problem: None,
+            autoscaler: None,
         }
     }
 
@@ -244,6 +306,8 @@ mod tests {
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(s.topology, Some(Topology::ActiveActive));
         assert_eq!((s.replicas, s.ready_replicas), (2, 2));
+        assert_eq!(s.ready_text.as_deref(), Some("2/2"));
+        assert_eq!(s.image.as_deref(), Some("smscd:1"));
         assert_eq!(s.active_pod, None);
         assert_eq!(s.selector.as_deref(), Some("a=b"));
         assert_eq!(s.checklist.len(), 5);
@@ -270,6 +334,7 @@ mod tests {
         let mut rolling = settled();
         rolling.ready = 1;
         let third = compute(Some(&second), &Inputs { deployment: Some(rolling), ..i.clone() }, &t(300));
+        assert_eq!(third.ready_text.as_deref(), Some("1/2"));
         assert_eq!(
             get(&third, ConditionType::Progressing),
             (ConditionStatus::True, "RollingOut".into(), t(300))
@@ -309,6 +374,54 @@ mod tests {
         assert_eq!(get(&s, ConditionType::ReconciliationPaused).0, ConditionStatus::True);
         let s = compute(None, &Inputs { deployment: None, ..i }, &t(1));
         assert_eq!(get(&s, ConditionType::Available).0, ConditionStatus::Unknown);
+        assert_eq!((s.ready_text.as_deref(), s.image.as_deref()), (None, None));
         assert_eq!(get(&s, ConditionType::Progressing).0, ConditionStatus::Unknown);
+    }
+}
+
+#[cfg(test)]
+mod autoscaler_tests {
+    use super::*;
+    use crate::checklist::Decision;
+
+    #[test]
+    fn hpa_scaling_active_false_becomes_a_condition_with_its_reason_and_message() {
+        let obs = AutoscalerObs::from_conditions(
+            "sms",
+            [
+                ("AbleToScale", "True", Some("SucceededGetScale"), Some("ok")),
+                ("ScalingActive", "False", Some("FailedGetResourceMetric"), Some("missing request for cpu")),
+            ],
+        );
+        assert_eq!(obs.status, ConditionStatus::False);
+        assert_eq!(obs.reason, "FailedGetResourceMetric");
+        assert_eq!(obs.message, "HorizontalPodAutoscaler sms: missing request for cpu");
+        let d = Decision::Run(Topology::ActiveActive);
+        let i = Inputs {
+            generation: Some(1),
+            paused: false,
+            checklist: &[],
+            decision: &d,
+            selector: String::new(),
+            deployment: None,
+            active_pod: None,
+            problem: None,
+            autoscaler: Some(obs),
+        };
+        let s = compute(None, &i, &now());
+        let c = condition(&s, ConditionType::AutoscalingActive).unwrap_or_else(|| panic!("no condition"));
+        assert_eq!((c.status, c.reason.as_str()), (ConditionStatus::False, "FailedGetResourceMetric"));
+        assert!(c.message.contains("missing request for cpu"), "{}", c.message);
+        // Without autoscaling there is no such condition.
+        let s = compute(None, &Inputs { autoscaler: None, ..i }, &now());
+        assert!(condition(&s, ConditionType::AutoscalingActive).is_none());
+    }
+
+    #[test]
+    fn an_hpa_that_has_not_reported_is_unknown() {
+        let obs = AutoscalerObs::from_conditions("sms", []);
+        assert_eq!((obs.status, obs.reason.as_str()), (ConditionStatus::Unknown, "NotReported"));
+        let obs = AutoscalerObs::from_conditions("sms", [("ScalingActive", "True", None, None)]);
+        assert_eq!((obs.status, obs.reason.as_str()), (ConditionStatus::True, "NoReason"));
     }
 }

@@ -97,6 +97,7 @@ async fn template_defaults_are_cluster_wide_and_hardened() -> anyhow::Result<()>
         ("", "pods", "patch"),
         ("coordination.k8s.io", "leases", "create"),
         ("coordination.k8s.io", "leases", "update"),
+        ("coordination.k8s.io", "leases", "patch"),
         ("", "events", "create"),
         ("", "secrets", "get"),
     ] {

@@ -104,7 +104,18 @@ async fn crd_installs_with_status_scale_and_printer_columns() -> anyhow::Result<
     ensure!(scale.status_replicas_path == ".status.replicas");
     ensure!(scale.label_selector_path.as_deref() == Some(".status.selector"));
     let cols: Vec<&str> = v.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
-    ensure!(cols == ["Topology", "Replicas", "Ready", "Active", "Age"], "printer columns: {cols:?}");
+    ensure!(
+        cols == ["Available", "Topology", "Active", "Ready", "Age", "Image", "Paused"],
+        "printer columns: {cols:?}"
+    );
+    let wide: Vec<&str> = v
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .filter(|c| c.priority.unwrap_or(0) > 0)
+        .map(|c| c.name.as_str())
+        .collect();
+    ensure!(wide == ["Image", "Paused"], "-o wide only: {wide:?}");
     Ok(())
 }
 
@@ -239,6 +250,8 @@ async fn status_is_accepted_and_printer_columns_show_it() -> anyhow::Result<()> 
         topology: Some(Topology::ActiveStandby),
         replicas: 2,
         ready_replicas: 1,
+        ready_text: Some("1/2".into()),
+        image: Some("smscd:e2e".into()),
         active_pod: Some("smsc-single-bind-abc-0".into()),
         selector: Some("app.kubernetes.io/instance=smsc-single-bind".into()),
         checklist: vec![ChecklistItem {
@@ -246,14 +259,24 @@ async fn status_is_accepted_and_printer_columns_show_it() -> anyhow::Result<()> 
             satisfied: false,
             message: "carrier-b allows 1 bind; 2 replicas x 1 need 2".into(),
         }],
-        conditions: vec![Condition {
-            type_: ConditionType::ScaleOutSafe,
-            status: ConditionStatus::False,
-            reason: "UpstreamBindCapacity".into(),
-            message: "carrier-b allows 1 bind".into(),
-            last_transition_time: now,
-            observed_generation: Some(1),
-        }],
+        conditions: vec![
+            Condition {
+                type_: ConditionType::ScaleOutSafe,
+                status: ConditionStatus::False,
+                reason: "UpstreamBindCapacity".into(),
+                message: "carrier-b allows 1 bind".into(),
+                last_transition_time: now.clone(),
+                observed_generation: Some(1),
+            },
+            Condition {
+                type_: ConditionType::Available,
+                status: ConditionStatus::True,
+                reason: "ReplicasAvailable".into(),
+                message: "1 of 2 replicas available".into(),
+                last_transition_time: now,
+                observed_generation: Some(1),
+            },
+        ],
     };
     let patch = serde_json::json!({
         "apiVersion": "smsc.io/v1alpha1",
@@ -272,11 +295,21 @@ async fn status_is_accepted_and_printer_columns_show_it() -> anyhow::Result<()> 
     .await?;
     let mut lines = out.lines();
     let head: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
-    ensure!(head == ["NAME", "TOPOLOGY", "REPLICAS", "READY", "ACTIVE", "AGE"], "header: {head:?}");
+    ensure!(head == ["NAME", "AVAILABLE", "TOPOLOGY", "ACTIVE", "READY", "AGE"], "header: {head:?}");
     let row: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
     ensure!(
-        row.get(..5) == Some(&["smsc-single-bind", "ActiveStandby", "2", "1", "smsc-single-bind-abc-0"][..]),
+        row.get(..5)
+            == Some(&["smsc-single-bind", "True", "ActiveStandby", "smsc-single-bind-abc-0", "1/2"][..]),
         "row: {row:?}"
     );
+    let wide = cp.run(cp.kubectl()?.args(["get", "smsc", "-o", "wide", "-n", ns.name()]))?;
+    let mut lines = wide.lines();
+    let head: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+    ensure!(
+        head == ["NAME", "AVAILABLE", "TOPOLOGY", "ACTIVE", "READY", "AGE", "IMAGE", "PAUSED"],
+        "wide header: {head:?}"
+    );
+    let row: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+    ensure!(row.get(6..) == Some(&["smscd:e2e", "false"][..]), "wide row: {row:?}");
     Ok(())
 }

@@ -123,6 +123,7 @@ fn cluster(
             "dlrStore": { "type": "Redis", "redis": { "urlSecretRef": { "name": "redis", "key": "url" } } },
             "scaleOutChecklist": { "loadBalancerPinsConnections": true, "esmesReconnectWithBackoff": true },
             "autoscaling": { "enabled": autoscaling, "minReplicas": 2, "maxReplicas": 3 },
+            "pod": { "resources": { "requests": { "cpu": "100m" } } },
             "service": { "type": "ClusterIP" },
         }
     }))?)
@@ -242,7 +243,9 @@ async fn sample_gives_the_expected_children_and_status() -> anyhow::Result<()> {
     assert!(!sspec.selector.unwrap_or_default().contains_key("smsc.io/role"));
 
     let pdb: PodDisruptionBudget = wait_obj(&ns, name, "the PDB", |_| true).await?;
-    assert_eq!(serde_json::to_value(pdb.spec.and_then(|s| s.min_available))?, json!(1));
+    let pdb_spec = pdb.spec.context("pdb spec")?;
+    assert_eq!(pdb_spec.unhealthy_pod_eviction_policy.as_deref(), Some("AlwaysAllow"));
+    assert_eq!(serde_json::to_value(pdb_spec.min_available)?, json!(1));
     wait_obj::<ServiceAccount, _>(&ns, "smsc-aa-smscd", "the ServiceAccount", |_| true).await?;
     let role: Role = wait_obj(&ns, "smsc-aa-smscd", "the Role", |_| true).await?;
     assert_eq!(role.rules.unwrap_or_default().len(), 3);
@@ -253,6 +256,9 @@ async fn sample_gives_the_expected_children_and_status() -> anyhow::Result<()> {
     // Readiness comes from kwok and can flap with the fake nodes' heartbeats: count Pods, not Ready ones.
     let st = wait_status(&ns, name, "status with 3 replicas", |s| s.replicas == 3).await?;
     assert_eq!(st.topology, Some(Topology::ActiveActive));
+    let image = pod.containers.iter().find(|c| c.name == "smscd").and_then(|c| c.image.clone());
+    assert_eq!(st.image, image, "status.image is the Deployment's smscd image");
+    assert_eq!(st.ready_text, Some(format!("{}/3", st.ready_replicas)));
     assert_eq!(st.checklist.len(), 5);
     assert!(st.checklist.iter().all(|i| i.satisfied), "{:?}", st.checklist);
     assert_eq!(
@@ -426,15 +432,17 @@ async fn single_bind_upstream_moves_the_cluster_to_active_standby() -> anyhow::R
     })
     .await?;
     let (holder, other) = (list[0].name_any(), list[1].name_any());
-    let lease = Lease {
-        metadata: kube::api::ObjectMeta { name: Some("sms-leader".into()), ..Default::default() },
-        spec: Some(LeaseSpec {
-            holder_identity: Some(holder.clone()),
-            lease_duration_seconds: Some(15),
-            ..Default::default()
-        }),
+    // The operator created the Lease (labelled, owned, no holder); a holder written into it
+    // becomes status.activePod.
+    wait_obj(&ns, "sms-leader", "the Lease", |_: &Lease| true).await?;
+    let spec = LeaseSpec {
+        holder_identity: Some(holder.clone()),
+        lease_duration_seconds: Some(15),
+        ..Default::default()
     };
-    ns.api::<Lease>().create(&PostParams::default(), &lease).await?;
+    ns.api::<Lease>()
+        .patch("sms-leader", &PatchParams::default(), &Patch::Merge(&json!({ "spec": spec })))
+        .await?;
     let st =
         wait_status(&ns, "sms", "activePod", |s| s.active_pod.as_deref() == Some(holder.as_str())).await?;
     assert!(st.active_pod.is_some());
@@ -463,6 +471,99 @@ async fn single_bind_upstream_moves_the_cluster_to_active_standby() -> anyhow::R
     let cm_after: ConfigMap = ns.api::<ConfigMap>().get("sms-config").await?;
     assert_eq!(before.spec, after.spec, "refused topology must leave the Deployment alone");
     assert_eq!(cm_before.resource_version(), cm_after.resource_version());
+    op.stop().await;
+    Ok(())
+}
+
+/// The Lease smscd elects on belongs to its cluster: the operator creates it with the cluster's
+/// labels and an owner reference, smscd's election (crates/smscd/src/leader) acquires it and keeps
+/// both, the holder shows as status.activePod, and the Lease goes with the SmscCluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_belongs_to_its_cluster_and_smscd_elects_on_it() -> anyhow::Result<()> {
+    let (ns, op) = setup("op-lease").await?;
+    // maxBinds 1 with 2 replicas: the checklist fails, the cluster runs active/standby.
+    create_cluster(&ns, &cluster("sms", 2, Some(1), false)?).await?;
+    let uid = ns.api::<SmscCluster>().get("sms").await?.uid().context("uid")?;
+    let lease: Lease = wait_obj(&ns, "sms-leader", "the Lease", |_: &Lease| true).await?;
+    let belongs = |l: &Lease| {
+        let labelled = l.labels().get("app.kubernetes.io/instance").map(String::as_str) == Some("sms")
+            && l.labels().get("app.kubernetes.io/managed-by").map(String::as_str) == Some("smsc-operator");
+        let owned = l
+            .owner_references()
+            .iter()
+            .any(|o| o.kind == "SmscCluster" && o.uid == uid && o.controller == Some(true));
+        labelled && owned
+    };
+    assert!(belongs(&lease), "labels and owner: {:?}", lease.metadata);
+    assert!(
+        lease.spec.as_ref().and_then(|s| s.holder_identity.as_ref()).is_none(),
+        "created without a holder"
+    );
+
+    // smscd's election acquires the pre-created Lease and keeps its labels and owner.
+    let client = control_plane().await?.client().await?;
+    let cfg = smscd::leader::ResolvedLeaderConfig {
+        lease_name: "sms-leader".into(),
+        namespace: ns.name().into(),
+        identity: "sms-pod-a".into(),
+        pod_name: None,
+        timing: smscd::leader::Timing::new(
+            Duration::from_secs(4),
+            Duration::from_secs(3),
+            Duration::from_secs(1),
+        )?,
+    };
+    let elector = smscd::leader::spawn(client, cfg, tokio_util::sync::CancellationToken::new());
+    let mut leading = elector.watch();
+    tokio::time::timeout(WAIT, leading.wait_for(|l| *l)).await.context("smscd never led")??;
+    let held: Lease = wait_obj(&ns, "sms-leader", "the Lease held by sms-pod-a", |l: &Lease| {
+        l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some("sms-pod-a")
+    })
+    .await?;
+    assert!(belongs(&held), "smscd's writes kept labels and owner: {:?}", held.metadata);
+    // Watched by label: the holder reaches the status.
+    wait_status(&ns, "sms", "activePod sms-pod-a", |s| s.active_pod.as_deref() == Some("sms-pod-a")).await?;
+    elector.release().await;
+
+    ns.api::<SmscCluster>().delete("sms", &DeleteParams::background()).await?;
+    wait_gone::<Lease>(&ns, "sms-leader", "the Lease to be collected with its cluster").await?;
+    op.stop().await;
+    Ok(())
+}
+
+/// The test control plane serves no metrics API, so kube-controller-manager's HPA controller
+/// cannot compute a replica count and reports ScalingActive=False: the SmscCluster shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hpa_scaling_active_false_shows_in_the_status() -> anyhow::Result<()> {
+    let (ns, op) = setup("op-hpa").await?;
+    create_cluster(&ns, &cluster("sms", 2, None, true)?).await?;
+    let scaling_active = |h: &HorizontalPodAutoscaler| {
+        h.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "ScalingActive").cloned())
+    };
+    let hpa: HorizontalPodAutoscaler = wait_obj(&ns, "sms", "the HPA's ScalingActive=False", |h| {
+        scaling_active(h).is_some_and(|c| c.status == "False")
+    })
+    .await?;
+    let hc = scaling_active(&hpa).context("ScalingActive")?;
+    let reason = hc.reason.clone().unwrap_or_default();
+    let st = wait_status(&ns, "sms", "AutoscalingActive False with the HPA's reason", |s| {
+        cond(s, ConditionType::AutoscalingActive) == Some((ConditionStatus::False, reason.clone()))
+    })
+    .await?;
+    let c =
+        st.conditions.iter().find(|c| c.type_ == ConditionType::AutoscalingActive).context("condition")?;
+    assert!(c.message.starts_with("HorizontalPodAutoscaler sms: "), "{}", c.message);
+    assert!(c.message.len() > "HorizontalPodAutoscaler sms: ".len(), "no HPA message: {}", c.message);
+
+    // Autoscaling off: the HPA goes, and so does the condition.
+    patch_spec(&ns, "sms", json!({ "autoscaling": { "enabled": false } })).await?;
+    wait_status(&ns, "sms", "no AutoscalingActive condition", |s| {
+        cond(s, ConditionType::AutoscalingActive).is_none()
+    })
+    .await?;
     op.stop().await;
     Ok(())
 }

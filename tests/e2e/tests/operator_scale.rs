@@ -15,8 +15,8 @@
 //!
 //! Each cluster has `replicas: 1`: the least work for kube-controller-manager, the scheduler
 //! and kwok (one ReplicaSet, one Pod) that still runs the whole Deployment status path, and no
-//! PDB (one replica), so six children each: ServiceAccount, Role, RoleBinding, ConfigMap,
-//! Deployment, Service.
+//! PDB (one replica), so seven children each: ServiceAccount, Role, RoleBinding, ConfigMap,
+//! Deployment, Service, and the election Lease (one replica runs active/standby).
 //!
 //! Environment (defaults): OPSCALE_N (1000), OPSCALE_CONCURRENCY (16), OPSCALE_WAIT_SECS (900,
 //! until reconciled; also bounds settling), OPSCALE_AVAILABLE_SECS (15, after reconciled; not

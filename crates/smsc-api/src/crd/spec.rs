@@ -35,11 +35,17 @@ use super::SmscClusterStatus;
         status_replicas_path = ".status.replicas",
         label_selector_path = ".status.selector"
     ),
+    printcolumn(
+        name = "Available",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Available\")].status"
+    ),
     printcolumn(name = "Topology", type_ = "string", json_path = ".status.topology"),
-    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
-    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(name = "Active", type_ = "string", json_path = ".status.activePod"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.readyText"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Image", type_ = "string", json_path = ".status.image", priority = 1),
+    printcolumn(name = "Paused", type_ = "boolean", json_path = ".spec.paused", priority = 1)
 )]
 #[x_kube(validation = Rule::new(
     "!has(self.routing) || !has(self.routing.defaultChain) || self.routing.defaultChain.all(c, c == 'sim' || (has(self.upstreams) && self.upstreams.exists(u, u.name == c)))"
@@ -53,6 +59,15 @@ use super::SmscClusterStatus;
 #[x_kube(validation = Rule::new(
     "!has(self.autoscaling) || !has(self.autoscaling.enabled) || !self.autoscaling.enabled || !has(self.topology) || self.topology != 'ActiveStandby'"
 ).message("spec.autoscaling.enabled needs active/active: it cannot be combined with spec.topology ActiveStandby").field_path(".autoscaling.enabled"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.podDisruptionBudget) || !has(self.podDisruptionBudget.minAvailable) || (has(self.podDisruptionBudget.enabled) && !self.podDisruptionBudget.enabled) || !has(self.replicas) || self.replicas <= 1 || self.podDisruptionBudget.minAvailable < self.replicas"
+).message("spec.podDisruptionBudget.minAvailable must be less than spec.replicas: a budget that allows no eviction blocks every node drain").field_path(".podDisruptionBudget.minAvailable"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.autoscaling) || !has(self.autoscaling.enabled) || !self.autoscaling.enabled || !has(self.autoscaling.minReplicas) || self.autoscaling.minReplicas <= 1 || !has(self.podDisruptionBudget) || !has(self.podDisruptionBudget.minAvailable) || (has(self.podDisruptionBudget.enabled) && !self.podDisruptionBudget.enabled) || self.podDisruptionBudget.minAvailable < self.autoscaling.minReplicas"
+).message("spec.podDisruptionBudget.minAvailable must be less than spec.autoscaling.minReplicas: at the autoscaler's minimum a budget that allows no eviction blocks every node drain").field_path(".podDisruptionBudget.minAvailable"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.autoscaling) || !has(self.autoscaling.enabled) || !self.autoscaling.enabled || (has(self.pod) && has(self.pod.resources) && has(self.pod.resources.requests) && 'cpu' in self.pod.resources.requests)"
+).message("spec.pod.resources.requests.cpu is required when autoscaling is enabled: the autoscaler scales on CPU utilization, a percentage of the request").field_path(".pod.resources").reason(Reason::FieldValueRequired))]
 #[serde(rename_all = "camelCase")]
 pub struct SmscClusterSpec {
     /// smscd replicas. With the autoscaler enabled this is its starting point.
@@ -92,10 +107,11 @@ pub struct SmscClusterSpec {
     /// Graceful shutdown timing.
     #[serde(default)]
     pub shutdown: ShutdownSpec,
-    /// HorizontalPodAutoscaler on CPU (active/active only).
+    /// HorizontalPodAutoscaler on CPU (active/active only; needs `pod.resources.requests.cpu`).
     #[serde(default)]
     pub autoscaling: AutoscalingSpec,
-    /// PodDisruptionBudget (never created for one replica: it would block every drain).
+    /// PodDisruptionBudget (never created for one replica: it would block every drain; and
+    /// `minAvailable` must stay below `replicas` and `autoscaling.minReplicas`, for the same reason).
     #[serde(default)]
     pub pod_disruption_budget: PodDisruptionBudgetSpec,
     /// Lease timings of the active/standby election.
@@ -558,7 +574,8 @@ fn default_scale_down_stabilization() -> i32 {
     300
 }
 
-/// PodDisruptionBudget.
+/// PodDisruptionBudget. `minAvailable` is a number of Pods (no percentage), below `replicas`
+/// and, with autoscaling, below `autoscaling.minReplicas` (CEL on the spec).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct PodDisruptionBudgetSpec {

@@ -21,6 +21,15 @@ pub struct SmscClusterStatus {
     pub replicas: i32,
     #[serde(default)]
     pub ready_replicas: i32,
+    /// Ready Pods of the desired number, `ready/desired` (e.g. `2/3`): the READY column of
+    /// `kubectl get smsc` (a printer column shows one JSON path, so the pair is one string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub ready_text: Option<String>,
+    /// The smscd image the Deployment runs: the IMAGE column of `kubectl get smsc -o wide`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub image: Option<String>,
     /// Pod holding the Lease (ActiveStandby).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_pod: Option<String>,
@@ -95,6 +104,9 @@ pub enum ConditionType {
     ScaleOutSafe,
     /// spec.paused is true.
     ReconciliationPaused,
+    /// The HorizontalPodAutoscaler can compute a replica count (its `ScalingActive` condition,
+    /// with its reason and message). Present only while autoscaling is in effect.
+    AutoscalingActive,
 }
 
 impl ConditionType {
@@ -105,6 +117,7 @@ impl ConditionType {
             ConditionType::Degraded => "Degraded",
             ConditionType::ScaleOutSafe => "ScaleOutSafe",
             ConditionType::ReconciliationPaused => "ReconciliationPaused",
+            ConditionType::AutoscalingActive => "AutoscalingActive",
         }
     }
 }

@@ -58,7 +58,7 @@ mod tests {
     fn cpu_target_bounds_and_stabilisation() {
         let c = load("full.yaml");
         let spec = build(&c, &plan_for(&c)).and_then(|h| h.spec).unwrap_or_else(|| panic!("no hpa"));
-        assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 4));
+        assert_eq!((spec.min_replicas, spec.max_replicas), (Some(3), 4));
         assert_eq!(spec.scale_target_ref.name, "sms");
         let m = spec.metrics.unwrap_or_default();
         assert_eq!(m[0].resource.as_ref().and_then(|r| r.target.average_utilization), Some(60));

@@ -4,12 +4,14 @@
 pub mod configmap;
 pub mod deployment;
 pub mod hpa;
+pub mod lease;
 pub mod pdb;
 pub mod rbac;
 pub mod service;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -123,6 +125,8 @@ pub struct Children {
     pub service: Service,
     pub pdb: Option<PodDisruptionBudget>,
     pub hpa: Option<HorizontalPodAutoscaler>,
+    /// smscd's election Lease (active/standby only; never pruned: it goes with the SmscCluster).
+    pub lease: Option<Lease>,
 }
 
 pub fn children(cluster: &SmscCluster, plan: &Plan) -> Result<Children> {
@@ -136,6 +140,7 @@ pub fn children(cluster: &SmscCluster, plan: &Plan) -> Result<Children> {
         service: service::build(cluster, plan),
         pdb: pdb::build(cluster, plan),
         hpa: hpa::build(cluster, plan),
+        lease: lease::build(plan),
     })
 }
 
@@ -163,6 +168,9 @@ impl Children {
         }
         if let Some(h) = &self.hpa {
             doc(&mut out, h)?;
+        }
+        if let Some(l) = &self.lease {
+            doc(&mut out, l)?;
         }
         Ok(out)
     }

@@ -8,6 +8,9 @@ use smsc_api::crd::SmscCluster;
 use super::Plan;
 use crate::labels;
 
+/// Unhealthy (not Ready) Pods may always be evicted.
+pub const UNHEALTHY_POD_EVICTION_POLICY: &str = "AlwaysAllow";
+
 /// None when disabled or when at most one replica can run (a PDB would then block every drain).
 pub fn build(cluster: &SmscCluster, plan: &Plan) -> Option<PodDisruptionBudget> {
     let spec = &cluster.spec;
@@ -23,6 +26,9 @@ pub fn build(cluster: &SmscCluster, plan: &Plan) -> Option<PodDisruptionBudget> 
                 match_labels: Some(labels::selector(&plan.name)),
                 ..LabelSelector::default()
             }),
+            // A Pod that is not Ready protects nothing: evicting it must not wait for it to
+            // become Ready (the default, IfHealthyBudget, can block a drain behind a crash loop).
+            unhealthy_pod_eviction_policy: Some(UNHEALTHY_POD_EVICTION_POLICY.into()),
             ..PodDisruptionBudgetSpec::default()
         }),
         status: None,
@@ -39,6 +45,7 @@ mod tests {
         let c = load("full.yaml");
         let pdb = build(&c, &plan_for(&c)).and_then(|p| p.spec).unwrap_or_else(|| panic!("no pdb"));
         assert_eq!(pdb.min_available, Some(IntOrString::Int(2)));
+        assert_eq!(pdb.unhealthy_pod_eviction_policy.as_deref(), Some("AlwaysAllow"));
         assert_eq!(
             pdb.selector
                 .and_then(|s| s.match_labels)
