@@ -7,7 +7,7 @@
 #  4. `kubectl apply` an SmscCluster with 2 replicas: the operator picks ActiveStandby and says why,
 #  5. send real SMS from an ESME on this machine (Python smpplib) through the Service's NodePort
 #     and show each delivery receipt coming back,
-#  6. force-delete the active Pod and show the standby taking the Lease, the label and the
+#  6. force-delete the active Pod and show another replica taking the Lease, the label and the
 #     Service, then send again,
 #  7. tear everything down.
 #
@@ -153,8 +153,9 @@ start=$(date +%s.%N)
 until_ok 90 settled "$old" || die "the standby did not take over"
 active=$(active_pod)
 took=$(python3 -c "import time; print(f'{time.time() - $start:.1f}')")
-say "$active holds the Lease, the role label and the Service endpoint ${took}s later (the killed leader"
-say "never released the Lease, so the standby waited for it to expire)"
+say "$active holds the Lease, the role label and the Service endpoint ${took}s later. The API object went at"
+say "once; the kubelet still stopped the container with SIGTERM, so smscd unbound, released the Lease, and the"
+say "first replica to retry took it (the standby, or the Pod the ReplicaSet made in its place)"
 k get pods -o wide -L smsc.io/role | sed 's/^/   /'
 refused=$(k logs carrier | grep -c "bind refused" || true)
 say "the carrier refused $refused binds: it never saw two at once"
