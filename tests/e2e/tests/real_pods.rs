@@ -502,7 +502,41 @@ async fn real_pods_end_to_end() -> anyhow::Result<()> {
     })
     .await?;
     let t_del = Instant::now();
+    // The container's log, streamed until it exits: it must show smscd's drain starting once the
+    // 2 s preStop sleep is over (SIGTERM comes after preStop), and a clean stop.
+    let stream = tier.dir.path().join("deleted-pod.log");
+    let mut follow = tier
+        .cp
+        .kubectl()?
+        .args(["-n", &tier.ns, "logs", "-f", &bound_on])
+        .stdout(std::fs::File::create(&stream).context("log stream file")?)
+        .stderr(Stdio::null())
+        .spawn()
+        .context("kubectl logs -f")?;
+    let deleted_at = utc_seconds_of_day(std::time::SystemTime::now());
     tier.kubectl(&["delete", "pod", &bound_on, "--wait=false"])?;
+    let t_follow = Instant::now();
+    while follow.try_wait()?.is_none() && t_follow.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = follow.kill();
+    let log = std::fs::read_to_string(&stream).unwrap_or_default();
+    let drain_line = log.lines().find(|l| l.contains("shutting down: draining")).with_context(|| {
+        format!(
+            "the deleted Pod's log shows no drain:\n{}",
+            log.lines().rev().take(10).collect::<Vec<_>>().join("\n")
+        )
+    })?;
+    let drain_at = log_line_seconds_of_day(drain_line).context("a timestamp on the drain line")?;
+    let after = (drain_at - deleted_at).rem_euclid(86_400.0);
+    ensure!(
+        after >= 1.5,
+        "smscd began draining {after:.2} s after the delete: the 2 s preStop sleep did not run first"
+    );
+    ensure!(log.contains("smscd stopped"), "smscd did not stop cleanly after its drain");
+    eprintln!(
+        "[real-pods] {bound_on}: preStop, then SIGTERM: smscd began draining {after:.2} s after the delete"
+    );
     esme.wait_event("bound", 2, Duration::from_secs(60)).await?;
     eprintln!(
         "[real-pods] the ESME rebound through the Service {} after deleting {bound_on}",
@@ -769,4 +803,39 @@ fn pod_process(uid: &str, comm: &str) -> anyhow::Result<i32> {
         }
     }
     bail!("no process {comm} in a cgroup of pod {uid}")
+}
+
+/// Seconds since midnight UTC.
+fn utc_seconds_of_day(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default().rem_euclid(86_400.0)
+}
+
+/// Seconds since midnight UTC of the first RFC 3339 timestamp (`...THH:MM:SS.fffZ`) on a log
+/// line, whatever surrounds it (smscd's text format with colours, or JSON).
+fn log_line_seconds_of_day(line: &str) -> Option<f64> {
+    let b = line.as_bytes();
+    (0..b.len().saturating_sub(19)).find_map(|i| {
+        let date = &b[i..i + 10];
+        let is_date =
+            date.iter()
+                .enumerate()
+                .all(|(k, c)| if k == 4 || k == 7 { *c == b'-' } else { c.is_ascii_digit() });
+        if !is_date || b[i + 10] != b'T' {
+            return None;
+        }
+        let rest = line.get(i + 11..)?;
+        let end = rest.find(|c: char| !(c.is_ascii_digit() || c == ':' || c == '.'))?;
+        let mut parts = rest[..end].split(':');
+        let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+        Some(h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
+    })
+}
+
+#[test]
+fn log_timestamps_are_read_from_text_and_json_lines() {
+    let text = "\u{1b}[2m2026-12-02T07:11:29.507314Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m smscd: shutting down: draining";
+    assert_eq!(log_line_seconds_of_day(text), Some(7.0 * 3600.0 + 11.0 * 60.0 + 29.507314));
+    let json = r#"{"timestamp":"2026-12-02T23:59:59.5Z","level":"INFO","fields":{"message":"x"}}"#;
+    assert_eq!(log_line_seconds_of_day(json), Some(86_399.5));
+    assert_eq!(log_line_seconds_of_day("no time here"), None);
 }
