@@ -187,6 +187,10 @@ pub fn env(cluster: &SmscCluster) -> Vec<EnvVar> {
     env
 }
 
+/// One of the default spread constraints. `nodeTaintsPolicy: Honor`: a node the Pods cannot go
+/// to (a tainted control-plane node, a dedicated pool) is no domain of the skew; with the API's
+/// default (Ignore) it would count as an empty hostname domain, and with more replicas than
+/// schedulable nodes the hard hostname rule would leave Pods Pending.
 fn spread(key: &str, when: &str, selector: &BTreeMap<String, String>) -> TopologySpreadConstraint {
     TopologySpreadConstraint {
         max_skew: 1,
@@ -196,6 +200,7 @@ fn spread(key: &str, when: &str, selector: &BTreeMap<String, String>) -> Topolog
             match_labels: Some(selector.clone()),
             ..LabelSelector::default()
         }),
+        node_taints_policy: Some("Honor".to_string()),
         ..TopologySpreadConstraint::default()
     }
 }
@@ -404,6 +409,7 @@ mod tests {
         assert_eq!(p.termination_grace_period_seconds, Some(10 + 30 + 5));
         let spread = p.topology_spread_constraints.unwrap_or_default();
         assert_eq!(spread.len(), 2);
+        assert!(spread.iter().all(|c| c.node_taints_policy.as_deref() == Some("Honor")), "{spread:?}");
         assert_eq!(
             (spread[0].topology_key.as_str(), spread[0].when_unsatisfiable.as_str()),
             ("kubernetes.io/hostname", "DoNotSchedule")
