@@ -606,6 +606,41 @@ async fn real_pods_end_to_end() -> anyhow::Result<()> {
         carrier_log.lines().filter(|l| l.contains("bind refused") && l.contains("carrier-as")).count();
     ensure!(refused == 0, "the carrier refused {refused} binds of carrier-as (a second bind was tried)");
 
+    // 9. Operator upgrades complete with 2 and with 1 replicas: a replica waiting for the leader
+    //    Lease is Ready, so `helm upgrade --wait` and `kubectl rollout restart` finish.
+    let chart = repo_root().join("charts/smsc-operator");
+    let deployment = format!("deployment/{}-smsc-operator", release.name);
+    for replicas in [2, 1] {
+        let t_up = Instant::now();
+        cp.run(
+            cp.helm()?
+                .args([
+                    "upgrade",
+                    &release.name,
+                    "-n",
+                    tier.ns.as_str(),
+                    "--reuse-values",
+                    "--wait",
+                    "--timeout",
+                    "120s",
+                ])
+                .args(["--set", &format!("replicaCount={replicas}")])
+                .arg(&chart),
+        )
+        .with_context(|| format!("helm upgrade to {replicas} operator replicas"))?;
+        tier.kubectl(&["rollout", "restart", &deployment])?;
+        tier.kubectl(&["rollout", "status", &deployment, "--timeout", "120s"])
+            .with_context(|| format!("rollout restart with {replicas} operator replicas"))?;
+        tier.wait_ready("app.kubernetes.io/name=smsc-operator", replicas, Duration::from_secs(60)).await?;
+        eprintln!(
+            "[real-pods] operator: helm upgrade --wait and rollout restart with {replicas} replicas done in {}",
+            elapsed(t_up)
+        );
+    }
+    // The operator that led through all this still reconciles: a replica change is applied.
+    tier.kubectl(&["patch", "smsc", "smsc", "--type", "merge", "-p", r#"{"spec":{"replicas":3}}"#])?;
+    tier.wait_ready(sel, 3, Duration::from_secs(120)).await.context("the upgraded operator reconciles")?;
+
     eprintln!(
         "[real-pods] tier passed in {}\n{}",
         elapsed(t0),
