@@ -61,12 +61,8 @@ impl PeerLimits {
     /// is the failed-bind window (for sweeping).
     pub fn connect(self: &Arc<Self>, ip: IpAddr, max: usize, window: Duration) -> Option<PeerConn> {
         let key = key(ip);
-        let now = Instant::now();
         let mut map = lock(&self.map);
-        if map.len() >= SWEEP_ABOVE && !map.contains_key(&key) {
-            sweep(&mut map, now, window);
-        }
-        let e = map.entry(key).or_insert(Entry { connections: 0, window_start: now, failures: 0 });
+        let e = entry(&mut map, key, Instant::now(), window);
         if e.connections >= max {
             return None;
         }
@@ -83,13 +79,9 @@ impl PeerLimits {
 
     /// Count a failed bind from `ip` (unknown system_id, wrong password, address not allowed).
     pub fn bind_failed(&self, ip: IpAddr, window: Duration) {
-        let key = key(ip);
         let now = Instant::now();
         let mut map = lock(&self.map);
-        if map.len() >= SWEEP_ABOVE && !map.contains_key(&key) {
-            sweep(&mut map, now, window);
-        }
-        let e = map.entry(key).or_insert(Entry { connections: 0, window_start: now, failures: 0 });
+        let e = entry(&mut map, key(ip), now, window);
         if now.duration_since(e.window_start) >= window {
             e.window_start = now;
             e.failures = 0;
@@ -101,6 +93,14 @@ impl PeerLimits {
     pub fn tracked(&self) -> usize {
         lock(&self.map).len()
     }
+}
+
+/// The entry of `key`, made if new; a new key first sweeps a table past [`SWEEP_ABOVE`].
+fn entry(map: &mut HashMap<IpAddr, Entry>, key: IpAddr, now: Instant, window: Duration) -> &mut Entry {
+    if map.len() >= SWEEP_ABOVE && !map.contains_key(&key) {
+        sweep(map, now, window);
+    }
+    map.entry(key).or_insert(Entry { connections: 0, window_start: now, failures: 0 })
 }
 
 /// Drop entries with no open connection whose failure window is over; past [`MAX_TRACKED`],
