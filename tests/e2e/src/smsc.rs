@@ -295,7 +295,8 @@ impl Carrier {
     }
 }
 
-/// Polls the carrier's bind gauge in the background and keeps the highest value seen.
+/// Polls a carrier's bind gauge for one account in the background and keeps the highest value
+/// seen; stops when dropped.
 pub struct BindWatch {
     max: Arc<Mutex<f64>>,
     samples: Arc<AtomicU32>,
@@ -303,24 +304,27 @@ pub struct BindWatch {
 }
 
 impl BindWatch {
+    /// [`Carrier`]'s account, every 25 ms, through its admin port on 127.0.0.1.
     pub fn start(admin: u16) -> BindWatch {
+        BindWatch::for_account(admin, CARRIER_SYSTEM_ID, Duration::from_millis(25))
+    }
+
+    /// `account`'s `smscd_inbound_binds` at the admin port `admin` on 127.0.0.1, every `every`.
+    pub fn for_account(admin: u16, account: &str, every: Duration) -> BindWatch {
         let max = Arc::new(Mutex::new(0.0f64));
         let samples = Arc::new(AtomicU32::new(0));
         let (m, s) = (max.clone(), samples.clone());
+        let label = format!("account=\"{account}\"");
         let task = tokio::spawn(async move {
             loop {
                 if let Ok((_, body)) = http_get(admin, "/metrics").await {
-                    let v = metric_sum(
-                        &body,
-                        "smscd_inbound_binds",
-                        &[&format!("account=\"{CARRIER_SYSTEM_ID}\"")],
-                    );
+                    let v = metric_sum(&body, "smscd_inbound_binds", &[&label]);
                     if let Ok(mut g) = m.lock() {
                         *g = g.max(v);
                     }
                     s.fetch_add(1, Ordering::Relaxed);
                 }
-                tokio::time::sleep(Duration::from_millis(25)).await;
+                tokio::time::sleep(every).await;
             }
         });
         BindWatch { max, samples, task }

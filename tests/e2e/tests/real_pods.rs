@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use serde_json::Value;
-use smsc_e2e::smsc::{http_get, metric_sum, WorkDir};
+use smsc_e2e::smsc::{http_get, metric_sum, BindWatch, WorkDir};
 use smsc_e2e::{cache_dir, control_plane, fixture, repo_root, wait_for, ControlPlane};
 
 const NODE: &str = "smsc-real-node";
@@ -72,17 +72,13 @@ impl Tier<'_> {
 
     /// Running, Ready, not terminating Pods of `selector`.
     fn ready_pods(&self, selector: &str) -> anyhow::Result<Vec<Value>> {
-        Ok(self
-            .pods(selector)?
-            .into_iter()
-            .filter(|p| is_ready(p) && p["metadata"]["deletionTimestamp"].is_null())
-            .collect())
+        Ok(ready_of(&self.pods(selector)?))
     }
 
     async fn wait_ready(&self, selector: &str, n: usize, timeout: Duration) -> anyhow::Result<Vec<Value>> {
         let ready = wait_for(&format!("{n} Ready Pods {selector}"), timeout, || async {
-            let pods = self.ready_pods(selector)?;
             let all = self.pods(selector)?;
+            let pods = ready_of(&all);
             Ok::<_, anyhow::Error>((pods.len() == n && all.len() == n).then_some(pods))
         })
         .await;
@@ -228,6 +224,11 @@ fn is_ready(pod: &Value) -> bool {
         && pod["status"]["conditions"]
             .as_array()
             .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+/// The Running, Ready, not terminating ones of `pods`.
+fn ready_of(pods: &[Value]) -> Vec<Value> {
+    pods.iter().filter(|p| is_ready(p) && p["metadata"]["deletionTimestamp"].is_null()).cloned().collect()
 }
 
 fn name_of(v: &Value) -> String {
@@ -560,8 +561,8 @@ async fn real_pods_end_to_end() -> anyhow::Result<()> {
         &format!(r#"{{"spec":{{"image":"{SMSCD_IMAGE_B}"}}}}"#),
     ])?;
     wait_for("the rollout to the new image", Duration::from_secs(180), || async {
-        let pods = tier.ready_pods(sel)?;
         let all = tier.pods(sel)?;
+        let pods = ready_of(&all);
         let new = pods.iter().filter(|p| p["spec"]["containers"][0]["image"] == SMSCD_IMAGE_B).count();
         Ok::<_, anyhow::Error>((new == 2 && all.len() == 2).then_some(()))
     })
@@ -582,7 +583,7 @@ async fn real_pods_end_to_end() -> anyhow::Result<()> {
         || async { active_state(&tier, sel_as) },
     )
     .await?;
-    let watch = BindWatch::start(admin, "carrier-as");
+    let watch = BindWatch::for_account(admin, "carrier-as", Duration::from_millis(200));
     let port_as = tier.node_port("smsc-as", "smpp")?;
     let esme = tier.esme("esme-standby", port_as, 900, 20, 170)?;
     esme.wait_event("bound", 1, Duration::from_secs(30)).await?;
@@ -596,7 +597,7 @@ async fn real_pods_end_to_end() -> anyhow::Result<()> {
     esme.wait_event("bound", 2, Duration::from_secs(60)).await?;
     let s = esme.summary(Duration::from_secs(180)).await?;
     assert_every_receipt(&s, 50)?;
-    let (max_binds, samples) = watch.stop().await;
+    let (max_binds, samples) = watch.max();
     ensure!(samples > 10, "the carrier's bind gauge was sampled ({samples})");
     ensure!(max_binds <= 1.0, "the carrier saw {max_binds} binds of carrier-as at once");
     let (_, body) = http_get(admin, "/metrics").await?;
@@ -676,43 +677,6 @@ fn active_state(tier: &Tier<'_>, selector: &str) -> anyhow::Result<Option<String
     })
 }
 
-/// Samples the carrier's `smscd_inbound_binds` gauge for one account, through its NodePort.
-struct BindWatch {
-    task: tokio::task::JoinHandle<(f64, u32)>,
-    stop: tokio::sync::watch::Sender<bool>,
-}
-
-impl BindWatch {
-    fn start(admin: u16, account: &'static str) -> BindWatch {
-        let (stop, mut rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(async move {
-            let (mut max, mut n) = (0.0f64, 0u32);
-            // Bounded: 3,000 samples at most (10 minutes).
-            for _ in 0..3000 {
-                if *rx.borrow() {
-                    break;
-                }
-                if let Ok((_, body)) = http_get(admin, "/metrics").await {
-                    max = max.max(metric_sum(
-                        &body,
-                        "smscd_inbound_binds",
-                        &[&format!("account=\"{account}\"")],
-                    ));
-                    n += 1;
-                }
-                let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
-            }
-            (max, n)
-        });
-        BindWatch { task, stop }
-    }
-
-    async fn stop(self) -> (f64, u32) {
-        let _ = self.stop.send(true);
-        self.task.await.unwrap_or((f64::NAN, 0))
-    }
-}
-
 /// Failover times on real Pods (not asserted; docs/benchmarks.md): an ActiveStandby cluster (an
 /// upstream with `maxBinds: 1`, Lease 6/4/1 s) loses its active smscd RUNS times each to a crash
 /// (SIGKILL to the container's process: the Lease is never released, the kubelet restarts the
@@ -735,7 +699,7 @@ async fn real_pod_failover_times() -> anyhow::Result<()> {
     tier.smsc_cluster("smsc-as", 2, "ActiveStandby", "carrier-as", 1, &redis_url)?;
     let sel = "app.kubernetes.io/instance=smsc-as,app.kubernetes.io/name=smscd";
     let admin = tier.node_port("carrier-admin", "admin")?;
-    let watch = BindWatch::start(admin, "carrier-as");
+    let watch = BindWatch::for_account(admin, "carrier-as", Duration::from_millis(200));
     for (label, how) in [("kill -9 of smscd", "kill"), ("forced delete", "force"), ("plain delete", "delete")]
     {
         let (mut lease, mut settled) = (Vec::new(), Vec::new());
@@ -816,7 +780,7 @@ async fn real_pod_failover_times() -> anyhow::Result<()> {
             settled.last().copied().unwrap_or_default()
         );
     }
-    let (max, samples) = watch.stop().await;
+    let (max, samples) = watch.max();
     eprintln!("carrier bind gauge: max {max} over {samples} samples");
     ensure!(max <= 1.0, "the carrier saw {max} binds at once");
     drop(release);
