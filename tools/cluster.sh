@@ -121,8 +121,12 @@ gen_certs() {
 }
 
 # kubeconfig NAME TOKEN FILE
-write_kubeconfig() {
-  local user="$1" token="$2" file="$3" st; st="$(state_dir)"
+write_kubeconfig() { kubeconfig_with "$1" "$3" "token: $2"; }
+
+# kubeconfig NAME FILE CREDENTIALS: CREDENTIALS are the lines under `user:` (a token, or a client
+# certificate and key), indented by four spaces after the first.
+kubeconfig_with() {
+  local user="$1" file="$2" credentials="$3" st; st="$(state_dir)"
   cat >"$file" <<EOF
 apiVersion: v1
 kind: Config
@@ -134,7 +138,7 @@ clusters:
 users:
 - name: $user
   user:
-    token: $token
+    $credentials
 contexts:
 - name: smsc-test
   context:

@@ -30,7 +30,6 @@ REALNODE_NAME="${SMSC_REAL_NODE_NAME:-smsc-real-node}"
 REALNODE_BRIDGE=smsc0
 REALNODE_CIDR=10.245.0.0/24
 REALNODE_IP=10.245.0.1
-REALNODE_TAINT="smsc.io/real-node=true:NoSchedule"
 REALNODE_NFACCT="ct_state_invalid_dropped_pkts localhost_nps_accepted_pkts"
 REALNODE_PAUSE_IMAGE="localhost/smsc-pause:3.10"
 # Host paths the kubelet and containerd use whatever their flags say (measured).
@@ -76,26 +75,10 @@ rn_cert() { # NAME CN O [SAN]
     -extfile "$d/$name.ext" -out "$d/$name.crt" 2>/dev/null
 }
 
+# A kubeconfig authenticating with the client certificate $st/pki/CERT.{crt,key}.
 rn_kubeconfig() { # FILE USER CERT
-  cat >"$1" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: smsc-test
-  cluster:
-    server: https://127.0.0.1:$(cat "$st/ports/apiserver")
-    certificate-authority: $st/pki/ca.crt
-users:
-- name: $2
-  user:
-    client-certificate: $st/pki/$3.crt
-    client-key: $st/pki/$3.key
-contexts:
-- name: smsc-test
-  context: {cluster: smsc-test, user: $2}
-current-context: smsc-test
-EOF
-  chmod 600 "$1"
+  kubeconfig_with "$2" "$1" "client-certificate: $st/pki/$3.crt
+    client-key: $st/pki/$3.key"
 }
 
 realnode_prepare() {
