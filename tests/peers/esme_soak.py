@@ -29,6 +29,9 @@ import sys
 import time
 import warnings
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import cstr  # noqa: E402
+
 warnings.simplefilter("ignore", DeprecationWarning)
 import smpplib.client  # noqa: E402
 import smpplib.consts  # noqa: E402
@@ -42,14 +45,6 @@ def emit(event, **fields):
     fields = dict({"event": event, "at": round(time.monotonic() - T0, 3)}, **fields)
     sys.stdout.write(json.dumps(fields, separators=(",", ":")) + "\n")
     sys.stdout.flush()
-
-
-def cstr(v):
-    if v is None:
-        return None
-    if isinstance(v, bytes):
-        return v.rstrip(b"\0").decode("latin-1")
-    return str(v)
 
 
 def receipt_fields(text):

@@ -80,36 +80,7 @@ until_ok 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$carrier_port" || die "carrier d
 say "carrier on 127.0.0.1:$carrier_port (max_binds 1: a second concurrent bind is refused)"
 
 bold "4. Applying an SmscCluster with 2 replicas and that single-bind upstream"
-cat >"$work/smsc.yaml" <<EOF
-apiVersion: v1
-kind: Secret
-metadata: { name: legacy-esme }
-stringData: { password: s3cret }
----
-apiVersion: v1
-kind: Secret
-metadata: { name: carrier-credentials }
-stringData: { systemId: legacy_gw, password: changeme }
----
-apiVersion: smsc.io/v1alpha1
-kind: SmscCluster
-metadata: { name: $CLUSTER }
-spec:
-  replicas: 2
-  topology: Auto
-  smpp:
-    accounts:
-      - systemId: legacy
-        passwordSecretRef: { name: legacy-esme, key: password }
-  upstreams:
-    - name: carrier
-      host: 127.0.0.1
-      port: $carrier_port
-      credentialsSecretRef: { name: carrier-credentials }
-      maxBinds: 1
-  routing: { defaultChain: [carrier] }
-  leaderElection: { leaseDurationSeconds: 6, renewDeadlineSeconds: 4, retryPeriodSeconds: 1 }
-EOF
+smsc_manifest 127.0.0.1 "$carrier_port" >"$work/smsc.yaml"
 kubectl -n "$NS" apply -f "$work/smsc.yaml" | sed 's/^/   /'
 topology() { kubectl -n "$NS" get smsc "$CLUSTER" -o jsonpath='{.status.topology}'; }
 until_ok 60 bash -c "[ \"\$(kubectl -n $NS get smsc $CLUSTER -o jsonpath='{.status.topology}')\" = ActiveStandby ]" ||

@@ -31,3 +31,40 @@ for line in open(sys.argv[1]):
         print(f"   summary: {e['submitted']} sent, {e['acked']} accepted, {e['receipts']} receipts back")
 PY
 }
+
+# smsc_manifest HOST PORT [EXTRA]: the demo's SmscCluster (2 replicas, the single-bind carrier at
+# HOST:PORT, short Lease timings) with the Secrets it names; EXTRA is more `spec:` lines, indented
+# by two spaces.
+smsc_manifest() {
+  cat <<EOF
+apiVersion: v1
+kind: Secret
+metadata: { name: legacy-esme }
+stringData: { password: s3cret }
+---
+apiVersion: v1
+kind: Secret
+metadata: { name: carrier-credentials }
+stringData: { systemId: legacy_gw, password: changeme }
+---
+apiVersion: smsc.io/v1alpha1
+kind: SmscCluster
+metadata: { name: $CLUSTER }
+spec:
+  replicas: 2
+  topology: Auto
+  smpp:
+    accounts:
+      - systemId: legacy
+        passwordSecretRef: { name: legacy-esme, key: password }
+  upstreams:
+    - name: carrier
+      host: "$1"
+      port: $2
+      credentialsSecretRef: { name: carrier-credentials }
+      maxBinds: 1
+  routing: { defaultChain: [carrier] }
+  leaderElection: { leaseDurationSeconds: 6, renewDeadlineSeconds: 4, retryPeriodSeconds: 1 }
+${3:-}
+EOF
+}

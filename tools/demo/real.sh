@@ -81,46 +81,18 @@ redis_ip=$(k get service redis -o jsonpath='{.spec.clusterIP}')
 say "carrier at $carrier_ip:2775 (Service), Redis at $redis_ip:6379"
 
 bold "4. kubectl apply: an SmscCluster with 2 replicas and that single-bind upstream"
-cat >"$work/smsc.yaml" <<EOF
-apiVersion: v1
-kind: Secret
-metadata: { name: legacy-esme }
-stringData: { password: s3cret }
----
-apiVersion: v1
-kind: Secret
-metadata: { name: carrier-credentials }
-stringData: { systemId: legacy_gw, password: changeme }
+smsc_manifest "$carrier_ip" 2775 "  dlrStore: { type: Redis, redis: { urlSecretRef: { name: demo-redis, key: url } } }
+  service: { type: NodePort, externalTrafficPolicy: Cluster }
+  shutdown: { preStopSleepSeconds: 2, drainSeconds: 10 }
+  pod:
+    nodeSelector: { smsc.io/real-node: \"true\" }
+    tolerations: [{ key: smsc.io/real-node, operator: Exists, effect: NoSchedule }]" >"$work/smsc.yaml"
+cat >>"$work/smsc.yaml" <<EOF
 ---
 apiVersion: v1
 kind: Secret
 metadata: { name: demo-redis }
 stringData: { url: "redis://$redis_ip:6379/0" }
----
-apiVersion: smsc.io/v1alpha1
-kind: SmscCluster
-metadata: { name: $CLUSTER }
-spec:
-  replicas: 2
-  topology: Auto
-  smpp:
-    accounts:
-      - systemId: legacy
-        passwordSecretRef: { name: legacy-esme, key: password }
-  upstreams:
-    - name: carrier
-      host: "$carrier_ip"
-      port: 2775
-      credentialsSecretRef: { name: carrier-credentials }
-      maxBinds: 1
-  routing: { defaultChain: [carrier] }
-  dlrStore: { type: Redis, redis: { urlSecretRef: { name: demo-redis, key: url } } }
-  service: { type: NodePort, externalTrafficPolicy: Cluster }
-  leaderElection: { leaseDurationSeconds: 6, renewDeadlineSeconds: 4, retryPeriodSeconds: 1 }
-  shutdown: { preStopSleepSeconds: 2, drainSeconds: 10 }
-  pod:
-    nodeSelector: { smsc.io/real-node: "true" }
-    tolerations: [{ key: smsc.io/real-node, operator: Exists, effect: NoSchedule }]
 EOF
 k apply -f "$work/smsc.yaml" | sed 's/^/   /'
 until_ok 60 bash -c "[ \"\$(kubectl -n $NS get smsc $CLUSTER -o jsonpath='{.status.topology}')\" = ActiveStandby ]" ||
