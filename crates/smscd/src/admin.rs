@@ -1,6 +1,9 @@
-//! Admin HTTP: /healthz (the process answers), /readyz (listener up, not draining, DLR store
-//! answering),
-//! /metrics (Prometheus text).
+//! Admin HTTP: /healthz (liveness: the process answers and every SMPP listener still accepts),
+//! /readyz (taking binds: listening and not draining), /metrics (Prometheus text).
+//!
+//! The DLR store's health is not readiness: one Redis outage must not empty the Service of every
+//! replica at once. While the store is down, submits that ask for a receipt are refused with a
+//! transient status and everything else flows; `smscd_store_up` and the /readyz body show it.
 
 use crate::core::Core;
 use axum::extract::State;
@@ -15,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 pub async fn serve(core: Arc<Core>, listener: TcpListener, stop: CancellationToken) {
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(core);
@@ -26,15 +29,22 @@ pub async fn serve(core: Arc<Core>, listener: TcpListener, stop: CancellationTok
     }
 }
 
-async fn readyz(State(core): State<Arc<Core>>) -> impl IntoResponse {
-    if core.ready.load(Ordering::Relaxed) && !core.is_draining() {
-        if !core.store.healthy() {
-            return (StatusCode::SERVICE_UNAVAILABLE, "not ready: store unavailable\n");
-        }
-        (StatusCode::OK, "ready\n")
+async fn healthz(State(core): State<Arc<Core>>) -> impl IntoResponse {
+    if core.listeners.alive() {
+        (StatusCode::OK, "ok\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (StatusCode::SERVICE_UNAVAILABLE, "not live: an SMPP listener stopped accepting\n")
     }
+}
+
+async fn readyz(State(core): State<Arc<Core>>) -> impl IntoResponse {
+    if !core.ready.load(Ordering::Relaxed) || core.is_draining() || !core.listeners.alive() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n");
+    }
+    if !core.store.healthy() {
+        return (StatusCode::OK, "ready (store unavailable: submits asking for a receipt are refused)\n");
+    }
+    (StatusCode::OK, "ready\n")
 }
 
 async fn metrics(State(core): State<Arc<Core>>) -> impl IntoResponse {

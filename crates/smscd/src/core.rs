@@ -27,6 +27,8 @@ pub struct Core {
     pub peers: Arc<crate::peers::PeerLimits>,
     /// Listener up and not draining.
     pub ready: AtomicBool,
+    /// The accept loops, for liveness.
+    pub listeners: Arc<crate::health::Listeners>,
     /// Shutting down: new submits are refused, work in flight finishes.
     pub draining: AtomicBool,
     /// Allowed to serve ESMEs and bind upstream: always with no leader election, else only while
@@ -52,6 +54,7 @@ impl Core {
             metrics: Metrics::new(),
             peers: Arc::default(),
             ready: AtomicBool::new(false),
+            listeners: Arc::default(),
             draining: AtomicBool::new(false),
             active: AtomicBool::new(true),
             inflight: AtomicUsize::new(0),

@@ -80,6 +80,7 @@ pub async fn serve_with(
     slots: Arc<Semaphore>,
 ) {
     let max = core.config.get().server.max_connections.max(1);
+    let _listening = core.listeners.listening(stop_accepting.clone());
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,

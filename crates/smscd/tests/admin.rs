@@ -39,3 +39,54 @@ async fn health_ready_and_metrics() {
     // The admin server goes with the daemon.
     assert!(tokio::net::TcpStream::connect(d.admin).await.is_err());
 }
+
+/// issue 13 item 16: an accept loop that ends without being told to (its task panicked or was
+/// dropped) fails /healthz and /readyz, so the kubelet restarts a process that answers HTTP but
+/// takes no binds. Stands in for the death with a second accept loop on the daemon's core whose
+/// task is aborted: the same drop path a panic takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_listener_fails_liveness() {
+    let mut d = Daemon::start(base_config(vec![account("esme", "secret")])).await;
+    assert_eq!(http_get(d.admin, "/healthz").await.0, 200);
+    let core = d.core().clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a listener");
+    let extra = tokio::spawn(smscd::inbound::serve_with(
+        core.clone(),
+        std::sync::Arc::new(smscd::inbound::Sessions::default()),
+        listener,
+        tokio_util::sync::CancellationToken::new(),
+        None,
+        smscd::inbound::connection_slots(&core),
+    ));
+    // Still live while it runs.
+    tokio::task::yield_now().await;
+    assert_eq!(http_get(d.admin, "/healthz").await.0, 200);
+    extra.abort();
+    let _ = extra.await;
+    let (code, body) = http_get(d.admin, "/healthz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("listener"), "{body}");
+    assert_eq!(http_get(d.admin, "/readyz").await.0, 503);
+    // A shutdown stops the listeners on purpose: that is not a death.
+    d.shutdown().await;
+}
+
+/// Stopping on purpose (shutdown) never fails liveness while the process drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_listener_is_not_dead() {
+    let d = Daemon::start(base_config(vec![account("esme", "secret")])).await;
+    let core = d.core().clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a listener");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let extra = tokio::spawn(smscd::inbound::serve_with(
+        core.clone(),
+        std::sync::Arc::new(smscd::inbound::Sessions::default()),
+        listener,
+        stop.clone(),
+        None,
+        smscd::inbound::connection_slots(&core),
+    ));
+    stop.cancel();
+    within("the accept loop to stop", extra).await.expect("accept loop");
+    assert_eq!(http_get(d.admin, "/healthz").await.0, 200);
+}
