@@ -35,7 +35,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use smsc_api::crd::{DlrStoreType, SmscCluster};
+use smsc_api::crd::{DlrStoreType, SmscCluster, Topology};
 use smsc_api::names::ADMIN_PORT;
 
 use super::configmap::{account_password_env, bind_env, Rendered, REDIS_URL_ENV, TLS_DIR, UPSTREAM_CA_DIR};
@@ -359,6 +359,9 @@ pub fn build(cluster: &SmscCluster, plan: &Plan, rendered: &Rendered) -> Result<
                 }),
                 spec: Some(PodSpec {
                     service_account_name: Some(labels::rbac_name(&plan.name)),
+                    // smscd talks to the API server only for its Lease (ActiveStandby): without
+                    // one, no token is mounted for a compromised process to use.
+                    automount_service_account_token: Some(plan.topology() == Topology::ActiveStandby),
                     termination_grace_period_seconds: Some(plan.termination_grace_period_seconds),
                     security_context: Some(pod_security_context(pod.security_context.as_ref(), lowest_port)),
                     containers: vec![container],
@@ -452,6 +455,22 @@ mod tests {
         assert_eq!(
             meta.labels.unwrap_or_default().get("app.kubernetes.io/managed-by").map(String::as_str),
             Some("smsc-operator")
+        );
+    }
+
+    #[test]
+    fn service_account_token_only_for_the_lease() {
+        for fixture in ["minimal.yaml", "full.yaml"] {
+            let c = load(fixture);
+            let lease = plan_for(&c).topology() == Topology::ActiveStandby;
+            let p = pod_spec(&deployment(&c));
+            assert_eq!(p.automount_service_account_token, Some(lease), "{fixture}: lease {lease}");
+        }
+        // Both cases are covered by the two fixtures.
+        let topologies: Vec<Topology> =
+            ["minimal.yaml", "full.yaml"].iter().map(|f| plan_for(&load(f)).topology()).collect();
+        assert!(
+            topologies.contains(&Topology::ActiveStandby) && topologies.contains(&Topology::ActiveActive)
         );
     }
 
