@@ -5,6 +5,7 @@
 pub mod build;
 pub mod checklist;
 pub mod controller;
+pub mod crd;
 pub mod error;
 pub mod http;
 pub mod labels;

@@ -45,6 +45,10 @@ struct Cli {
     leader_elect_namespace: Option<String>,
     #[arg(long, default_value = "smsc-operator-leader")]
     leader_elect_lease: String,
+    /// Bring the SmscCluster CRD to this operator's schema before reconciling (Helm never
+    /// upgrades `crds/`); see crd.rs.
+    #[arg(long, env = "MANAGE_CRD", default_value_t = true, action = clap::ArgAction::Set)]
+    manage_crd: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -121,6 +125,30 @@ async fn terminated() {
     }
 }
 
+/// The CRD at our schema (crd.rs). Failing to is logged, not fatal: the CRD in the cluster may
+/// still be good enough, and the Events of refused fields will say so.
+async fn apply_crd(client: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use smsc_operator::crd::{ensure, Outcome};
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let desired = <smsc_api::crd::SmscCluster as kube::CustomResourceExt>::crd();
+    let version = env!("CARGO_PKG_VERSION");
+    match ensure(&api, desired, version).await {
+        Ok(Outcome::Applied) => tracing::info!(version, "SmscCluster CRD at this operator's schema"),
+        Ok(Outcome::Missing) => {
+            tracing::warn!("the SmscCluster CRD is not installed (the chart's crds/ installs it)")
+        }
+        Ok(Outcome::Newer(theirs)) => tracing::warn!(
+            ours = version,
+            theirs,
+            "the SmscCluster CRD was applied by a newer operator: left as it is"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not apply the SmscCluster CRD (--manage-crd=false to stop trying)")
+        }
+    }
+}
+
 /// The default client, with every request counted on /metrics.
 async fn client(metrics: Arc<Metrics>) -> Result<Client, kube::Error> {
     let config = kube::Config::infer().await.map_err(kube::Error::InferConfig)?;
@@ -187,6 +215,10 @@ async fn run(cli: Cli) -> ExitCode {
     } else {
         None
     };
+
+    if cli.manage_crd {
+        apply_crd(&client).await;
+    }
 
     // One controller per watched namespace (None: all), sharing the metrics.
     let scopes: Vec<Option<String>> = if cli.namespaces.is_empty() {

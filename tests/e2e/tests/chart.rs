@@ -3,6 +3,7 @@
 //! its Role (RBAC refuses to let a subject grant what it does not hold).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use serde_json::Value;
@@ -75,8 +76,8 @@ async fn template_defaults_are_cluster_wide_and_hardened() -> anyhow::Result<()>
     let docs = render(cp, "op", "smsc-system", &[])?;
     ensure!(of_kind(&docs, "Role").is_empty(), "no Roles without watchNamespaces");
     let binding = of_kind(&docs, "ClusterRoleBinding");
-    ensure!(binding.len() == 1, "one ClusterRoleBinding");
-    ensure!(binding[0]["subjects"][0]["namespace"] == "smsc-system");
+    ensure!(binding.len() == 2, "the operator's and the CRD's ClusterRoleBinding");
+    ensure!(binding.iter().all(|b| b["subjects"][0]["namespace"] == "smsc-system"));
     let role = of_kind(&docs, "ClusterRole")
         .into_iter()
         .find(|r| r["metadata"]["name"] == "op-smsc-operator")
@@ -113,7 +114,7 @@ async fn template_defaults_are_cluster_wide_and_hardened() -> anyhow::Result<()>
     }
 
     let args = operator_args(&docs)?;
-    for want in ["--smscd-image=smscd:0.1.0", "--log-format=json", "--leader-elect"] {
+    for want in ["--smscd-image=smscd:0.1.0", "--log-format=json", "--leader-elect", "--manage-crd=true"] {
         ensure!(args.iter().any(|a| a == want), "args {args:?} lack {want}");
     }
     ensure!(!args.iter().any(|a| a.starts_with("--namespace")), "no --namespace by default: {args:?}");
@@ -127,6 +128,16 @@ async fn template_defaults_are_cluster_wide_and_hardened() -> anyhow::Result<()>
     ensure!(c["readinessProbe"]["httpGet"]["path"] == "/readyz");
     ensure!(c["resources"]["requests"]["cpu"].is_string(), "resources set");
     ensure!(of_kind(&docs, "Service").len() == 1, "metrics Service");
+    let policy = of_kind(&docs, "ValidatingAdmissionPolicy");
+    ensure!(
+        policy.len() == 1 && policy[0]["spec"]["failurePolicy"] == "Fail",
+        "smscd Pod policy: {policy:?}"
+    );
+    let binding = of_kind(&docs, "ValidatingAdmissionPolicyBinding");
+    ensure!(binding.len() == 1 && binding[0]["spec"]["policyName"] == policy[0]["metadata"]["name"]);
+    ensure!(binding[0]["spec"]["matchResources"].is_null(), "every namespace when watching all");
+    let off = render(cp, "op", "smsc-system", &["smscdPodPolicy.enabled=false"])?;
+    ensure!(of_kind(&off, "ValidatingAdmissionPolicy").is_empty(), "smscdPodPolicy.enabled=false");
     Ok(())
 }
 
@@ -134,13 +145,24 @@ async fn template_defaults_are_cluster_wide_and_hardened() -> anyhow::Result<()>
 async fn template_with_namespaces_uses_roles_only_there() -> anyhow::Result<()> {
     let cp = control_plane().await?;
     let docs = render(cp, "op", "smsc-system", &["watchNamespaces={team-a,team-b}"])?;
-    ensure!(of_kind(&docs, "ClusterRoleBinding").is_empty(), "nothing bound cluster-wide");
+    // Cluster-wide only what cannot be namespaced: the CRD (by name) and the aggregated roles.
+    let bound: Vec<&str> =
+        of_kind(&docs, "ClusterRoleBinding").iter().filter_map(|r| r["roleRef"]["name"].as_str()).collect();
+    ensure!(bound == ["op-smsc-operator-crd"], "bound cluster-wide: {bound:?}");
     let cluster_roles: Vec<&str> =
         of_kind(&docs, "ClusterRole").iter().filter_map(|r| r["metadata"]["name"].as_str()).collect();
     ensure!(
-        cluster_roles == ["op-smsc-operator-edit", "op-smsc-operator-view"],
-        "only the aggregated roles: {cluster_roles:?}"
+        cluster_roles == ["op-smsc-operator-crd", "op-smsc-operator-edit", "op-smsc-operator-view"],
+        "only the CRD and the aggregated roles: {cluster_roles:?}"
     );
+    let crd_role =
+        of_kind(&docs, "ClusterRole").into_iter().find(|r| r["metadata"]["name"] == "op-smsc-operator-crd");
+    let crd_rules = &crd_role.context("the CRD ClusterRole")?["rules"];
+    ensure!(
+        strs(&crd_rules[0]["resourceNames"]) == ["smscclusters.smsc.io"],
+        "the CRD role names it: {crd_rules}"
+    );
+    ensure!(strs(&crd_rules[0]["verbs"]) == ["get", "patch"], "no create: {crd_rules}");
     let roles = of_kind(&docs, "Role");
     let mut where_: Vec<(&str, &str)> = roles
         .iter()
@@ -159,6 +181,10 @@ async fn template_with_namespaces_uses_roles_only_there() -> anyhow::Result<()> 
     let bindings = of_kind(&docs, "RoleBinding");
     ensure!(bindings.len() == 3, "one RoleBinding per Role");
     ensure!(bindings.iter().all(|b| b["subjects"][0]["namespace"] == "smsc-system"));
+    let binding = of_kind(&docs, "ValidatingAdmissionPolicyBinding");
+    ensure!(binding.len() == 1, "one smscd Pod policy binding");
+    let only = &binding[0]["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"][0];
+    ensure!(strs(&only["values"]) == ["team-a", "team-b"], "policy bound to the watched namespaces: {only}");
     let args = operator_args(&docs)?;
     for want in ["--namespace=team-a", "--namespace=team-b"] {
         ensure!(args.iter().any(|a| a == want), "args {args:?} lack {want}");
@@ -190,6 +216,11 @@ async fn installed_chart_lets_the_operator_grant_smscd_its_role() -> anyhow::Res
         }
         let no = cp.run(cp.kubectl()?.args(["auth", "can-i", "list", "secrets", "-n", ns.name(), "--as", &sa]));
         ensure!(no.is_err(), "operator may list Secrets: {no:?}");
+        // Its own CRD, by name (crd.rs), and no other.
+        let crd = cp.run(cp.kubectl()?.args(["auth", "can-i", "patch", "customresourcedefinitions/smscclusters.smsc.io", "--as", &sa]))?;
+        ensure!(crd.trim() == "yes", "operator cannot patch its CRD: {crd}");
+        let other = cp.run(cp.kubectl()?.args(["auth", "can-i", "patch", "customresourcedefinitions/other.example.com", "--as", &sa]));
+        ensure!(other.is_err(), "operator may patch any CRD: {other:?}");
 
         let role = serde_json::json!({
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -206,6 +237,135 @@ async fn installed_chart_lets_the_operator_grant_smscd_its_role() -> anyhow::Res
         let created = cp.run(cp.kubectl()?.args(["create", "--as", &sa, "-f"]).arg(&file));
         let _ = std::fs::remove_file(&file);
         created.context("the operator's ServiceAccount creating smscd's Role")?;
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let uninstall = cp.run(cp.helm()?.args(["uninstall", &release, "--namespace", ns.name()]));
+    result?;
+    uninstall?;
+    Ok(())
+}
+
+/// Runs `kubectl patch pod` as `who` with a JSON merge patch; server-side dry run when `dry`.
+fn patch_pod_as(
+    cp: &ControlPlane,
+    ns: &str,
+    who: &str,
+    pod: &str,
+    patch: &Value,
+    dry: bool,
+) -> anyhow::Result<String> {
+    let mut cmd = cp.kubectl()?;
+    cmd.args(["patch", "pod", pod, "-n", ns, "--as", who, "--type", "merge", "-p", &patch.to_string()]);
+    if dry {
+        cmd.arg("--dry-run=server");
+    }
+    Ok(cp.run(&mut cmd)?)
+}
+
+fn smscd_like_pod(name: &str, cluster: Option<&str>) -> Value {
+    let labels = match cluster {
+        Some(c) => serde_json::json!({ "app.kubernetes.io/name": "smscd", "app.kubernetes.io/instance": c }),
+        None => serde_json::json!({ "app": "billing" }),
+    };
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": name, "labels": labels },
+        "spec": { "containers": [{ "name": "c", "image": "localhost/smscd:dev" }] }
+    })
+}
+
+/// issue 13 item 4: smscd's ServiceAccount holds `patch pods` on its namespace (RBAC cannot
+/// narrow it by label), for the role label that keeps failover working without the operator.
+/// The chart's ValidatingAdmissionPolicy narrows it: the role label (and the deletion cost) of
+/// its own cluster's Pods, nothing else. Without the policy, every "denied" below succeeds.
+#[tokio::test]
+async fn installed_chart_confines_smscd_to_its_own_pods_role_label() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    use kube::api::PostParams;
+
+    let cp = control_plane().await?;
+    let ns = cp.namespace("smscd-policy").await?;
+    let release = format!("p{}", std::process::id());
+    cp.run(cp.helm()?.args(["install", &release]).arg(chart()).args([
+        "--namespace",
+        ns.name(),
+        "--set",
+        "aggregateToDefaultRoles=false",
+    ]))?;
+    let result = async {
+        // smscd's ServiceAccount, Role and RoleBinding exactly as the operator builds them for
+        // SmscCluster `a`.
+        let cluster: smsc_api::crd::SmscCluster = serde_json::from_value(serde_json::json!({
+            "apiVersion": "smsc.io/v1alpha1",
+            "kind": "SmscCluster",
+            "metadata": { "name": "a", "namespace": ns.name() },
+            "spec": { "routing": { "defaultChain": ["sim"] } }
+        }))?;
+        let plan = smsc_operator::build::plan(&cluster, "localhost/smscd:dev", ns.name())?;
+        let pp = PostParams::default();
+        ns.api::<ServiceAccount>().create(&pp, &smsc_operator::build::rbac::service_account(&plan)).await?;
+        ns.api::<Role>().create(&pp, &smsc_operator::build::rbac::role(&plan)).await?;
+        ns.api::<RoleBinding>().create(&pp, &smsc_operator::build::rbac::role_binding(&plan)).await?;
+        let pods = ns.api::<Pod>();
+        for (name, cluster) in [("a-0", Some("a")), ("a-1", Some("a")), ("b-0", Some("b")), ("billing", None)] {
+            pods.create(&pp, &serde_json::from_value(smscd_like_pod(name, cluster))?).await?;
+        }
+        let smscd_a = format!("system:serviceaccount:{}:a-smscd", ns.name());
+        let active = serde_json::json!({ "metadata": { "labels": { "smsc.io/role": "active" } } });
+        let image = serde_json::json!({ "spec": { "containers": [{ "name": "c", "image": "evil/image:1" }] } });
+
+        // RBAC alone allows the image change: the policy must be what refuses it. Policies take
+        // effect a moment after they are created; a dry run asks without changing anything.
+        let denied = smsc_e2e::wait_for("the smscd Pod policy to refuse an image change", Duration::from_secs(60), || {
+            let r = patch_pod_as(cp, ns.name(), &smscd_a, "a-1", &image, true);
+            async move { Ok::<_, std::convert::Infallible>(r.err().map(|e| e.to_string())) }
+        })
+        .await?;
+        ensure!(denied.contains("may not change a Pod's spec"), "image change refused for another reason: {denied}");
+
+        // Allowed: the role label and the deletion cost on its own cluster's Pods.
+        patch_pod_as(cp, ns.name(), &smscd_a, "a-0", &active, false).context("labelling its own Pod active")?;
+        let cost = serde_json::json!({ "metadata": { "annotations": { "controller.kubernetes.io/pod-deletion-cost": "100" } } });
+        patch_pod_as(cp, ns.name(), &smscd_a, "a-0", &cost, false).context("setting its Pod's deletion cost")?;
+        let clear = serde_json::json!({ "metadata": { "labels": { "smsc.io/role": null } } });
+        patch_pod_as(cp, ns.name(), &smscd_a, "a-0", &clear, false).context("clearing its own Pod's label")?;
+
+        // Denied, each with the reason.
+        let other_label = serde_json::json!({ "metadata": { "labels": { "team": "x" } } });
+        let bad_role = serde_json::json!({ "metadata": { "labels": { "smsc.io/role": "standby" } } });
+        let other_annotation = serde_json::json!({ "metadata": { "annotations": { "x": "y" } } });
+        for (pod, patch, why) in [
+            ("a-1", &image, "may not change a Pod's spec"),
+            ("a-1", &other_label, "may only change the smsc.io/role label"),
+            ("a-1", &bad_role, "to active or remove it"),
+            ("a-1", &other_annotation, "pod-deletion-cost annotation"),
+            ("b-0", &active, "a Pod of SmscCluster b"),
+            ("billing", &active, "a Pod that is not smscd"),
+        ] {
+            let r = patch_pod_as(cp, ns.name(), &smscd_a, pod, patch, false);
+            match r {
+                Ok(out) => anyhow::bail!("smscd of a may patch {pod} with {patch}: {out}"),
+                Err(e) => ensure!(e.to_string().contains(why), "patching {pod} with {patch}: {e}"),
+            }
+        }
+        let a1 = pods.get("a-1").await?;
+        let img = a1.spec.as_ref().and_then(|s| s.containers.first()).and_then(|c| c.image.clone());
+        ensure!(img.as_deref() == Some("localhost/smscd:dev"), "a-1's image changed: {img:?}");
+
+        // The policy compiles without type-check warnings.
+        let policy = cp.run(cp.kubectl()?.args([
+            "get",
+            "validatingadmissionpolicy",
+            &format!("{release}-smsc-operator-smscd-pods"),
+            "-o",
+            "json",
+        ]))?;
+        let policy: Value = serde_json::from_str(&policy)?;
+        let warnings = &policy["status"]["typeChecking"]["expressionWarnings"];
+        ensure!(warnings.is_null() || warnings.as_array().is_some_and(Vec::is_empty), "type-check warnings: {warnings}");
         Ok::<_, anyhow::Error>(())
     }
     .await;
