@@ -409,6 +409,14 @@ log: {{format: text, level: "info,smsc_operator=debug"}}
     let env = op_pod["spec"]["containers"][0]["env"].to_string();
     ensure!(!env.contains("KUBECONFIG"), "no kubeconfig handed in: {env}");
     eprintln!("[real-pods] operator Ready from the chart after {}", elapsed(t0));
+    // The in-cluster operator keeps its CRD at its schema (crds.manage; crd.rs), through the
+    // chart's by-name ClusterRole.
+    wait_for("the operator to apply its CRD", Duration::from_secs(60), || async {
+        let crd = tier.json(&["get", "crd", "smscclusters.smsc.io"])?;
+        let managed = crd["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
+        Ok::<_, anyhow::Error>(managed.iter().any(|m| m["manager"] == "smsc-operator").then_some(()))
+    })
+    .await?;
 
     tier.redis()?;
     tier.carrier("carrier", accounts)?;
@@ -607,10 +615,69 @@ async fn real_pods_end_to_end() -> anyhow::Result<()> {
         carrier_log.lines().filter(|l| l.contains("bind refused") && l.contains("carrier-as")).count();
     ensure!(refused == 0, "the carrier refused {refused} binds of carrier-as (a second bind was tried)");
 
+    // 8b. Failover without the operator (issue 13 item 4): smscd labels its own Pod through the
+    //     chart's admission policy, which lets it change nothing else.
+    let operator = format!("deployment/{}-smsc-operator", release.name);
+    tier.kubectl(&["scale", &operator, "--replicas=0"])?;
+    wait_for("the operator gone", Duration::from_secs(60), || async {
+        Ok::<_, anyhow::Error>(tier.pods("app.kubernetes.io/name=smsc-operator")?.is_empty().then_some(()))
+    })
+    .await?;
+    let t_noop = Instant::now();
+    tier.kubectl(&["delete", "pod", &next, "--wait=false"])?;
+    let after = wait_for("a new active Pod with no operator running", Duration::from_secs(90), || async {
+        Ok::<_, anyhow::Error>(active_state(&tier, sel_as)?.filter(|p| *p != next))
+    })
+    .await?;
+    eprintln!(
+        "[real-pods] operator down: {next} deleted, {after} active (Lease, label, endpoints) after {}",
+        elapsed(t_noop)
+    );
+    tier.kubectl(&["scale", &operator, "--replicas=1"])?;
+    tier.wait_ready("app.kubernetes.io/name=smsc-operator", 1, Duration::from_secs(60)).await?;
+    tier.wait_ready(sel_as, 2, Duration::from_secs(120)).await?;
+
+    // 8c. The active Pod goes last (issue 13 item 6): it carries a pod-deletion-cost the standbys
+    //     lack, so a rolling update replaces it last: one Lease handover, not one per Pod.
+    let cost = |p: &Value| p["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"].clone();
+    let active = wait_for("the active Pod after the operator's return", Duration::from_secs(60), || async {
+        active_state(&tier, sel_as)
+    })
+    .await?;
+    let pods = tier.ready_pods(sel_as)?;
+    for p in &pods {
+        let want = if name_of(p) == active { Value::from("1000") } else { Value::Null };
+        ensure!(cost(p) == want, "pod-deletion-cost of {} (active {active}): {}", name_of(p), cost(p));
+    }
+    let transitions = || -> anyhow::Result<i64> {
+        Ok(tier.json(&["get", "lease", "smsc-as-leader"])?["spec"]["leaseTransitions"].as_i64().unwrap_or(0))
+    };
+    let before = transitions()?;
+    let t_roll_as = Instant::now();
+    tier.kubectl(&[
+        "patch",
+        "smsc",
+        "smsc-as",
+        "--type",
+        "merge",
+        "-p",
+        &format!(r#"{{"spec":{{"image":"{SMSCD_IMAGE_B}"}}}}"#),
+    ])?;
+    wait_for("the ActiveStandby rollout", Duration::from_secs(180), || async {
+        let all = tier.pods(sel_as)?;
+        let new =
+            ready_of(&all).iter().filter(|p| p["spec"]["containers"][0]["image"] == SMSCD_IMAGE_B).count();
+        Ok::<_, anyhow::Error>((new == 2 && all.len() == 2).then_some(()))
+    })
+    .await?;
+    let handovers = transitions()? - before;
+    eprintln!("[real-pods] ActiveStandby rollout in {}: {handovers} Lease handover(s)", elapsed(t_roll_as));
+    ensure!(handovers <= 1, "a rollout of an ActiveStandby cluster moved the Lease {handovers} times");
+
     // 9. Operator upgrades complete with 2 and with 1 replicas: a replica waiting for the leader
     //    Lease is Ready, so `helm upgrade --wait` and `kubectl rollout restart` finish.
     let chart = repo_root().join("charts/smsc-operator");
-    let deployment = format!("deployment/{}-smsc-operator", release.name);
+    let deployment = operator;
     for replicas in [2, 1] {
         let t_up = Instant::now();
         cp.run(

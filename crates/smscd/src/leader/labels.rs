@@ -1,5 +1,5 @@
-//! The Pod role label: the leader's Pod carries `smsc.io/role=active` (the Service selects it);
-//! standby Pods carry no role label. JSON merge patches under field manager `smscd`, each call
+//! The Pod role label: the leader's Pod carries `smsc.io/role=active` (the Service selects it)
+//! and a pod-deletion-cost that makes rolling updates replace it last; standby Pods carry neither. JSON merge patches under field manager `smscd`, each call
 //! under a timeout, all best effort: a failure is retried, never fatal to the election.
 
 use k8s_openapi::api::core::v1::Pod;
@@ -15,9 +15,20 @@ fn patch_params() -> PatchParams {
     PatchParams { field_manager: Some(super::FIELD_MANAGER.to_string()), ..PatchParams::default() }
 }
 
-async fn set_label(pods: &Api<Pod>, pod: &str, value: Option<&str>, within: Duration) -> Result<(), String> {
+/// The ReplicaSet controller removes Pods with the lowest deletion cost first, so a rolling update
+/// replaces the standbys before the active Pod: one Lease handover per rollout, not one per Pod.
+pub const DELETION_COST_ANNOTATION: &str = "controller.kubernetes.io/pod-deletion-cost";
+pub const ACTIVE_DELETION_COST: &str = "1000";
+
+/// The role label and the deletion cost that goes with it, in one patch.
+pub fn role_patch(value: Option<&str>) -> serde_json::Value {
     // A null value removes the key in a JSON merge patch.
-    let patch = json!({ "metadata": { "labels": { ROLE_LABEL: value } } });
+    let cost = value.map(|_| ACTIVE_DELETION_COST);
+    json!({ "metadata": { "labels": { ROLE_LABEL: value }, "annotations": { DELETION_COST_ANNOTATION: cost } } })
+}
+
+async fn set_label(pods: &Api<Pod>, pod: &str, value: Option<&str>, within: Duration) -> Result<(), String> {
+    let patch = role_patch(value);
     match tokio::time::timeout(within, pods.patch(pod, &patch_params(), &Patch::Merge(&patch))).await {
         Ok(Ok(_)) => Ok(()),
         // The Pod is gone: nothing to label.
@@ -107,5 +118,26 @@ async fn sleep_for(d: Duration) {
         std::future::pending::<()>().await;
     } else {
         tokio::time::sleep(d).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_active_pod_costs_more_to_delete() {
+        let active = role_patch(Some(ROLE_ACTIVE));
+        assert_eq!(active["metadata"]["labels"][ROLE_LABEL], ROLE_ACTIVE);
+        assert_eq!(active["metadata"]["annotations"][DELETION_COST_ANNOTATION], ACTIVE_DELETION_COST);
+        let standby = role_patch(None);
+        assert!(standby["metadata"]["labels"][ROLE_LABEL].is_null());
+        assert!(standby["metadata"]["annotations"][DELETION_COST_ANNOTATION].is_null());
+        assert!(
+            standby["metadata"]["annotations"]
+                .as_object()
+                .is_some_and(|m| m.contains_key(DELETION_COST_ANNOTATION)),
+            "removed, not left out"
+        );
     }
 }
