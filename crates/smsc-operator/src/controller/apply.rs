@@ -5,7 +5,9 @@ use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::ResourceExt;
@@ -15,6 +17,7 @@ use smsc_api::crd::SmscCluster;
 
 use super::cache::{cached, Cached};
 use super::context::Context;
+use super::drift::{self, APPLIED_HASH_ANNOTATION};
 use crate::build::{Children, Plan};
 use crate::error::{Error, Result, Verb};
 use crate::labels::{self, MANAGER};
@@ -22,32 +25,11 @@ use crate::labels::{self, MANAGER};
 /// Field manager that keeps `spec.replicas` while the HPA takes it over.
 const HANDOFF_MANAGER: &str = "smsc-operator-hpa-handoff";
 
-/// Is every field set in `desired` equal in `observed`? Server defaults (fields only in
-/// `observed`) are ignored, so an unchanged child is not written again.
-pub fn is_subset(desired: &serde_json::Value, observed: &serde_json::Value) -> bool {
-    use serde_json::Value;
-    match (desired, observed) {
-        (Value::Null, _) => true,
-        (Value::Object(d), Value::Object(o)) => d.iter().all(|(k, v)| match o.get(k) {
-            Some(ov) => is_subset(v, ov),
-            None => {
-                v.is_null()
-                    || v.as_object().is_some_and(|m| m.is_empty())
-                    || v.as_array().is_some_and(|a| a.is_empty())
-            }
-        }),
-        (Value::Array(d), Value::Array(o)) => {
-            d.len() == o.len() && d.iter().zip(o).all(|(a, b)| is_subset(a, b))
-        }
-        (d, o) => d == o,
-    }
-}
-
 fn kind_of<K: k8s_openapi::Resource>() -> &'static str {
     K::KIND
 }
 
-/// Server-side apply unless the observed object already holds every desired field.
+/// Server-side apply unless the observed object is what applying would give (see [`drift`]).
 async fn apply<K>(ctx: &Context, ns: &str, desired: &K) -> Result<Option<K>>
 where
     K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
@@ -62,6 +44,7 @@ where
 }
 
 /// `always`: apply even when nothing differs (to drop fields this manager should no longer own).
+/// Never over an object of the same name that this cluster does not own.
 async fn apply_with<K>(ctx: &Context, ns: &str, desired: &K, always: bool) -> Result<Option<K>>
 where
     K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
@@ -74,21 +57,68 @@ where
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let name = desired.meta().name.clone().unwrap_or_default();
+    let desired_value = serde_json::to_value(desired).map_err(|e| Error::Render(e.to_string()))?;
+    let hash = drift::hash(&desired_value);
+    let mut desired = desired.clone();
+    desired
+        .meta_mut()
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(APPLIED_HASH_ANNOTATION.into(), hash.clone());
     let observed = cached::<K>(&ctx.stores, ns, &name);
-    if let Some(obs) = observed.as_ref().filter(|_| !always) {
-        let d = serde_json::to_value(desired).map_err(|e| Error::Render(e.to_string()))?;
-        let o = serde_json::to_value(obs).map_err(|e| Error::Render(e.to_string()))?;
-        if is_subset(&d, &o) {
-            return Ok(observed);
+    match &observed {
+        Some(obs) => {
+            refuse_foreign::<K>(ns, obs.meta(), desired.meta())?;
+            let o = serde_json::to_value(obs).map_err(|e| Error::Render(e.to_string()))?;
+            if !always && drift::up_to_date(&desired_value, &hash, &o) {
+                return Ok(observed);
+            }
+        }
+        None => {
+            // The caches hold only objects with our labels: one of the same name without them
+            // belongs to someone else, unless it carries our owner reference.
+            let existing = api
+                .get_metadata_opt(&name)
+                .await
+                .map_err(|e| Error::kube(Verb::Get, kind_of::<K>(), &name, e))?;
+            if let Some(existing) = existing {
+                refuse_foreign::<K>(ns, &existing.metadata, desired.meta())?;
+            }
         }
     }
     ctx.metrics.writes.inc();
     tracing::info!(kind = kind_of::<K>(), %ns, %name, "applying");
     let applied = api
-        .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(desired))
+        .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&desired))
         .await
         .map_err(|e| Error::kube(Verb::Apply, kind_of::<K>(), &name, e))?;
     Ok(Some(applied))
+}
+
+/// [`Error::NotOwned`] unless `existing` may be applied over: it carries the owner reference of
+/// the cluster `desired` is built for. The one exception is a Lease with no owner at all: smscd
+/// creates its cluster's Lease when it starts first, and the operator adopts it.
+fn refuse_foreign<K: k8s_openapi::Resource>(
+    ns: &str,
+    existing: &ObjectMeta,
+    desired: &ObjectMeta,
+) -> Result<()> {
+    let ours: Vec<&str> = desired.owner_references.iter().flatten().map(|o| o.uid.as_str()).collect();
+    let owners = existing.owner_references.as_deref().unwrap_or_default();
+    if ours.is_empty() || owners.iter().any(|o| ours.contains(&o.uid.as_str())) {
+        return Ok(());
+    }
+    if owners.is_empty() && K::KIND == <Lease as k8s_openapi::Resource>::KIND {
+        return Ok(());
+    }
+    let holder = if owners.is_empty() {
+        "it has no owner reference".to_string()
+    } else {
+        let list: Vec<String> = owners.iter().map(|o| format!("{} {}", o.kind, o.name)).collect();
+        format!("owned by {}", list.join(", "))
+    };
+    let name = existing.name.clone().unwrap_or_default();
+    Err(Error::NotOwned { kind: K::KIND, name: format!("{ns}/{name}"), holder })
 }
 
 /// Delete children of this kind that carry the cluster's labels and owner but are not wanted.
@@ -216,16 +246,32 @@ pub(super) async fn apply_children(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
     use serde_json::json;
 
+    fn meta(owner_uid: Option<&str>) -> ObjectMeta {
+        let owners = owner_uid.map(|uid| {
+            json!([{ "apiVersion": "smsc.io/v1alpha1", "kind": "SmscCluster", "name": "sms", "uid": uid }])
+        });
+        serde_json::from_value(json!({ "name": "sms-config", "ownerReferences": owners }))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[test]
-    fn subset_ignores_server_defaults_but_not_changes() {
-        let desired = json!({"spec": {"replicas": 2, "ports": [{"port": 2775}], "empty": {}, "none": null}});
-        let observed =
-            json!({"spec": {"replicas": 2, "ports": [{"port": 2775, "protocol": "TCP"}], "extra": 1}});
-        assert!(is_subset(&desired, &observed));
-        assert!(!is_subset(&json!({"spec": {"replicas": 3}}), &observed));
-        assert!(!is_subset(&json!({"spec": {"ports": [{"port": 2775}, {"port": 8775}]}}), &observed));
-        assert!(!is_subset(&json!({"spec": {"missing": 1}}), &observed));
+    fn only_our_own_objects_are_applied_over() {
+        let desired = meta(Some("uid-1"));
+        assert!(refuse_foreign::<ConfigMap>("ns", &meta(Some("uid-1")), &desired).is_ok());
+        let err = refuse_foreign::<ConfigMap>("ns", &meta(None), &desired).err();
+        let err = err.unwrap_or_else(|| panic!("took over an object with no owner"));
+        assert_eq!(err.reason(), "ChildNotOwned");
+        assert!(err.to_string().contains("ConfigMap ns/sms-config"), "{err}");
+        // A cluster deleted and created again under the same name has a new uid.
+        let err = refuse_foreign::<ConfigMap>("ns", &meta(Some("uid-0")), &desired).err();
+        assert!(err.is_some_and(|e| e.to_string().contains("owned by SmscCluster sms")));
+        // smscd's own Lease, created before the operator's, is adopted; another owner's is not.
+        assert!(refuse_foreign::<Lease>("ns", &meta(None), &desired).is_ok());
+        assert!(refuse_foreign::<Lease>("ns", &meta(Some("uid-0")), &desired).is_err());
+        // Offline rendering has no owner: nothing to check.
+        assert!(refuse_foreign::<ConfigMap>("ns", &meta(None), &meta(None)).is_ok());
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! - [`reconcile`]: one reconcile, fetch -> validate -> build (pure, `crate::build`) -> apply ->
 //!   status;
-//! - [`apply`]: the apply engine (server-side apply, prune, the HPA hand-off);
+//! - [`apply`]: the apply engine (server-side apply, prune, the HPA hand-off), with [`drift`]
+//!   deciding whether a child needs applying;
 //! - [`observe`]: reading the outside world (Secrets, the Lease holder, Deployment and HPA);
 //! - [`pods`]: acting on the smscd Pods (the role label);
 //! - [`context`]: shared state (settings, caches, Events, per-cluster memory);
@@ -13,6 +14,7 @@
 mod apply;
 mod cache;
 mod context;
+mod drift;
 mod observe;
 mod pods;
 mod reconcile;
@@ -36,9 +38,9 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 use smsc_api::names::ROLE_LABEL;
 
-pub use apply::is_subset;
 pub use cache::{api_resource, Cached, Stores};
 pub use context::{Context, Settings};
+pub use drift::{is_subset, APPLIED_HASH_ANNOTATION};
 pub use reconcile::{backoff, error_policy, parse, reconcile};
 
 use crate::labels::{self, MANAGER};
