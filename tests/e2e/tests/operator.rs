@@ -776,3 +776,67 @@ async fn removing_a_field_removes_it_and_normalised_values_cause_no_write() -> a
     op.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_owners_object_is_not_taken_over_and_degrades_the_cluster() -> anyhow::Result<()> {
+    let (ns, op) = setup("op-foreign").await?;
+    // Someone else's ConfigMap with the name the cluster's would get.
+    let foreign: ConfigMap = serde_json::from_value(json!({
+        "metadata": { "name": "sms-config", "labels": { "app": "billing" } },
+        "data": { "smscd.yaml": "not ours" },
+    }))?;
+    ns.api::<ConfigMap>().create(&PostParams::default(), &foreign).await?;
+    create_cluster(&ns, &cluster("sms", 2, None, false)?).await?;
+    let st = wait_status(&ns, "sms", "Degraded ChildNotOwned", |s| {
+        cond(s, ConditionType::Degraded) == Some((ConditionStatus::True, "ChildNotOwned".into()))
+    })
+    .await?;
+    let msg = st.conditions.iter().find(|c| c.type_ == ConditionType::Degraded).map(|c| c.message.clone());
+    ensure!(msg.as_deref().is_some_and(|m| m.contains("ConfigMap") && m.contains("sms-config")), "{msg:?}");
+    let cm: ConfigMap = ns.api().get("sms-config").await?;
+    ensure!(cm.data.clone().unwrap_or_default().get("smscd.yaml").map(String::as_str) == Some("not ours"));
+    ensure!(cm.owner_references().is_empty() && !cm.labels().contains_key("app.kubernetes.io/managed-by"));
+    ensure!(ns.api::<Deployment>().get_opt("sms").await?.is_none(), "nothing after the refused child");
+    // Its owner deletes it: the cluster makes its own and recovers.
+    ns.api::<ConfigMap>().delete("sms-config", &DeleteParams::default()).await?;
+    patch_spec(&ns, "sms", json!({ "shutdown": { "drainSeconds": 31 } })).await?;
+    wait_status(&ns, "sms", "not degraded once the name is free", |s| {
+        cond(s, ConditionType::Degraded).is_some_and(|c| c.0 == ConditionStatus::False)
+    })
+    .await?;
+    op.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_failure_and_invalid_spec_show_as_degraded() -> anyhow::Result<()> {
+    let (ns, op) = setup("op-failure").await?;
+    // No Pod may be created in the namespace: the ReplicaSet reports FailedCreate.
+    let quota: k8s_openapi::api::core::v1::ResourceQuota = serde_json::from_value(json!({
+        "metadata": { "name": "no-pods" }, "spec": { "hard": { "pods": "0" } },
+    }))?;
+    ns.api::<k8s_openapi::api::core::v1::ResourceQuota>().create(&PostParams::default(), &quota).await?;
+    create_cluster(&ns, &cluster("sms", 2, None, false)?).await?;
+    let st = wait_status(&ns, "sms", "Degraded ReplicaFailure", |s| {
+        cond(s, ConditionType::Degraded) == Some((ConditionStatus::True, "ReplicaFailure".into()))
+    })
+    .await?;
+    let msg = st.conditions.iter().find(|c| c.type_ == ConditionType::Degraded).map(|c| c.message.clone());
+    ensure!(msg.as_deref().is_some_and(|m| m.contains("quota")), "{msg:?}");
+    ns.api::<k8s_openapi::api::core::v1::ResourceQuota>().delete("no-pods", &DeleteParams::default()).await?;
+    wait_status(&ns, "sms", "not degraded once Pods can be created", |s| {
+        cond(s, ConditionType::Degraded).is_some_and(|c| c.0 == ConditionStatus::False)
+    })
+    .await?;
+
+    // Admitted by the schema's pattern, but it overflows: the reconcile fails, and says so.
+    patch_spec(&ns, "sms", json!({ "dlrStore": { "ttl": "99999999999999999999h" } })).await?;
+    let st = wait_status(&ns, "sms", "Degraded InvalidSpec", |s| {
+        cond(s, ConditionType::Degraded) == Some((ConditionStatus::True, "InvalidSpec".into()))
+    })
+    .await?;
+    let msg = st.conditions.iter().find(|c| c.type_ == ConditionType::Degraded).map(|c| c.message.clone());
+    ensure!(msg.as_deref().is_some_and(|m| m.contains("spec.dlrStore.ttl")), "{msg:?}");
+    op.stop().await;
+    Ok(())
+}

@@ -289,15 +289,6 @@ pub(super) fn trim<K: kube::Resource>(o: &mut K) {
     trim_meta(o.meta_mut());
 }
 
-/// Deployments: the reconcile reads the spec (to compare) and the replica counts, not the
-/// conditions kube-controller-manager keeps rewriting.
-pub(super) fn trim_deployment(d: &mut Deployment) {
-    trim_meta(&mut d.metadata);
-    if let Some(st) = d.status.as_mut() {
-        st.conditions = None;
-    }
-}
-
 /// The SmscCluster as an untyped resource: the watch lists raw objects, so one that no longer
 /// deserializes is reported by its reconcile instead of breaking the list for every cluster.
 pub fn api_resource() -> ApiResource {

@@ -84,6 +84,8 @@ impl Context {
     /// The cluster is being deleted or gone: drop everything remembered about it.
     pub(super) fn forget(&self, key: &str) {
         self.memory().forget(key);
+        let (ns, name) = key.split_once('/').unwrap_or(("", key));
+        self.metrics.forget_cluster(ns, name);
     }
 
     pub(super) async fn event(&self, obj: &DynamicObject, type_: EventType, reason: &str, note: String) {

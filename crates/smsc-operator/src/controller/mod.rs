@@ -45,8 +45,7 @@ pub use reconcile::{backoff, error_policy, parse, reconcile};
 
 use crate::labels::{self, MANAGER};
 use cache::{
-    api_for, changed_filter, cluster_material, in_store, reflect, reflect_material, trim, trim_deployment,
-    trim_meta,
+    api_for, changed_filter, cluster_material, in_store, reflect, reflect_material, trim, trim_meta,
 };
 
 /// Reconciles in flight. Unbounded, a burst of creates opens one API connection per reconcile
@@ -84,7 +83,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let deployments = reflect_material(
         watcher(api_for::<Deployment>(c, &ns), children.clone())
             .default_backoff()
-            .modify(trim_deployment)
+            .modify(observe::trim_deployment)
             .reflect(w.deployments),
         observe::deployment_material,
     );

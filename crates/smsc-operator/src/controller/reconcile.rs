@@ -10,11 +10,12 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
 use smsc_api::crd::{ConditionStatus, ConditionType, SmscCluster, SmscClusterStatus, Topology};
+use tracing::Instrument;
 
 use super::apply::apply_children;
 use super::cache::cached;
 use super::context::{key, Context};
-use super::observe::{autoscaler_obs, deployment_obs, lease_holder, missing_secrets};
+use super::observe::{autoscaler_obs, deployment_obs, lease_holder, missing_secrets, pod_problem};
 use super::pods::fix_role_labels;
 use crate::build;
 use crate::checklist::{names, Decision};
@@ -24,6 +25,8 @@ use crate::status::{self, AutoscalerObs, Inputs};
 
 /// Resync period of a settled cluster.
 const RESYNC: Duration = Duration::from_secs(300);
+/// Resync period while the Deployment has fewer ready replicas than it wants.
+const UNSETTLED_RESYNC: Duration = Duration::from_secs(10);
 
 /// Exponential back-off per object: 1 s, 2 s, 4 s ... capped at 5 min.
 pub fn backoff(failures: u32) -> Duration {
@@ -31,11 +34,20 @@ pub fn backoff(failures: u32) -> Duration {
     Duration::from_secs((1u64 << exp).min(300))
 }
 
+/// Publish the status: the condition gauge always (a restarted operator patches nothing on a
+/// settled cluster), the status subresource only when it changed.
 async fn patch_status(ctx: &Context, cluster: &SmscCluster, new: &SmscClusterStatus) -> Result<()> {
+    let name = cluster.name_any();
+    let status_str = |s: ConditionStatus| match s {
+        ConditionStatus::True => "True",
+        ConditionStatus::False => "False",
+        ConditionStatus::Unknown => "Unknown",
+    };
+    let conditions = new.conditions.iter().map(|c| (c.type_.as_str(), status_str(c.status)));
+    ctx.metrics.set_conditions(&cluster.namespace().unwrap_or_default(), &name, conditions);
     if cluster.status.as_ref() == Some(new) {
         return Ok(());
     }
-    let name = cluster.name_any();
     let api: Api<SmscCluster> = Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
     let patch = serde_json::json!({
         "apiVersion": format!("{}/{}", smsc_api::names::GROUP, smsc_api::crd::VERSION),
@@ -60,15 +72,42 @@ pub fn parse(obj: &DynamicObject) -> Result<SmscCluster> {
         .map_err(|source| Error::Malformed { name: key(obj), source })
 }
 
+/// One reconcile, as a tracing span carrying the cluster's namespace and name. A failure shows
+/// in the status as `Degraded` (see [`Error::shows_in_status`]) before the back-off.
 pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
-    let started = Instant::now();
-    ctx.metrics.reconciles.inc();
-    let res = reconcile_inner(&obj, &ctx).await;
-    ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
-    if res.is_ok() {
-        ctx.clear_failures(&key(&obj));
+    let span = tracing::info_span!("reconcile", namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
+    async move {
+        let started = Instant::now();
+        ctx.metrics.reconciles.inc();
+        let res = reconcile_inner(&obj, &ctx).await;
+        ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
+        match &res {
+            Ok(_) => ctx.clear_failures(&key(&obj)),
+            Err(err) if err.shows_in_status() => report_failure(&obj, &ctx, err).await,
+            Err(_) => {}
+        }
+        res
     }
-    res
+    .instrument(span)
+    .await
+}
+
+/// `Degraded=True` with the error's reason and message; the rest of the status stays as it was.
+async fn report_failure(obj: &DynamicObject, ctx: &Context, err: &Error) {
+    let Ok(cluster) = parse(obj) else { return };
+    if cluster.metadata.deletion_timestamp.is_some() {
+        return;
+    }
+    let new = status::failed(
+        cluster.status.as_ref(),
+        cluster.metadata.generation,
+        err.reason(),
+        err.to_string(),
+        &status::now(),
+    );
+    if let Err(e) = patch_status(ctx, &cluster, &new).await {
+        tracing::warn!(error = %e, "could not report the failure in the status");
+    }
 }
 
 async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
@@ -118,14 +157,9 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
 
     // Fetch what the spec refers to.
     let missing = missing_secrets(ctx, &cluster, &ns).await?;
-    let problem = (!missing.is_empty()).then(|| {
+    let secrets_problem = (!missing.is_empty()).then(|| {
         ("SecretMissing".to_string(), format!("referenced Secret keys do not exist: {}", missing.join(", ")))
     });
-    if let Some((reason, message)) = &problem {
-        if !was(old, ConditionType::Degraded, reason) {
-            ctx.event(obj, EventType::Warning, reason, message.clone()).await;
-        }
-    }
 
     let deployment = match &plan.decision {
         Decision::Refused { unmet } => {
@@ -175,13 +209,25 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
     };
     fix_role_labels(ctx, &ns, &name, holder.as_deref()).await?;
 
+    let observed = deployment.as_ref().map(deployment_obs);
+    // A missing Secret explains Pods that cannot start: it comes first.
+    let problem = match secrets_problem {
+        Some(p) => Some(p),
+        None => pod_problem(ctx, &ns, &name, observed.as_ref()).await?,
+    };
+    if let Some((reason, message)) = &problem {
+        if !was(old, ConditionType::Degraded, reason) {
+            ctx.event(obj, EventType::Warning, reason, message.clone()).await;
+        }
+    }
+
     let inputs = Inputs {
         generation: cluster.metadata.generation,
         paused: false,
         checklist: &plan.checklist,
         decision: &plan.decision,
         selector,
-        deployment: deployment.as_ref().map(deployment_obs),
+        deployment: observed.clone(),
         active_pod: holder,
         problem,
         autoscaler,
@@ -191,7 +237,10 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
     if let Some(t) = new.topology {
         ctx.set_written_topology(key(obj), t);
     }
-    Ok(Action::requeue(RESYNC))
+    // Pod waiting reasons trigger no watch event the reconcile sees: look again soon while
+    // replicas are missing.
+    let unsettled = observed.is_some_and(|d| d.ready < d.desired);
+    Ok(Action::requeue(if unsettled { UNSETTLED_RESYNC } else { RESYNC }))
 }
 
 pub fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> Action {
