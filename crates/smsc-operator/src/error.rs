@@ -15,6 +15,11 @@ pub enum Error {
     /// The caches the reconcile reads children from have not finished their first list.
     #[error("the {0} cache has not synced yet")]
     NotSynced(&'static str),
+    /// A child's name is taken by an object this cluster does not own: applying would take it over.
+    #[error(
+        "{kind} {name} exists and does not belong to this SmscCluster ({holder}); refusing to take it over: delete or rename it"
+    )]
+    NotOwned { kind: &'static str, name: String, holder: String },
     #[error("{verb} {kind} {name}: {source}")]
     Kube { verb: Verb, kind: &'static str, name: String, source: Box<kube::Error> },
 }
@@ -55,6 +60,7 @@ impl Error {
             Error::InvalidSpec(_) => "invalid_spec",
             Error::Render(_) => "render",
             Error::NotSynced(_) => "not_synced",
+            Error::NotOwned { .. } => "not_owned",
             Error::Kube { verb, .. } => match verb {
                 Verb::Get => "get",
                 Verb::List => "list",
@@ -73,6 +79,7 @@ impl Error {
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::Render(_) => "RenderFailed",
             Error::NotSynced(_) => "CacheNotSynced",
+            Error::NotOwned { .. } => "ChildNotOwned",
             Error::Kube { verb, .. } => match verb {
                 Verb::Get | Verb::List => "ReadFailed",
                 Verb::Apply => "ApplyFailed",
@@ -81,6 +88,17 @@ impl Error {
                 Verb::PatchPod => "PodLabelFailed",
             },
         }
+    }
+}
+
+impl Error {
+    /// Does this failure belong in the cluster's status (`Degraded`)? Not a cache still listing
+    /// (transient), a status write (that is what failed), or an object that cannot be read.
+    pub fn shows_in_status(&self) -> bool {
+        !matches!(
+            self,
+            Error::NotSynced(_) | Error::Malformed { .. } | Error::Kube { verb: Verb::PatchStatus, .. }
+        )
     }
 }
 

@@ -1,5 +1,9 @@
-//! Prometheus metrics: reconciles, errors by kind, reconcile duration, child writes, and every
-//! request to the API server by verb and resource (see [`crate::requests`]).
+//! Prometheus metrics: reconciles, errors by kind, reconcile duration, child writes, every
+//! request to the API server by verb and resource (see [`crate::requests`]), and each cluster's
+//! status conditions.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -19,6 +23,17 @@ pub struct RequestLabels {
     pub resource: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConditionLabels {
+    pub namespace: String,
+    pub cluster: String,
+    pub r#type: String,
+    pub status: String,
+}
+
+/// The values a condition's status takes: one series each, 1 for the current one.
+const STATUSES: [&str; 3] = ["True", "False", "Unknown"];
+
 pub struct Metrics {
     registry: Registry,
     pub reconciles: Counter,
@@ -31,6 +46,10 @@ pub struct Metrics {
     /// 1 while this replica reconciles (holds the leader Lease, or runs without
     /// `--leader-elect`), 0 while it waits for the Lease.
     pub leader: Gauge,
+    /// 1 for each cluster condition's current status, 0 for its other statuses.
+    conditions: Family<ConditionLabels, Gauge>,
+    /// The series set per cluster (`namespace/name`), to remove them when it goes.
+    condition_series: Mutex<HashMap<String, Vec<ConditionLabels>>>,
 }
 
 impl Default for Metrics {
@@ -56,13 +75,64 @@ impl Default for Metrics {
             "1 while this replica reconciles (holds the leader Lease), 0 while it waits for it",
             leader.clone(),
         );
-        Metrics { registry, reconciles, errors, duration, writes, requests, leader }
+        let conditions = Family::<ConditionLabels, Gauge>::default();
+        registry.register(
+            "cluster_condition",
+            "SmscCluster status conditions: 1 for the current status of each type, 0 for the others",
+            conditions.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            writes,
+            requests,
+            leader,
+            conditions,
+            condition_series: Mutex::new(HashMap::new()),
+        }
     }
 }
 
 impl Metrics {
     pub fn error(&self, kind: &str) {
         self.errors.get_or_create(&ErrorLabels { kind: kind.to_string() }).inc();
+    }
+
+    /// The cluster's conditions now, as (type, status); series of types no longer present go.
+    pub fn set_conditions<'a>(
+        &self,
+        namespace: &str,
+        cluster: &str,
+        conditions: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) {
+        let mut now = Vec::new();
+        for (type_, status) in conditions {
+            for s in STATUSES {
+                let labels = ConditionLabels {
+                    namespace: namespace.to_string(),
+                    cluster: cluster.to_string(),
+                    r#type: type_.to_string(),
+                    status: s.to_string(),
+                };
+                self.conditions.get_or_create(&labels).set(i64::from(s == status));
+                now.push(labels);
+            }
+        }
+        let mut series = self.condition_series.lock().unwrap_or_else(|p| p.into_inner());
+        let before = series.insert(format!("{namespace}/{cluster}"), now.clone()).unwrap_or_default();
+        for gone in before.iter().filter(|l| !now.contains(l)) {
+            self.conditions.remove(gone);
+        }
+    }
+
+    /// The cluster is gone: remove its condition series.
+    pub fn forget_cluster(&self, namespace: &str, cluster: &str) {
+        let mut series = self.condition_series.lock().unwrap_or_else(|p| p.into_inner());
+        for l in series.remove(&format!("{namespace}/{cluster}")).unwrap_or_default() {
+            self.conditions.remove(&l);
+        }
     }
 
     /// The OpenMetrics text exposition.
@@ -98,5 +168,26 @@ mod tests {
         assert!(m.encode().contains("\nsmsc_operator_leader 0\n"), "{}", m.encode());
         m.leader.set(1);
         assert!(m.encode().contains("\nsmsc_operator_leader 1\n"), "{}", m.encode());
+    }
+
+    #[test]
+    fn condition_gauge_follows_the_status_and_goes_with_the_cluster() {
+        let m = Metrics::default();
+        m.set_conditions("ns", "sms", [("Degraded", "True"), ("AutoscalingActive", "False")]);
+        let text = m.encode();
+        let series = |t: &str, s: &str| {
+            format!("smsc_operator_cluster_condition{{namespace=\"ns\",cluster=\"sms\",type=\"{t}\",status=\"{s}\"}}")
+        };
+        assert!(text.contains(&format!("{} 1", series("Degraded", "True"))), "{text}");
+        assert!(text.contains(&format!("{} 0", series("Degraded", "False"))), "{text}");
+        m.set_conditions("ns", "sms", [("Degraded", "False")]);
+        let text = m.encode();
+        assert!(text.contains(&format!("{} 1", series("Degraded", "False"))), "{text}");
+        assert!(!text.contains("AutoscalingActive"), "a condition no longer present keeps no series: {text}");
+        m.set_conditions("ns", "other", [("Degraded", "False")]);
+        m.forget_cluster("ns", "sms");
+        let text = m.encode();
+        assert!(!text.contains("cluster=\"sms\""), "{text}");
+        assert!(text.contains("cluster=\"other\""), "{text}");
     }
 }

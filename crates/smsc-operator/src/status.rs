@@ -18,6 +18,9 @@ pub struct DeploymentObs {
     pub available: i32,
     /// The smscd container's image in the Pod template.
     pub image: Option<String>,
+    /// A failure the Deployment reports (reason, message): `ReplicaFailure` or
+    /// `ProgressDeadlineExceeded`.
+    pub failure: Option<(String, String)>,
 }
 
 /// The HorizontalPodAutoscaler's `ScalingActive` condition as observed.
@@ -158,8 +161,41 @@ fn degraded(inputs: &Inputs<'_>) -> Cond {
             ),
         ),
         (_, Some((reason, message))) => cond(t, ConditionStatus::True, reason, message.clone()),
-        _ => cond(t, ConditionStatus::False, "AsExpected", "no problem found".into()),
+        _ => match inputs.deployment.as_ref().and_then(|d| d.failure.as_ref()) {
+            Some((reason, message)) => cond(t, ConditionStatus::True, reason, message.clone()),
+            None => cond(t, ConditionStatus::False, "AsExpected", "no problem found".into()),
+        },
     }
+}
+
+/// The status after a reconcile that failed (`reason`, `message`): the old one with
+/// `Degraded=True`, since nothing else could be observed. Pure, like [`compute`].
+pub fn failed(
+    old: Option<&SmscClusterStatus>,
+    generation: Option<i64>,
+    reason: &str,
+    message: String,
+    now: &Time,
+) -> SmscClusterStatus {
+    let mut new = old.cloned().unwrap_or_default();
+    let last_transition_time = old
+        .and_then(|s| condition(s, ConditionType::Degraded))
+        .filter(|c| c.status == ConditionStatus::True)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    let degraded = Condition {
+        type_: ConditionType::Degraded,
+        status: ConditionStatus::True,
+        reason: reason.to_string(),
+        message,
+        last_transition_time,
+        observed_generation: generation,
+    };
+    match new.conditions.iter_mut().find(|c| c.type_ == ConditionType::Degraded) {
+        Some(c) => *c = degraded,
+        None => new.conditions.push(degraded),
+    }
+    new
 }
 
 /// The new status. Conditions whose status did not change keep their lastTransitionTime.
@@ -275,6 +311,7 @@ mod tests {
             updated: 2,
             available: 2,
             image: Some("smscd:1".into()),
+            failure: None,
         }
     }
 
@@ -376,6 +413,40 @@ mod tests {
         assert_eq!(get(&s, ConditionType::Available).0, ConditionStatus::Unknown);
         assert_eq!((s.ready_text.as_deref(), s.image.as_deref()), (None, None));
         assert_eq!(get(&s, ConditionType::Progressing).0, ConditionStatus::Unknown);
+    }
+
+    #[test]
+    fn a_deployment_failure_degrades_after_secrets_and_refusals() {
+        let items = items(true);
+        let d = Decision::Run(Topology::ActiveActive);
+        let failing = DeploymentObs {
+            failure: Some(("ReplicaFailure".into(), "pods \"x\" is forbidden: exceeded quota".into())),
+            ..settled()
+        };
+        let base = Inputs { deployment: Some(failing), ..inputs(&items, &d) };
+        let s = compute(None, &base, &t(1));
+        let (st, reason, _) = get(&s, ConditionType::Degraded);
+        assert_eq!((st, reason.as_str()), (ConditionStatus::True, "ReplicaFailure"));
+        assert!(condition(&s, ConditionType::Degraded).is_some_and(|c| c.message.contains("exceeded quota")));
+        let secret = Some(("SecretMissing".to_string(), "x/y".to_string()));
+        let s = compute(None, &Inputs { problem: secret, ..base.clone() }, &t(1));
+        assert_eq!(get(&s, ConditionType::Degraded).1, "SecretMissing");
+    }
+
+    #[test]
+    fn a_failed_reconcile_degrades_and_keeps_the_rest() {
+        let items = items(true);
+        let d = Decision::Run(Topology::ActiveActive);
+        let ok = compute(None, &inputs(&items, &d), &t(1));
+        let s = failed(Some(&ok), Some(2), "ChildNotOwned", "ConfigMap ns/x is not ours".into(), &t(5));
+        let (st, reason, at) = get(&s, ConditionType::Degraded);
+        assert_eq!((st, reason.as_str(), at), (ConditionStatus::True, "ChildNotOwned", t(5)));
+        assert_eq!(get(&s, ConditionType::Available), get(&ok, ConditionType::Available));
+        assert_eq!(s.conditions.len(), ok.conditions.len());
+        // Failing again keeps the transition time; a first status gets the condition alone.
+        let again = failed(Some(&s), Some(2), "ChildNotOwned", "ConfigMap ns/x is not ours".into(), &t(9));
+        assert_eq!(again, s);
+        assert_eq!(failed(None, None, "InvalidSpec", "m".into(), &t(1)).conditions.len(), 1);
     }
 }
 

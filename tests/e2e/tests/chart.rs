@@ -374,3 +374,62 @@ async fn installed_chart_confines_smscd_to_its_own_pods_role_label() -> anyhow::
     uninstall?;
     Ok(())
 }
+
+/// One template, rendered with these `--set`s and parsed (its kinds need CRDs that kubectl's
+/// client-side dry run cannot map); None when the template renders nothing.
+fn render_one(cp: &ControlPlane, template: &str, sets: &[&str]) -> anyhow::Result<Option<Value>> {
+    let mut helm = cp.helm()?;
+    helm.args(["template", "op"]).arg(chart()).args(["--namespace", "smsc-system", "--show-only", template]);
+    for s in sets {
+        helm.args(["--set", s]);
+    }
+    match cp.run(&mut helm) {
+        Ok(yaml) => Ok(Some(serde_saphyr::from_str(&yaml).context("parsing the rendered template")?)),
+        // helm refuses --show-only of a template that rendered nothing.
+        Err(e) if e.to_string().contains("could not find template") => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[tokio::test]
+async fn service_and_pod_monitors_are_optional_and_select_the_operator() -> anyhow::Result<()> {
+    let cp = control_plane().await?;
+    for t in ["templates/servicemonitor.yaml", "templates/podmonitor.yaml"] {
+        ensure!(render_one(cp, t, &[])?.is_none(), "{t} renders nothing by default");
+    }
+    let sm = render_one(
+        cp,
+        "templates/servicemonitor.yaml",
+        &["metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.release=prom"],
+    )?
+    .context("no ServiceMonitor")?;
+    ensure!(sm["kind"] == "ServiceMonitor" && sm["apiVersion"] == "monitoring.coreos.com/v1", "{sm}");
+    ensure!(sm["metadata"]["labels"]["release"] == "prom", "{sm}");
+    ensure!(sm["spec"]["endpoints"][0]["port"] == "http-metrics", "{sm}");
+    ensure!(sm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] == "op", "{sm}");
+    ensure!(sm["spec"]["namespaceSelector"]["matchNames"][0] == "smsc-system", "{sm}");
+    // It selects the metrics Service, so it needs one.
+    let no_service = render_one(
+        cp,
+        "templates/servicemonitor.yaml",
+        &["metrics.serviceMonitor.enabled=true", "metrics.service.enabled=false"],
+    );
+    ensure!(no_service.is_err_and(|e| e.to_string().contains("metrics.service.enabled")));
+
+    let pm = render_one(
+        cp,
+        "templates/podmonitor.yaml",
+        &["metrics.podMonitor.enabled=true", "metrics.podMonitor.interval=15s"],
+    )?
+    .context("no PodMonitor")?;
+    ensure!(pm["kind"] == "PodMonitor", "{pm}");
+    ensure!(pm["spec"]["podMetricsEndpoints"][0]["port"] == "http-metrics", "{pm}");
+    ensure!(pm["spec"]["podMetricsEndpoints"][0]["interval"] == "15s", "{pm}");
+    ensure!(pm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "smsc-operator", "{pm}");
+    // The schema refuses what Prometheus would not parse.
+    let bad = cp.run(
+        cp.helm()?.args(["template", "x"]).arg(chart()).args(["--set", "metrics.podMonitor.interval=often"]),
+    );
+    ensure!(bad.as_ref().is_err_and(|e| e.to_string().contains("/metrics/podMonitor/interval")), "{bad:?}");
+    Ok(())
+}

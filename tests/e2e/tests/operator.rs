@@ -669,3 +669,174 @@ async fn paused_cluster_is_left_alone_and_a_missing_secret_degrades_it() -> anyh
     op.stop().await;
     Ok(())
 }
+
+/// Restart the operator, wait for its first reconciles, and return the writes it made.
+async fn writes_after_restart(ns: &TestNamespace, op: Operator) -> anyhow::Result<(Operator, u64)> {
+    op.stop().await;
+    let op = Operator::start(ns).await?;
+    wait_for("the new operator to reconcile", WAIT, || {
+        let n = op.reconciles();
+        async move { Ok::<_, anyhow::Error>((n >= 1).then_some(())) }
+    })
+    .await?;
+    // Absence of writes can only be observed over a while.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let w = op.metrics.writes.get();
+    Ok((op, w))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_field_removes_it_and_normalised_values_cause_no_write() -> anyhow::Result<()> {
+    let (ns, op) = setup("op-remove").await?;
+    create_cluster(&ns, &cluster("sms", 2, None, false)?).await?;
+    wait_obj(&ns, "sms", "the Deployment", |_: &Deployment| true).await?;
+    patch_spec(
+        &ns,
+        "sms",
+        json!({
+            "pod": {
+                // The API server stores 500m: that must not cost a write per reconcile.
+                "resources": { "requests": { "cpu": "0.5", "memory": "64Mi" }, "limits": { "memory": "128Mi" } },
+                "nodeSelector": { "pool": "sms" },
+                "tolerations": [{ "key": "smsc", "operator": "Exists", "effect": "NoSchedule" }],
+                "affinity": { "nodeAffinity": { "preferredDuringSchedulingIgnoredDuringExecution": [
+                    { "weight": 1, "preference": { "matchExpressions": [
+                        { "key": "zone", "operator": "In", "values": ["a"] }] } }] } },
+                "priorityClassName": "smsc-high",
+                "labels": { "team": "sms" },
+                "annotations": { "note": "x" },
+            },
+            "service": {
+                "type": "LoadBalancer",
+                "annotations": { "lb.example/idle-timeout": "60" },
+                "loadBalancerSourceRanges": ["192.0.2.0/24"],
+            },
+        }),
+    )
+    .await?;
+    let pod_spec = |d: &Deployment| d.spec.as_ref().and_then(|s| s.template.spec.clone()).unwrap_or_default();
+    let pod_meta =
+        |d: &Deployment| d.spec.as_ref().and_then(|s| s.template.metadata.clone()).unwrap_or_default();
+    let cpu = |d: &Deployment| {
+        let r = pod_spec(d).containers.first().and_then(|c| c.resources.clone()).unwrap_or_default();
+        r.requests.and_then(|r| r.get("cpu").map(|q| q.0.clone()))
+    };
+    wait_obj(&ns, "sms", "the Deployment with every field", |d: &Deployment| {
+        let p = pod_spec(d);
+        cpu(d).is_some()
+            && p.node_selector.is_some()
+            && p.tolerations.is_some()
+            && p.affinity.is_some()
+            && p.priority_class_name.is_some()
+            && pod_meta(d).labels.unwrap_or_default().contains_key("team")
+            && pod_meta(d).annotations.unwrap_or_default().contains_key("note")
+    })
+    .await?;
+    wait_obj(&ns, "sms", "the Service with every field", |s: &Service| {
+        s.annotations().contains_key("lb.example/idle-timeout")
+            && s.spec.as_ref().is_some_and(|s| s.load_balancer_source_ranges.is_some())
+    })
+    .await?;
+
+    let (op, writes) = writes_after_restart(&ns, op).await?;
+    let d: Deployment = ns.api().get("sms").await?;
+    ensure!(cpu(&d).as_deref() == Some("500m"), "the server normalises 0.5: {:?}", cpu(&d));
+    ensure!(writes == 0, "{writes} writes on an unchanged cluster whose spec says cpu 0.5");
+
+    patch_spec(
+        &ns,
+        "sms",
+        json!({
+            "pod": { "resources": null, "nodeSelector": null, "tolerations": null, "affinity": null,
+                     "priorityClassName": null, "labels": null, "annotations": null },
+            "service": { "annotations": null, "loadBalancerSourceRanges": null },
+        }),
+    )
+    .await?;
+    let d = wait_obj(&ns, "sms", "the Deployment without the removed fields", |d: &Deployment| {
+        let p = pod_spec(d);
+        cpu(d).is_none()
+            && p.node_selector.is_none()
+            && p.tolerations.is_none()
+            && p.affinity.is_none()
+            && p.priority_class_name.is_none()
+            && !pod_meta(d).labels.unwrap_or_default().contains_key("team")
+            && !pod_meta(d).annotations.unwrap_or_default().contains_key("note")
+    })
+    .await?;
+    ensure!(
+        pod_meta(&d).labels.unwrap_or_default().contains_key("app.kubernetes.io/instance"),
+        "own labels stay"
+    );
+    wait_obj(&ns, "sms", "the Service without the removed fields", |s: &Service| {
+        !s.annotations().contains_key("lb.example/idle-timeout")
+            && s.spec.as_ref().is_some_and(|s| s.load_balancer_source_ranges.is_none())
+    })
+    .await?;
+    op.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_owners_object_is_not_taken_over_and_degrades_the_cluster() -> anyhow::Result<()> {
+    let (ns, op) = setup("op-foreign").await?;
+    // Someone else's ConfigMap with the name the cluster's would get.
+    let foreign: ConfigMap = serde_json::from_value(json!({
+        "metadata": { "name": "sms-config", "labels": { "app": "billing" } },
+        "data": { "smscd.yaml": "not ours" },
+    }))?;
+    ns.api::<ConfigMap>().create(&PostParams::default(), &foreign).await?;
+    create_cluster(&ns, &cluster("sms", 2, None, false)?).await?;
+    let st = wait_status(&ns, "sms", "Degraded ChildNotOwned", |s| {
+        cond(s, ConditionType::Degraded) == Some((ConditionStatus::True, "ChildNotOwned".into()))
+    })
+    .await?;
+    let msg = st.conditions.iter().find(|c| c.type_ == ConditionType::Degraded).map(|c| c.message.clone());
+    ensure!(msg.as_deref().is_some_and(|m| m.contains("ConfigMap") && m.contains("sms-config")), "{msg:?}");
+    let cm: ConfigMap = ns.api().get("sms-config").await?;
+    ensure!(cm.data.clone().unwrap_or_default().get("smscd.yaml").map(String::as_str) == Some("not ours"));
+    ensure!(cm.owner_references().is_empty() && !cm.labels().contains_key("app.kubernetes.io/managed-by"));
+    ensure!(ns.api::<Deployment>().get_opt("sms").await?.is_none(), "nothing after the refused child");
+    // Its owner deletes it: the cluster makes its own and recovers.
+    ns.api::<ConfigMap>().delete("sms-config", &DeleteParams::default()).await?;
+    patch_spec(&ns, "sms", json!({ "shutdown": { "drainSeconds": 31 } })).await?;
+    wait_status(&ns, "sms", "not degraded once the name is free", |s| {
+        cond(s, ConditionType::Degraded).is_some_and(|c| c.0 == ConditionStatus::False)
+    })
+    .await?;
+    op.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_failure_and_invalid_spec_show_as_degraded() -> anyhow::Result<()> {
+    let (ns, op) = setup("op-failure").await?;
+    // No Pod may be created in the namespace: the ReplicaSet reports FailedCreate.
+    let quota: k8s_openapi::api::core::v1::ResourceQuota = serde_json::from_value(json!({
+        "metadata": { "name": "no-pods" }, "spec": { "hard": { "pods": "0" } },
+    }))?;
+    ns.api::<k8s_openapi::api::core::v1::ResourceQuota>().create(&PostParams::default(), &quota).await?;
+    create_cluster(&ns, &cluster("sms", 2, None, false)?).await?;
+    let st = wait_status(&ns, "sms", "Degraded ReplicaFailure", |s| {
+        cond(s, ConditionType::Degraded) == Some((ConditionStatus::True, "ReplicaFailure".into()))
+    })
+    .await?;
+    let msg = st.conditions.iter().find(|c| c.type_ == ConditionType::Degraded).map(|c| c.message.clone());
+    ensure!(msg.as_deref().is_some_and(|m| m.contains("quota")), "{msg:?}");
+    ns.api::<k8s_openapi::api::core::v1::ResourceQuota>().delete("no-pods", &DeleteParams::default()).await?;
+    wait_status(&ns, "sms", "not degraded once Pods can be created", |s| {
+        cond(s, ConditionType::Degraded).is_some_and(|c| c.0 == ConditionStatus::False)
+    })
+    .await?;
+
+    // Admitted by the schema's pattern, but it overflows: the reconcile fails, and says so.
+    patch_spec(&ns, "sms", json!({ "dlrStore": { "ttl": "99999999999999999999h" } })).await?;
+    let st = wait_status(&ns, "sms", "Degraded InvalidSpec", |s| {
+        cond(s, ConditionType::Degraded) == Some((ConditionStatus::True, "InvalidSpec".into()))
+    })
+    .await?;
+    let msg = st.conditions.iter().find(|c| c.type_ == ConditionType::Degraded).map(|c| c.message.clone());
+    ensure!(msg.as_deref().is_some_and(|m| m.contains("spec.dlrStore.ttl")), "{msg:?}");
+    op.stop().await;
+    Ok(())
+}

@@ -709,6 +709,47 @@ async fn real_pods_end_to_end() -> anyhow::Result<()> {
     tier.kubectl(&["patch", "smsc", "smsc", "--type", "merge", "-p", r#"{"spec":{"replicas":3}}"#])?;
     tier.wait_ready(sel, 3, Duration::from_secs(120)).await.context("the upgraded operator reconciles")?;
 
+    // 10. A nonexistent image is Degraded within a minute or two (the Pods' waiting reasons), not
+    //     after the Deployment's 10-minute progress deadline; restoring the image clears it.
+    let t_bad = Instant::now();
+    tier.kubectl(&[
+        "patch",
+        "smsc",
+        "smsc",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"image":"localhost/smscd:does-not-exist"}}"#,
+    ])?;
+    let d = wait_for("Degraded ImagePullFailed", Duration::from_secs(150), || async {
+        degraded(&tier, "smsc", Some("ImagePullFailed"))
+    })
+    .await?;
+    ensure!(
+        d["message"].as_str().is_some_and(|m| m.contains("smscd")),
+        "the message names the container: {d}"
+    );
+    eprintln!(
+        "[real-pods] nonexistent image: Degraded {} after {}: {}",
+        d["reason"],
+        elapsed(t_bad),
+        d["message"]
+    );
+    tier.kubectl(&[
+        "patch",
+        "smsc",
+        "smsc",
+        "--type",
+        "merge",
+        "-p",
+        &format!(r#"{{"spec":{{"image":"{SMSCD_IMAGE_B}"}}}}"#),
+    ])?;
+    wait_for("Degraded=False once the image exists", Duration::from_secs(150), || async {
+        degraded(&tier, "smsc", None)
+    })
+    .await?;
+    tier.wait_ready(sel, 3, Duration::from_secs(120)).await?;
+
     eprintln!(
         "[real-pods] tier passed in {}\n{}",
         elapsed(t0),
@@ -716,6 +757,17 @@ async fn real_pods_end_to_end() -> anyhow::Result<()> {
     );
     drop(release);
     Ok(())
+}
+
+/// The cluster's Degraded condition when it is True with `reason`, or False for `None`.
+fn degraded(tier: &Tier<'_>, cluster: &str, reason: Option<&str>) -> anyhow::Result<Option<Value>> {
+    let c = tier.json(&["get", "smsc", cluster])?;
+    let conds = c["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    let d = conds.into_iter().find(|c| c["type"] == "Degraded");
+    Ok(d.filter(|d| match reason {
+        Some(r) => d["status"] == "True" && d["reason"] == r,
+        None => d["status"] == "False",
+    }))
 }
 
 /// The active Pod when the Lease holder, the one Pod with the role label and the Service's only

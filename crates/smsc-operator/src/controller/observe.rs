@@ -1,0 +1,290 @@
+//! Reading the outside world: what the spec refers to (Secrets), who holds the Lease, and what
+//! the Deployment and the HPA report. Reads only; nothing here writes.
+
+use std::collections::HashMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, ListParams};
+use kube::runtime::reflector::ObjectRef;
+use kube::ResourceExt;
+use smsc_api::crd::{DlrStoreType, SmscCluster};
+
+use super::cache::{hash_of, trim_meta};
+use super::context::Context;
+use crate::build;
+use crate::error::{Error, Result, Verb};
+use crate::labels;
+use crate::status::{AutoscalerObs, DeploymentObs};
+
+/// Secret keys the spec refers to that do not exist (the Pods could not start).
+pub(super) async fn missing_secrets(ctx: &Context, cluster: &SmscCluster, ns: &str) -> Result<Vec<String>> {
+    let spec = &cluster.spec;
+    let mut refs: Vec<(String, Option<String>)> = Vec::new();
+    for u in &spec.upstreams {
+        let c = &u.credentials_secret_ref;
+        refs.push((c.name.clone(), Some(c.system_id_key.clone())));
+        refs.push((c.name.clone(), Some(c.password_key.clone())));
+        if let Some(ca) = u.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
+            refs.push((ca.name.clone(), Some(ca.key.clone())));
+        }
+    }
+    for a in &spec.smpp.accounts {
+        refs.push((a.password_secret_ref.name.clone(), Some(a.password_secret_ref.key.clone())));
+    }
+    if let (DlrStoreType::Redis, Some(r)) = (spec.dlr_store.type_, &spec.dlr_store.redis) {
+        refs.push((r.url_secret_ref.name.clone(), Some(r.url_secret_ref.key.clone())));
+    }
+    if let Some(t) = &spec.smpp.tls {
+        refs.push((t.secret_name.clone(), None));
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let mut cache: HashMap<String, Option<Secret>> = HashMap::new();
+    let mut missing = Vec::new();
+    for (name, key) in refs {
+        if !cache.contains_key(&name) {
+            let s = api.get_opt(&name).await.map_err(|e| Error::kube(Verb::Get, "Secret", &name, e))?;
+            cache.insert(name.clone(), s);
+        }
+        let present = match (cache.get(&name).and_then(|s| s.as_ref()), &key) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(s), Some(k)) => {
+                s.data.as_ref().is_some_and(|d| d.contains_key(k))
+                    || s.string_data.as_ref().is_some_and(|d| d.contains_key(k))
+            }
+        };
+        if !present {
+            let item = match key {
+                Some(k) => format!("{name}/{k}"),
+                None => name,
+            };
+            if !missing.contains(&item) {
+                missing.push(item);
+            }
+        }
+    }
+    Ok(missing)
+}
+
+/// The Lease holder, if the Lease exists and names one.
+pub(super) fn lease_holder(ctx: &Context, ns: &str, cluster: &str) -> Option<String> {
+    let lease = ctx.stores.leases.get(&ObjectRef::new(&labels::lease_name(cluster)).within(ns))?;
+    lease.spec.as_ref().and_then(|s| s.holder_identity.clone()).filter(|h| !h.is_empty())
+}
+
+/// The HPA's ScalingActive condition.
+pub(super) fn autoscaler_obs(h: &HorizontalPodAutoscaler) -> AutoscalerObs {
+    let conds = h.status.as_ref().and_then(|s| s.conditions.as_ref());
+    AutoscalerObs::from_conditions(
+        &h.name_any(),
+        conds
+            .into_iter()
+            .flatten()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_deref(), c.message.as_deref())),
+    )
+}
+
+pub(super) fn deployment_obs(d: &Deployment) -> DeploymentObs {
+    let st = d.status.clone().unwrap_or_default();
+    DeploymentObs {
+        generation: d.metadata.generation,
+        observed_generation: st.observed_generation,
+        desired: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+        replicas: st.replicas.unwrap_or(0),
+        ready: st.ready_replicas.unwrap_or(0),
+        updated: st.updated_replicas.unwrap_or(0),
+        available: st.available_replicas.unwrap_or(0),
+        image: d.spec.as_ref().and_then(|s| {
+            let cs = &s.template.spec.as_ref()?.containers;
+            cs.iter().find(|c| c.name == build::deployment::CONTAINER).or(cs.first())?.image.clone()
+        }),
+        failure: deployment_failure(&d.name_any(), st.conditions.iter().flatten()),
+    }
+}
+
+/// A Deployment condition that means it cannot get on by itself: a ReplicaSet that cannot create
+/// Pods (`ReplicaFailure`, e.g. a ResourceQuota) or a rollout past its progress deadline.
+fn is_failure(c: &DeploymentCondition) -> bool {
+    match c.type_.as_str() {
+        "ReplicaFailure" => c.status == "True",
+        "Progressing" => c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"),
+        _ => false,
+    }
+}
+
+/// The first failure among the conditions, as (reason, message) for `Degraded`.
+fn deployment_failure<'a>(
+    name: &str,
+    conditions: impl Iterator<Item = &'a DeploymentCondition>,
+) -> Option<(String, String)> {
+    let c = conditions.filter(|c| is_failure(c)).min_by_key(|c| c.type_ != "ReplicaFailure")?;
+    let reason = if c.type_ == "ReplicaFailure" { "ReplicaFailure" } else { "ProgressDeadlineExceeded" };
+    let detail = c.message.as_deref().or(c.reason.as_deref()).unwrap_or_default();
+    Some((reason.to_string(), format!("Deployment {name}: {detail}")))
+}
+
+/// Deployments in the cache: the reconcile reads the spec (to compare), the replica counts and
+/// the failure conditions, not the timestamps kube-controller-manager keeps rewriting (each
+/// rewrite would otherwise look like a change).
+pub(super) fn trim_deployment(d: &mut Deployment) {
+    trim_meta(&mut d.metadata);
+    if let Some(st) = d.status.as_mut() {
+        let failures: Vec<DeploymentCondition> = st
+            .conditions
+            .take()
+            .into_iter()
+            .flatten()
+            .filter(is_failure)
+            .map(|c| DeploymentCondition { last_update_time: None, last_transition_time: None, ..c })
+            .collect();
+        st.conditions = (!failures.is_empty()).then_some(failures);
+    }
+}
+
+/// What a reconcile reads of a Deployment (plus its labels and annotations, which an apply
+/// would restore): the fingerprint that decides whether a Deployment event triggers a reconcile.
+pub(super) fn deployment_material(d: &Deployment) -> u64 {
+    hash_of(&(
+        deployment_obs(d),
+        &d.metadata.labels,
+        &d.metadata.annotations,
+        d.metadata.deletion_timestamp.is_some(),
+    ))
+}
+
+/// Container waiting reasons that do not clear without a change (image, config, a crash loop),
+/// and the condition reason each becomes.
+const STUCK: [(&str, &str); 5] = [
+    ("ErrImagePull", "ImagePullFailed"),
+    ("ImagePullBackOff", "ImagePullFailed"),
+    ("InvalidImageName", "ImagePullFailed"),
+    ("CrashLoopBackOff", "CrashLoopBackOff"),
+    ("CreateContainerConfigError", "CreateContainerConfigError"),
+];
+
+/// Why the cluster's Pods do not start, while the Deployment has fewer ready replicas than it
+/// wants. Read live: the cache holds only the Pods' metadata, and a settled cluster costs no read.
+pub(super) async fn pod_problem(
+    ctx: &Context,
+    ns: &str,
+    cluster: &str,
+    deployment: Option<&DeploymentObs>,
+) -> Result<Option<(String, String)>> {
+    if deployment.is_none_or(|d| d.ready >= d.desired) {
+        return Ok(None);
+    }
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = labels::selector_string(&labels::selector(cluster));
+    let pods = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| Error::kube(Verb::List, "Pod", cluster, e))?;
+    Ok(stuck_pods(&pods.items))
+}
+
+/// The first container (init containers first) waiting for a reason in [`STUCK`].
+pub(super) fn stuck_pods(pods: &[Pod]) -> Option<(String, String)> {
+    pods.iter().find_map(|p| {
+        let st = p.status.as_ref()?;
+        let containers =
+            st.init_container_statuses.iter().flatten().chain(st.container_statuses.iter().flatten());
+        containers.into_iter().find_map(|c| {
+            let waiting = c.state.as_ref()?.waiting.as_ref()?;
+            let why = waiting.reason.as_deref()?;
+            let (_, reason) = STUCK.iter().find(|(w, _)| *w == why)?;
+            let detail = waiting.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+            Some((reason.to_string(), format!("Pod {} container {}: {why}{detail}", p.name_any(), c.name)))
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::cache::LAST_APPLIED;
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn trimmed_deployments_keep_what_the_reconcile_reads() {
+        let mut d: Deployment = serde_json::from_value(json!({
+            "metadata": { "name": "sms", "namespace": "default", "generation": 2,
+                "annotations": { LAST_APPLIED: "{}", "keep": "1" },
+                "managedFields": [{ "manager": "x", "operation": "Apply" }] },
+            "spec": { "replicas": 2, "selector": {}, "template": {} },
+            "status": { "replicas": 2, "readyReplicas": 1, "conditions": [
+                { "type": "Available", "status": "True" },
+                { "type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                  "message": "pods \"sms-1\" is forbidden: exceeded quota", "lastUpdateTime": "2026-01-01T00:00:00Z" },
+            ] },
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let before = deployment_obs(&d);
+        assert_eq!(
+            before.failure,
+            Some((
+                "ReplicaFailure".into(),
+                "Deployment sms: pods \"sms-1\" is forbidden: exceeded quota".into()
+            ))
+        );
+        trim_deployment(&mut d);
+        assert_eq!(deployment_obs(&d), before);
+        assert!(d.metadata.managed_fields.is_none());
+        assert_eq!(d.metadata.annotations.as_ref().map(|a| a.len()), Some(1));
+        let conds = d.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        assert_eq!(conds.len(), 1, "only the failure is kept");
+        assert!(conds[0].last_update_time.is_none(), "without the timestamps kcm rewrites");
+    }
+
+    #[test]
+    fn progress_deadline_exceeded_is_a_failure_progressing_is_not() {
+        let cond = |t: &str, s: &str, r: &str| DeploymentCondition {
+            type_: t.into(),
+            status: s.into(),
+            reason: Some(r.into()),
+            message: Some(format!("{t} {r}")),
+            ..Default::default()
+        };
+        let ok = [
+            cond("Progressing", "True", "NewReplicaSetAvailable"),
+            cond("Available", "True", "MinimumReplicasAvailable"),
+        ];
+        assert_eq!(deployment_failure("sms", ok.iter()), None);
+        let stuck = [cond("Progressing", "False", "ProgressDeadlineExceeded")];
+        let f = deployment_failure("sms", stuck.iter()).map(|f| f.0);
+        assert_eq!(f.as_deref(), Some("ProgressDeadlineExceeded"));
+        let both = [
+            cond("Progressing", "False", "ProgressDeadlineExceeded"),
+            cond("ReplicaFailure", "True", "FailedCreate"),
+        ];
+        assert_eq!(deployment_failure("sms", both.iter()).map(|f| f.0).as_deref(), Some("ReplicaFailure"));
+    }
+
+    fn pod(name: &str, waiting: Option<(&str, &str)>) -> Pod {
+        let state = match waiting {
+            Some((r, m)) => json!({ "waiting": { "reason": r, "message": m } }),
+            None => json!({ "running": {} }),
+        };
+        serde_json::from_value(json!({
+            "metadata": { "name": name },
+            "status": { "containerStatuses": [{ "name": "smscd", "image": "x", "imageID": "", "ready": false,
+                "restartCount": 0, "state": state }] },
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn stuck_containers_name_the_pod_and_the_reason() {
+        assert_eq!(stuck_pods(&[pod("a", None), pod("b", Some(("ContainerCreating", "")))]), None);
+        let pull = stuck_pods(&[pod("a", None), pod("b", Some(("ErrImagePull", "not found")))]);
+        assert_eq!(
+            pull,
+            Some(("ImagePullFailed".into(), "Pod b container smscd: ErrImagePull: not found".into()))
+        );
+        let crash = stuck_pods(&[pod("c", Some(("CrashLoopBackOff", "back-off 10s")))]).map(|p| p.0);
+        assert_eq!(crash.as_deref(), Some("CrashLoopBackOff"));
+        let config = stuck_pods(&[pod("d", Some(("CreateContainerConfigError", "secret \"x\" not found")))]);
+        assert!(config.is_some_and(|c| c.0 == "CreateContainerConfigError" && c.1.contains("secret")));
+    }
+}
