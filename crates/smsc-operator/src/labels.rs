@@ -16,6 +16,11 @@ pub const MANAGER: &str = "smsc-operator";
 
 /// Pod template annotation holding the hash of the settings smscd cannot hot-reload.
 pub const RESTART_HASH_ANNOTATION: &str = "smsc.io/restart-hash";
+/// Pod template annotation holding the versions of the Secrets smscd reads from its environment.
+pub const SECRETS_VERSION_ANNOTATION: &str = "smsc.io/secrets-version";
+/// SmscCluster annotation whose new value asks for a reconcile now (e.g. right after rotating a
+/// Secret, which the operator otherwise notices at its next periodic reconcile).
+pub const RECONCILE_REQUEST_ANNOTATION: &str = "smsc.io/reconcile-requested-at";
 
 /// Config file name inside the ConfigMap and the mount directory.
 pub const CONFIG_KEY: &str = "smscd.yaml";

@@ -237,6 +237,9 @@ pub fn build(cluster: &SmscCluster, plan: &Plan, rendered: &Rendered) -> Result<
     pod_labels.extend(labels::labels(&plan.name));
     let mut annotations = pod.annotations.clone();
     annotations.insert(labels::RESTART_HASH_ANNOTATION.to_string(), rendered.restart_hash.clone());
+    if let Some(v) = &plan.secrets_version {
+        annotations.insert(labels::SECRETS_VERSION_ANNOTATION.to_string(), v.clone());
+    }
 
     let smpp_port = port(spec.smpp.port, "spec.smpp.port")?;
     let mut lowest_port = smpp_port.min(ADMIN_PORT);
@@ -456,6 +459,25 @@ mod tests {
             meta.labels.unwrap_or_default().get("app.kubernetes.io/managed-by").map(String::as_str),
             Some("smsc-operator")
         );
+    }
+
+    #[test]
+    fn a_new_secrets_version_changes_the_pod_template() {
+        let c = load("full.yaml");
+        let mut plan = plan_for(&c);
+        let r = render(&c, &plan).unwrap_or_else(|e| panic!("{e}"));
+        let ann = |plan: &Plan| {
+            let d = build(&c, plan, &r).unwrap_or_else(|e| panic!("{e}"));
+            d.spec
+                .and_then(|s| s.template.metadata)
+                .and_then(|m| m.annotations)
+                .and_then(|a| a.get(labels::SECRETS_VERSION_ANNOTATION).cloned())
+        };
+        assert_eq!(ann(&plan), None, "offline: no version");
+        plan.secrets_version = Some("a".into());
+        assert_eq!(ann(&plan).as_deref(), Some("a"));
+        plan.secrets_version = Some("b".into());
+        assert_eq!(ann(&plan).as_deref(), Some("b"));
     }
 
     #[test]

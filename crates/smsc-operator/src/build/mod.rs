@@ -37,6 +37,9 @@ pub struct Plan {
     pub checklist: Vec<ChecklistItem>,
     pub decision: Decision,
     pub termination_grace_period_seconds: i64,
+    /// Versions of the Secrets smscd reads through its environment (fetched; None offline). A
+    /// change rolls the Pods: environment variables are read once, at start.
+    pub secrets_version: Option<String>,
 }
 
 impl Plan {
@@ -111,6 +114,7 @@ pub fn plan(cluster: &SmscCluster, default_image: &str, default_namespace: &str)
         checklist: items,
         decision,
         termination_grace_period_seconds: grace,
+        secrets_version: None,
     })
 }
 

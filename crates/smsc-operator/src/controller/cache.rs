@@ -280,9 +280,12 @@ pub(super) fn hash_of(v: &impl std::hash::Hash) -> u64 {
     h.finish()
 }
 
-/// A spec change bumps the generation; status echoes (ours) and label edits do not matter.
+/// A spec change bumps the generation; status echoes (ours) and label edits do not matter; a new
+/// `smsc.io/reconcile-requested-at` asks for a reconcile now (after rotating a Secret).
 pub(super) fn cluster_material(c: &DynamicObject) -> u64 {
-    hash_of(&(c.metadata.generation, c.metadata.deletion_timestamp.is_some()))
+    let requested =
+        c.metadata.annotations.as_ref().and_then(|a| a.get(crate::labels::RECONCILE_REQUEST_ANNOTATION));
+    hash_of(&(c.metadata.generation, c.metadata.deletion_timestamp.is_some(), requested))
 }
 
 pub(super) fn trim<K: kube::Resource>(o: &mut K) {

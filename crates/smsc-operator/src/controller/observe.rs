@@ -18,31 +18,44 @@ use crate::error::{Error, Result, Verb};
 use crate::labels;
 use crate::status::{AutoscalerObs, DeploymentObs};
 
-/// Secret keys the spec refers to that do not exist (the Pods could not start).
-pub(super) async fn missing_secrets(ctx: &Context, cluster: &SmscCluster, ns: &str) -> Result<Vec<String>> {
+/// What the spec's Secret references found.
+pub(super) struct SecretsObs {
+    /// Referenced keys that do not exist (the Pods could not start).
+    pub missing: Vec<String>,
+    /// uid and resourceVersion of every Secret smscd reads through its environment, hashed: a
+    /// rotation changes it and rolls the Pods. Versions rather than values, so the annotation
+    /// says nothing about a password. Secrets mounted as files (TLS, upstream CA) are left out:
+    /// smscd reloads those files itself.
+    pub env_version: String,
+}
+
+/// Reads every Secret the spec refers to (GET by name: the operator may not list Secrets).
+pub(super) async fn secrets(ctx: &Context, cluster: &SmscCluster, ns: &str) -> Result<SecretsObs> {
     let spec = &cluster.spec;
-    let mut refs: Vec<(String, Option<String>)> = Vec::new();
+    // (Secret, key, read through the environment)
+    let mut refs: Vec<(String, Option<String>, bool)> = Vec::new();
     for u in &spec.upstreams {
         let c = &u.credentials_secret_ref;
-        refs.push((c.name.clone(), Some(c.system_id_key.clone())));
-        refs.push((c.name.clone(), Some(c.password_key.clone())));
+        refs.push((c.name.clone(), Some(c.system_id_key.clone()), true));
+        refs.push((c.name.clone(), Some(c.password_key.clone()), true));
         if let Some(ca) = u.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
-            refs.push((ca.name.clone(), Some(ca.key.clone())));
+            refs.push((ca.name.clone(), Some(ca.key.clone()), false));
         }
     }
     for a in &spec.smpp.accounts {
-        refs.push((a.password_secret_ref.name.clone(), Some(a.password_secret_ref.key.clone())));
+        refs.push((a.password_secret_ref.name.clone(), Some(a.password_secret_ref.key.clone()), true));
     }
     if let (DlrStoreType::Redis, Some(r)) = (spec.dlr_store.type_, &spec.dlr_store.redis) {
-        refs.push((r.url_secret_ref.name.clone(), Some(r.url_secret_ref.key.clone())));
+        refs.push((r.url_secret_ref.name.clone(), Some(r.url_secret_ref.key.clone()), true));
     }
     if let Some(t) = &spec.smpp.tls {
-        refs.push((t.secret_name.clone(), None));
+        refs.push((t.secret_name.clone(), None, false));
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let mut cache: HashMap<String, Option<Secret>> = HashMap::new();
     let mut missing = Vec::new();
-    for (name, key) in refs {
+    let mut versions: std::collections::BTreeSet<(String, String, String)> = Default::default();
+    for (name, key, env) in refs {
         if !cache.contains_key(&name) {
             let s = api.get_opt(&name).await.map_err(|e| Error::kube(Verb::Get, "Secret", &name, e))?;
             cache.insert(name.clone(), s);
@@ -55,6 +68,12 @@ pub(super) async fn missing_secrets(ctx: &Context, cluster: &SmscCluster, ns: &s
                     || s.string_data.as_ref().is_some_and(|d| d.contains_key(k))
             }
         };
+        if env {
+            if let Some(s) = cache.get(&name).and_then(|s| s.as_ref()) {
+                let (uid, rv) = (s.metadata.uid.clone(), s.metadata.resource_version.clone());
+                versions.insert((name.clone(), uid.unwrap_or_default(), rv.unwrap_or_default()));
+            }
+        }
         if !present {
             let item = match key {
                 Some(k) => format!("{name}/{k}"),
@@ -65,7 +84,20 @@ pub(super) async fn missing_secrets(ctx: &Context, cluster: &SmscCluster, ns: &s
             }
         }
     }
-    Ok(missing)
+    Ok(SecretsObs { missing, env_version: env_version(&versions) })
+}
+
+/// A short digest of (name, uid, resourceVersion) triples, in name order.
+fn env_version(versions: &std::collections::BTreeSet<(String, String, String)>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (name, uid, rv) in versions {
+        for part in [name, uid, rv] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+    }
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// The Lease holder, if the Lease exists and names one.
@@ -286,5 +318,27 @@ mod tests {
         assert_eq!(crash.as_deref(), Some("CrashLoopBackOff"));
         let config = stuck_pods(&[pod("d", Some(("CreateContainerConfigError", "secret \"x\" not found")))]);
         assert!(config.is_some_and(|c| c.0 == "CreateContainerConfigError" && c.1.contains("secret")));
+    }
+}
+
+#[cfg(test)]
+mod secrets_tests {
+    use super::env_version;
+    use std::collections::BTreeSet;
+
+    fn v(items: &[(&str, &str, &str)]) -> String {
+        let set: BTreeSet<(String, String, String)> =
+            items.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect();
+        env_version(&set)
+    }
+
+    #[test]
+    fn a_rotated_or_recreated_secret_changes_the_version() {
+        let base = v(&[("esme", "u1", "10"), ("redis", "u2", "20")]);
+        assert_eq!(base, v(&[("redis", "u2", "20"), ("esme", "u1", "10")]), "order does not matter");
+        assert_ne!(base, v(&[("esme", "u1", "11"), ("redis", "u2", "20")]), "data updated");
+        assert_ne!(base, v(&[("esme", "u9", "10"), ("redis", "u2", "20")]), "deleted and created again");
+        assert_ne!(v(&[("ab", "", "c")]), v(&[("a", "b", "c")]), "parts are delimited");
+        assert_eq!(base.len(), 16);
     }
 }

@@ -15,7 +15,7 @@ use tracing::Instrument;
 use super::apply::apply_children;
 use super::cache::cached;
 use super::context::{key, Context};
-use super::observe::{autoscaler_obs, deployment_obs, lease_holder, missing_secrets, pod_problem};
+use super::observe::{autoscaler_obs, deployment_obs, lease_holder, pod_problem, secrets};
 use super::pods::fix_role_labels;
 use crate::build;
 use crate::checklist::{names, Decision};
@@ -156,7 +156,9 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
     }
 
     // Fetch what the spec refers to.
-    let missing = missing_secrets(ctx, &cluster, &ns).await?;
+    let found = secrets(ctx, &cluster, &ns).await?;
+    let plan = build::Plan { secrets_version: Some(found.env_version), ..plan };
+    let missing = found.missing;
     let secrets_problem = (!missing.is_empty()).then(|| {
         ("SecretMissing".to_string(), format!("referenced Secret keys do not exist: {}", missing.join(", ")))
     });
