@@ -2,6 +2,7 @@
 //! fields, updates, self-healing, garbage collection, the checklist moving a cluster to
 //! active/standby, `kubectl scale`, and no writes from a restarted operator.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -435,9 +436,14 @@ async fn single_bind_upstream_moves_the_cluster_to_active_standby() -> anyhow::R
     // The operator created the Lease (labelled, owned, no holder); a holder written into it
     // becomes status.activePod.
     wait_obj(&ns, "sms-leader", "the Lease", |_: &Lease| true).await?;
+    let renewed = |ago: i64| {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        MicroTime(now.checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(ago)).unwrap_or(now))
+    };
     let spec = LeaseSpec {
         holder_identity: Some(holder.clone()),
-        lease_duration_seconds: Some(15),
+        lease_duration_seconds: Some(3600),
+        renew_time: Some(renewed(0)),
         ..Default::default()
     };
     ns.api::<Lease>()
@@ -446,13 +452,30 @@ async fn single_bind_upstream_moves_the_cluster_to_active_standby() -> anyhow::R
     let st =
         wait_status(&ns, "sms", "activePod", |s| s.active_pod.as_deref() == Some(holder.as_str())).await?;
     assert!(st.active_pod.is_some());
-    pods.patch(
-        &other,
-        &PatchParams::default(),
-        &Patch::Merge(&json!({ "metadata": { "labels": { "smsc.io/role": "active" } } })),
-    )
-    .await?;
+    // Both Pods labelled: the other one's stale label goes, the holder's stays (issue 13 item 10:
+    // a label is removed only after the live Lease says the Pod does not hold it).
+    let active = json!({ "metadata": { "labels": { "smsc.io/role": "active" } } });
+    for p in [&holder, &other] {
+        pods.patch(p, &PatchParams::default(), &Patch::Merge(&active)).await?;
+    }
     wait_obj(&ns, &other, "the stale role label to be removed", |p: &Pod| {
+        !p.labels().contains_key("smsc.io/role")
+    })
+    .await?;
+    let h = pods.get(&holder).await?;
+    assert_eq!(
+        h.labels().get("smsc.io/role").map(String::as_str),
+        Some("active"),
+        "the holder lost its label"
+    );
+
+    // A holder that stopped renewing is no holder: status.activePod clears and its label goes.
+    let stale = json!({ "spec": { "renewTime": renewed(7200) } });
+    ns.api::<Lease>().patch("sms-leader", &PatchParams::default(), &Patch::Merge(&stale)).await?;
+    let ask = json!({ "metadata": { "annotations": { "smsc.io/reconcile-requested-at": "expired" } } });
+    ns.api::<SmscCluster>().patch("sms", &PatchParams::default(), &Patch::Merge(&ask)).await?;
+    wait_status(&ns, "sms", "activePod cleared for an expired holder", |s| s.active_pod.is_none()).await?;
+    wait_obj(&ns, &holder, "the expired holder's role label to be removed", |p: &Pod| {
         !p.labels().contains_key("smsc.io/role")
     })
     .await?;

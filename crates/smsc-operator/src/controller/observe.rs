@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::ObjectRef;
@@ -100,10 +101,31 @@ fn env_version(versions: &std::collections::BTreeSet<(String, String, String)>) 
     h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// The Lease holder, if the Lease exists and names one.
+/// The holder of `lease` at `now`: named, and renewed within its duration. A holder that stopped
+/// renewing (crashed, partitioned) is no holder, so `status.activePod` does not name it. Uses the
+/// renewTime the holder wrote, so it assumes clocks agree to well within the lease duration
+/// (NTP on the nodes); the electors themselves do not rely on that.
+pub fn current_holder(lease: &Lease, now: k8s_openapi::jiff::Timestamp) -> Option<String> {
+    let spec = lease.spec.as_ref()?;
+    let holder = spec.holder_identity.clone().filter(|h| !h.is_empty())?;
+    let renewed = spec.renew_time.as_ref()?.0;
+    let duration =
+        k8s_openapi::jiff::SignedDuration::from_secs(i64::from(spec.lease_duration_seconds?.max(0)));
+    (renewed.checked_add(duration).ok()? > now).then_some(holder)
+}
+
+/// The current Lease holder, from the cache.
 pub(super) fn lease_holder(ctx: &Context, ns: &str, cluster: &str) -> Option<String> {
     let lease = ctx.stores.leases.get(&ObjectRef::new(&labels::lease_name(cluster)).within(ns))?;
-    lease.spec.as_ref().and_then(|s| s.holder_identity.clone()).filter(|h| !h.is_empty())
+    current_holder(&lease, k8s_openapi::jiff::Timestamp::now())
+}
+
+/// The current Lease holder, read from the API server now (the cache may lag a new holder).
+pub(super) async fn live_lease_holder(ctx: &Context, ns: &str, cluster: &str) -> Result<Option<String>> {
+    let api: Api<Lease> = Api::namespaced(ctx.client.clone(), ns);
+    let name = labels::lease_name(cluster);
+    let lease = api.get_opt(&name).await.map_err(|e| Error::kube(Verb::Get, "Lease", &name, e))?;
+    Ok(lease.and_then(|l| current_holder(&l, k8s_openapi::jiff::Timestamp::now())))
 }
 
 /// The HPA's ScalingActive condition.
@@ -340,5 +362,41 @@ mod secrets_tests {
         assert_ne!(base, v(&[("esme", "u9", "10"), ("redis", "u2", "20")]), "deleted and created again");
         assert_ne!(v(&[("ab", "", "c")]), v(&[("a", "b", "c")]), "parts are delimited");
         assert_eq!(base.len(), 16);
+    }
+}
+
+#[cfg(test)]
+mod holder_tests {
+    use super::current_holder;
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+    fn lease(holder: &str, renewed: Timestamp, secs: i32) -> Lease {
+        Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                renew_time: Some(MicroTime(renewed)),
+                lease_duration_seconds: Some(secs),
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        }
+    }
+
+    #[test]
+    fn an_expired_or_empty_holder_holds_nothing() {
+        let now = Timestamp::from_second(1_000_000).unwrap_or_else(|e| panic!("{e}"));
+        let ago = |s: i64| now.checked_sub(SignedDuration::from_secs(s)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(current_holder(&lease("a", ago(5), 15), now).as_deref(), Some("a"));
+        assert_eq!(current_holder(&lease("a", ago(15), 15), now), None, "expired at the duration");
+        assert_eq!(current_holder(&lease("a", ago(3600), 15), now), None);
+        assert_eq!(current_holder(&lease("", ago(1), 15), now), None, "released");
+        let mut no_renew = lease("a", now, 15);
+        if let Some(s) = no_renew.spec.as_mut() {
+            s.renew_time = None;
+        }
+        assert_eq!(current_holder(&no_renew, now), None);
+        assert_eq!(current_holder(&Lease::default(), now), None);
     }
 }
