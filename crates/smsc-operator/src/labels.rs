@@ -16,6 +16,10 @@ pub const MANAGER: &str = "smsc-operator";
 
 /// Pod template annotation holding the hash of the settings smscd cannot hot-reload.
 pub const RESTART_HASH_ANNOTATION: &str = "smsc.io/restart-hash";
+/// Pod template label naming the topology the Pod was built for; the operator's role-label
+/// clean-up leaves ActiveActive Pods alone (their role label is static, from the template).
+pub const TOPOLOGY_LABEL: &str = "smsc.io/topology";
+
 /// Pod template annotation holding the versions of the Secrets smscd reads from its environment.
 pub const SECRETS_VERSION_ANNOTATION: &str = "smsc.io/secrets-version";
 /// SmscCluster annotation whose new value asks for a reconcile now (e.g. right after rotating a

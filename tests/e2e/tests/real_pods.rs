@@ -579,6 +579,50 @@ async fn real_pods_end_to_end() -> anyhow::Result<()> {
     let s = esme.summary(Duration::from_secs(180)).await?;
     assert_every_receipt(&s, 100)?;
 
+    // 7b. Topology switches are staged (issue 13 item 5): ActiveActive -> ActiveStandby -> back,
+    //     under traffic. The Service's selector is the same in both (the role label: static on
+    //     ActiveActive Pods, the Lease holder's own in ActiveStandby), so at every sample it has a
+    //     ready endpoint and each one takes binds: an ActiveActive Pod or the Lease holder.
+    for to in ["ActiveStandby", "ActiveActive"] {
+        let esme = tier.esme(&format!("esme-to-{to}"), port, 600, 20, 170)?;
+        esme.wait_event("bound", 1, Duration::from_secs(30)).await?;
+        let t_switch = Instant::now();
+        tier.kubectl(&[
+            "patch",
+            "smsc",
+            "smsc",
+            "--type",
+            "merge",
+            "-p",
+            &format!(r#"{{"spec":{{"topology":"{to}"}}}}"#),
+        ])?;
+        let mut samples = 0u32;
+        let deadline = Instant::now() + Duration::from_secs(240);
+        loop {
+            let (endpoints, done) = switch_sample(&tier, sel, "smsc", to)?;
+            samples += 1;
+            ensure!(
+                !endpoints.is_empty(),
+                "switching to {to}: the Service had no ready endpoint after {}",
+                elapsed(t_switch)
+            );
+            for (pod, takes_binds) in &endpoints {
+                ensure!(
+                    *takes_binds,
+                    "switching to {to}: endpoint {pod} is a standby ({} in)",
+                    elapsed(t_switch)
+                );
+            }
+            if done {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "switching to {to}: not done after 240 s");
+        }
+        eprintln!("[real-pods] switched to {to} in {} ({samples} endpoint samples, each with a bind-taking endpoint)", elapsed(t_switch));
+        let s = esme.summary(Duration::from_secs(180)).await?;
+        assert_every_receipt(&s, 100)?;
+    }
+
     // 8. Active/standby (maxBinds 1): a forced delete of the active Pod.
     tier.smsc_cluster("smsc-as", 2, "ActiveStandby", "carrier-as", 1, &redis_url)?;
     let sel_as = "app.kubernetes.io/instance=smsc-as,app.kubernetes.io/name=smscd";
@@ -768,6 +812,46 @@ fn degraded(tier: &Tier<'_>, cluster: &str, reason: Option<&str>) -> anyhow::Res
         Some(r) => d["status"] == "True" && d["reason"] == r,
         None => d["status"] == "False",
     }))
+}
+
+/// One sample of a topology switch of `cluster` towards `to`: the Service's ready endpoints, each
+/// with whether its Pod takes binds (an ActiveActive Pod, or the unexpired Lease holder), and
+/// whether the switch is done (every Pod of the new topology, all Ready, and for ActiveStandby
+/// one of them holding the Lease with the role label).
+fn switch_sample(
+    tier: &Tier<'_>,
+    selector: &str,
+    cluster: &str,
+    to: &str,
+) -> anyhow::Result<(Vec<(String, bool)>, bool)> {
+    let pods = tier.pods(selector)?;
+    let lease = tier.json(&["get", "lease", &format!("{cluster}-leader")]).ok();
+    let holder = lease.as_ref().and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from));
+    let slices =
+        tier.json(&["get", "endpointslices", "-l", &format!("kubernetes.io/service-name={cluster}")])?;
+    let mut endpoints = Vec::new();
+    for s in slices["items"].as_array().cloned().unwrap_or_default() {
+        for e in s["endpoints"].as_array().cloned().unwrap_or_default() {
+            if e["conditions"]["ready"] != true {
+                continue;
+            }
+            let name = e["targetRef"]["name"].as_str().unwrap_or_default().to_string();
+            let pod = pods.iter().find(|p| name_of(p) == name);
+            let topology = pod.and_then(|p| p["metadata"]["labels"]["smsc.io/topology"].as_str());
+            let takes = topology == Some("ActiveActive") || holder.as_deref() == Some(name.as_str());
+            endpoints.push((name, takes));
+        }
+    }
+    let ready = ready_of(&pods);
+    let all_new = pods.len() == 2
+        && ready.len() == 2
+        && ready.iter().all(|p| p["metadata"]["labels"]["smsc.io/topology"] == to);
+    let elected = to != "ActiveStandby"
+        || ready.iter().any(|p| {
+            p["metadata"]["labels"]["smsc.io/role"] == "active"
+                && holder.as_deref() == Some(name_of(p).as_str())
+        });
+    Ok((endpoints, all_new && elected))
 }
 
 /// The active Pod when the Lease holder, the one Pod with the role label and the Service's only

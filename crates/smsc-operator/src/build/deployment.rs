@@ -36,7 +36,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use smsc_api::crd::{DlrStoreType, SmscCluster, Topology};
-use smsc_api::names::ADMIN_PORT;
+use smsc_api::names::{ADMIN_PORT, ROLE_ACTIVE, ROLE_LABEL};
 
 use super::configmap::{account_password_env, bind_env, Rendered, REDIS_URL_ENV, TLS_DIR, UPSTREAM_CA_DIR};
 use super::{port, Plan};
@@ -235,6 +235,16 @@ pub fn build(cluster: &SmscCluster, plan: &Plan, rendered: &Rendered) -> Result<
     // The operator's labels win over the user's: the selector must keep matching.
     let mut pod_labels = pod.labels.clone();
     pod_labels.extend(labels::labels(&plan.name));
+    let topology = plan.topology();
+    pod_labels.insert(labels::TOPOLOGY_LABEL.to_string(), topology.as_str().to_string());
+    // Every ActiveActive Pod takes binds, so it carries the role label the Service selects from
+    // the start; in ActiveStandby only the Lease holder labels itself. One selector for both
+    // topologies means a switch between them never changes it (no gap, no standby selected).
+    if topology == Topology::ActiveActive {
+        pod_labels.insert(ROLE_LABEL.to_string(), ROLE_ACTIVE.to_string());
+    } else {
+        pod_labels.remove(ROLE_LABEL);
+    }
     let mut annotations = pod.annotations.clone();
     annotations.insert(labels::RESTART_HASH_ANNOTATION.to_string(), rendered.restart_hash.clone());
     if let Some(v) = &plan.secrets_version {
@@ -478,6 +488,26 @@ mod tests {
         assert_eq!(ann(&plan).as_deref(), Some("a"));
         plan.secrets_version = Some("b".into());
         assert_eq!(ann(&plan).as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn active_active_pods_carry_the_role_label_and_every_pod_its_topology() {
+        for fixture in ["minimal.yaml", "full.yaml"] {
+            let c = load(fixture);
+            let topology = plan_for(&c).topology();
+            let labels = deployment(&c)
+                .spec
+                .and_then(|s| s.template.metadata)
+                .and_then(|m| m.labels)
+                .unwrap_or_default();
+            assert_eq!(labels.get("smsc.io/topology").map(String::as_str), Some(topology.as_str()));
+            let role = labels.get("smsc.io/role").map(String::as_str);
+            match topology {
+                Topology::ActiveActive => assert_eq!(role, Some("active"), "{fixture}"),
+                Topology::ActiveStandby => assert_eq!(role, None, "{fixture}: only the holder, by itself"),
+                Topology::Auto => unreachable!("a plan never runs Auto"),
+            }
+        }
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub struct Plan {
     /// Versions of the Secrets smscd reads through its environment (fetched; None offline). A
     /// change rolls the Pods: environment variables are read once, at start.
     pub secrets_version: Option<String>,
+    /// The Service selects `smsc.io/role=active` (see service.rs). Always in ActiveStandby; in
+    /// ActiveActive once every Pod carries the static label (decided by the reconcile).
+    pub service_selects_role: bool,
 }
 
 impl Plan {
@@ -115,6 +118,7 @@ pub fn plan(cluster: &SmscCluster, default_image: &str, default_namespace: &str)
         decision,
         termination_grace_period_seconds: grace,
         secrets_version: None,
+        service_selects_role: true,
     })
 }
 

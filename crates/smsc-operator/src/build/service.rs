@@ -26,8 +26,10 @@ pub fn build(cluster: &SmscCluster, plan: &Plan) -> Service {
         ports.push(service_port("smpp-tls", tls.port));
     }
     let mut selector = labels::selector(&plan.name);
-    // Traffic follows the Lease holder, which labels its own Pod.
-    if plan.topology() == Topology::ActiveStandby {
+    // Only Pods that take binds carry the role label: the ActiveStandby Lease holder (it labels
+    // itself) and every ActiveActive Pod (from its template). A cluster whose ActiveActive Pods
+    // predate that label keeps the plain selector until they are replaced.
+    if plan.topology() == Topology::ActiveStandby || plan.service_selects_role {
         selector.insert(ROLE_LABEL.to_string(), ROLE_ACTIVE.to_string());
     }
     let type_ = match svc.type_ {
@@ -79,9 +81,26 @@ mod tests {
             .map(|p| (p.name.unwrap_or_default(), p.port))
             .collect();
         assert_eq!(ports, vec![("smpp".into(), 2775), ("smpp-tls".into(), 8775)]);
-        assert!(!spec.selector.unwrap_or_default().contains_key("smsc.io/role"));
+        // Every ActiveActive Pod carries the role label: the selector is the ActiveStandby one.
+        assert_eq!(spec.selector.unwrap_or_default().get("smsc.io/role").map(String::as_str), Some("active"));
         assert_eq!(spec.load_balancer_source_ranges, Some(vec!["192.0.2.0/24".to_string()]));
         assert!(s.metadata.annotations.unwrap_or_default().contains_key("lb.example/idle-timeout"));
+    }
+
+    #[test]
+    fn active_active_pods_from_before_the_role_label_keep_the_plain_selector() {
+        let c = load("full.yaml");
+        let mut plan = plan_for(&c);
+        assert_eq!(plan.topology(), Topology::ActiveActive);
+        plan.service_selects_role = false;
+        let selector = build(&c, &plan).spec.and_then(|s| s.selector).unwrap_or_default();
+        assert!(!selector.contains_key("smsc.io/role"), "{selector:?}");
+        // ActiveStandby always selects the holder.
+        let c = load("single-bind.yaml");
+        let mut plan = plan_for(&c);
+        plan.service_selects_role = false;
+        let selector = build(&c, &plan).spec.and_then(|s| s.selector).unwrap_or_default();
+        assert_eq!(selector.get("smsc.io/role").map(String::as_str), Some("active"));
     }
 
     #[test]

@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
 use smsc_api::crd::{DlrStoreType, SmscCluster};
+use smsc_api::names::{ROLE_ACTIVE, ROLE_LABEL};
 
-use super::cache::{hash_of, trim_meta};
+use super::cache::{cached, hash_of, trim_meta};
 use super::context::Context;
 use crate::build;
 use crate::error::{Error, Result, Verb};
@@ -126,6 +127,40 @@ pub(super) async fn live_lease_holder(ctx: &Context, ns: &str, cluster: &str) ->
     let name = labels::lease_name(cluster);
     let lease = api.get_opt(&name).await.map_err(|e| Error::kube(Verb::Get, "Lease", &name, e))?;
     Ok(lease.and_then(|l| current_holder(&l, k8s_openapi::jiff::Timestamp::now())))
+}
+
+/// Does the Service select `smsc.io/role=active` in ActiveActive? Yes once every Pod carries the
+/// label from its template: a new cluster (no Service yet), a Service that already does, or a
+/// Deployment fully rolled out to a template with the label. Until then (Pods from before the
+/// label) the plain selector stays, so no Pod that takes binds is left out.
+pub(super) fn active_active_selects_role(ctx: &Context, ns: &str, cluster: &str) -> bool {
+    let Some(svc) = cached::<Service>(&ctx.stores, ns, cluster) else { return true };
+    let selects = |s: &Service| {
+        s.spec.as_ref().and_then(|s| s.selector.as_ref()).is_some_and(|m| m.contains_key(ROLE_LABEL))
+    };
+    if selects(&svc) {
+        return true;
+    }
+    cached::<Deployment>(&ctx.stores, ns, cluster).is_some_and(|d| rolled_out_with_role(&d))
+}
+
+/// Every replica of `d` comes from its current template, is ready, and that template labels
+/// Pods `smsc.io/role=active`.
+fn rolled_out_with_role(d: &Deployment) -> bool {
+    let Some(spec) = d.spec.as_ref() else { return false };
+    let labelled = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.as_ref())
+        .is_some_and(|l| l.get(ROLE_LABEL).map(String::as_str) == Some(ROLE_ACTIVE));
+    let st = d.status.clone().unwrap_or_default();
+    let want = spec.replicas.unwrap_or(1);
+    labelled
+        && st.observed_generation == d.metadata.generation
+        && st.updated_replicas.unwrap_or(0) == want
+        && st.replicas.unwrap_or(0) == want
+        && st.ready_replicas.unwrap_or(0) == want
 }
 
 /// The HPA's ScalingActive condition.
@@ -398,5 +433,37 @@ mod holder_tests {
         }
         assert_eq!(current_holder(&no_renew, now), None);
         assert_eq!(current_holder(&Lease::default(), now), None);
+    }
+}
+
+#[cfg(test)]
+mod selector_tests {
+    use super::rolled_out_with_role;
+    use k8s_openapi::api::apps::v1::Deployment;
+
+    fn deployment(role: bool, generation: i64, observed: i64, updated: i32, ready: i32) -> Deployment {
+        let labels =
+            if role { serde_json::json!({ "smsc.io/role": "active" }) } else { serde_json::json!({}) };
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "d", "generation": generation },
+            "spec": {
+                "replicas": 2,
+                "selector": {},
+                "template": { "metadata": { "labels": labels } }
+            },
+            "status": {
+                "observedGeneration": observed, "replicas": 2, "updatedReplicas": updated, "readyReplicas": ready
+            }
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_role_selector_waits_for_every_pod_to_carry_the_label() {
+        assert!(rolled_out_with_role(&deployment(true, 3, 3, 2, 2)));
+        assert!(!rolled_out_with_role(&deployment(false, 3, 3, 2, 2)), "template without the label");
+        assert!(!rolled_out_with_role(&deployment(true, 3, 2, 2, 2)), "new template not seen yet");
+        assert!(!rolled_out_with_role(&deployment(true, 3, 3, 1, 2)), "an old Pod is left");
+        assert!(!rolled_out_with_role(&deployment(true, 3, 3, 2, 1)), "a new Pod is not ready");
     }
 }

@@ -3,6 +3,7 @@
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
+use smsc_api::crd::Topology;
 use smsc_api::names::{ROLE_ACTIVE, ROLE_LABEL};
 
 use super::context::Context;
@@ -39,6 +40,13 @@ pub(super) async fn fix_role_labels(
     for pod in pods {
         let name = pod.name_any();
         if Some(name.as_str()) == holder {
+            continue;
+        }
+        // An ActiveActive Pod's label is static (its template): it takes binds until it is
+        // replaced, also while the cluster moves to ActiveStandby.
+        if pod.labels().get(labels::TOPOLOGY_LABEL).map(String::as_str)
+            == Some(Topology::ActiveActive.as_str())
+        {
             continue;
         }
         if live.is_none() {

@@ -15,7 +15,9 @@ use tracing::Instrument;
 use super::apply::apply_children;
 use super::cache::cached;
 use super::context::{key, Context};
-use super::observe::{autoscaler_obs, deployment_obs, lease_holder, pod_problem, secrets};
+use super::observe::{
+    active_active_selects_role, autoscaler_obs, deployment_obs, lease_holder, pod_problem, secrets,
+};
 use super::pods::fix_role_labels;
 use crate::build;
 use crate::checklist::{names, Decision};
@@ -157,7 +159,8 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
 
     // Fetch what the spec refers to.
     let found = secrets(ctx, &cluster, &ns).await?;
-    let plan = build::Plan { secrets_version: Some(found.env_version), ..plan };
+    let service_selects_role = active_active_selects_role(ctx, &ns, &name);
+    let plan = build::Plan { secrets_version: Some(found.env_version), service_selects_role, ..plan };
     let missing = found.missing;
     let secrets_problem = (!missing.is_empty()).then(|| {
         ("SecretMissing".to_string(), format!("referenced Secret keys do not exist: {}", missing.join(", ")))
@@ -209,7 +212,9 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
         ),
         _ => None,
     };
-    fix_role_labels(ctx, &ns, &name, holder.as_deref()).await?;
+    if topology == Some(Topology::ActiveStandby) {
+        fix_role_labels(ctx, &ns, &name, holder.as_deref()).await?;
+    }
 
     let observed = deployment.as_ref().map(deployment_obs);
     // A missing Secret explains Pods that cannot start: it comes first.
