@@ -241,6 +241,11 @@ pub fn build(config: &StoreConfig, identity: &str) -> Result<Built, StoreError> 
     static BUILT: AtomicUsize = AtomicUsize::new(0);
     match config {
         StoreConfig::Memory { ttl } => {
+            // Said at every start, so nobody mistakes it for a durable store (issue 14).
+            tracing::warn!(
+                "memory store: correlations and queued receipts/MO live in this process only; receipts \
+                 owed at a restart (or a crash) are lost. Use `store: {{ type: redis, ... }}` to keep them"
+            );
             let m = Arc::new(memory::MemoryStore::new(*ttl));
             Ok(Built { store: m.clone(), memory: Some(m) })
         }
