@@ -90,7 +90,9 @@ pub fn verdict(status: Option<CommandStatus>, attempts: u32, max_attempts: u32) 
 }
 
 /// Answers counted per handed-out item of one account (cleared when it is settled for good).
-/// Kept by this replica: a restart, or another replica claiming the item, starts it again.
+/// Kept by this replica: a restart, or another replica claiming the item, starts it again. An
+/// item that leaves otherwise (aged out, claimed elsewhere) leaves its count until the loop
+/// ends: only items that failed at least once, so few.
 type Attempts = Arc<Mutex<HashMap<DeliveryId, u32>>>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
