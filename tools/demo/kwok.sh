@@ -4,7 +4,9 @@
 #
 #  1. build smscd and the operator, bring up the local control plane (tools/cluster.sh),
 #  2. install the CRD and run the operator,
-#  3. start a "carrier" SMSC (smscd with its built-in simulator) that allows ONE bind,
+#  3. start a "carrier" SMSC (smscd with its built-in simulator) that allows ONE bind, and a
+#     redis-server as the shared DLR store (active/standby needs it: a standby taking over finds
+#     the receipts owed there),
 #  4. apply an SmscCluster pointing at it: the operator picks ActiveStandby and says why,
 #  5. run the two smscd replicas as local processes playing the Pods kwok created,
 #  6. send real SMS with a Python smpplib ESME and show the delivery receipts coming back,
@@ -79,8 +81,23 @@ pids+=($!)
 until_ok 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$carrier_port" || die "carrier did not start"
 say "carrier on 127.0.0.1:$carrier_port (max_binds 1: a second concurrent bind is refused)"
 
+redis_port=$(free_port)
+redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no --dir "$work" \
+  >"$work/redis.log" 2>&1 &
+pids+=($!)
+until_ok 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$redis_port" || die "redis-server did not start"
+say "Redis (the shared DLR store) on 127.0.0.1:$redis_port"
+
 bold "4. Applying an SmscCluster with 2 replicas and that single-bind upstream"
-smsc_manifest 127.0.0.1 "$carrier_port" >"$work/smsc.yaml"
+smsc_manifest 127.0.0.1 "$carrier_port" \
+  "  dlrStore: { type: Redis, redis: { urlSecretRef: { name: demo-redis, key: url } } }" >"$work/smsc.yaml"
+cat >>"$work/smsc.yaml" <<EOF
+---
+apiVersion: v1
+kind: Secret
+metadata: { name: demo-redis }
+stringData: { url: "redis://127.0.0.1:$redis_port/0" }
+EOF
 kubectl -n "$NS" apply -f "$work/smsc.yaml" | sed 's/^/   /'
 topology() { kubectl -n "$NS" get smsc "$CLUSTER" -o jsonpath='{.status.topology}'; }
 until_ok 60 bash -c "[ \"\$(kubectl -n $NS get smsc $CLUSTER -o jsonpath='{.status.topology}')\" = ActiveStandby ]" ||

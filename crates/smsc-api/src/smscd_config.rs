@@ -34,6 +34,9 @@ pub struct SmscdConfig {
     pub sim: SimConfig,
     #[serde(default)]
     pub store: StoreConfig,
+    /// Bounds of the per-account delivery queues (receipts and MO) and their dead letters.
+    #[serde(default)]
+    pub queues: QueuesConfig,
     #[serde(default)]
     pub admin: AdminConfig,
     #[serde(default)]
@@ -305,6 +308,42 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig::Memory { ttl: default_ttl() }
     }
+}
+
+/// Bounds of the per-account delivery queues, applied by both stores (hot-reloaded).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueuesConfig {
+    /// Most receipts and MO queued for one account (queued + handed out). At the cap a new
+    /// deliver_sm is refused upstream with ESME_RMSGQFUL (the upstream retries later).
+    #[serde(default = "default_max_per_account")]
+    pub max_per_account: usize,
+    /// deliver_sm attempts (error statuses or no answer) before an item is dead-lettered.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Dead letters kept per account; the oldest go beyond it.
+    #[serde(default = "default_dead_letters")]
+    pub dead_letters_per_account: usize,
+}
+
+impl Default for QueuesConfig {
+    fn default() -> Self {
+        QueuesConfig {
+            max_per_account: default_max_per_account(),
+            max_attempts: default_max_attempts(),
+            dead_letters_per_account: default_dead_letters(),
+        }
+    }
+}
+
+fn default_max_per_account() -> usize {
+    100_000
+}
+fn default_max_attempts() -> u32 {
+    10
+}
+fn default_dead_letters() -> usize {
+    10_000
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,6 +16,8 @@ pub struct UpstreamBinds {
 pub struct ChecklistInput {
     /// The most replicas that can run: `autoscaling.maxReplicas` when autoscaling, else `replicas`.
     pub max_replicas: i32,
+    /// The topology asked for (`spec.topology`).
+    pub topology: Topology,
     pub upstreams: Vec<UpstreamBinds>,
     pub dlr_store_shared: bool,
     pub load_balancer_pins_connections: bool,
@@ -72,10 +74,12 @@ fn upstream_capacity(input: &ChecklistInput) -> (bool, String) {
     }
 }
 
+/// The memory store holds receipts owed in one process: more than one replica, or a standby
+/// taking over, would lose them, so both need the shared store (smscd itself refuses
+/// `leader_election` with the memory store).
 fn shared_store(input: &ChecklistInput) -> (bool, String) {
     match (input.dlr_store_shared, input.max_replicas > 1) {
         (true, _) => (true, "the DLR store is Redis, shared by every replica".into()),
-        (false, false) => (true, "one replica: the in-memory DLR store is enough".into()),
         (false, true) => (
             false,
             format!(
@@ -83,6 +87,16 @@ fn shared_store(input: &ChecklistInput) -> (bool, String) {
                  arriving on another replica is lost",
                 input.max_replicas
             ),
+        ),
+        (false, false) if input.topology == Topology::ActiveStandby => (
+            false,
+            "ActiveStandby needs a shared DLR store (spec.dlrStore.type: Redis); with Memory a standby \
+             taking over has none of the receipts owed"
+                .into(),
+        ),
+        (false, false) => (
+            true,
+            "one replica: the in-memory DLR store is enough (receipts owed at a restart are lost)".into(),
         ),
     }
 }
@@ -122,18 +136,47 @@ fn grace_period(input: &ChecklistInput) -> (bool, String) {
 pub enum Decision {
     /// Run with this topology (ActiveActive or ActiveStandby, never Auto).
     Run(Topology),
-    /// ActiveActive was asked for explicitly while items are unmet: touch nothing.
-    Refused { unmet: Vec<ChecklistItemName> },
+    /// `asked` cannot run: ActiveActive asked for explicitly while items are unmet, or any
+    /// topology without the shared DLR store it needs (SharedDlrStore unmet). Touch nothing.
+    Refused { asked: Topology, unmet: Vec<ChecklistItemName> },
 }
 
-pub fn decide(asked: Topology, items: &[ChecklistItem]) -> Decision {
+impl Decision {
+    /// The Degraded condition's reason and Event reason while refused: `<asked>Refused`.
+    pub fn refused_reason(&self) -> Option<String> {
+        match self {
+            Decision::Refused { asked, .. } => Some(format!("{}Refused", asked.as_str())),
+            Decision::Run(_) => None,
+        }
+    }
+
+    /// What is refused and why, for conditions, Events and errors.
+    pub fn refused_note(&self) -> Option<String> {
+        match self {
+            Decision::Refused { asked, unmet } => {
+                Some(format!("topology {} refused: unmet checklist items {}", asked.as_str(), names(unmet)))
+            }
+            Decision::Run(_) => None,
+        }
+    }
+}
+
+/// `dlr_store_shared`: without the shared store a single replica runs without election
+/// (ActiveActive), whatever else is unmet: smscd refuses leader_election with the memory store.
+pub fn decide(asked: Topology, items: &[ChecklistItem], dlr_store_shared: bool) -> Decision {
     let unmet: Vec<ChecklistItemName> = items.iter().filter(|i| !i.satisfied).map(|i| i.name).collect();
+    if unmet.contains(&ChecklistItemName::SharedDlrStore) {
+        return Decision::Refused { asked, unmet };
+    }
+    if !dlr_store_shared {
+        return Decision::Run(Topology::ActiveActive);
+    }
     match asked {
         Topology::ActiveStandby => Decision::Run(Topology::ActiveStandby),
         Topology::Auto if unmet.is_empty() => Decision::Run(Topology::ActiveActive),
         Topology::Auto => Decision::Run(Topology::ActiveStandby),
         Topology::ActiveActive if unmet.is_empty() => Decision::Run(Topology::ActiveActive),
-        Topology::ActiveActive => Decision::Refused { unmet },
+        Topology::ActiveActive => Decision::Refused { asked, unmet },
     }
 }
 
@@ -149,6 +192,7 @@ mod tests {
     fn passing() -> ChecklistInput {
         ChecklistInput {
             max_replicas: 2,
+            topology: Topology::Auto,
             upstreams: vec![UpstreamBinds { name: "alpha".into(), binds_per_replica: 1, max_binds: Some(2) }],
             dlr_store_shared: true,
             load_balancer_pins_connections: true,
@@ -169,9 +213,9 @@ mod tests {
         let names: Vec<_> = items.iter().map(|i| i.name).collect();
         assert_eq!(names, ChecklistItemName::ALL.to_vec());
         assert!(items.iter().all(|i| i.satisfied && !i.message.is_empty()), "{items:?}");
-        assert_eq!(decide(Topology::Auto, &items), Decision::Run(Topology::ActiveActive));
-        assert_eq!(decide(Topology::ActiveActive, &items), Decision::Run(Topology::ActiveActive));
-        assert_eq!(decide(Topology::ActiveStandby, &items), Decision::Run(Topology::ActiveStandby));
+        assert_eq!(decide(Topology::Auto, &items, true), Decision::Run(Topology::ActiveActive));
+        assert_eq!(decide(Topology::ActiveActive, &items, true), Decision::Run(Topology::ActiveActive));
+        assert_eq!(decide(Topology::ActiveStandby, &items, true), Decision::Run(Topology::ActiveStandby));
     }
 
     #[test]
@@ -231,13 +275,51 @@ mod tests {
     #[test]
     fn auto_falls_back_and_explicit_active_active_is_refused() {
         let mut i = passing();
-        i.dlr_store_shared = false;
+        i.load_balancer_pins_connections = false;
         let items = evaluate(&i);
-        assert_eq!(decide(Topology::Auto, &items), Decision::Run(Topology::ActiveStandby));
+        assert_eq!(decide(Topology::Auto, &items, true), Decision::Run(Topology::ActiveStandby));
+        let refused = decide(Topology::ActiveActive, &items, true);
         assert_eq!(
-            decide(Topology::ActiveActive, &items),
-            Decision::Refused { unmet: vec![ChecklistItemName::SharedDlrStore] }
+            refused,
+            Decision::Refused {
+                asked: Topology::ActiveActive,
+                unmet: vec![ChecklistItemName::LoadBalancerPinsConnections]
+            }
         );
-        assert_eq!(decide(Topology::ActiveStandby, &items), Decision::Run(Topology::ActiveStandby));
+        assert_eq!(refused.refused_reason().as_deref(), Some("ActiveActiveRefused"));
+        assert_eq!(decide(Topology::ActiveStandby, &items, true), Decision::Run(Topology::ActiveStandby));
+    }
+
+    /// Issue 14: the memory store never runs with more than one replica nor with a standby
+    /// (a replica taking over would have none of the receipts owed), whatever the topology; one
+    /// replica with it runs without election even when scale-out items are unmet.
+    #[test]
+    fn memory_store_is_refused_with_replicas_or_a_standby() {
+        let mut i = passing();
+        i.dlr_store_shared = false;
+        for asked in [Topology::Auto, Topology::ActiveActive, Topology::ActiveStandby] {
+            i.topology = asked;
+            let d = decide(asked, &evaluate(&i), false);
+            assert_eq!(
+                d,
+                Decision::Refused { asked, unmet: vec![ChecklistItemName::SharedDlrStore] },
+                "{asked:?}"
+            );
+            assert_eq!(d.refused_reason(), Some(format!("{}Refused", asked.as_str())));
+        }
+        i.max_replicas = 1;
+        i.topology = Topology::ActiveStandby;
+        let items = evaluate(&i);
+        assert!(items[1].message.contains("ActiveStandby needs a shared DLR store"), "{items:?}");
+        assert_eq!(
+            decide(Topology::ActiveStandby, &items, false),
+            Decision::Refused {
+                asked: Topology::ActiveStandby,
+                unmet: vec![ChecklistItemName::SharedDlrStore]
+            }
+        );
+        i.topology = Topology::Auto;
+        i.esmes_reconnect_with_backoff = false;
+        assert_eq!(decide(Topology::Auto, &evaluate(&i), false), Decision::Run(Topology::ActiveActive));
     }
 }

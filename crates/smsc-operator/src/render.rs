@@ -3,7 +3,6 @@
 use smsc_api::crd::SmscCluster;
 
 use crate::build;
-use crate::checklist::{names, Decision};
 use crate::error::{Error, Result};
 
 /// The children of every SmscCluster in `yaml`, as YAML documents. Other documents in the file
@@ -46,11 +45,8 @@ fn render_one(yaml: &str, smscd_image: &str) -> Result<String> {
     let cluster: SmscCluster =
         serde_saphyr::from_str(yaml).map_err(|e| Error::InvalidSpec(format!("not an SmscCluster: {e}")))?;
     let plan = build::plan(&cluster, smscd_image, "default")?;
-    if let Decision::Refused { unmet } = &plan.decision {
-        return Err(Error::InvalidSpec(format!(
-            "topology ActiveActive refused: unmet checklist items {}",
-            names(unmet)
-        )));
+    if let Some(note) = plan.decision.refused_note() {
+        return Err(Error::InvalidSpec(note));
     }
     build::children(&cluster, &plan)?.to_yaml()
 }

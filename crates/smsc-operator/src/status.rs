@@ -151,14 +151,11 @@ fn progressing(inputs: &Inputs<'_>) -> Cond {
 fn degraded(inputs: &Inputs<'_>) -> Cond {
     let t = ConditionType::Degraded;
     match (inputs.decision, &inputs.problem) {
-        (Decision::Refused { unmet }, _) => cond(
+        (d @ Decision::Refused { .. }, _) => cond(
             t,
             ConditionStatus::True,
-            "ActiveActiveRefused",
-            format!(
-                "topology ActiveActive refused: unmet checklist items {}; children left as they were",
-                names(unmet)
-            ),
+            &d.refused_reason().unwrap_or_default(),
+            format!("{}; children left as they were", d.refused_note().unwrap_or_default()),
         ),
         (_, Some((reason, message))) => cond(t, ConditionStatus::True, reason, message.clone()),
         _ => match inputs.deployment.as_ref().and_then(|d| d.failure.as_ref()) {
@@ -291,6 +288,7 @@ mod tests {
     fn items(pass: bool) -> Vec<ChecklistItem> {
         evaluate(&ChecklistInput {
             max_replicas: 2,
+            topology: Topology::Auto,
             upstreams: vec![],
             dlr_store_shared: pass,
             load_balancer_pins_connections: true,
@@ -386,7 +384,10 @@ mod tests {
         let base = Inputs { active_pod: Some("p-0".into()), ..inputs(&items, &old_d) };
         let old = compute(None, &base, &t(1));
         assert_eq!(old.active_pod.as_deref(), Some("p-0"));
-        let refused = Decision::Refused { unmet: vec![ChecklistItemName::SharedDlrStore] };
+        let refused = Decision::Refused {
+            asked: Topology::ActiveActive,
+            unmet: vec![ChecklistItemName::SharedDlrStore],
+        };
         let s =
             compute(Some(&old), &Inputs { generation: Some(2), decision: &refused, ..base.clone() }, &t(2));
         assert_eq!(s.topology, Some(Topology::ActiveStandby));

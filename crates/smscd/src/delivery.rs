@@ -1,7 +1,14 @@
 //! One loop per account: hand queued deliveries (receipts, MO) to the account's receiver and
-//! transceiver sessions round-robin. An item leaves the queue only on deliver_sm_resp with
-//! status 0; otherwise (error status, session gone, no answer) it goes back and is retried.
-//! While the account has no receiving session, items wait in the store.
+//! transceiver sessions round-robin. An item leaves the queue on deliver_sm_resp with status 0.
+//! A permanent error status ([`is_permanent`]: the ESME will never take this PDU) moves it to
+//! the account's dead letters at once; a transient one or no answer puts it back for a retry,
+//! up to `queues.max_attempts` answers in all, after which it is dead-lettered too. A session
+//! that goes away mid-send is not the ESME's answer and costs no attempt. While the account
+//! has no receiving session, items wait in the store.
+//!
+//! The loop also ages out items queued longer than the correlation TTL (`store.ttl`) and, once
+//! the account is removed from the config, purges its queue (both counted in
+//! `smscd_queue_dropped_total`).
 //!
 //! Items are fetched in batches (as many as free in-flight slots, one store round trip) and
 //! acknowledged in batches by a companion task, so a shared store costs a few commands per
@@ -9,11 +16,14 @@
 
 use crate::accounts::AccountState;
 use crate::core::Core;
+use crate::metrics::{AccountLabel, ReasonLabel};
 use crate::store::DeliveryId;
 use futures::stream::{FuturesUnordered, StreamExt};
 use smpp::session::SessionError;
-use smpp::{Body, Pdu};
-use std::sync::Arc;
+use smpp::{Body, CommandStatus, Pdu};
+use smsc_api::smscd_config::StoreConfig;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
@@ -30,6 +40,98 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 const BUSY_POLL: Duration = Duration::from_millis(10);
 const BUSY_FOR: Duration = Duration::from_secs(2);
 const RETRY_DELAY: Duration = Duration::from_millis(200);
+/// How often items older than the correlation TTL are aged out (and the dead letters counted).
+const AGE_EVERY: Duration = Duration::from_secs(60);
+
+/// deliver_sm_resp statuses that say the ESME will never take this PDU as it is (its content,
+/// addresses or TLVs, or its application's explicit permanent/reject answer): retrying cannot
+/// help, so the item is dead-lettered at once. Every other error status (ESME_RX_T_APPN,
+/// ESME_RTHROTTLED, ESME_RMSGQFUL, ESME_RSYSERR, vendor codes, ...) is retried, up to
+/// `queues.max_attempts`.
+pub fn is_permanent(s: CommandStatus) -> bool {
+    matches!(
+        s,
+        CommandStatus::ESME_RX_P_APPN
+            | CommandStatus::ESME_RX_R_APPN
+            | CommandStatus::ESME_RINVMSGLEN
+            | CommandStatus::ESME_RINVCMDLEN
+            | CommandStatus::ESME_RINVESMCLASS
+            | CommandStatus::ESME_RINVSRCADR
+            | CommandStatus::ESME_RINVDSTADR
+            | CommandStatus::ESME_RINVSRCTON
+            | CommandStatus::ESME_RINVSRCNPI
+            | CommandStatus::ESME_RINVDSTTON
+            | CommandStatus::ESME_RINVDSTNPI
+            | CommandStatus::ESME_RINVOPTPARSTREAM
+            | CommandStatus::ESME_ROPTPARNOTALLWD
+            | CommandStatus::ESME_RINVPARLEN
+            | CommandStatus::ESME_RMISSINGOPTPARAM
+            | CommandStatus::ESME_RINVOPTPARAMVAL
+    )
+}
+
+/// What one failed send means for the item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Back to the queue for another try.
+    Retry,
+    /// To the dead letters, for this reason (a `smscd_dead_lettered_total` label).
+    DeadLetter(&'static str),
+}
+
+/// The verdict on a failed send: `status` the ESME answered (None: no answer in time), after
+/// `attempts` answers so far including this one, with at most `max_attempts` allowed.
+pub fn verdict(status: Option<CommandStatus>, attempts: u32, max_attempts: u32) -> Verdict {
+    match status {
+        Some(s) if is_permanent(s) => Verdict::DeadLetter("refused"),
+        _ if attempts >= max_attempts => Verdict::DeadLetter("attempts"),
+        _ => Verdict::Retry,
+    }
+}
+
+/// Answers counted per handed-out item of one account (cleared when it is settled for good).
+/// Kept by this replica: a restart, or another replica claiming the item, starts it again. An
+/// item that leaves otherwise (aged out, claimed elsewhere) leaves its count until the loop
+/// ends: only items that failed at least once, so few.
+type Attempts = Arc<Mutex<HashMap<DeliveryId, u32>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Drop what is older than the correlation TTL and refresh the dead-letter gauge.
+async fn age_out(core: &Core, name: &str) {
+    let cfg = core.config.get();
+    let (StoreConfig::Memory { ttl } | StoreConfig::Redis { ttl, .. }) = &cfg.store;
+    match core.store.age_out(name, *ttl).await {
+        Ok(n) if n > 0 => {
+            tracing::warn!(account = %name, dropped = n, ttl = ?ttl, "deliveries older than store.ttl dropped");
+            core.metrics.dropped("expired", n);
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(account = %name, error = %e, "ageing out failed"),
+    }
+    if let Ok(n) = core.store.dead_letters(name).await {
+        core.metrics.dead_letters.get_or_create(&AccountLabel { account: name.to_owned() }).set(n as i64);
+    }
+}
+
+/// The account is gone from the config (and not back under the same name): its queue too.
+async fn purge(core: &Core, name: &str) {
+    if core.accounts.get(name).is_some() {
+        return;
+    }
+    match core.store.purge(name).await {
+        Ok(n) => {
+            if n > 0 {
+                tracing::warn!(account = %name, dropped = n, "account removed: its queued deliveries purged");
+            }
+            core.metrics.dropped("account_removed", n);
+            core.metrics.dead_letters.remove(&AccountLabel { account: name.to_owned() });
+        }
+        Err(e) => tracing::warn!(account = %name, error = %e, "queue of a removed account not purged"),
+    }
+}
 
 pub async fn run(core: Arc<Core>, account: Arc<AccountState>) {
     let name = account.system_id.clone();
@@ -38,8 +140,15 @@ pub async fn run(core: Arc<Core>, account: Arc<AccountState>) {
     // Ends when the loop and every delivery it spawned have dropped their sender, so no ack
     // of a delivered item is left behind.
     tokio::spawn(acker(core.clone(), name.clone(), ack_rx));
+    let attempts: Attempts = Arc::default();
     let mut busy_until = None;
+    let mut aged = Instant::now();
+    age_out(&core, &name).await;
     while !core.stop.is_cancelled() && !account.is_removed() {
+        if aged.elapsed() >= AGE_EVERY {
+            aged = Instant::now();
+            age_out(&core, &name).await;
+        }
         if !account.has_receiver() {
             wait(&core, &account, IDLE_POLL).await;
             continue;
@@ -86,8 +195,14 @@ pub async fn run(core: Arc<Core>, account: Arc<AccountState>) {
                     continue;
                 }
             };
-            let item =
-                Item { core: core.clone(), account: name.clone(), acks: acks.clone(), id, our_id: d.our_id };
+            let item = Item {
+                core: core.clone(),
+                account: name.clone(),
+                acks: acks.clone(),
+                attempts: attempts.clone(),
+                id,
+                our_id: d.our_id,
+            };
             // A free window slot: sent from here and settled on the session task by a callback
             // (no task, no wake-up per item). A full window: a waiting send in this batch's task.
             match session.try_reserve() {
@@ -113,6 +228,9 @@ pub async fn run(core: Arc<Core>, account: Arc<AccountState>) {
             let _ = core.store.nack(&name, id).await;
         }
     }
+    if account.is_removed() {
+        purge(&core, &name).await;
+    }
 }
 
 /// A handed-out item on its way to a session, until its answer settles it.
@@ -120,27 +238,79 @@ struct Item {
     core: Arc<Core>,
     account: String,
     acks: mpsc::UnboundedSender<DeliveryId>,
+    attempts: Attempts,
     id: DeliveryId,
     /// Our message id (receipts), for the logs.
     our_id: Option<String>,
 }
 
 impl Item {
-    /// Acknowledged on deliver_sm_resp status 0, else back to the queue after a short delay (on
-    /// a task of its own: the rare path).
+    /// Acknowledged on deliver_sm_resp status 0; otherwise judged by [`verdict`]: back to the
+    /// queue after a short delay or to the dead letters (on a task of its own: the rare path).
     fn settle(self, r: Result<Pdu, SessionError>) {
-        let Item { core, account: name, acks, id, our_id } = self;
+        let Item { core, account: name, acks, attempts, id, our_id } = self;
         if matches!(&r, Ok(p) if p.command_status.is_ok()) {
             core.metrics.delivery("delivered");
+            {
+                let mut a = lock(&attempts);
+                if !a.is_empty() {
+                    a.remove(&id);
+                }
+            }
             // The acker outlives every sender: a send only fails after a panic there.
             let _ = acks.send(id);
             return;
         }
-        match &r {
-            Ok(p) => {
+        // An answer (or its absence) is an attempt; a session that went away is not the ESME's.
+        let answer = match &r {
+            Ok(p) => Some(Some(p.command_status)),
+            Err(SessionError::Timeout(_)) => Some(None),
+            Err(_) => None,
+        };
+        let queues = core.config.get().queues.clone();
+        let v = match answer {
+            Some(status) => {
+                let n = {
+                    let mut a = lock(&attempts);
+                    let n = a.entry(id).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                verdict(status, n, queues.max_attempts)
+            }
+            None => Verdict::Retry,
+        };
+        match (&r, v) {
+            (_, Verdict::DeadLetter(reason)) => {
+                tracing::warn!(account = %name, id = ?our_id, ?reason, answer = ?r.as_ref().map(|p| p.command_status),
+                    "deliver_sm given up: dead-lettered");
+                lock(&attempts).remove(&id);
+                core.metrics.delivery("dead_lettered");
+                core.metrics.dead_lettered.get_or_create(&ReasonLabel { reason }).inc();
+                tokio::spawn(async move {
+                    if let Err(e) =
+                        core.store.dead_letter(&name, id, reason, queues.dead_letters_per_account).await
+                    {
+                        // Still handed out: retried later (the next answer decides again).
+                        tracing::warn!(account = %name, error = %e, "dead letter not stored: retrying");
+                        let _ = core.store.nack(&name, id).await;
+                        return;
+                    }
+                    if let Ok(n) = core.store.dead_letters(&name).await {
+                        core.metrics
+                            .dead_letters
+                            .get_or_create(&AccountLabel { account: name.clone() })
+                            .set(n as i64);
+                    }
+                });
+                return;
+            }
+            (Ok(p), Verdict::Retry) => {
                 tracing::debug!(account = %name, status = %p.command_status, id = ?our_id, "deliver_sm refused: retrying")
             }
-            Err(e) => tracing::debug!(account = %name, error = %e, "deliver_sm failed: retrying"),
+            (Err(e), Verdict::Retry) => {
+                tracing::debug!(account = %name, error = %e, "deliver_sm failed: retrying")
+            }
         }
         core.metrics.delivery("retried");
         tokio::spawn(async move {
@@ -167,5 +337,30 @@ async fn wait(core: &Core, account: &AccountState, poll: Duration) {
         _ = account.wake.notified() => {}
         _ = tokio::time::sleep(poll) => {}
         _ = core.stop.cancelled() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permanent_statuses_end_at_once_others_after_the_cap() {
+        let p = Some(CommandStatus::ESME_RX_P_APPN);
+        assert_eq!(verdict(p, 1, 10), Verdict::DeadLetter("refused"));
+        assert_eq!(verdict(Some(CommandStatus::ESME_RX_R_APPN), 1, 10), Verdict::DeadLetter("refused"));
+        for transient in [
+            Some(CommandStatus::ESME_RX_T_APPN),
+            Some(CommandStatus::ESME_RTHROTTLED),
+            Some(CommandStatus::ESME_RMSGQFUL),
+            Some(CommandStatus::ESME_RSYSERR),
+            Some(CommandStatus(0x0400)),
+            None,
+        ] {
+            assert_eq!(verdict(transient, 1, 3), Verdict::Retry, "{transient:?}");
+            assert_eq!(verdict(transient, 2, 3), Verdict::Retry, "{transient:?}");
+            assert_eq!(verdict(transient, 3, 3), Verdict::DeadLetter("attempts"), "{transient:?}");
+        }
+        assert!(!is_permanent(CommandStatus::ESME_ROK));
     }
 }

@@ -37,6 +37,13 @@ pub struct ResultLabel {
     pub result: String,
 }
 
+/// Why queued deliveries were dropped or dead-lettered: a fixed set of words (see
+/// docs/smscd-runtime.md), never free text.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
 type HistFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -62,6 +69,12 @@ pub struct Metrics {
     pub receipts: Family<ResultLabel, Counter>,
     pub deliveries: Family<ResultLabel, Counter>,
     pub reloads: Family<ResultLabel, Counter>,
+    /// Queued deliveries dropped: `expired` (older than store.ttl), `account_removed`.
+    pub queue_dropped: Family<ReasonLabel, Counter>,
+    /// Deliveries moved to the dead letters: `refused` (a permanent status), `attempts`.
+    pub dead_lettered: Family<ReasonLabel, Counter>,
+    /// Dead letters held, by account.
+    pub dead_letters: Family<AccountLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -119,6 +132,20 @@ impl Metrics {
         registry.register("deliveries", "deliver_sm to ESMEs by result", deliveries.clone());
         let reloads = Family::<ResultLabel, Counter>::default();
         registry.register("config_reloads", "Configs applied by the runtime", reloads.clone());
+        let queue_dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "queue_dropped",
+            "Queued receipts and MO dropped, by reason (expired, account_removed)",
+            queue_dropped.clone(),
+        );
+        let dead_lettered = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "dead_lettered",
+            "Deliveries the ESME never took, moved to the dead letters, by reason (refused, attempts)",
+            dead_lettered.clone(),
+        );
+        let dead_letters = Family::<AccountLabel, Gauge>::default();
+        registry.register("dead_letters", "Dead letters held, by account", dead_letters.clone());
         Metrics {
             registry,
             inbound_binds,
@@ -134,6 +161,15 @@ impl Metrics {
             receipts,
             deliveries,
             reloads,
+            queue_dropped,
+            dead_lettered,
+            dead_letters,
+        }
+    }
+
+    pub fn dropped(&self, reason: &'static str, n: usize) {
+        if n > 0 {
+            self.queue_dropped.get_or_create(&ReasonLabel { reason }).inc_by(n as u64);
         }
     }
 

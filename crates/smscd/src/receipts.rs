@@ -2,18 +2,42 @@
 //! for the submitting account; MO messages are queued for the account `routing.mo` names.
 //!
 //! The upstream's deliver_sm is answered only after the delivery is queued (the caller answers
-//! with our result), so a crash before that makes the upstream resend it.
+//! with our result), so a crash before that makes the upstream resend it. What cannot be queued
+//! gets a transient status, never a silent 0: the account's queue is full (ESME_RMSGQFUL), the
+//! account was removed by a reload or the store does not answer (ESME_RX_T_APPN).
+//!
+//! A receipt whose id matches no correlation may have overtaken its own submit_sm_resp (the
+//! correlation is written once that arrives). It is not retried inside the upstream's window
+//! (that would hold one of its few window slots per unknown id): when the message could still
+//! be in flight (a submit of ours awaits its answer, or the store is shared with replicas whose
+//! submits we cannot see) it is parked: answered 0 at once and matched again from a side queue
+//! for up to [`PARK_RETRIES`] (about 2 s), then counted `unmatched` and dropped. At most
+//! [`MAX_PARKED`] wait at once; beyond that the upstream gets ESME_RX_T_APPN and redelivers
+//! later. Nothing in flight: unmatched at once (an expired or foreign id).
+//!
+//! Receipt texts are read by their data_coding: UCS2 (0x08 and the GSM UCS2 groups) as
+//! UTF-16BE, anything else one octet per character, so every octet the upstream wrote comes
+//! back unchanged except the id. A rewritten text longer than the 254 octets short_message can
+//! hold moves to message_payload.
 
 use crate::core::Core;
-use crate::store::{Correlation, Delivery};
+use crate::store::{Correlation, Delivery, StoreError};
 use bytes::{Bytes, BytesMut};
 use smpp::receipt::{MessageIdFormat, MessageState, Receipt};
+use smpp::text::{latin1, ucs2, Alphabet, DataCoding};
 use smpp::{Body, CommandStatus, DeliverSm, Pdu};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// How long an unmatched receipt is retried: the upstream may send the receipt before our
-/// dispatch task has stored the correlation for the submit_sm_resp just received.
-const UNMATCHED_RETRIES: [u64; 5] = [20, 50, 100, 250, 500];
+/// Waits (ms) between the matches of a parked receipt: a correlation write on a busy store or
+/// another replica takes well under this in all (about 2 s).
+const PARK_RETRIES: [u64; 7] = [10, 20, 50, 100, 250, 500, 1000];
+/// Receipts parked at once (each a task and its PDU), over the process.
+pub const MAX_PARKED: usize = 10_000;
+static PARKED: AtomicUsize = AtomicUsize::new(0);
+/// The most octets short_message holds (SMPP 3.4 sm_length).
+const MAX_SHORT_MESSAGE: usize = 254;
 
 /// deliver_sm message types (esm_class bits 2-5, SMPP 3.4 §5.2.12) that report on a message
 /// we submitted: correlated like a receipt (or dropped), never routed as MO.
@@ -64,9 +88,9 @@ pub fn id_format(f: smsc_api::smscd_config::MessageIdFormat) -> MessageIdFormat 
 }
 
 /// Handle one deliver_sm from `upstream`, whose receipt ids relate to its submit_sm_resp ids as
-/// `id_format` says; Ok means "queued or deliberately dropped: answer 0".
+/// `id_format` says; Ok means "queued, parked or deliberately dropped: answer 0".
 pub async fn on_upstream_deliver(
-    core: &Core,
+    core: &Arc<Core>,
     upstream: &str,
     id_format: MessageIdFormat,
     dsm: DeliverSm,
@@ -90,11 +114,41 @@ pub async fn on_upstream_deliver(
     }
 }
 
+/// The receipt's text as characters, by its data_coding: UCS2 decoded, anything else one
+/// octet per character (Latin-1), so that [`encode_text`] gives every octet back.
+pub fn decode_text(data_coding: u8, bytes: &[u8]) -> String {
+    match DataCoding(data_coding).alphabet() {
+        Alphabet::Ucs2 => ucs2::decode(bytes),
+        _ => latin1::decode(bytes),
+    }
+}
+
+/// The inverse of [`decode_text`]; None when a character does not fit (not for our ids).
+pub fn encode_text(data_coding: u8, text: &str) -> Option<Vec<u8>> {
+    match DataCoding(data_coding).alphabet() {
+        Alphabet::Ucs2 => Some(ucs2::encode(text)),
+        _ => latin1::encode(text).ok(),
+    }
+}
+
+/// A receipt read and keyed, waiting for its correlation.
+struct Pending {
+    upstream: String,
+    dsm: DeliverSm,
+    upstream_id: String,
+    /// The correlation key: the id in the base of the submit_sm_resp id.
+    key: String,
+    state: Option<MessageState>,
+    kind: u8,
+    /// The text parsed, when it was (the TLVs leave something out).
+    parsed: Option<Option<Receipt>>,
+}
+
 async fn on_receipt(
-    core: &Core,
+    core: &Arc<Core>,
     upstream: &str,
     id_format: MessageIdFormat,
-    mut dsm: DeliverSm,
+    dsm: DeliverSm,
 ) -> Result<(), CommandStatus> {
     let tlv_id = dsm
         .tlvs
@@ -105,7 +159,7 @@ async fn on_receipt(
     // The text is parsed only for what the TLVs leave out (or to rewrite an unusual text below).
     let mut parsed: Option<Option<Receipt>> = None;
     if tlv_id.is_none() || tlv_state.is_none() {
-        parsed = Some(Receipt::parse(&String::from_utf8_lossy(dsm.payload())).ok());
+        parsed = Some(Receipt::parse(&decode_text(dsm.data_coding, dsm.payload())).ok());
     }
     let from_text = parsed.as_ref().and_then(Option::as_ref);
     let Some(upstream_id) = tlv_id.or_else(|| from_text.map(|r| r.id.clone())) else {
@@ -115,9 +169,6 @@ async fn on_receipt(
     };
     let state = tlv_state.or_else(|| from_text.and_then(Receipt::state));
     let kind = dsm.esm_class & smpp::pdu::esm_class::MESSAGE_TYPE_MASK;
-    // Only an SMSC receipt in a known final state ends the correlation; acknowledgements,
-    // notifications and states we do not know leave it for the final receipt.
-    let final_ = kind == kind::SMSC_RECEIPT && is_final(state);
     // One key, in the base of the submit_sm_resp id: never a guess at another base.
     let Some(key) = id_format.receipt_key(&upstream_id) else {
         tracing::warn!(upstream, id = %upstream_id, format = ?id_format,
@@ -125,18 +176,86 @@ async fn on_receipt(
         core.metrics.receipt("unmatched");
         return Ok(());
     };
-    let keys = [key];
-    let Some((_, corr)) = lookup(core, upstream, &keys).await? else {
-        tracing::warn!(upstream, id = %upstream_id, "receipt for an unknown message: dropped");
-        core.metrics.receipt("unmatched");
-        return Ok(());
+    let p = Pending { upstream: upstream.to_owned(), dsm, upstream_id, key, state, kind, parsed };
+    let corr = match core.store.find_correlation(upstream, std::slice::from_ref(&p.key)).await {
+        Ok(found) => found.map(|(_, c)| c),
+        Err(e) => {
+            tracing::warn!(error = %e, "store lookup failed");
+            // Transient for the upstream: it will resend.
+            return Err(CommandStatus::ESME_RX_T_APPN);
+        }
     };
-    let key = keys[0].as_str();
+    match corr {
+        Some(c) => matched(core, p, c).await,
+        None if could_be_in_flight(core) => park(core, p),
+        None => {
+            tracing::warn!(upstream, id = %p.upstream_id, "receipt for an unknown message: dropped");
+            core.metrics.receipt("unmatched");
+            Ok(())
+        }
+    }
+}
+
+/// Whether a correlation missing now may still be written: one of our submits awaits its
+/// answer, or other replicas (whose submits we do not see) write to the same store.
+fn could_be_in_flight(core: &Core) -> bool {
+    core.store.shared() || core.inflight() > 0
+}
+
+/// Answer the upstream now and match the receipt again from a task (see the module doc).
+fn park(core: &Arc<Core>, p: Pending) -> Result<(), CommandStatus> {
+    if PARKED.fetch_add(1, Ordering::AcqRel) >= MAX_PARKED {
+        PARKED.fetch_sub(1, Ordering::AcqRel);
+        core.metrics.receipt("park_full");
+        return Err(CommandStatus::ESME_RX_T_APPN);
+    }
+    core.metrics.receipt("parked");
+    let core = core.clone();
+    tokio::spawn(async move {
+        rematch(&core, p).await;
+        PARKED.fetch_sub(1, Ordering::AcqRel);
+    });
+    Ok(())
+}
+
+async fn rematch(core: &Arc<Core>, p: Pending) {
+    for ms in PARK_RETRIES {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+            _ = core.stop.cancelled() => break,
+        }
+        match core.store.find_correlation(&p.upstream, std::slice::from_ref(&p.key)).await {
+            Ok(Some((_, c))) => {
+                let (upstream, id) = (p.upstream.clone(), p.upstream_id.clone());
+                if let Err(status) = matched(core, p, c).await {
+                    // Answered already: nobody left to refuse it to.
+                    tracing::warn!(upstream, id, %status, "parked receipt matched but not queued: lost");
+                    core.metrics.receipt("parked_lost");
+                }
+                return;
+            }
+            Ok(None) if !could_be_in_flight(core) => break,
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "store lookup of a parked receipt failed"),
+        }
+    }
+    tracing::warn!(upstream = %p.upstream, id = %p.upstream_id, "receipt for an unknown message: dropped");
+    core.metrics.receipt("unmatched");
+}
+
+/// A receipt whose correlation `corr` was found: forwarded with our id, or dropped when its
+/// submit did not ask for it.
+async fn matched(core: &Core, p: Pending, corr: Correlation) -> Result<(), CommandStatus> {
+    let Pending { upstream, mut dsm, upstream_id, key, state, kind, parsed } = p;
+    let upstream = upstream.as_str();
+    // Only an SMSC receipt in a known final state ends the correlation; acknowledgements,
+    // notifications and states we do not know leave it for the final receipt.
+    let final_ = kind == kind::SMSC_RECEIPT && is_final(state);
     // A final receipt's correlation goes with its queueing (enqueue_final); one not wanted
     // goes now.
     if !wanted(corr.registered_delivery, kind, state) {
         if final_ {
-            if let Err(e) = core.store.take_correlation(upstream, &keys, true).await {
+            if let Err(e) = core.store.take_correlation(upstream, std::slice::from_ref(&key), true).await {
                 tracing::debug!(error = %e, "correlation of an unwanted receipt not removed: it expires");
             }
         }
@@ -144,35 +263,52 @@ async fn on_receipt(
         return Ok(());
     }
     // The ESME must only ever see our id: TLV and text.
-    let new_text = match splice_id(dsm.payload(), &upstream_id, &corr.our_id) {
-        Some(t) => t,
-        None => {
-            let text = String::from_utf8_lossy(dsm.payload()).into_owned();
-            let parsed = parsed.unwrap_or_else(|| Receipt::parse(&text).ok());
-            Bytes::from(match parsed {
-                Some(mut r) => {
-                    r.id = corr.our_id.clone();
-                    r.to_text()
-                }
-                None => text.replace(
-                    upstream_id.trim_matches(|c: char| c.is_whitespace() || c == '\0'),
-                    &corr.our_id,
-                ),
-            })
-        }
-    };
-    if dsm.tlvs.receipted_message_id().is_some() {
+    let new_text = rewrite_text(dsm.data_coding, dsm.payload(), &upstream_id, &corr.our_id, parsed);
+    if dsm.tlvs.receipted_message_id().is_some() || new_text.is_none() {
         dsm.tlvs.set_receipted_message_id(corr.our_id.as_bytes());
     }
-    if dsm.short_message.is_empty() && dsm.tlvs.message_payload().is_some() {
-        dsm.tlvs.set_message_payload(new_text);
-    } else {
-        dsm.short_message = new_text;
+    if let Some(new_text) = new_text {
+        if dsm.short_message.is_empty() && dsm.tlvs.message_payload().is_some() {
+            dsm.tlvs.set_message_payload(new_text);
+        } else if new_text.len() > MAX_SHORT_MESSAGE {
+            // Our id is longer than the upstream's and the text was near the limit.
+            dsm.short_message = Bytes::new();
+            dsm.tlvs.set_message_payload(new_text);
+        } else {
+            dsm.short_message = new_text;
+        }
     }
-    let forget = final_.then_some((upstream, key));
+    let forget = final_.then_some((upstream, key.as_str()));
     enqueue(core, &corr.account, dsm, Some(corr.our_id), forget).await?;
     core.metrics.receipt("queued");
     Ok(())
+}
+
+/// The receipt text with our id in place of the upstream's, in the text's own data_coding;
+/// None when it cannot be written back (the id then only goes in the receipted_message_id TLV).
+fn rewrite_text(
+    data_coding: u8,
+    payload: &[u8],
+    upstream_id: &str,
+    our_id: &str,
+    parsed: Option<Option<Receipt>>,
+) -> Option<Bytes> {
+    let ucs2 = DataCoding(data_coding).alphabet() == Alphabet::Ucs2;
+    if !ucs2 {
+        if let Some(t) = splice_id(payload, upstream_id, our_id) {
+            return Some(t);
+        }
+    }
+    let text = decode_text(data_coding, payload);
+    let parsed = parsed.unwrap_or_else(|| Receipt::parse(&text).ok());
+    let new = match parsed {
+        Some(mut r) => {
+            r.id = our_id.to_owned();
+            r.to_text()
+        }
+        None => text.replace(upstream_id.trim_matches(|c: char| c.is_whitespace() || c == '\0'), our_id),
+    };
+    encode_text(data_coding, &new).map(Bytes::from)
 }
 
 /// The receipt text with our id in place of the upstream's, when it starts with
@@ -189,29 +325,6 @@ fn splice_id(text: &[u8], upstream_id: &str, our_id: &str) -> Option<Bytes> {
     out.extend_from_slice(our_id.as_bytes());
     out.extend_from_slice(&rest[end..]);
     Some(out.freeze())
-}
-
-/// The correlation stored under `key` (one element), looked up again for a while when missing.
-async fn lookup(
-    core: &Core,
-    upstream: &str,
-    candidates: &[String],
-) -> Result<Option<(usize, Correlation)>, CommandStatus> {
-    let mut retries = UNMATCHED_RETRIES.iter();
-    loop {
-        match core.store.find_correlation(upstream, candidates).await {
-            Ok(Some(c)) => return Ok(Some(c)),
-            Ok(None) => match retries.next() {
-                Some(ms) if !core.stop.is_cancelled() => tokio::time::sleep(Duration::from_millis(*ms)).await,
-                _ => return Ok(None),
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "store lookup failed");
-                // Transient for the upstream: it will resend.
-                return Err(CommandStatus::ESME_RX_T_APPN);
-            }
-        }
-    }
 }
 
 async fn on_mo(core: &Core, upstream: &str, dsm: DeliverSm) -> Result<(), CommandStatus> {
@@ -235,8 +348,8 @@ async fn on_mo(core: &Core, upstream: &str, dsm: DeliverSm) -> Result<(), Comman
     Ok(())
 }
 
-/// Queue `dsm` for `account`; `forget`: the (upstream, id) of the correlation a final receipt
-/// matched, removed in the same step.
+/// Queue `dsm` for `account`, within `queues.max_per_account`; `forget`: the (upstream, id) of
+/// the correlation a final receipt matched, removed in the same step.
 async fn enqueue(
     core: &Core,
     account: &str,
@@ -244,6 +357,14 @@ async fn enqueue(
     our_id: Option<String>,
     forget: Option<(&str, &str)>,
 ) -> Result<(), CommandStatus> {
+    // Removed by a reload (its queue is being purged): the upstream keeps it and redelivers,
+    // so it is not lost if the account comes back.
+    let Some(state) = core.accounts.get(account) else {
+        tracing::warn!(account, "deliver_sm for an account that is not configured: refused for now");
+        core.metrics.receipt("account_removed");
+        return Err(CommandStatus::ESME_RX_T_APPN);
+    };
+    let max = core.config.get().queues.max_per_account;
     let mut buf = BytesMut::new();
     if let Err(e) = Pdu::new(0, Body::DeliverSm(dsm)).encode(&mut buf) {
         tracing::warn!(error = %e, "deliver_sm not encodable: dropped");
@@ -251,16 +372,23 @@ async fn enqueue(
     }
     let d = Delivery { pdu: buf.freeze(), our_id };
     let queued = match forget {
-        Some((upstream, id)) => core.store.enqueue_final(account, d, upstream, id).await,
-        None => core.store.enqueue(account, d).await,
+        Some((upstream, id)) => core.store.enqueue_final_within(account, d, upstream, id, max).await,
+        None => core.store.enqueue_within(account, d, max).await,
     };
-    if let Err(e) = queued {
-        tracing::warn!(error = %e, "cannot queue delivery");
-        return Err(CommandStatus::ESME_RX_T_APPN);
+    match queued {
+        Ok(()) => {}
+        Err(StoreError::Full) => {
+            // Back-pressure: the upstream holds it and retries; nothing is lost here.
+            tracing::warn!(account, max, "delivery queue full: refused upstream with ESME_RMSGQFUL");
+            core.metrics.receipt("queue_full");
+            return Err(CommandStatus::ESME_RMSGQFUL);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot queue delivery");
+            return Err(CommandStatus::ESME_RX_T_APPN);
+        }
     }
-    if let Some(a) = core.accounts.get(account) {
-        a.wake.notify_one();
-    }
+    state.wake.notify_one();
     Ok(())
 }
 
@@ -308,5 +436,22 @@ mod tests {
         assert!(splice_id(b"Id:12345 stat:DELIVRD", "12345", "x").is_none());
         assert!(splice_id(b"id: 12345 stat:DELIVRD", "12345", "x").is_none());
         assert!(splice_id(b"id:12345", "12345", "x").is_none());
+    }
+
+    /// Issue 14: a UCS2 receipt is read and rewritten in UCS2; a Latin-1 (or any 8-bit) one
+    /// keeps every octet but the id, where a UTF-8 round trip turned 0xE9 into U+FFFD.
+    #[test]
+    fn texts_are_rewritten_in_their_own_data_coding() {
+        let text = "id:u1 sub:001 dlvrd:001 submit date:2601011200 done date:2601011201 stat:DELIVRD err:000 text:caf\u{e9}";
+        let ucs = ucs2::encode(text);
+        let got = rewrite_text(0x08, &ucs, "u1", "ours", None).expect("rewritten");
+        assert_eq!(ucs2::decode(&got), text.replace("id:u1", "id:ours"));
+        let latin = latin1::encode(&text.replace("id:", "ID:")).expect("latin-1");
+        let got = rewrite_text(0x03, &latin, "u1", "ours", None).expect("rewritten");
+        assert_eq!(got.last(), Some(&0xE9), "{got:?}");
+        assert!(got.starts_with(b"id:ours "), "{got:?}");
+        // Not a receipt text at all: only the id is replaced, the other octets stay.
+        let got = rewrite_text(0x00, b"\xffmsg u1 done", "u1", "ours", None).expect("rewritten");
+        assert_eq!(&got[..], b"\xffmsg ours done");
     }
 }

@@ -201,6 +201,11 @@ fn runs_and_stops_on_sigterm() {
         .map(|e| BufReader::new(e).lines().map_while(Result::ok).collect())
         .unwrap_or_default();
     assert!(logs.iter().any(|l| l.starts_with('{') && l.contains("shutting down")), "{logs:?}");
+    // Issue 14: the memory store says at start what a restart costs.
+    assert!(
+        logs.iter().any(|l| l.contains("WARN") && l.contains("memory store") && l.contains("lost")),
+        "{logs:?}"
+    );
 }
 
 /// Issue 14: check-config masks every password form a Redis URL can carry.

@@ -254,6 +254,66 @@ async fn store_final_receipt_queued_and_correlation_deleted_in_one_step() {
     assert!(e.is_err(), "{e:?}");
 }
 
+/// Issue 14: the bounds every store keeps, checked on Redis and on memory alike: a full queue
+/// refuses (and a refused final receipt keeps its correlation), dead letters leave the queue
+/// and are capped, ageing out drops what is older than asked, and purging forgets the account.
+async fn bounded_queue_semantics(s: &dyn Store) {
+    s.enqueue_within("acc", delivery(1), 2).await.expect("enqueue");
+    s.enqueue_within("acc", delivery(2), 2).await.expect("enqueue");
+    assert!(matches!(s.enqueue_within("acc", delivery(3), 2).await, Err(StoreError::Full)));
+    // Handed out still counts: the account owes it.
+    let (id1, _) = s.next_for("acc").await.expect("next").expect("an entry");
+    assert!(matches!(s.enqueue_within("acc", delivery(3), 2).await, Err(StoreError::Full)));
+    s.put_correlation("up", "9", corr("nine")).await.expect("put");
+    assert!(matches!(s.enqueue_final_within("acc", delivery(9), "up", "9", 2).await, Err(StoreError::Full)));
+    assert_eq!(s.find_correlation("up", &["9".into()]).await.expect("find"), Some((0, corr("nine"))));
+    assert_eq!(s.pending("acc").await.expect("pending"), 2);
+    // Dead-lettered: out of the queue (room again), onto the dead letters.
+    s.dead_letter("acc", id1, "refused", 1).await.expect("dead letter");
+    assert_eq!(s.pending("acc").await.expect("pending"), 1);
+    assert_eq!(s.dead_letters("acc").await.expect("dead"), 1);
+    s.enqueue_final_within("acc", delivery(9), "up", "9", 2).await.expect("enqueue final");
+    assert_eq!(s.find_correlation("up", &["9".into()]).await.expect("find"), None);
+    let batch = s.next_batch("acc", 10).await.expect("batch");
+    assert_eq!(batch.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(), vec![delivery(2), delivery(9)]);
+    // At most `keep` dead letters: the oldest go.
+    s.dead_letter("acc", batch[0].0, "attempts", 1).await.expect("dead letter");
+    assert_eq!(s.dead_letters("acc").await.expect("dead"), 1);
+    s.nack("acc", batch[1].0).await.expect("nack");
+    // Ageing out: nothing is an hour old; everything is older than zero once a millisecond passed.
+    assert_eq!(s.age_out("acc", Duration::from_secs(3600)).await.expect("age out"), 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut aged = 0;
+    while aged == 0 {
+        assert!(Instant::now() < deadline, "nothing aged out");
+        aged = s.age_out("acc", Duration::ZERO).await.expect("age out");
+    }
+    assert_eq!(aged, 1);
+    assert_eq!(s.pending("acc").await.expect("pending"), 0);
+    // Purged: queue and dead letters gone.
+    s.enqueue("acc", delivery(4)).await.expect("enqueue");
+    assert_eq!(s.purge("acc").await.expect("purge"), 1);
+    assert_eq!(s.pending("acc").await.expect("pending"), 0);
+    assert_eq!(s.dead_letters("acc").await.expect("dead"), 0);
+    assert!(s.next_for("acc").await.expect("next").is_none());
+    // The account can queue again afterwards.
+    s.enqueue("acc", delivery(5)).await.expect("enqueue");
+    assert_eq!(s.next_for("acc").await.expect("next").map(|(_, d)| d), Some(delivery(5)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_queues_are_bounded_on_redis_and_memory_alike() {
+    let r = RedisServer::start();
+    let s = store(&r, "b1", "c1", Duration::from_secs(30));
+    bounded_queue_semantics(s.as_ref()).await;
+    let mut c = redis_conn(&r.url()).await;
+    let reason: Vec<(String, std::collections::HashMap<String, String>)> =
+        redis::cmd("XRANGE").arg("b1:dead:acc").arg("-").arg("+").query_async(&mut c).await.expect("XRANGE");
+    assert!(reason.is_empty(), "purged with the queue: {reason:?}");
+    let m = smscd::store::memory::MemoryStore::new(Duration::from_secs(3600));
+    bounded_queue_semantics(&m).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_queue_is_shared_and_consumer_style() {
     let r = RedisServer::start();

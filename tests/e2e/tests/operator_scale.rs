@@ -4,9 +4,8 @@
 //! `operator_scale` (ignored; `make bench-operator`):
 //! 1. creates N SmscClusters (default 1000, 16 creates in flight) and times, from the first
 //!    create, until every one has its children and a status at its generation (reconciled), and
-//!    counts the Available ones a short while after. None become Available here: one replica with
-//!    the memory DLR store is ActiveStandby, and Available then needs a Lease holder, which kwok's
-//!    Pods (no smscd runs in them) never are;
+//!    counts the Available ones a short while after (one replica with the memory DLR store runs
+//!    without election, ActiveActive, since issue 14: no Lease holder is needed for Available);
 //! 2. samples the operator's VmRSS/VmHWM from /proc throughout;
 //! 3. reads `smsc_operator_api_requests_total` for requests per reconcile and per cluster;
 //! 4. once settled, watches a quiet period: the operator's writes and the resourceVersions /
@@ -15,8 +14,8 @@
 //!
 //! Each cluster has `replicas: 1`: the least work for kube-controller-manager, the scheduler
 //! and kwok (one ReplicaSet, one Pod) that still runs the whole Deployment status path, and no
-//! PDB (one replica), so seven children each: ServiceAccount, Role, RoleBinding, ConfigMap,
-//! Deployment, Service, and the election Lease (one replica runs active/standby).
+//! PDB (one replica), so six children each: ServiceAccount, Role, RoleBinding, ConfigMap,
+//! Deployment and Service (no election Lease: the memory store never runs active/standby).
 //!
 //! Environment (defaults): OPSCALE_N (1000), OPSCALE_CONCURRENCY (16), OPSCALE_WAIT_SECS (900,
 //! until reconciled; also bounds settling), OPSCALE_AVAILABLE_SECS (15, after reconciled; not

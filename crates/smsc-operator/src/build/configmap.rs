@@ -182,6 +182,7 @@ pub fn render(cluster: &SmscCluster, plan: &Plan) -> Result<Rendered> {
         routing,
         sim: SimConfig::default(),
         store,
+        queues: Default::default(),
         admin: AdminConfig::default(),
         shutdown: ShutdownConfig { drain_secs: u64::try_from(spec.shutdown.drain_seconds).unwrap_or(0) },
         leader_election,

@@ -87,6 +87,7 @@ pub fn plan(cluster: &SmscCluster, default_image: &str, default_namespace: &str)
     };
     let input = ChecklistInput {
         max_replicas,
+        topology: spec.topology,
         upstreams: spec
             .upstreams
             .iter()
@@ -104,7 +105,7 @@ pub fn plan(cluster: &SmscCluster, default_image: &str, default_namespace: &str)
         drain_seconds: drain,
     };
     let items = checklist::evaluate(&input);
-    let decision = checklist::decide(spec.topology, &items);
+    let decision = checklist::decide(spec.topology, &items, input.dlr_store_shared);
     let image = spec.image.clone().unwrap_or_else(|| default_image.to_string());
     if image.is_empty() {
         return Err(Error::InvalidSpec("no image: set spec.image or the operator's --smscd-image".into()));

@@ -167,12 +167,13 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
     });
 
     let deployment = match &plan.decision {
-        Decision::Refused { unmet } => {
+        d @ Decision::Refused { .. } => {
             // Leave the running children exactly as they are.
-            if !was(old, ConditionType::Degraded, "ActiveActiveRefused") {
-                let note = format!("topology ActiveActive refused: unmet checklist items {}", names(unmet));
+            let reason = d.refused_reason().unwrap_or_default();
+            if !was(old, ConditionType::Degraded, &reason) {
+                let note = d.refused_note().unwrap_or_default();
                 tracing::warn!(%ns, %name, %note);
-                ctx.event(obj, EventType::Warning, "ActiveActiveRefused", note).await;
+                ctx.event(obj, EventType::Warning, &reason, note).await;
             }
             cached::<Deployment>(&ctx.stores, &ns, &name)
         }

@@ -109,7 +109,7 @@ routing:
     - match: { account: shop, destination_prefix: "+44" }
       chain: ["bind:beta", "bind:alpha"]
 sim: { receipt_delay_ms: 10, outcomes: { DELIVRD: 0.9, UNDELIV: 0.1 } }
-store: { type: memory, ttl: 1h }
+store: { type: redis, url: "redis://r.example:6379", ttl: 1h }
 leader_election: { lease_name: smsc, lease_duration_secs: 15, renew_deadline_secs: 10, retry_period_secs: 2 }
 "#;
 
@@ -118,7 +118,45 @@ fn full_file_loads_without_warnings() {
     let l = load(FULL, &[]).expect("loads");
     assert!(l.warnings.is_empty(), "{:?}", l.warnings);
     assert_eq!(l.config.accounts[0].allowed_cidrs.len(), 2);
-    assert!(matches!(l.config.store, StoreConfig::Memory { .. }));
+    assert!(matches!(l.config.store, StoreConfig::Redis { .. }));
+}
+
+/// Issue 14: an MO rule naming an account that is not declared would acknowledge MO upstream
+/// and deliver it to nobody: refused with file, line and key.
+#[test]
+fn mo_rule_must_name_a_declared_account() {
+    let text = "accounts: [{ system_id: shop, password: p }]\nrouting:\n  default_chain: [sim]\n  mo:\n    - { destination_prefix: \"44\", account: shop }\n    - { destination_prefix: \"45\", account: shpo }\n";
+    let e = errors(text, &[]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("smpp.yaml:6: routing.mo[1].account: no account `shpo`"), "{e:?}");
+    assert!(load(&text.replace("shpo", "shop"), &[]).is_ok());
+}
+
+/// Issue 14: with the memory store a replica taking over the Lease has none of the receipts
+/// owed, so active/standby (leader_election) requires the Redis store.
+#[test]
+fn memory_store_with_leader_election_is_refused() {
+    let with_redis = FULL;
+    assert!(load(with_redis, &[]).is_ok());
+    let text = FULL
+        .replace("{ type: redis, url: \"redis://r.example:6379\", ttl: 1h }", "{ type: memory, ttl: 1h }");
+    let e = errors(&text, &[]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("smpp.yaml:25: leader_election: needs `store: { type: redis"), "{e:?}");
+    // Without election the memory store runs (one replica).
+    let single = text.lines().filter(|l| !l.starts_with("leader_election")).collect::<Vec<_>>().join("\n");
+    assert!(load(&single, &[]).is_ok());
+}
+
+#[test]
+fn queue_bounds_are_checked() {
+    let text = "queues: { max_per_account: 0, max_attempts: 0 }\n";
+    let e = errors(text, &[]).join("\n");
+    assert!(e.contains("smpp.yaml:1: queues.max_per_account: must be at least 1"), "{e}");
+    assert!(e.contains("smpp.yaml:1: queues.max_attempts: must be at least 1"), "{e}");
+    let l = load("queues: { max_per_account: 5, max_attempts: 3, dead_letters_per_account: 0 }\n", &[])
+        .expect("loads");
+    assert_eq!((l.config.queues.max_per_account, l.config.queues.max_attempts), (5, 3));
 }
 
 #[test]

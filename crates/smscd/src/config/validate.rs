@@ -49,6 +49,10 @@ pub(crate) mod limits {
     pub const MAX_UPSTREAM_BINDS: usize = 1_000;
     /// Correlation lifetime: one year.
     pub const MAX_TTL_SECS: u64 = 365 * 86_400;
+    /// Deliveries queued (or dead letters kept) per account.
+    pub const MAX_QUEUED: usize = 100_000_000;
+    /// deliver_sm attempts per delivery.
+    pub const MAX_ATTEMPTS: u32 = 1_000;
 }
 
 /// `value` above `max`: an error naming both.
@@ -69,6 +73,7 @@ pub(crate) fn validate(cfg: &SmscdConfig) -> Findings {
     routing(cfg, &mut f);
     sim(cfg, &mut f);
     store(cfg, &mut f);
+    queues(cfg, &mut f);
     leader(cfg, &mut f);
     f
 }
@@ -288,6 +293,24 @@ fn routing(cfg: &SmscdConfig, f: &mut Findings) {
             }
         }
     }
+    // An MO routed to an account nobody can bind as would be acknowledged upstream and never
+    // delivered: refused.
+    for (i, rule) in cfg.routing.mo.iter().enumerate() {
+        if !accounts.contains(rule.account.as_str()) {
+            f.error(
+                format!("routing.mo[{i}].account"),
+                format!("no account `{}` is declared in accounts", rule.account),
+            );
+        }
+        if let Some(up) = &rule.upstream {
+            if up != "sim" && !binds.contains(up.as_str()) {
+                f.warn(
+                    format!("routing.mo[{i}].upstream"),
+                    format!("no bind named `{up}`: the rule never matches"),
+                );
+            }
+        }
+    }
     for (i, b) in cfg.binds.iter().enumerate() {
         if !used.contains(b.name.as_str()) {
             f.warn(format!("binds[{i}]"), format!("bind `{}` is in no routing chain", b.name));
@@ -337,8 +360,30 @@ fn store(cfg: &SmscdConfig, f: &mut Findings) {
     }
 }
 
+fn queues(cfg: &SmscdConfig, f: &mut Findings) {
+    let q = &cfg.queues;
+    if q.max_per_account == 0 {
+        f.error("queues.max_per_account", "must be at least 1");
+    }
+    at_most(f, "queues.max_per_account", q.max_per_account, limits::MAX_QUEUED, "");
+    if q.max_attempts == 0 {
+        f.error("queues.max_attempts", "must be at least 1");
+    }
+    at_most(f, "queues.max_attempts", q.max_attempts, limits::MAX_ATTEMPTS, "");
+    at_most(f, "queues.dead_letters_per_account", q.dead_letters_per_account, limits::MAX_QUEUED, "");
+}
+
 fn leader(cfg: &SmscdConfig, f: &mut Findings) {
     let Some(le) = &cfg.leader_election else { return };
+    // A standby that takes over finds none of the memory store's correlations or queues: every
+    // receipt owed at the switch would be lost. Active/standby needs the shared store.
+    if matches!(cfg.store, StoreConfig::Memory { .. }) {
+        f.error(
+            "leader_election",
+            "needs `store: { type: redis, ... }`: with the memory store a replica taking over has none \
+             of the receipts owed",
+        );
+    }
     let lease = "leader_election.lease_duration_secs";
     at_most(f, lease, le.lease_duration_secs, limits::HOUR_SECS, " s (1 hour)");
     if le.lease_name.is_empty() {

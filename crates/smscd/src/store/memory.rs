@@ -7,10 +7,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// A queued delivery and when it was queued (for ageing out).
+#[derive(Debug)]
+struct Entry {
+    id: DeliveryId,
+    d: Delivery,
+    at: Instant,
+}
+
 #[derive(Debug, Default)]
 struct Queue {
-    ready: VecDeque<(DeliveryId, Delivery)>,
-    out: HashMap<DeliveryId, Delivery>,
+    ready: VecDeque<Entry>,
+    out: HashMap<DeliveryId, Entry>,
+    dead: VecDeque<Delivery>,
+}
+
+impl Queue {
+    fn owed(&self) -> usize {
+        self.ready.len() + self.out.len()
+    }
 }
 
 #[derive(Debug)]
@@ -45,14 +60,20 @@ impl MemoryStore {
         lock(&self.correlations).insert((upstream.to_owned(), id.to_owned()), (c, exp));
     }
 
-    fn push(&self, account: &str, d: Delivery) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+    /// Queue `d` unless `account` owes `max` already.
+    fn push(&self, account: &str, d: Delivery, max: usize) -> Result<(), StoreError> {
         let mut qs = lock(&self.queues);
         // Look up before `entry`: the account's name is only copied for its first delivery.
-        match qs.get_mut(account) {
-            Some(q) => q.ready.push_back((id, d)),
-            None => qs.entry(account.to_owned()).or_default().ready.push_back((id, d)),
+        let q = match qs.get_mut(account) {
+            Some(q) => q,
+            None => qs.entry(account.to_owned()).or_default(),
+        };
+        if q.owed() >= max {
+            return Err(StoreError::Full);
         }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        q.ready.push_back(Entry { id, d, at: Instant::now() });
+        Ok(())
     }
 
     fn take(&self, upstream: &str, candidates: &[String], remove: bool) -> Option<Correlation> {
@@ -102,22 +123,30 @@ impl Store for MemoryStore {
         ready(Ok(self.take(upstream, candidates, remove)))
     }
 
-    fn enqueue<'a>(&'a self, account: &'a str, d: Delivery) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.push(account, d);
-        ready(Ok(()))
+    fn enqueue_within<'a>(
+        &'a self,
+        account: &'a str,
+        d: Delivery,
+        max: usize,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        ready(self.push(account, d, max))
     }
 
-    fn enqueue_final<'a>(
+    fn enqueue_final_within<'a>(
         &'a self,
         account: &'a str,
         d: Delivery,
         upstream: &'a str,
         upstream_id: &'a str,
+        max: usize,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        // In-process, so "both or neither" holds trivially: neither step can fail.
-        self.push(account, d);
-        self.take(upstream, std::slice::from_ref(&upstream_id.to_owned()), true);
-        ready(Ok(()))
+        // In-process, so "both or neither" holds trivially: only a full queue refuses, before
+        // anything changed.
+        let r = self.push(account, d, max);
+        if r.is_ok() {
+            self.take(upstream, std::slice::from_ref(&upstream_id.to_owned()), true);
+        }
+        ready(r)
     }
 
     fn next_for<'a>(
@@ -126,9 +155,10 @@ impl Store for MemoryStore {
     ) -> BoxFuture<'a, Result<Option<(DeliveryId, Delivery)>, StoreError>> {
         let mut qs = lock(&self.queues);
         let item = qs.get_mut(account).and_then(|q| {
-            let (id, d) = q.ready.pop_front()?;
-            q.out.insert(id, d.clone());
-            Some((id, d))
+            let e = q.ready.pop_front()?;
+            let item = (e.id, e.d.clone());
+            q.out.insert(e.id, e);
+            Some(item)
         });
         ready(Ok(item))
     }
@@ -141,9 +171,10 @@ impl Store for MemoryStore {
         let mut qs = lock(&self.queues);
         let Some(q) = qs.get_mut(account) else { return ready(Ok(Vec::new())) };
         let n = max.min(q.ready.len());
-        let items: Vec<(DeliveryId, Delivery)> = q.ready.drain(..n).collect();
-        for (id, d) in &items {
-            q.out.insert(*id, d.clone());
+        let mut items = Vec::with_capacity(n);
+        for e in q.ready.drain(..n) {
+            items.push((e.id, e.d.clone()));
+            q.out.insert(e.id, e);
         }
         ready(Ok(items))
     }
@@ -170,20 +201,60 @@ impl Store for MemoryStore {
 
     fn nack<'a>(&'a self, account: &'a str, id: DeliveryId) -> BoxFuture<'a, Result<(), StoreError>> {
         if let Some(q) = lock(&self.queues).get_mut(account) {
-            if let Some(d) = q.out.remove(&id) {
-                q.ready.push_front((id, d));
+            if let Some(e) = q.out.remove(&id) {
+                q.ready.push_front(e);
             }
         }
         ready(Ok(()))
     }
 
+    fn dead_letter<'a>(
+        &'a self,
+        account: &'a str,
+        id: DeliveryId,
+        _reason: &'a str,
+        keep: usize,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        if let Some(q) = lock(&self.queues).get_mut(account) {
+            if let Some(e) = q.out.remove(&id) {
+                q.dead.push_back(e.d);
+                while q.dead.len() > keep {
+                    q.dead.pop_front();
+                }
+            }
+        }
+        ready(Ok(()))
+    }
+
+    fn dead_letters<'a>(&'a self, account: &'a str) -> BoxFuture<'a, Result<usize, StoreError>> {
+        ready(Ok(lock(&self.queues).get(account).map_or(0, |q| q.dead.len())))
+    }
+
+    fn age_out<'a>(
+        &'a self,
+        account: &'a str,
+        older_than: Duration,
+    ) -> BoxFuture<'a, Result<usize, StoreError>> {
+        let Some(cutoff) = Instant::now().checked_sub(older_than) else { return ready(Ok(0)) };
+        let mut qs = lock(&self.queues);
+        let Some(q) = qs.get_mut(account) else { return ready(Ok(0)) };
+        let before = q.owed();
+        q.ready.retain(|e| e.at > cutoff);
+        q.out.retain(|_, e| e.at > cutoff);
+        ready(Ok(before - q.owed()))
+    }
+
+    fn purge<'a>(&'a self, account: &'a str) -> BoxFuture<'a, Result<usize, StoreError>> {
+        ready(Ok(lock(&self.queues).remove(account).map_or(0, |q| q.owed())))
+    }
+
     fn pending<'a>(&'a self, account: &'a str) -> BoxFuture<'a, Result<usize, StoreError>> {
-        let n = lock(&self.queues).get(account).map_or(0, |q| q.ready.len() + q.out.len());
+        let n = lock(&self.queues).get(account).map_or(0, Queue::owed);
         ready(Ok(n))
     }
 
     fn pending_total(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
-        let n = lock(&self.queues).values().map(|q| q.ready.len() + q.out.len()).sum();
+        let n = lock(&self.queues).values().map(Queue::owed).sum();
         ready(Ok(n))
     }
 

@@ -7,6 +7,12 @@
 //! `next_batch` and `ack_many` do the same for many items at once: one round trip for a shared
 //! store instead of one per item.
 //! Correlations expire after the configured TTL.
+//!
+//! Queues are bounded (issue 14): `enqueue_within` refuses an item once the account owes `max`
+//! ([`StoreError::Full`], which the upstream hears as ESME_RMSGQFUL), `age_out` drops items
+//! older than the correlation TTL, `dead_letter` moves an item the ESME refused for good to the
+//! account's dead-letter list (bounded), and `purge` forgets a removed account's queue. Both
+//! stores behave the same (tests/redis_store.rs runs the same checks on each).
 
 pub mod memory;
 pub mod redis;
@@ -16,6 +22,7 @@ use futures::future::BoxFuture;
 use smsc_api::smscd_config::StoreConfig;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What we remember about a submit the upstream accepted, keyed by (upstream, upstream id).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +50,9 @@ pub type DeliveryId = u64;
 pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The account's queue holds its maximum: nothing was written.
+    #[error("queue full")]
+    Full,
 }
 
 pub trait Store: Send + Sync + 'static {
@@ -81,7 +91,19 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Queue a delivery for `account`.
-    fn enqueue<'a>(&'a self, account: &'a str, d: Delivery) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Queue `d` for `account`, without a bound (see [`Store::enqueue_within`]).
+    fn enqueue<'a>(&'a self, account: &'a str, d: Delivery) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.enqueue_within(account, d, usize::MAX)
+    }
+
+    /// Queue `d` for `account` unless the account already owes `max` deliveries (queued and
+    /// handed out): then [`StoreError::Full`] and nothing is written.
+    fn enqueue_within<'a>(
+        &'a self,
+        account: &'a str,
+        d: Delivery,
+        max: usize,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Queue a final receipt for `account` and forget the correlation it matched (`upstream`,
     /// `upstream_id` as [`find_correlation`](Store::find_correlation) found it), both or neither:
@@ -93,6 +115,19 @@ pub trait Store: Send + Sync + 'static {
         d: Delivery,
         upstream: &'a str,
         upstream_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.enqueue_final_within(account, d, upstream, upstream_id, usize::MAX)
+    }
+
+    /// [`Store::enqueue_final`] bounded like [`Store::enqueue_within`]: when full, neither the
+    /// queue nor the correlation changes (a resent receipt still matches).
+    fn enqueue_final_within<'a>(
+        &'a self,
+        account: &'a str,
+        d: Delivery,
+        upstream: &'a str,
+        upstream_id: &'a str,
+        max: usize,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Hand out the oldest queued delivery of `account`; it stays owed until `ack`/`nack`.
@@ -145,6 +180,37 @@ pub trait Store: Send + Sync + 'static {
     /// Not delivered: queue it again (at the front, to keep order roughly).
     fn nack<'a>(&'a self, account: &'a str, id: DeliveryId) -> BoxFuture<'a, Result<(), StoreError>>;
 
+    /// The ESME will never take it (a permanent status, or too many attempts): remove the
+    /// handed-out delivery `id` from the queue and keep it on the account's dead-letter list,
+    /// which holds at most `keep` (the oldest go).
+    fn dead_letter<'a>(
+        &'a self,
+        account: &'a str,
+        id: DeliveryId,
+        reason: &'a str,
+        keep: usize,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Dead letters held for `account`.
+    fn dead_letters<'a>(&'a self, account: &'a str) -> BoxFuture<'a, Result<usize, StoreError>>;
+
+    /// Drop the deliveries of `account` queued longer than `older_than` ago (queued or handed
+    /// out); how many.
+    fn age_out<'a>(
+        &'a self,
+        account: &'a str,
+        older_than: Duration,
+    ) -> BoxFuture<'a, Result<usize, StoreError>>;
+
+    /// Forget everything queued for `account` (a removed account) and its dead letters; how many
+    /// deliveries were dropped.
+    fn purge<'a>(&'a self, account: &'a str) -> BoxFuture<'a, Result<usize, StoreError>>;
+
+    /// Whether other replicas share this store (a correlation may be written by another one).
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// Deliveries owed to `account` (queued + handed out).
     fn pending<'a>(&'a self, account: &'a str) -> BoxFuture<'a, Result<usize, StoreError>>;
 
@@ -175,6 +241,11 @@ pub fn build(config: &StoreConfig, identity: &str) -> Result<Built, StoreError> 
     static BUILT: AtomicUsize = AtomicUsize::new(0);
     match config {
         StoreConfig::Memory { ttl } => {
+            // Said at every start, so nobody mistakes it for a durable store (issue 14).
+            tracing::warn!(
+                "memory store: correlations and queued receipts/MO live in this process only; receipts \
+                 owed at a restart (or a crash) are lost. Use `store: {{ type: redis, ... }}` to keep them"
+            );
             let m = Arc::new(memory::MemoryStore::new(*ttl));
             Ok(Built { store: m.clone(), memory: Some(m) })
         }

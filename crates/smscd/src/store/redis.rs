@@ -18,6 +18,12 @@
 //!   older versions are still read.
 //! - `P:q:<account>`: one stream per account, fields `pdu` (deliver_sm encoded with sequence 0)
 //!   and `id` (our id, receipts only). Consumer group `P`; consumer = replica identity.
+//!   Bounded ([`ENQUEUE_LUA`]): an entry is added only while the stream holds fewer than
+//!   `queues.max_per_account` (acked entries are deleted, so its length is what is owed);
+//!   entries older than the correlation TTL are trimmed (`XTRIM MINID`, [`Store::age_out`]).
+//! - `P:dead:<account>`: the account's dead letters (entries the ESME refused for good or that
+//!   ran out of attempts), the queue entry's fields plus `reason`, capped at
+//!   `queues.dead_letters_per_account` (`XADD MAXLEN`). Read them with `XRANGE`.
 //!
 //! Delivery ids: a stream id `<ms>-<seq>` is packed into the u64 [`DeliveryId`] as
 //! `ms << 22 | seq` (42 bits of ms: good until 2109; seq below 2^22 = 4 194 304 entries in one
@@ -92,6 +98,32 @@ for _, k in ipairs(KEYS) do
   end
 end
 return false
+"#;
+
+/// KEYS[1]: stream, KEYS[2] (final receipts only): the correlation to delete with it. ARGV[1]:
+/// the most entries the stream may hold, then the entry's fields and values. Returns 1 when
+/// added, 0 (nothing written) when the stream is full.
+const ENQUEUE_LUA: &str = r#"
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+if KEYS[2] then redis.call('DEL', KEYS[2]) end
+return 1
+"#;
+
+/// KEYS[1]: stream, KEYS[2]: dead-letter stream. ARGV: group, entry id, most dead letters
+/// kept, reason. Copies the entry to the dead letters, then acknowledges and deletes it.
+const DEAD_LUA: &str = r#"
+local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+if #e == 1 then
+  local args = {KEYS[2], 'MAXLEN', ARGV[3], '*'}
+  for _, v in ipairs(e[1][2]) do table.insert(args, v) end
+  table.insert(args, 'reason')
+  table.insert(args, ARGV[4])
+  redis.call('XADD', unpack(args))
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return #e
 "#;
 
 /// KEYS[1]: stream. ARGV: group, entry id, consumer. When the entry is still pending on this
@@ -197,6 +229,8 @@ pub struct RedisStore {
     take: Script,
     retry: Script,
     heartbeat: Script,
+    enqueue: Script,
+    dead: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -274,6 +308,8 @@ impl RedisStore {
             take: Script::new(TAKE_LUA),
             retry: Script::new(RETRY_LUA),
             heartbeat: Script::new(HEARTBEAT_LUA),
+            enqueue: Script::new(ENQUEUE_LUA),
+            dead: Script::new(DEAD_LUA),
         });
         tokio::spawn(health(Arc::downgrade(&store)));
         Ok(store)
@@ -295,14 +331,34 @@ impl RedisStore {
         format!("{}:q:{account}", self.prefix)
     }
 
-    /// The `XADD` that queues `d` for `account` (fields `pdu` and, for receipts, `id`).
-    fn xadd(&self, account: &str, d: &Delivery) -> redis::Cmd {
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(self.stream(account)).arg("*").arg("pdu").arg(d.pdu.as_ref());
-        if let Some(id) = &d.our_id {
-            cmd.arg("id").arg(id);
+    fn dead_stream(&self, account: &str) -> String {
+        format!("{}:dead:{account}", self.prefix)
+    }
+
+    /// Queue `d` for `account` (fields `pdu` and, for receipts, `id`) unless the stream holds
+    /// `max` entries; with `forget`, delete that correlation in the same step.
+    async fn add(
+        &self,
+        account: &str,
+        d: &Delivery,
+        max: usize,
+        forget: Option<String>,
+    ) -> Result<(), StoreError> {
+        let mut inv = self.enqueue.prepare_invoke();
+        inv.key(self.stream(account));
+        if let Some(k) = forget {
+            inv.key(k);
         }
-        cmd
+        inv.arg(max.min(i64::MAX as usize) as i64).arg("pdu").arg(d.pdu.as_ref());
+        if let Some(id) = &d.our_id {
+            inv.arg("id").arg(id);
+        }
+        let mut conn = self.conn().await?;
+        let r: Result<i64, _> = inv.invoke_async(&mut conn).await;
+        match self.note(r)? {
+            0 => Err(StoreError::Full),
+            _ => Ok(()),
+        }
     }
 
     async fn conn(&self) -> Result<ConnectionManager, StoreError> {
@@ -753,30 +809,25 @@ impl Store for RedisStore {
         })
     }
 
-    fn enqueue<'a>(&'a self, account: &'a str, d: Delivery) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move { self.run::<Value>(&self.xadd(account, &d)).await.map(|_| ()) })
+    fn enqueue_within<'a>(
+        &'a self,
+        account: &'a str,
+        d: Delivery,
+        max: usize,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { self.add(account, &d, max, None).await })
     }
 
-    fn enqueue_final<'a>(
+    fn enqueue_final_within<'a>(
         &'a self,
         account: &'a str,
         d: Delivery,
         upstream: &'a str,
         upstream_id: &'a str,
+        max: usize,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            // One MULTI: the entry and the deletion happen together or not at all.
-            let mut p = redis::pipe();
-            p.atomic()
-                .add_command(self.xadd(account, &d))
-                .ignore()
-                .cmd("DEL")
-                .arg(self.corr_key(upstream, upstream_id))
-                .ignore();
-            let mut conn = self.conn().await?;
-            let r: Result<(), _> = p.query_async(&mut conn).await;
-            self.note(r)
-        })
+        // One script: the entry and the deletion happen together or not at all.
+        Box::pin(async move { self.add(account, &d, max, Some(self.corr_key(upstream, upstream_id))).await })
     }
 
     fn next_for<'a>(
@@ -837,6 +888,70 @@ impl Store for RedisStore {
             }
         }
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn dead_letter<'a>(
+        &'a self,
+        account: &'a str,
+        id: DeliveryId,
+        reason: &'a str,
+        keep: usize,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let sid = unpack_id(id);
+            let mut inv = self.dead.prepare_invoke();
+            inv.key(self.stream(account)).key(self.dead_stream(account));
+            inv.arg(&self.group).arg(&sid).arg(keep).arg(reason);
+            let mut conn = self.conn().await?;
+            let r: Result<i64, _> = inv.invoke_async(&mut conn).await;
+            self.note(r)?;
+            if let Some(l) = lock(&self.local).get_mut(account) {
+                l.out.remove(&sid);
+                l.retry.retain(|r| *r != sid);
+            }
+            Ok(())
+        })
+    }
+
+    fn dead_letters<'a>(&'a self, account: &'a str) -> BoxFuture<'a, Result<usize, StoreError>> {
+        Box::pin(async move { self.run(redis::cmd("XLEN").arg(self.dead_stream(account))).await })
+    }
+
+    fn age_out<'a>(
+        &'a self,
+        account: &'a str,
+        older_than: Duration,
+    ) -> BoxFuture<'a, Result<usize, StoreError>> {
+        Box::pin(async move {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let cutoff = now_ms.saturating_sub(older_than.as_millis() as u64);
+            // Stream ids are the enqueue time in ms: everything below the cutoff is too old.
+            self.run(redis::cmd("XTRIM").arg(self.stream(account)).arg("MINID").arg(cutoff)).await
+        })
+    }
+
+    fn purge<'a>(&'a self, account: &'a str) -> BoxFuture<'a, Result<usize, StoreError>> {
+        Box::pin(async move {
+            let mut p = redis::pipe();
+            p.atomic()
+                .cmd("XLEN")
+                .arg(self.stream(account))
+                .cmd("DEL")
+                .arg(self.stream(account))
+                .arg(self.dead_stream(account))
+                .ignore();
+            let mut conn = self.conn().await?;
+            let r: Result<(usize,), _> = p.query_async(&mut conn).await;
+            let (n,) = self.note(r)?;
+            lock(&self.local).remove(account);
+            Ok(n)
+        })
+    }
+
+    fn shared(&self) -> bool {
+        true
     }
 
     fn pending<'a>(&'a self, account: &'a str) -> BoxFuture<'a, Result<usize, StoreError>> {
