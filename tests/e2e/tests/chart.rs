@@ -21,7 +21,10 @@ fn render(cp: &ControlPlane, release: &str, namespace: &str, sets: &[&str]) -> a
         helm.args(["--set", s]);
     }
     let yaml = cp.run(&mut helm)?;
-    let file = std::env::temp_dir().join(format!("smsc-chart-{}-{release}.yaml", std::process::id()));
+    // Tests of one binary run at once: each render its own file.
+    static RENDERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = RENDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = std::env::temp_dir().join(format!("smsc-chart-{}-{release}-{n}.yaml", std::process::id()));
     std::fs::write(&file, yaml).context("writing the rendered chart")?;
     let out = cp.run(cp.kubectl()?.args(["create", "--dry-run=client", "-o", "json", "-f"]).arg(&file));
     let _ = std::fs::remove_file(&file);
@@ -246,7 +249,8 @@ async fn installed_chart_lets_the_operator_grant_smscd_its_role() -> anyhow::Res
     Ok(())
 }
 
-/// Runs `kubectl patch pod` as `who` with a JSON merge patch; server-side dry run when `dry`.
+/// Runs `kubectl patch pod` as `who` with a strategic merge patch (containers merge by name, as
+/// an image change must); server-side dry run when `dry`.
 fn patch_pod_as(
     cp: &ControlPlane,
     ns: &str,
@@ -256,7 +260,7 @@ fn patch_pod_as(
     dry: bool,
 ) -> anyhow::Result<String> {
     let mut cmd = cp.kubectl()?;
-    cmd.args(["patch", "pod", pod, "-n", ns, "--as", who, "--type", "merge", "-p", &patch.to_string()]);
+    cmd.args(["patch", "pod", pod, "-n", ns, "--as", who, "--type", "strategic", "-p", &patch.to_string()]);
     if dry {
         cmd.arg("--dry-run=server");
     }
