@@ -241,7 +241,14 @@ async fn sample_gives_the_expected_children_and_status() -> anyhow::Result<()> {
     assert_eq!(sspec.type_.as_deref(), Some("LoadBalancer"));
     assert_eq!(sspec.external_traffic_policy.as_deref(), Some("Local"));
     assert_eq!(sspec.ports.unwrap_or_default()[0].port, 2775);
-    assert!(!sspec.selector.unwrap_or_default().contains_key("smsc.io/role"));
+    // Every ActiveActive Pod carries the role label (issue 13 item 5): one selector for both
+    // topologies.
+    assert_eq!(sspec.selector.unwrap_or_default().get("smsc.io/role").map(String::as_str), Some("active"));
+    let pod_labels =
+        d.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.labels.clone());
+    let pod_labels = pod_labels.unwrap_or_default();
+    assert_eq!(pod_labels.get("smsc.io/role").map(String::as_str), Some("active"));
+    assert_eq!(pod_labels.get("smsc.io/topology").map(String::as_str), Some("ActiveActive"));
 
     let pdb: PodDisruptionBudget = wait_obj(&ns, name, "the PDB", |_| true).await?;
     let pdb_spec = pdb.spec.context("pdb spec")?;
