@@ -51,8 +51,9 @@ struct Replica {
     proxy: ApiProxy,
 }
 
+/// Every stack runs on a Redis store: ActiveStandby with the memory store is refused (the
+/// receipts owed at a failover would be lost with the replica that held them).
 struct Opts {
-    redis: bool,
     receipt_delay_ms: u64,
 }
 
@@ -62,7 +63,7 @@ struct Stack {
     operator: Option<Operator>,
     bind_watch: BindWatch,
     carrier: Carrier,
-    _redis: Option<RedisServer>,
+    _redis: RedisServer,
     cp: &'static ControlPlane,
     ns: TestNamespace,
     config: PathBuf,
@@ -70,12 +71,8 @@ struct Stack {
     dir: WorkDir,
 }
 
-fn cluster_yaml(carrier_port: u16, redis: bool) -> String {
-    let store = if redis {
-        "  dlrStore: { type: Redis, redis: { urlSecretRef: { name: redis-url, key: url } } }\n"
-    } else {
-        ""
-    };
+fn cluster_yaml(carrier_port: u16) -> String {
+    let store = "  dlrStore: { type: Redis, redis: { urlSecretRef: { name: redis-url, key: url } } }\n";
     format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{ name: legacy-esme }}\nstringData: {{ password: {ESME_PASSWORD} }}\n\
          ---\napiVersion: v1\nkind: Secret\nmetadata: {{ name: carrier-credentials }}\n\
@@ -101,16 +98,14 @@ impl Stack {
         let dir = WorkDir::new("smsc-failover")?;
         let carrier = Carrier::start(&dir, opts.receipt_delay_ms).await?;
         let bind_watch = BindWatch::start(carrier.admin);
-        let redis = if opts.redis { Some(RedisServer::start(&dir).await?) } else { None };
+        let redis = RedisServer::start(&dir).await?;
         let operator = Operator::start(&dir, cp.kubeconfig(), ns.name()).await?;
 
-        let mut yaml = cluster_yaml(carrier.port, opts.redis);
-        if let Some(r) = &redis {
-            yaml.push_str(&format!(
-                "---\napiVersion: v1\nkind: Secret\nmetadata: {{ name: redis-url }}\nstringData: {{ url: \"{}\" }}\n",
-                r.url()
-            ));
-        }
+        let mut yaml = cluster_yaml(carrier.port);
+        yaml.push_str(&format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{ name: redis-url }}\nstringData: {{ url: \"{}\" }}\n",
+            redis.url()
+        ));
         let file = dir.write("smsc.yaml", &yaml)?;
         cp.run(cp.kubectl()?.args(["apply", "-n", ns.name(), "-f"]).arg(&file))?;
 
@@ -369,7 +364,7 @@ async fn wait_receipts(esme: &FollowingEsme, ids: &[String], within: Duration) -
 /// before the kill gets its receipt after the ESME rebinds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill9_leader_standby_takes_over_and_receipts_survive() -> anyhow::Result<()> {
-    let mut st = Stack::up(Opts { redis: true, receipt_delay_ms: 9000 }).await?;
+    let mut st = Stack::up(Opts { receipt_delay_ms: 9000 }).await?;
     let old = st.wait_active(None).await?;
     let new = st.other(&old)?;
     let old_ip = st.wait_endpoints_follow(&old).await?;
@@ -417,7 +412,7 @@ async fn kill9_leader_standby_takes_over_and_receipts_survive() -> anyhow::Resul
 /// follows and the ESME sends through the new leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_leader_releases_lease_with_operator_stopped() -> anyhow::Result<()> {
-    let mut st = Stack::up(Opts { redis: false, receipt_delay_ms: 200 }).await?;
+    let mut st = Stack::up(Opts { receipt_delay_ms: 200 }).await?;
     if let Some(mut op) = st.operator.take() {
         op.proc.kill9().await?;
     }
@@ -463,7 +458,7 @@ async fn sigterm_leader_releases_lease_with_operator_stopped() -> anyhow::Result
 /// observation); the carrier never sees two binds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn partitioned_leader_steps_down_before_standby_acquires() -> anyhow::Result<()> {
-    let st = Stack::up(Opts { redis: false, receipt_delay_ms: 200 }).await?;
+    let st = Stack::up(Opts { receipt_delay_ms: 200 }).await?;
     let old = st.wait_active(None).await?;
     let new = st.other(&old)?;
 
@@ -530,7 +525,7 @@ fn median(v: &mut [Duration]) -> Duration {
 #[ignore = "measurement: cargo test -p smsc-e2e --test failover -- --ignored --nocapture failover_times"]
 async fn failover_times() -> anyhow::Result<()> {
     let runs: usize = std::env::var("RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
-    let mut st = Stack::up(Opts { redis: false, receipt_delay_ms: 200 }).await?;
+    let mut st = Stack::up(Opts { receipt_delay_ms: 200 }).await?;
     if let Some(mut op) = st.operator.take() {
         op.proc.kill9().await?;
     }
