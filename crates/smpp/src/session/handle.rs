@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::task::AbortHandle;
 
 /// A window slot on a session, taken by [`Session::try_reserve`]; dropping it frees the slot.
 #[derive(Debug)]
@@ -63,11 +64,14 @@ struct Inner {
     shared: Arc<Shared>,
     info: SessionInfo,
     max_pdu_len: u32,
+    /// The session task, for [`Session::abort`].
+    task: AbortHandle,
 }
 
 impl Session {
-    pub(crate) fn new(ch: Channels, info: SessionInfo, max_pdu_len: u32) -> Self {
-        let inner = Inner { cmd_tx: ch.cmd_tx, window: ch.window, shared: ch.shared, info, max_pdu_len };
+    pub(crate) fn new(ch: Channels, info: SessionInfo, max_pdu_len: u32, task: AbortHandle) -> Self {
+        let inner =
+            Inner { cmd_tx: ch.cmd_tx, window: ch.window, shared: ch.shared, info, max_pdu_len, task };
         Session { inner: Arc::new(inner) }
     }
 
@@ -125,6 +129,15 @@ impl Session {
     pub async fn close(&self) -> CloseReason {
         let _ = self.inner.cmd_tx.send(Command::Close).await;
         self.closed().await
+    }
+
+    /// Drop the connection now: no unbind, nothing more written, requests in flight fail. For
+    /// when a graceful [`unbind`](Self::unbind) did not finish in time (a peer that stopped
+    /// reading cannot hold the connection open). The close reason becomes `LocalClose` unless
+    /// the session had already ended; the runtime drops the task, and with it the socket, at once.
+    pub fn abort(&self) {
+        self.inner.shared.set_reason(CloseReason::LocalClose);
+        self.inner.task.abort();
     }
 
     /// Wait until the session has ended.

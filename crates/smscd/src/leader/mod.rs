@@ -358,6 +358,7 @@ mod tests {
             lease_duration_secs: 15,
             renew_deadline_secs: 10,
             retry_period_secs: 2,
+            step_down_secs: None,
         }
     }
 
