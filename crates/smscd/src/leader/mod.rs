@@ -6,8 +6,10 @@
 //!   as left by a release) or expired: `leaseDurationSeconds` passed since WE observed the record
 //!   change (our monotonic clock, like client-go's `observedTime`; the remote `renewTime` is never
 //!   compared with our clock). Acquire and renew are replaces guarded by the resourceVersion we
-//!   read; a 409 means someone else won: we are (or become) standby. `leaseTransitions` is
-//!   incremented on every change of holder.
+//!   read; a 409 on acquire or renew makes us read the Lease again: another holder there means
+//!   someone else won and we are (or become) standby; still us (a metadata edit, or a write of
+//!   ours whose answer we missed) and we keep leading, within our renew deadline as always.
+//!   `leaseTransitions` is incremented on every change of holder.
 //! - The leader renews every retry period. When no renewal has succeeded for the renew deadline
 //!   (counted from when the last successful renewal was SENT) it publishes `false` at that
 //!   deadline, even while a call hangs: before any standby may acquire, which takes the lease
@@ -294,13 +296,31 @@ impl Elector {
         };
         match res {
             Ok(l) => self.lead(sent, l),
-            Err(CallError::Lost(msg)) => {
-                // Another writer got in between our read and write: it holds the lease now.
-                self.step_down(&format!("lost the lease: {msg}"));
-            }
+            Err(CallError::Lost(msg)) => self.after_conflict(&msg).await,
             Err(e) => warn!(?action, "writing lease {}: {e}", self.cfg.lease_name),
         }
         None
+    }
+
+    /// A 409 says the resourceVersion moved since our read, not who holds the Lease: a write of
+    /// ours whose answer we missed, or someone editing its metadata, moves it too. Read it again
+    /// and step down only if it names another holder (or cannot be read past the deadline:
+    /// `tick` sees to that); still ours, the next attempt renews over the fresh version.
+    async fn after_conflict(&mut self, msg: &str) {
+        let Some(within) = self.within() else { return };
+        match self.lease.get(within).await {
+            Ok(l) => {
+                self.obs.observe(Instant::now(), l.as_ref().map(lease::record_of));
+                let ours = l.as_ref().is_some_and(|l| lease::record_of(l).holder == self.cfg.identity);
+                self.current = l;
+                if ours {
+                    info!(lease = %self.cfg.lease_name, "lease changed under our write but still names us: {msg}");
+                } else {
+                    self.step_down(&format!("lost the lease: {msg}"));
+                }
+            }
+            Err(e) => warn!("re-reading lease {} after a conflict: {e}", self.cfg.lease_name),
+        }
     }
 
     /// Stop acting, drop our label, then hand the Lease over if it is (still) ours.
