@@ -62,8 +62,8 @@ pub struct Upstream {
     base: Instant,
     backoff_until_ms: AtomicU64,
     throttle: TokenBucket,
-    /// `max_msg_per_sec` as last applied (a reload changes it in place).
-    rate: Mutex<Option<u32>>,
+    /// `max_msg_per_sec` and `window` as last applied (a reload changes them in place).
+    limits: Mutex<(Option<u32>, usize)>,
     cancel: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Handles of the per-message series (made on first use, so /metrics shows them only then).
@@ -76,7 +76,7 @@ impl Upstream {
         Upstream {
             name: cfg.name.as_str().into(),
             throttle: TokenBucket::new(bucket_rate(&cfg, cfg.max_msg_per_sec)),
-            rate: Mutex::new(cfg.max_msg_per_sec),
+            limits: Mutex::new((cfg.max_msg_per_sec, cfg.window)),
             cfg,
             sessions: RwLock::new(Vec::new()),
             rr: AtomicUsize::new(0),
@@ -92,14 +92,28 @@ impl Upstream {
     /// The config this upstream runs with now (`cfg` with limits changed in place since).
     fn current(&self) -> BindConfig {
         let mut c = self.cfg.clone();
-        c.max_msg_per_sec = *self.rate.lock().unwrap_or_else(|p| p.into_inner());
+        (c.max_msg_per_sec, c.window) = *self.limits.lock().unwrap_or_else(|p| p.into_inner());
         c
     }
 
-    /// Apply a new `max_msg_per_sec` to the running sessions.
-    fn set_rate(&self, rate: Option<u32>) {
-        *self.rate.lock().unwrap_or_else(|p| p.into_inner()) = rate;
+    /// Apply a new `max_msg_per_sec` and `window` to the running sessions (sessions bound
+    /// later take them from [`current`](Self::current)).
+    fn set_limits(&self, rate: Option<u32>, window: usize) {
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner()) = (rate, window);
         self.throttle.set_rate(bucket_rate(&self.cfg, rate));
+        for (_, s) in self.sessions.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            s.set_window(window.max(1));
+        }
+    }
+
+    /// Free window slots over the bound sessions.
+    pub fn free_slots(&self) -> usize {
+        self.sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(_, s)| s.window_available())
+            .sum()
     }
 
     fn now_ms(&self) -> u64 {
@@ -288,7 +302,7 @@ fn bucket_rate(cfg: &BindConfig, rate: Option<u32>) -> Option<u32> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
     Same,
-    /// Only `max_msg_per_sec` changed: applied to the running sessions.
+    /// Only `max_msg_per_sec` and/or `window` changed: applied to the running sessions.
     InPlace,
     /// Same carrier account (host, port, system_id), other settings: new sessions replace the
     /// old ones, which unbind at once (the carrier sends the receipts the old ones owed to
@@ -303,7 +317,7 @@ pub fn change(old: &BindConfig, new: &BindConfig) -> Change {
     if old == new {
         return Change::Same;
     }
-    let limits_only = BindConfig { max_msg_per_sec: new.max_msg_per_sec, ..old.clone() };
+    let limits_only = BindConfig { max_msg_per_sec: new.max_msg_per_sec, window: new.window, ..old.clone() };
     if limits_only == *new {
         Change::InPlace
     } else if (old.host.as_str(), old.port, old.system_id.as_str())
@@ -357,8 +371,8 @@ impl Upstreams {
                 match change(&u.current(), new) {
                     Change::Same => true,
                     Change::InPlace => {
-                        info!(upstream = %u.name, rate = ?new.max_msg_per_sec, "upstream rate changed in place");
-                        u.set_rate(new.max_msg_per_sec);
+                        info!(upstream = %u.name, rate = ?new.max_msg_per_sec, window = new.window, "upstream limits changed in place");
+                        u.set_limits(new.max_msg_per_sec, new.window);
                         true
                     }
                     Change::Rebind => {
@@ -475,7 +489,8 @@ async fn supervise(core: Weak<Core>, u: Arc<Upstream>, slot: usize) {
             system_type: Bytes::from(u.cfg.system_type.clone()),
             ..Bind::default()
         };
-        let connect = connect(&u.cfg, bind, handler);
+        let current = u.current();
+        let connect = connect(&current, bind, handler);
         let res = tokio::select! {
             r = connect => r,
             _ = u.cancel.cancelled() => break,
@@ -563,5 +578,32 @@ impl Handler for UpstreamHandler {
                 Reply::Deferred
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bind() -> BindConfig {
+        serde_norway::from_str("{ name: a, host: h, system_id: s }").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn what_a_reload_does_to_a_running_upstream() {
+        let old = bind();
+        let with = |f: fn(&mut BindConfig)| {
+            let mut c = old.clone();
+            f(&mut c);
+            change(&old, &c)
+        };
+        assert_eq!(change(&old, &old), Change::Same);
+        assert_eq!(with(|c| c.max_msg_per_sec = Some(5)), Change::InPlace);
+        assert_eq!(with(|c| c.window = 3), Change::InPlace);
+        assert_eq!(with(|c| c.password = "new".into()), Change::Rebind);
+        assert_eq!(with(|c| c.binds = 4), Change::Rebind);
+        assert_eq!(with(|c| c.host = "other".into()), Change::Repoint);
+        assert_eq!(with(|c| c.port = 1), Change::Repoint);
+        assert_eq!(with(|c| c.system_id = "other".into()), Change::Repoint);
     }
 }

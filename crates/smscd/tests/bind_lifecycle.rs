@@ -408,9 +408,9 @@ async fn removed_upstream_keeps_receiving_until_its_correlations_expire() {
     .await;
 }
 
-/// Item 16: a rate change applies to the running sessions, without a rebind.
+/// Item 16: rate and window changes apply to the running sessions, without a rebind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rate_change_applies_in_place_without_a_rebind() {
+async fn rate_and_window_changes_apply_in_place_without_a_rebind() {
     let (port, mut carrier_sessions) = scripted_carrier().await;
     let mut cfg = base_config(vec![account("esme", "pw")]);
     let mut up = upstream("up", port, "x", "y");
@@ -426,9 +426,15 @@ async fn rate_change_applies_in_place_without_a_rebind() {
     let burst = futures::future::join_all((0..5).map(|_| esme.session.request(submit("3161", 0)))).await;
     assert_eq!(ok_of(burst), 5, "1000/s lets a burst of 5 through");
 
+    let relay_side = d.core().upstreams.get("up").expect("upstream");
+    eventually("window slots free", Duration::from_secs(10), || relay_side.free_slots() == 10).await;
+
     let mut slow = cfg.clone();
     slow.binds[0].max_msg_per_sec = Some(1);
+    slow.binds[0].window = 3;
     reload(&d, slow).await;
+    assert!(Arc::ptr_eq(&relay_side, &d.core().upstreams.get("up").expect("upstream")), "the same upstream");
+    eventually("window of 3", Duration::from_secs(10), || relay_side.free_slots() == 3).await;
     let burst = futures::future::join_all((0..5).map(|_| esme.session.request(submit("3161", 0)))).await;
     assert!(ok_of(burst) <= 1, "1/s lets at most one through");
     assert!(session.close_reason().is_none(), "the carrier's session stays bound");

@@ -10,6 +10,7 @@ use crate::pdu::{Body, Pdu};
 use crate::status::CommandStatus;
 use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::task::AbortHandle;
@@ -66,12 +67,26 @@ struct Inner {
     max_pdu_len: u32,
     /// The session task, for [`Session::abort`].
     task: AbortHandle,
+    /// The window as last set (the semaphore's permits, counting those in use, less `owed`).
+    window_size: AtomicUsize,
+    /// Slots a smaller window still has to take back as requests in flight complete.
+    owed: Arc<AtomicUsize>,
 }
 
 impl Session {
     pub(crate) fn new(ch: Channels, info: SessionInfo, max_pdu_len: u32, task: AbortHandle) -> Self {
-        let inner =
-            Inner { cmd_tx: ch.cmd_tx, window: ch.window, shared: ch.shared, info, max_pdu_len, task };
+        // A new session: no request holds a slot yet.
+        let window_size = AtomicUsize::new(ch.window.available_permits());
+        let inner = Inner {
+            cmd_tx: ch.cmd_tx,
+            window: ch.window,
+            shared: ch.shared,
+            info,
+            max_pdu_len,
+            task,
+            window_size,
+            owed: Arc::default(),
+        };
         Session { inner: Arc::new(inner) }
     }
 
@@ -110,6 +125,43 @@ impl Session {
             Err(TryAcquireError::NoPermits) => Err(SessionError::WindowFull),
             Err(TryAcquireError::Closed) => Err(self.closed_error()),
         }
+    }
+
+    /// Resize the window of the running session (a reload of the peer's limits), to at most
+    /// `MAX_WINDOW`: a larger window frees its slots at once; a smaller one takes free slots
+    /// now and the rest as requests in flight complete. Returns the window now in force.
+    pub fn set_window(&self, n: usize) -> usize {
+        let n = n.clamp(1, super::config::MAX_WINDOW);
+        let old = self.inner.window_size.swap(n, Ordering::AcqRel);
+        let owed = &self.inner.owed;
+        if n > old {
+            // Slots still owed by an earlier shrink are forgiven first.
+            let grow = n - old;
+            let forgiven =
+                match owed.fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| Some(o - o.min(grow))) {
+                    Ok(o) | Err(o) => o.min(grow),
+                };
+            self.inner.window.add_permits(grow - forgiven);
+        } else if n < old {
+            let rest = (old - n) - self.inner.window.forget_permits(old - n);
+            if rest > 0 {
+                owed.fetch_add(rest, Ordering::AcqRel);
+                let (window, owed) = (Arc::clone(&self.inner.window), Arc::clone(owed));
+                // Takes slots in use as they come back (ends with the session's window).
+                tokio::spawn(async move {
+                    while owed.load(Ordering::Acquire) > 0 {
+                        let Ok(p) = window.acquire().await else { return };
+                        if owed
+                            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| o.checked_sub(1))
+                            .is_ok()
+                        {
+                            p.forget();
+                        }
+                    }
+                });
+            }
+        }
+        n
     }
 
     /// Free window slots right now.
