@@ -182,7 +182,7 @@ async fn run(cli: Cli) -> ExitCode {
         tracing::info!(lease = %cli.leader_elect_lease, identity = %identity, "became leader");
         let (tx, lost2) = (stop_tx.clone(), lost.clone());
         let metrics2 = metrics.clone();
-        tokio::spawn(async move {
+        let watcher = tokio::spawn(async move {
             // The elector publishes `false` at the renew deadline at the latest.
             let _ = leading.wait_for(|l| !*l).await;
             tracing::error!("leadership lost");
@@ -190,7 +190,7 @@ async fn run(cli: Cli) -> ExitCode {
             lost2.store(true, Ordering::Relaxed);
             let _ = tx.send(true);
         });
-        Some(elector)
+        Some((elector, watcher))
     } else {
         None
     };
@@ -231,7 +231,9 @@ async fn run(cli: Cli) -> ExitCode {
     metrics.leader.set(0);
     state.ready.store(false, Ordering::Relaxed);
     let lost = lost.load(Ordering::Relaxed);
-    if let Some(elector) = lease {
+    if let Some((elector, watcher)) = lease {
+        // Our own release below publishes `false` too: not a loss.
+        watcher.abort();
         // A clean stop releases the Lease for a fast hand-over; a lost one is not ours to release.
         if lost {
             elector.abort();
