@@ -329,7 +329,8 @@ async fn follow_leadership(
         let leading = *rx.borrow_and_update();
         {
             let _ordered = control.lock().await;
-            if leading && !core.is_active() {
+            // Not once draining: a Lease won during the drain must not bind anything anew.
+            if leading && !core.is_active() && !core.is_draining() {
                 info!("leadership acquired: binding upstream and serving ESMEs");
                 core.active.store(true, Ordering::Release);
                 let cfg = core.config.get();
