@@ -1115,3 +1115,58 @@ async fn long_batches_are_answered_early() {
     assert_eq!(seqs, (10..10 + TOTAL as u32).collect::<Vec<_>>(), "every answer, in order");
     assert!(seen.load(Ordering::Acquire), "no answer reached the peer before the last request was handled");
 }
+
+/// A window resized on a running session: a smaller one takes the free slots at once and the
+/// rest as requests in flight complete; a larger one frees its slots at once.
+#[tokio::test]
+async fn window_resizes_in_place() {
+    let hold = Hold::default();
+    let h = hold.clone();
+    let cfg = SessionConfig { window: 3, ..SessionConfig::default() };
+    let (esme, _server) =
+        bound_pair(BindKind::Transmitter, cfg, SubmitOk::default(), move || Box::new(h.clone())).await;
+    let inflight: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|id| {
+            let e = esme.clone();
+            tokio::spawn(async move { e.request(submit(id)).await })
+        })
+        .collect();
+    within(async {
+        while hold.count() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(esme.window_available(), 1);
+    assert_eq!(esme.set_window(1), 1);
+    assert_eq!(esme.window_available(), 0, "the free slot is taken at once");
+    for r in hold.take() {
+        r.respond(Body::SubmitSmResp(SubmitSmResp::default())).unwrap();
+    }
+    for j in inflight {
+        within(j).await.unwrap().unwrap();
+    }
+    // One of the two slots that came back is owed to the smaller window.
+    within(async {
+        while esme.window_available() != 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(esme.set_window(5), 5);
+    assert_eq!(esme.window_available(), 5);
+}
+
+/// `abort` drops the connection at once, with no unbind: the peer sees it closed.
+#[tokio::test]
+async fn abort_drops_the_connection_without_unbinding() {
+    let hold = Hold::default();
+    let h = hold.clone();
+    let (esme, server) =
+        bound_pair(BindKind::Transmitter, fast_cfg(), SubmitOk::default(), move || Box::new(h.clone())).await;
+    esme.abort();
+    assert_eq!(esme.close_reason(), Some(CloseReason::LocalClose));
+    let reason = within(server.closed()).await;
+    assert!(!matches!(reason, CloseReason::PeerUnbind), "no unbind was sent: {reason:?}");
+}

@@ -392,6 +392,27 @@ pub struct LeaderElectionConfig {
     pub renew_deadline_secs: u64,
     #[serde(default = "default_retry_period_secs")]
     pub retry_period_secs: u64,
+    /// How long a step-down may take to close this replica's binds (graceful unbind, then the
+    /// connections are dropped). Must be below `lease_duration_secs - renew_deadline_secs`, the
+    /// time between our last chance to act and a standby's first chance to bind. Absent: 3 s,
+    /// or 60% of that gap when it is shorter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_down_secs: Option<u64>,
+}
+
+impl LeaderElectionConfig {
+    /// The step-down budget: `step_down_secs`, or by default 3 s capped at 60% of the gap
+    /// between the renew deadline and the lease duration.
+    pub fn step_down(&self) -> Duration {
+        match self.step_down_secs {
+            Some(s) => Duration::from_secs(s),
+            None => {
+                let gap =
+                    Duration::from_secs(self.lease_duration_secs.saturating_sub(self.renew_deadline_secs));
+                Duration::from_secs(3).min(gap.mul_f64(0.6))
+            }
+        }
+    }
 }
 
 fn default_bind_address() -> String {

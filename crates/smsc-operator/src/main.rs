@@ -5,15 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use k8s_openapi::api::coordination::v1::Lease;
 use kube::client::ClientBuilder;
-use kube::{Api, Client};
+use kube::Client;
 use smsc_operator::controller::{self, Context, Settings};
 use smsc_operator::http::{self, HttpState};
-use smsc_operator::leader::{self, LeaderConfig};
+use smsc_operator::leader;
 use smsc_operator::metrics::Metrics;
 use tokio::sync::watch;
 
@@ -130,7 +128,7 @@ async fn terminated() {
 async fn apply_crd(client: &Client) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use smsc_operator::crd::{ensure, Outcome};
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
     let desired = <smsc_api::crd::SmscCluster as kube::CustomResourceExt>::crd();
     let version = env!("CARGO_PKG_VERSION");
     match ensure(&api, desired, version).await {
@@ -190,28 +188,37 @@ async fn run(cli: Cli) -> ExitCode {
         metrics.leader.set(0);
         state.ready.store(true, Ordering::Relaxed);
         let ns = cli.leader_elect_namespace.clone().unwrap_or_else(|| "default".into());
-        let api: Api<Lease> = Api::namespaced(client.clone(), &ns);
-        let cfg = LeaderConfig {
-            lease_name: cli.leader_elect_lease.clone(),
-            identity: identity.clone(),
-            lease_duration: Duration::from_secs(15),
-            renew_deadline: Duration::from_secs(10),
-            retry_period: Duration::from_secs(2),
+        let elector = match leader::start(client.clone(), &ns, &cli.leader_elect_lease, &identity) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "leader election");
+                return ExitCode::FAILURE;
+            }
         };
+        let mut leading = elector.watch();
         let mut rx = stop_rx.clone();
         tokio::select! {
-            _ = leader::acquire(&api, &cfg) => {}
-            _ = rx.wait_for(|s| *s) => { return ExitCode::SUCCESS; }
+            r = leading.wait_for(|l| *l) => if r.is_err() {
+                tracing::error!("leader election ended before we led");
+                return ExitCode::FAILURE;
+            },
+            _ = rx.wait_for(|s| *s) => {
+                elector.release().await;
+                return ExitCode::SUCCESS;
+            }
         }
-        let (api2, cfg2, tx, lost2) = (api.clone(), cfg.clone(), stop_tx.clone(), lost.clone());
+        tracing::info!(lease = %cli.leader_elect_lease, identity = %identity, "became leader");
+        let (tx, lost2) = (stop_tx.clone(), lost.clone());
         let metrics2 = metrics.clone();
-        tokio::spawn(async move {
-            leader::hold(&api2, &cfg2).await;
+        let watcher = tokio::spawn(async move {
+            // The elector publishes `false` at the renew deadline at the latest.
+            let _ = leading.wait_for(|l| !*l).await;
+            tracing::error!("leadership lost");
             metrics2.leader.set(0);
             lost2.store(true, Ordering::Relaxed);
             let _ = tx.send(true);
         });
-        Some((api, cfg))
+        Some((elector, watcher))
     } else {
         None
     };
@@ -256,10 +263,14 @@ async fn run(cli: Cli) -> ExitCode {
     metrics.leader.set(0);
     state.ready.store(false, Ordering::Relaxed);
     let lost = lost.load(Ordering::Relaxed);
-    if let Some((api, cfg)) = &lease {
+    if let Some((elector, watcher)) = lease {
+        // Our own release below publishes `false` too: not a loss.
+        watcher.abort();
         // A clean stop releases the Lease for a fast hand-over; a lost one is not ours to release.
-        if !lost {
-            leader::release(api, cfg).await;
+        if lost {
+            elector.abort();
+        } else {
+            elector.release().await;
         }
     }
     let _ = stop_tx.send(true);

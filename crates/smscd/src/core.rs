@@ -8,7 +8,7 @@ use crate::router::Router;
 use crate::sim::Sim;
 use crate::store::Store;
 use crate::upstream::Upstreams;
-use smsc_api::smscd_config::SmscdConfig;
+use smsc_api::smscd_config::{SmscdConfig, StoreConfig};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -31,6 +31,9 @@ pub struct Core {
     pub listeners: Arc<crate::health::Listeners>,
     /// Shutting down: new submits are refused, work in flight finishes.
     pub draining: AtomicBool,
+    /// Late in the drain, as the upstreams unbind: receipts and MO are refused (transient)
+    /// rather than queued for ESMEs about to be unbound.
+    pub deliveries_closed: AtomicBool,
     /// Allowed to serve ESMEs and bind upstream: always with no leader election, else only while
     /// this replica holds the Lease (see `daemon::follow_leadership`).
     pub active: AtomicBool,
@@ -56,6 +59,7 @@ impl Core {
             ready: AtomicBool::new(false),
             listeners: Arc::default(),
             draining: AtomicBool::new(false),
+            deliveries_closed: AtomicBool::new(false),
             active: AtomicBool::new(true),
             inflight: AtomicUsize::new(0),
             inflight_done: Notify::new(),
@@ -65,6 +69,22 @@ impl Core {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Whether a receipt or MO for `account` may be taken now (answered 0 to the upstream).
+    /// Always while running. While draining only if it can still reach an ESME: the store
+    /// outlives this process (Redis: another replica delivers it), or an ESME of the account is
+    /// bound to take it before we exit; and never once the upstreams are being unbound. Otherwise
+    /// the upstream gets ESME_RX_T_APPN and redelivers, to another replica or after our restart.
+    pub fn takes_delivery(&self, account: &str) -> bool {
+        if !self.is_draining() {
+            return true;
+        }
+        if self.deliveries_closed.load(Ordering::Acquire) {
+            return false;
+        }
+        let shared = matches!(self.config.get().store, StoreConfig::Redis { .. });
+        shared || self.accounts.get(account).is_some_and(|a| a.has_receiver())
     }
 
     pub fn is_active(&self) -> bool {

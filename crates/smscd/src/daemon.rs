@@ -3,13 +3,22 @@
 //!
 //! Shutdown (the token): stop accepting connections and new binds, refuse new submits with
 //! ESME_RTHROTTLED (transient), wait for deferred submits to be answered, generate the sim's
-//! pending receipts at once, wait until queued deliveries reached the ESMEs, then unbind ESMEs
-//! and upstreams. All of it within `shutdown.drain_secs` (the last 20% reserved for the unbinds);
-//! deliveries still queued then are lost with a memory store (logged).
+//! pending receipts at once, wait until queued deliveries reached the ESMEs. Receipts and MO
+//! arriving meanwhile are taken only when they can still reach an ESME (`Core::takes_delivery`),
+//! else refused with ESME_RX_T_APPN so the carrier redelivers. Then refuse them all, unbind the
+//! upstreams (all at once), let what was queued last go out, and unbind the ESMEs. All of it
+//! within `shutdown.drain_secs` (the last 20% reserved for the unbinds; a connection not
+//! unbound in its share is dropped); deliveries still queued then are lost with a memory store
+//! (logged).
 //!
 //! Reload (the watch channel): accounts (limits, passwords, allow-lists; removed accounts are
-//! unbound), routing, sim settings and upstream binds apply without dropping other binds.
-//! Listener and admin addresses, max_connections and the store type need a restart.
+//! unbound), routing, sim settings and upstream binds apply without dropping other binds and
+//! without waiting for an unbind (`Upstreams::apply`). Listener and admin addresses,
+//! max_connections and the store type need a restart.
+//!
+//! Leadership, reloads and binds are ordered: taking and losing the lead and applying a
+//! reload's upstreams hold one lock (`control`), so a reload never binds upstream after a
+//! step-down looked; an ESME session inserted as a step-down runs checks again and unbinds.
 
 use crate::core::Core;
 use crate::inbound::Sessions;
@@ -17,7 +26,7 @@ use crate::live::Live;
 use crate::metrics::{AccountLabel, ResultLabel};
 use crate::router::Router;
 use crate::store::memory::MemoryStore;
-use smsc_api::smscd_config::SmscdConfig;
+use smsc_api::smscd_config::{SmscdConfig, StoreConfig};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -130,16 +139,19 @@ pub async fn start_with_leadership(
     let drain = CancellationToken::new();
     let stop_accepting = CancellationToken::new();
     let admin_stop = CancellationToken::new();
+    let control = Arc::new(tokio::sync::Mutex::new(()));
 
     apply_accounts(&core, &sessions, &config).await;
     let leader_task = match leadership {
         Some(rx) => {
             core.active.store(false, Ordering::Release);
             // Follows until the very end, so a Lease lost during the drain still stops us acting.
-            Some(tokio::spawn(follow_leadership(core.clone(), sessions.clone(), rx, core.stop.clone())))
+            let follow =
+                follow_leadership(core.clone(), sessions.clone(), control.clone(), rx, core.stop.clone());
+            Some(tokio::spawn(follow))
         }
         None => {
-            core.upstreams.apply(&core, &config.binds).await;
+            core.upstreams.apply(&core, &config.binds, retire_after(&config));
             None
         }
     };
@@ -181,7 +193,7 @@ pub async fn start_with_leadership(
                         break;
                     }
                     let cfg = reloads.borrow_and_update().clone();
-                    apply(&c, &sessions, &cfg).await;
+                    apply(&c, &sessions, &control, &cfg).await;
                     if let Some(t) = &tls_state {
                         t.refresh(&cfg);
                     }
@@ -209,12 +221,20 @@ pub async fn start_with_leadership(
             let left = c.store.pending_total().await.unwrap_or(0);
             warn!(inflight = c.inflight(), sim = c.sim.pending(), deliveries = left, "drain time over");
         }
-        let unbinds = async {
-            tokio::join!(sessions.unbind(None), c.upstreams.stop_all());
-        };
-        if tokio::time::timeout(drain_for.mul_f64(0.2), unbinds).await.is_err() {
-            warn!("unbinds did not finish in time");
+        // Upstreams first, so nothing arrives for ESMEs already gone: from here a receipt or MO
+        // is refused (transient) and the carrier redelivers it.
+        c.deliveries_closed.store(true, Ordering::Release);
+        let reserve = drain_for.mul_f64(0.2);
+        c.upstreams.stop_all(reserve.mul_f64(0.5)).await;
+        let last = tokio::time::timeout(reserve.mul_f64(0.25), async {
+            while c.store.pending_total().await.unwrap_or(0) > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        if last.await.is_err() {
+            warn!("deliveries queued as the upstreams unbound did not all go out");
         }
+        sessions.unbind_within(reserve.mul_f64(0.25)).await;
         c.ready.store(false, Ordering::Relaxed);
         c.stop.cancel();
         admin_stop.cancel();
@@ -238,8 +258,16 @@ async fn apply_accounts(core: &Arc<Core>, sessions: &Sessions, cfg: &SmscdConfig
     }
 }
 
+/// How long an upstream out of routing stays bound receive-only: until the correlations of
+/// the messages it accepted expire, after which no receipt of theirs can be matched.
+fn retire_after(cfg: &SmscdConfig) -> Duration {
+    match &cfg.store {
+        StoreConfig::Memory { ttl } | StoreConfig::Redis { ttl, .. } => *ttl,
+    }
+}
+
 /// Apply a reloaded config to the running daemon.
-async fn apply(core: &Arc<Core>, sessions: &Sessions, cfg: &SmscdConfig) {
+async fn apply(core: &Arc<Core>, sessions: &Sessions, control: &tokio::sync::Mutex<()>, cfg: &SmscdConfig) {
     let old = core.config.get();
     if old.server != cfg.server || old.admin != cfg.admin || old.store != cfg.store {
         warn!("server, admin and store settings change only on restart");
@@ -248,8 +276,10 @@ async fn apply(core: &Arc<Core>, sessions: &Sessions, cfg: &SmscdConfig) {
     core.router.set(Router::new(&cfg.routing));
     core.sim.set_config(cfg.sim.clone());
     apply_accounts(core, sessions, cfg).await;
+    // Under the lock: a step-down either ran before (then we are not active) or waits for us.
+    let _ordered = control.lock().await;
     if core.is_active() {
-        core.upstreams.apply(core, &cfg.binds).await;
+        core.upstreams.apply(core, &cfg.binds, retire_after(cfg));
     }
     core.metrics.reloads.get_or_create(&ResultLabel { result: "applied".into() }).inc();
     info!("config reloaded");
@@ -285,30 +315,29 @@ async fn housekeeping(core: Arc<Core>, memory: Option<Arc<MemoryStore>>) {
 }
 
 /// Active/standby: act only while this replica holds the Lease. On losing it (or the elector
-/// ending) stop at once: refuse binds, drop ESME sessions, unbind upstream, bounded by a timeout
-/// well inside the gap between the renew deadline and the lease duration.
+/// ending) stop at once: refuse binds, unbind ESMEs and upstreams, and drop the connections of
+/// any not unbound in half the step-down budget (`leader_election.step_down_secs`), which
+/// validation keeps below the gap between the renew deadline and the lease duration.
 async fn follow_leadership(
     core: Arc<Core>,
     sessions: Arc<Sessions>,
+    control: Arc<tokio::sync::Mutex<()>>,
     mut rx: watch::Receiver<bool>,
     stop: CancellationToken,
 ) {
-    const STEP_DOWN_WITHIN: Duration = Duration::from_secs(3);
     loop {
         let leading = *rx.borrow_and_update();
-        if leading && !core.is_active() {
-            info!("leadership acquired: binding upstream and serving ESMEs");
-            core.active.store(true, Ordering::Release);
-            let binds = core.config.get().binds.clone();
-            core.upstreams.apply(&core, &binds).await;
-        } else if !leading && core.is_active() {
-            warn!("leadership lost: standing by (ESME sessions dropped, upstream unbound)");
-            core.active.store(false, Ordering::Release);
-            let step_down = async {
-                tokio::join!(sessions.unbind(None), core.upstreams.stop_all());
-            };
-            if tokio::time::timeout(STEP_DOWN_WITHIN, step_down).await.is_err() {
-                warn!("stepping down took longer than {STEP_DOWN_WITHIN:?}");
+        {
+            let _ordered = control.lock().await;
+            // Not once draining: a Lease won during the drain must not bind anything anew.
+            if leading && !core.is_active() && !core.is_draining() {
+                info!("leadership acquired: binding upstream and serving ESMEs");
+                core.active.store(true, Ordering::Release);
+                let cfg = core.config.get();
+                core.upstreams.apply(&core, &cfg.binds, retire_after(&cfg));
+            } else if !leading && core.is_active() {
+                warn!("leadership lost: standing by (ESME sessions dropped, upstream unbound)");
+                step_down(&core, &sessions).await;
             }
         }
         tokio::select! {
@@ -316,14 +345,29 @@ async fn follow_leadership(
             changed = rx.changed() => {
                 if changed.is_err() {
                     // The elector ended (shutdown): stand by unless already draining.
+                    let _ordered = control.lock().await;
                     if core.is_active() && !core.is_draining() {
-                        core.active.store(false, Ordering::Release);
-                        tokio::join!(sessions.unbind(None), core.upstreams.stop_all());
+                        step_down(&core, &sessions).await;
                     }
                     return;
                 }
             }
         }
+    }
+}
+
+/// Stop acting and close every bind within the step-down budget: unbind, and after half of it
+/// drop the connections still open.
+async fn step_down(core: &Core, sessions: &Sessions) {
+    core.active.store(false, Ordering::Release);
+    let budget = core.config.get().leader_election.as_ref().map_or(Duration::from_secs(3), |l| l.step_down());
+    let started = tokio::time::Instant::now();
+    tokio::join!(sessions.unbind_within(budget / 2), core.upstreams.stop_all(budget / 2));
+    let took = started.elapsed();
+    if took > budget {
+        warn!(?took, ?budget, "stepping down took longer than its budget");
+    } else {
+        info!(?took, "stepped down: every bind closed");
     }
 }
 

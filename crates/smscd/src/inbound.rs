@@ -52,6 +52,16 @@ impl Sessions {
         let list = self.matching(|a| account.is_none_or(|x| x == a));
         futures::future::join_all(list.iter().map(|s| s.unbind())).await;
     }
+
+    /// Unbind every session; the connections of those not unbound within `limit` are dropped.
+    pub async fn unbind_within(&self, limit: Duration) {
+        let list = self.matching(|_| true);
+        let unbinds = futures::future::join_all(list.iter().map(|s| s.unbind()));
+        if tokio::time::timeout(limit, unbinds).await.is_err() {
+            warn!(?limit, "ESME sessions not unbound in time: dropping their connections");
+            list.iter().filter(|s| s.close_reason().is_none()).for_each(Session::abort);
+        }
+    }
 }
 
 /// Accept connections until `stop_accepting`; each bound session runs on its own task.
@@ -212,6 +222,13 @@ where
     sessions.insert(sid, &account.system_id, session.clone());
     if kind.can_receive() {
         account.add_receiver(sid, session.clone());
+    }
+    // A step-down (or the drain) that started after the check above unbinds every session it
+    // finds; this one may have been inserted just after it looked. Step-down clears `active`
+    // before it looks (and the map's lock orders the two), so one of us sees the other.
+    if core.is_draining() || !core.is_active() {
+        info!(%peer, system_id, "bound as the replica stopped serving: unbinding");
+        session.unbind().await;
     }
     let reason = session.closed().await;
     account.remove_receiver(sid);

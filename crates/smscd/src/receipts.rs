@@ -365,6 +365,11 @@ async fn enqueue(
         return Err(CommandStatus::ESME_RX_T_APPN);
     };
     let max = core.config.get().queues.max_per_account;
+    if !core.takes_delivery(account) {
+        // Shutting down with no way to hand it on: the upstream keeps it and redelivers.
+        core.metrics.receipt("refused_draining");
+        return Err(CommandStatus::ESME_RX_T_APPN);
+    }
     let mut buf = BytesMut::new();
     if let Err(e) = Pdu::new(0, Body::DeliverSm(dsm)).encode(&mut buf) {
         tracing::warn!(error = %e, "deliver_sm not encodable: dropped");

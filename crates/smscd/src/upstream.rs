@@ -27,11 +27,11 @@ const BACKOFF_ON_THROTTLE: Duration = Duration::from_millis(500);
 const WINDOW_WAIT: Duration = Duration::from_secs(2);
 /// A bind that lasted this long resets the reconnect backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
-/// A removed upstream stays bound (but gets no submits) until no deliver_sm came for this long,
-/// so receipts it still owes for accepted submits reach us...
-const RETIRE_QUIET: Duration = Duration::from_secs(1);
-/// ...but not longer than this.
-const RETIRE_MAX: Duration = Duration::from_secs(30);
+/// How long a stopping upstream's sessions get to unbind before their connections are dropped
+/// (reloads and shutdown; a step-down uses its own budget).
+pub const UNBIND_LIMIT: Duration = Duration::from_secs(5);
+/// After its sessions were dropped, how long a supervisor gets to notice before it is aborted.
+const ABORT_GRACE: Duration = Duration::from_millis(200);
 
 /// Why a submit to this target did not succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,10 +62,10 @@ pub struct Upstream {
     base: Instant,
     backoff_until_ms: AtomicU64,
     throttle: TokenBucket,
+    /// `max_msg_per_sec` and `window` as last applied (a reload changes them in place).
+    limits: Mutex<(Option<u32>, usize)>,
     cancel: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    /// `base`-relative ms of the last deliver_sm from this upstream.
-    last_deliver_ms: Arc<AtomicU64>,
     /// Handles of the per-message series (made on first use, so /metrics shows them only then).
     rtt: OnceLock<Histogram>,
     submitted_ok: OnceLock<Counter>,
@@ -73,10 +73,10 @@ pub struct Upstream {
 
 impl Upstream {
     fn new(cfg: BindConfig, parent: &CancellationToken) -> Upstream {
-        let rate = cfg.max_msg_per_sec.map(|r| r.saturating_mul(cfg.binds.max(1) as u32));
         Upstream {
             name: cfg.name.as_str().into(),
-            throttle: TokenBucket::new(rate),
+            throttle: TokenBucket::new(bucket_rate(&cfg, cfg.max_msg_per_sec)),
+            limits: Mutex::new((cfg.max_msg_per_sec, cfg.window)),
             cfg,
             sessions: RwLock::new(Vec::new()),
             rr: AtomicUsize::new(0),
@@ -84,10 +84,36 @@ impl Upstream {
             backoff_until_ms: AtomicU64::new(0),
             cancel: parent.child_token(),
             tasks: Mutex::new(Vec::new()),
-            last_deliver_ms: Arc::new(AtomicU64::new(0)),
             rtt: OnceLock::new(),
             submitted_ok: OnceLock::new(),
         }
+    }
+
+    /// The config this upstream runs with now (`cfg` with limits changed in place since).
+    fn current(&self) -> BindConfig {
+        let mut c = self.cfg.clone();
+        (c.max_msg_per_sec, c.window) = *self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        c
+    }
+
+    /// Apply a new `max_msg_per_sec` and `window` to the running sessions (sessions bound
+    /// later take them from [`current`](Self::current)).
+    fn set_limits(&self, rate: Option<u32>, window: usize) {
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner()) = (rate, window);
+        self.throttle.set_rate(bucket_rate(&self.cfg, rate));
+        for (_, s) in self.sessions.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            s.set_window(window.max(1));
+        }
+    }
+
+    /// Free window slots over the bound sessions.
+    pub fn free_slots(&self) -> usize {
+        self.sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(_, s)| s.window_available())
+            .sum()
     }
 
     fn now_ms(&self) -> u64 {
@@ -232,35 +258,83 @@ impl Upstream {
         self.counter(core, status).inc();
     }
 
-    /// Removed from the config: already out of routing; unbind once its receipts went quiet.
-    async fn retire(&self) {
-        let started = Instant::now();
-        while !self.cancel.is_cancelled() && started.elapsed() < RETIRE_MAX && self.bound_sessions() > 0 {
-            let idle = self.now_ms().saturating_sub(self.last_deliver_ms.load(Ordering::Relaxed));
-            if idle >= RETIRE_QUIET.as_millis() as u64 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    /// Out of routing already: stay bound receive-only for `keep` (the receipts it owes for
+    /// accepted submits still arrive on these binds), or until stopped, then unbind.
+    async fn retire(&self, keep: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(keep) => {}
+            _ = self.cancel.cancelled() => {}
         }
-        self.stop().await;
+        self.stop(UNBIND_LIMIT).await;
     }
 
-    /// Unbind every session and end the supervisors.
-    pub async fn stop(&self) {
+    /// Unbind every session and end the supervisors. Sessions not unbound within `limit` (a peer
+    /// that does not answer, or stopped reading) have their connections dropped.
+    pub async fn stop(&self, limit: Duration) {
         self.cancel.cancel();
-        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        for t in tasks {
-            let _ = t.await;
+        let mut tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        if tokio::time::timeout(limit, futures::future::join_all(tasks.iter_mut())).await.is_ok() {
+            return;
         }
+        warn!(upstream = %self.name, ?limit, "upstream not unbound in time: dropping its connections");
+        for (_, s) in self.sessions.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            s.abort();
+        }
+        // Each supervisor sees its session end at once and returns; one that does not is aborted.
+        if tokio::time::timeout(ABORT_GRACE, futures::future::join_all(tasks.iter_mut())).await.is_err() {
+            tasks.iter().for_each(JoinHandle::abort);
+            self.sessions.write().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+    }
+
+    /// Whether it has stopped (or is stopping).
+    fn is_stopped(&self) -> bool {
+        self.cancel.is_cancelled() && self.tasks.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
     }
 }
 
-/// Every configured upstream.
+/// The token bucket rate of an upstream: `max_msg_per_sec` per session.
+fn bucket_rate(cfg: &BindConfig, rate: Option<u32>) -> Option<u32> {
+    rate.map(|r| r.saturating_mul(cfg.binds.max(1) as u32))
+}
+
+/// What a reload does to a running upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Same,
+    /// Only `max_msg_per_sec` and/or `window` changed: applied to the running sessions.
+    InPlace,
+    /// Same carrier account (host, port, system_id), other settings: new sessions replace the
+    /// old ones, which unbind at once (the carrier sends the receipts the old ones owed to
+    /// the new binds of the same account).
+    Rebind,
+    /// Another carrier or account: the old binds stay bound receive-only until the receipts
+    /// they owe could still come (the store's correlation ttl), beside the new ones.
+    Repoint,
+}
+
+pub fn change(old: &BindConfig, new: &BindConfig) -> Change {
+    if old == new {
+        return Change::Same;
+    }
+    let limits_only = BindConfig { max_msg_per_sec: new.max_msg_per_sec, window: new.window, ..old.clone() };
+    if limits_only == *new {
+        Change::InPlace
+    } else if (old.host.as_str(), old.port, old.system_id.as_str())
+        == (new.host.as_str(), new.port, new.system_id.as_str())
+    {
+        Change::Rebind
+    } else {
+        Change::Repoint
+    }
+}
+
+/// Every configured upstream, and the ones a reload took out of routing that are still bound.
 #[derive(Default)]
 pub struct Upstreams {
     map: RwLock<HashMap<String, Arc<Upstream>>>,
     root: CancellationToken,
-    retiring: Mutex<Vec<JoinHandle<()>>>,
+    retiring: Mutex<Vec<Arc<Upstream>>>,
 }
 
 impl Upstreams {
@@ -272,25 +346,45 @@ impl Upstreams {
         self.map.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
-    /// Bring the running upstreams in line with `cfgs`: unchanged ones stay bound, changed ones
-    /// are re-bound, new ones start, removed ones unbind.
-    pub async fn apply(&self, core: &Arc<Core>, cfgs: &[BindConfig]) {
-        let mut stop = Vec::new();
+    /// Sessions still bound of upstreams out of routing (removed or re-pointed by a reload).
+    pub fn retiring_sessions(&self) -> usize {
+        let r = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
+        r.iter().map(|u| u.bound_sessions()).sum()
+    }
+
+    /// Bring the running upstreams in line with `cfgs` without waiting for any unbind (a reload
+    /// must never hold up SIGTERM or a step-down): unchanged ones stay bound, rate changes apply
+    /// in place, new ones start; changed and removed ones leave routing at once and unbind in
+    /// the background, removed and re-pointed ones only after `keep` (see [`Change`]).
+    pub fn apply(&self, core: &Arc<Core>, cfgs: &[BindConfig], keep: Duration) {
         let mut retire = Vec::new();
         let mut start = Vec::new();
         {
             let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
             let wanted: HashMap<&str, &BindConfig> = cfgs.iter().map(|c| (c.name.as_str(), c)).collect();
-            map.retain(|name, u| match wanted.get(name.as_str()) {
-                Some(c) if **c == u.cfg => true,
-                // Changed: the new sessions take over its receipts.
-                Some(_) => {
-                    stop.push(u.clone());
-                    false
-                }
-                None => {
-                    retire.push(u.clone());
-                    false
+            map.retain(|name, u| {
+                let Some(new) = wanted.get(name.as_str()) else {
+                    info!(upstream = %u.name, ?keep, "upstream removed: receive-only until its receipts are due");
+                    retire.push((u.clone(), keep));
+                    return false;
+                };
+                match change(&u.current(), new) {
+                    Change::Same => true,
+                    Change::InPlace => {
+                        info!(upstream = %u.name, rate = ?new.max_msg_per_sec, window = new.window, "upstream limits changed in place");
+                        u.set_limits(new.max_msg_per_sec, new.window);
+                        true
+                    }
+                    Change::Rebind => {
+                        info!(upstream = %u.name, "upstream changed: re-binding");
+                        retire.push((u.clone(), Duration::ZERO));
+                        false
+                    }
+                    Change::Repoint => {
+                        info!(upstream = %u.name, ?keep, "upstream re-pointed: old binds receive-only until their receipts are due");
+                        retire.push((u.clone(), keep));
+                        false
+                    }
                 }
             });
             for cfg in cfgs {
@@ -301,15 +395,13 @@ impl Upstreams {
                 }
             }
         }
-        for u in stop {
-            info!(upstream = %u.name, "upstream changed: re-binding");
-            u.stop().await;
-        }
-        for u in retire {
-            info!(upstream = %u.name, "upstream removed: unbinding once its receipts are in");
+        {
             let mut retiring = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
-            retiring.retain(|t| !t.is_finished());
-            retiring.push(tokio::spawn(async move { u.retire().await }));
+            retiring.retain(|u| !u.is_stopped());
+            for (u, keep) in retire {
+                retiring.push(u.clone());
+                tokio::spawn(async move { u.retire(keep).await });
+            }
         }
         for u in start {
             info!(upstream = %u.name, host = %u.cfg.host, port = u.cfg.port, binds = u.cfg.binds, "starting upstream");
@@ -320,11 +412,13 @@ impl Upstreams {
         }
     }
 
-    /// Unbind everything.
-    pub async fn stop_all(&self) {
-        let all: Vec<_> =
+    /// Unbind everything, retiring binds included, all at once; connections not unbound within
+    /// `limit` are dropped.
+    pub async fn stop_all(&self, limit: Duration) {
+        let mut all: Vec<_> =
             self.map.write().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, u)| u).collect();
-        futures::future::join_all(all.iter().map(|u| u.stop())).await;
+        all.append(&mut self.retiring.lock().unwrap_or_else(|p| p.into_inner()));
+        futures::future::join_all(all.iter().map(|u| u.stop(limit))).await;
     }
 }
 
@@ -386,8 +480,6 @@ async fn supervise(core: Weak<Core>, u: Arc<Upstream>, slot: usize) {
         let handler = UpstreamHandler {
             core: Arc::downgrade(&c),
             name: u.name.clone(),
-            base: u.base,
-            last_deliver_ms: u.last_deliver_ms.clone(),
             id_format: crate::receipts::id_format(u.cfg.message_id_format),
         };
         drop(c);
@@ -397,7 +489,8 @@ async fn supervise(core: Weak<Core>, u: Arc<Upstream>, slot: usize) {
             system_type: Bytes::from(u.cfg.system_type.clone()),
             ..Bind::default()
         };
-        let connect = connect(&u.cfg, bind, handler);
+        let current = u.current();
+        let connect = connect(&current, bind, handler);
         let res = tokio::select! {
             r = connect => r,
             _ = u.cancel.cancelled() => break,
@@ -443,8 +536,6 @@ async fn supervise(core: Weak<Core>, u: Arc<Upstream>, slot: usize) {
 struct UpstreamHandler {
     core: Weak<Core>,
     name: Arc<str>,
-    base: Instant,
-    last_deliver_ms: Arc<AtomicU64>,
     /// How this upstream's receipt ids relate to its submit_sm_resp ids.
     id_format: smpp::receipt::MessageIdFormat,
 }
@@ -457,7 +548,6 @@ impl Handler for UpstreamHandler {
         let Some(core) = self.core.upgrade() else {
             return Reply::Error(CommandStatus::ESME_RX_T_APPN);
         };
-        self.last_deliver_ms.store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
         // Taken out (an empty deliver_sm left in its place keeps the command id `defer` reads).
         let Body::DeliverSm(dsm) =
             std::mem::replace(&mut req.pdu.body, Body::DeliverSm(DeliverSm::default()))
@@ -488,5 +578,32 @@ impl Handler for UpstreamHandler {
                 Reply::Deferred
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bind() -> BindConfig {
+        serde_norway::from_str("{ name: a, host: h, system_id: s }").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn what_a_reload_does_to_a_running_upstream() {
+        let old = bind();
+        let with = |f: fn(&mut BindConfig)| {
+            let mut c = old.clone();
+            f(&mut c);
+            change(&old, &c)
+        };
+        assert_eq!(change(&old, &old), Change::Same);
+        assert_eq!(with(|c| c.max_msg_per_sec = Some(5)), Change::InPlace);
+        assert_eq!(with(|c| c.window = 3), Change::InPlace);
+        assert_eq!(with(|c| c.password = "new".into()), Change::Rebind);
+        assert_eq!(with(|c| c.binds = 4), Change::Rebind);
+        assert_eq!(with(|c| c.host = "other".into()), Change::Repoint);
+        assert_eq!(with(|c| c.port = 1), Change::Repoint);
+        assert_eq!(with(|c| c.system_id = "other".into()), Change::Repoint);
     }
 }

@@ -1,5 +1,6 @@
-//! smscd leader election (crates/smscd/src/leader) against the real control plane: two electors on
-//! one Lease with a short timing (lease 4 s, renew deadline 3 s, retry 1 s).
+//! smscd leader election (crates/smscd/src/leader on crates/lease-elector) against the real
+//! control plane: two electors on one Lease with a short timing (lease 4 s, renew deadline 3 s,
+//! retry 1 s).
 //!
 //! Leadership is recorded from each elector's watch channel with timestamps, so the assertions
 //! are about order and intervals, not sleeps. Pods named like the identities are created so the
@@ -11,13 +12,13 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::json;
 use smsc_api::names::{ROLE_ACTIVE, ROLE_LABEL};
 use smsc_e2e::{control_plane, wait_for, TestNamespace};
 use smscd::leader::{spawn, LeaderHandle, ResolvedLeaderConfig, Timing};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -337,5 +338,105 @@ async fn simultaneous_start_elects_exactly_one() -> anyhow::Result<()> {
     assert_no_overlap(&ha, &hb)?;
     a.release().await;
     b.release().await;
+    Ok(())
+}
+
+/// A TCP forwarder to the API server that adds `delay` to every chunk either way: a slow network,
+/// so a read and the write it guards are at least two delays apart at the server.
+async fn slow_proxy(server: &str, delay: Duration) -> anyhow::Result<std::net::SocketAddr> {
+    let uri: http::Uri = server.parse()?;
+    let upstream = format!(
+        "{}:{}",
+        uri.host().context("server host")?.trim_matches(|c| c == '[' || c == ']'),
+        uri.port_u16().unwrap_or(443)
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((down, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(up) = TcpStream::connect(&upstream).await else { return };
+                let (dr, dw) = down.into_split();
+                let (ur, uw) = up.into_split();
+                tokio::join!(delayed_copy(dr, uw, delay), delayed_copy(ur, dw, delay));
+            });
+        }
+    });
+    Ok(addr)
+}
+
+async fn delayed_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        // The network's latency, not a synchronisation.
+        tokio::time::sleep(delay).await;
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+fn renew_time(l: &Lease) -> Option<String> {
+    l.spec.as_ref().and_then(|s| s.renew_time.as_ref()).map(|t| t.0.to_string())
+}
+
+/// Issue 14 item 15: a 409 on renew says the resourceVersion moved, not that someone else holds
+/// the Lease. While the Lease's metadata is edited faster than the leader's read-then-write (over
+/// a slow link), every renewal gets a 409; the leader reads the Lease again, finds itself still
+/// the holder and keeps leading (within its renew deadline), instead of stepping down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflict_on_renew_rereads_the_lease_instead_of_stepping_down() -> anyhow::Result<()> {
+    let cp = control_plane().await?;
+    let ns = cp.namespace("leader-conflict").await?;
+    let proxy = slow_proxy(cp.server(), Duration::from_millis(60)).await?;
+    let mut config = cp.config().await?;
+    config.cluster_url = format!("https://{}", proxy).parse()?;
+    let client_a = kube::Client::try_from(config)?;
+    // A renew deadline well above the edits below, so only a step-down on 409 can end the lead.
+    let timing = Timing::new(Duration::from_secs(8), Duration::from_secs(6), Duration::from_secs(1))?;
+    let cfg = ResolvedLeaderConfig { timing, pod_name: None, ..resolved(&ns, "smscd-a")? };
+    let a = spawn(client_a, cfg, CancellationToken::new());
+    let ha = History::follow(a.watch());
+    wait_until(&mut a.watch(), true, WAIT).await.context("a to lead")?;
+
+    let leases: Api<Lease> = ns.api();
+    let before = renew_time(&leases.get(LEASE).await?);
+    let edits_until = Instant::now() + Duration::from_millis(2500);
+    let mut edits = 0u32;
+    while Instant::now() < edits_until {
+        edits += 1;
+        let patch = json!({ "metadata": { "annotations": { "test/edit": edits.to_string() } } });
+        leases.patch(LEASE, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    }
+    let during = renew_time(&leases.get(LEASE).await?);
+    eprintln!("leader-figure conflict: {edits} metadata edits in 2.5 s; renewTime {before:?} -> {during:?}");
+    // Every renewal in those 2.5 s (two at least) met a moved resourceVersion.
+    ensure!(
+        during == before,
+        "a renewal got through the edits: {before:?} -> {during:?}; the test did not provoke a 409"
+    );
+    // Once the edits stop, the leader renews again.
+    wait_for("a renewal after the edits", WAIT, || {
+        let leases = leases.clone();
+        let before = before.clone();
+        async move { Ok::<_, kube::Error>((renew_time(&leases.get(LEASE).await?) != before).then_some(())) }
+    })
+    .await?;
+    let stepped_down = ha.events().iter().skip(1).any(|(_, v)| !*v);
+    ensure!(!stepped_down, "a stepped down on a 409 while it still held the Lease: {:?}", ha.events());
+    ensure!(a.is_leader(), "a no longer leads");
+    let (holder, transitions) = lease_transitions(&ns).await?;
+    ensure!(holder == "smscd-a" && transitions == 0, "holder {holder}, transitions {transitions}");
+    a.release().await;
     Ok(())
 }

@@ -125,8 +125,10 @@ where
         handler: H,
     ) -> (Self, Channels) {
         let window = Arc::new(Semaphore::new(cfg.window));
-        // Requests hold a permit, so `window` slots suffice; a few more for unbind/close.
-        let (cmd_tx, cmd_rx) = mpsc::channel(cfg.window + 4);
+        // Requests hold a permit, so `window` slots suffice; a few more for unbind/close. Sized
+        // for the largest window, which `Session::set_window` may grow to (a bounded channel
+        // allocates its slots as they fill, so the bound costs nothing).
+        let (cmd_tx, cmd_rx) = mpsc::channel(super::config::MAX_WINDOW + 4);
         let (resp_tx, resp_rx) = mpsc::channel(cfg.inbound_window);
         let shared = Arc::new(Shared::new());
         let now = Instant::now();

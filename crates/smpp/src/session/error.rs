@@ -15,7 +15,7 @@ pub enum CloseReason {
     UnbindTimeout,
     /// The peer sent unbind; we answered unbind_resp.
     PeerUnbind,
-    /// `close()` was called.
+    /// `close()` or `abort()` was called.
     LocalClose,
     /// The peer closed the connection.
     PeerClosed,

@@ -10,8 +10,10 @@ use crate::pdu::{Body, Pdu};
 use crate::status::CommandStatus;
 use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::task::AbortHandle;
 
 /// A window slot on a session, taken by [`Session::try_reserve`]; dropping it frees the slot.
 #[derive(Debug)]
@@ -63,11 +65,28 @@ struct Inner {
     shared: Arc<Shared>,
     info: SessionInfo,
     max_pdu_len: u32,
+    /// The session task, for [`Session::abort`].
+    task: AbortHandle,
+    /// The window as last set (the semaphore's permits, counting those in use, less `owed`).
+    window_size: AtomicUsize,
+    /// Slots a smaller window still has to take back as requests in flight complete.
+    owed: Arc<AtomicUsize>,
 }
 
 impl Session {
-    pub(crate) fn new(ch: Channels, info: SessionInfo, max_pdu_len: u32) -> Self {
-        let inner = Inner { cmd_tx: ch.cmd_tx, window: ch.window, shared: ch.shared, info, max_pdu_len };
+    pub(crate) fn new(ch: Channels, info: SessionInfo, max_pdu_len: u32, task: AbortHandle) -> Self {
+        // A new session: no request holds a slot yet.
+        let window_size = AtomicUsize::new(ch.window.available_permits());
+        let inner = Inner {
+            cmd_tx: ch.cmd_tx,
+            window: ch.window,
+            shared: ch.shared,
+            info,
+            max_pdu_len,
+            task,
+            window_size,
+            owed: Arc::default(),
+        };
         Session { inner: Arc::new(inner) }
     }
 
@@ -108,6 +127,43 @@ impl Session {
         }
     }
 
+    /// Resize the window of the running session (a reload of the peer's limits), to at most
+    /// `MAX_WINDOW`: a larger window frees its slots at once; a smaller one takes free slots
+    /// now and the rest as requests in flight complete. Returns the window now in force.
+    pub fn set_window(&self, n: usize) -> usize {
+        let n = n.clamp(1, super::config::MAX_WINDOW);
+        let old = self.inner.window_size.swap(n, Ordering::AcqRel);
+        let owed = &self.inner.owed;
+        if n > old {
+            // Slots still owed by an earlier shrink are forgiven first.
+            let grow = n - old;
+            let forgiven =
+                match owed.fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| Some(o - o.min(grow))) {
+                    Ok(o) | Err(o) => o.min(grow),
+                };
+            self.inner.window.add_permits(grow - forgiven);
+        } else if n < old {
+            let rest = (old - n) - self.inner.window.forget_permits(old - n);
+            if rest > 0 {
+                owed.fetch_add(rest, Ordering::AcqRel);
+                let (window, owed) = (Arc::clone(&self.inner.window), Arc::clone(owed));
+                // Takes slots in use as they come back (ends with the session's window).
+                tokio::spawn(async move {
+                    while owed.load(Ordering::Acquire) > 0 {
+                        let Ok(p) = window.acquire().await else { return };
+                        if owed
+                            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| o.checked_sub(1))
+                            .is_ok()
+                        {
+                            p.forget();
+                        }
+                    }
+                });
+            }
+        }
+        n
+    }
+
     /// Free window slots right now.
     pub fn window_available(&self) -> usize {
         self.inner.window.available_permits()
@@ -125,6 +181,15 @@ impl Session {
     pub async fn close(&self) -> CloseReason {
         let _ = self.inner.cmd_tx.send(Command::Close).await;
         self.closed().await
+    }
+
+    /// Drop the connection now: no unbind, nothing more written, requests in flight fail. For
+    /// when a graceful [`unbind`](Self::unbind) did not finish in time (a peer that stopped
+    /// reading cannot hold the connection open). The close reason becomes `LocalClose` unless
+    /// the session had already ended; the runtime drops the task, and with it the socket, at once.
+    pub fn abort(&self) {
+        self.inner.shared.set_reason(CloseReason::LocalClose);
+        self.inner.task.abort();
     }
 
     /// Wait until the session has ended.

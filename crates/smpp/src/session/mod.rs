@@ -104,6 +104,6 @@ where
         peer = %String::from_utf8_lossy(&info.peer_system_id),
     );
     let (driver, channels) = Driver::new(t, info.role, State::Bound(info.kind), seq, cfg, handler);
-    tokio::spawn(driver.run().instrument(span));
-    Session::new(channels, info, max_pdu_len)
+    let task = tokio::spawn(driver.run().instrument(span));
+    Session::new(channels, info, max_pdu_len, task.abort_handle())
 }

@@ -174,6 +174,7 @@ pub fn render(cluster: &SmscCluster, plan: &Plan) -> Result<Rendered> {
         lease_duration_secs: u64::try_from(le.lease_duration_seconds).unwrap_or(15),
         renew_deadline_secs: u64::try_from(le.renew_deadline_seconds).unwrap_or(10),
         retry_period_secs: u64::try_from(le.retry_period_seconds).unwrap_or(2),
+        step_down_secs: None,
     });
     let config = SmscdConfig {
         server,

@@ -193,6 +193,30 @@ fn zero_weights_ports_windows_and_lease_order() {
     }
 }
 
+/// Issue 14 item 14: closing the binds on step-down must fit between the renew deadline and
+/// the lease duration, or the next leader binds while ours are still open.
+#[test]
+fn step_down_budget_must_fit_before_a_standby_takes_over() {
+    let le = |extra: &str| {
+        format!(
+            "leader_election: {{ lease_name: l, lease_duration_secs: 15, renew_deadline_secs: 10{extra} }}\n"
+        )
+    };
+    for bad in [", step_down_secs: 5", ", step_down_secs: 9", ", step_down_secs: 0"] {
+        let e = errors(&le(bad), &[]).join("\n");
+        assert!(e.contains("smpp.yaml:1: leader_election.step_down_secs:"), "{bad}: {e}");
+    }
+    let l = load(&le(", step_down_secs: 4"), &[]).expect("4 s fits in 15 - 10");
+    let cfg = l.config.leader_election.expect("leader_election");
+    assert_eq!(cfg.step_down(), std::time::Duration::from_secs(4));
+    // The default fits whatever the gap.
+    let l = load(&le(""), &[]).expect("default");
+    assert_eq!(l.config.leader_election.map(|c| c.step_down()), Some(std::time::Duration::from_secs(3)));
+    let tight = "leader_election: { lease_name: l, lease_duration_secs: 4, renew_deadline_secs: 3, retry_period_secs: 1 }\n";
+    let l = load(tight, &[]).expect("tight timing");
+    assert_eq!(l.config.leader_election.map(|c| c.step_down()), Some(std::time::Duration::from_millis(600)));
+}
+
 #[test]
 fn missing_tls_files_are_errors() {
     let text = "server: { tls: { cert_file: /nonexistent/c.pem, key_file: /nonexistent/k.pem } }\n";

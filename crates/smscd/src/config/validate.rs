@@ -407,6 +407,21 @@ fn leader(cfg: &SmscdConfig, f: &mut Findings) {
             format!("{} must be below renew_deadline_secs {}", le.retry_period_secs, le.renew_deadline_secs),
         );
     }
+    // A leader that lost the Lease stops acting at the renew deadline; a standby may bind from
+    // lease_duration on: closing our binds must fit in between, or two replicas hold them.
+    let gap = le.lease_duration_secs.saturating_sub(le.renew_deadline_secs);
+    match le.step_down_secs {
+        Some(0) => f.error("leader_election.step_down_secs", "must be at least 1"),
+        Some(s) if s >= gap => f.error(
+            "leader_election.step_down_secs",
+            format!(
+                "{s} must be below lease_duration_secs - renew_deadline_secs ({} - {} = {gap}): the binds \
+                 must be closed before a standby may take over",
+                le.lease_duration_secs, le.renew_deadline_secs
+            ),
+        ),
+        _ => {}
+    }
 }
 
 /// Parses `10.0.0.0/8`, `2001:db8::/32` or a single address (a /32 or /128). Host bits set

@@ -1,47 +1,26 @@
-//! Active/standby leader election on a coordination.k8s.io/v1 Lease, client-go semantics.
+//! Active/standby leader election on a coordination.k8s.io/v1 Lease: the shared elector
+//! (crates/lease-elector: client-go semantics, observed-time expiry, a renew deadline,
+//! resourceVersion-guarded writes, a 409 re-read before stepping down) plus what is smscd's own:
 //!
-//! - lease duration > renew deadline > retry period ([`Timing`]); every API call has a timeout
-//!   shorter than the retry period ([`Timing::call_timeout`]).
-//! - A standby acquires a Lease that is absent (create; AlreadyExists = lost), free (no holder,
-//!   as left by a release) or expired: `leaseDurationSeconds` passed since WE observed the record
-//!   change (our monotonic clock, like client-go's `observedTime`; the remote `renewTime` is never
-//!   compared with our clock). Acquire and renew are replaces guarded by the resourceVersion we
-//!   read; a 409 means someone else won: we are (or become) standby. `leaseTransitions` is
-//!   incremented on every change of holder.
-//! - The leader renews every retry period. When no renewal has succeeded for the renew deadline
-//!   (counted from when the last successful renewal was SENT) it publishes `false` at that
-//!   deadline, even while a call hangs: before any standby may acquire, which takes the lease
-//!   duration from its observation of that renewal.
-//! - [`LeaderHandle::release`] (and cancelling the shutdown token) publishes `false`, removes our
-//!   role label, then releases the Lease (holder cleared, leaseDurationSeconds 1, guarded by
-//!   resourceVersion) so a standby takes over at its next attempt.
-//! - The Pod named by `POD_NAME` carries `smsc.io/role=active` while leading ([`labels`]).
+//! - the settings come from `leader_election` and the Pod's environment ([`ResolvedLeaderConfig`]);
+//! - the Pod named by `POD_NAME` carries `smsc.io/role=active` while leading ([`labels`]); on
+//!   release the label is removed before the Lease is handed over;
 //! - RBAC for smscd's ServiceAccount: leases get/update (this name) and create; pods get/patch;
 //!   pods list to clear a crashed leader's label at once (without it the operator clears it).
-//!
-//! Why not a crate: `kube-leader-election` expires leases by comparing the remote renewTime with
-//! the local wall clock, has no renew deadline (step-down) and does not guard writes by
-//! resourceVersion; `kube-lease-manager` uses server-side apply and clock-skew tolerance instead of
-//! observed-time expiry, and has no separate renew deadline either; kube-runtime 5 has no leader
-//! election. The semantics above fit in a few hundred lines with a pure, tested decision.
 
-pub mod decision;
 pub mod labels;
-pub mod lease;
 
-pub use decision::{decide, Action, Observed, Record, Timing, TimingError};
+pub use lease_elector::{decide, decision, lease, Action, Observed, Record, Timing, TimingError};
 
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use lease::{CallError, LeaseApi};
 use smsc_api::smscd_config::LeaderElectionConfig;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 
 /// Field manager of every write smscd makes to the API.
 pub const FIELD_MANAGER: &str = "smscd";
@@ -112,9 +91,7 @@ pub async fn start(
 
 /// A running elector.
 pub struct LeaderHandle {
-    leading: watch::Receiver<bool>,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
+    elector: lease_elector::Handle,
     labeler: Option<AbortHandle>,
 }
 
@@ -122,228 +99,85 @@ impl LeaderHandle {
     /// `true` while we are the leader and may act. Starts `false`; also `false` once the elector
     /// has stopped (the channel then reports closed on `changed()`).
     pub fn watch(&self) -> watch::Receiver<bool> {
-        self.leading.clone()
+        self.elector.watch()
     }
 
     pub fn is_leader(&self) -> bool {
-        *self.leading.borrow()
+        self.elector.is_leader()
     }
 
     /// Clean shutdown: stop acting, drop the role label, release the Lease so a standby takes over
     /// at once. Call it after the drain (the lease keeps the standby out meanwhile).
     pub async fn release(self) {
-        self.stop.cancel();
-        let _ = self.task.await;
+        self.elector.release().await;
     }
 
     /// Stop at once without releasing anything, as a crash would (for tests): the Lease stays
     /// ours until it expires, and the role label stays until the next leader clears it.
     pub fn abort(self) {
-        self.task.abort();
+        self.elector.abort();
         if let Some(l) = &self.labeler {
             l.abort();
         }
     }
 }
 
+type Labeller = Arc<Mutex<Option<JoinHandle<()>>>>;
+
 /// Start the elector (and the Pod labeller when `cfg.pod_name` is set). Cancelling `shutdown`
 /// does what [`LeaderHandle::release`] does.
 pub fn spawn(client: kube::Client, cfg: ResolvedLeaderConfig, shutdown: CancellationToken) -> LeaderHandle {
-    let (tx, rx) = watch::channel(false);
-    let stop = shutdown.child_token();
     let t = cfg.timing;
-    // The labeller stops on its own token, cancelled by the elector's release (not by `stop`), so
-    // the elector can wait for the label to be gone before it hands the Lease over.
+    // The labeller stops on its own token, cancelled on release (not by `shutdown`), so the
+    // elector waits for the label to be gone before it hands the Lease over.
     let label_stop = CancellationToken::new();
-    let labeler = cfg.pod_name.clone().map(|pod| {
-        let pods: Api<Pod> = Api::namespaced(client.clone(), &cfg.namespace);
-        tokio::spawn(labels::follow(
+    let labeller: Labeller = Arc::default();
+    let hook: Option<lease_elector::BeforeRelease> = cfg.pod_name.is_some().then(|| {
+        let (stop, task) = (label_stop.clone(), labeller.clone());
+        let hook: lease_elector::BeforeRelease =
+            Box::new(move || Box::pin(stop_labeller(stop, task, t.call_timeout() * 8)));
+        hook
+    });
+    let elector = lease_elector::spawn(
+        client.clone(),
+        lease_elector::Config {
+            lease_name: cfg.lease_name.clone(),
+            namespace: cfg.namespace.clone(),
+            identity: cfg.identity.clone(),
+            timing: t,
+            field_manager: FIELD_MANAGER.into(),
+        },
+        shutdown,
+        hook,
+    );
+    let abort = cfg.pod_name.clone().map(|pod| {
+        let pods: Api<Pod> = Api::namespaced(client, &cfg.namespace);
+        let follow = labels::follow(
             pods,
             pod,
-            rx.clone(),
+            elector.watch(),
             t.call_timeout(),
             t.retry_period,
             t.lease_duration,
-            label_stop.clone(),
-        ))
+            label_stop,
+        );
+        let task = tokio::spawn(follow);
+        let abort = task.abort_handle();
+        *labeller.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        abort
     });
-    let abort_labeler = labeler.as_ref().map(JoinHandle::abort_handle);
-    let elector = Elector {
-        lease: LeaseApi::new(client, &cfg.namespace, &cfg.lease_name),
-        labeler: labeler.map(|h| (h, label_stop)),
-        obs: Observed::new(Instant::now()),
-        current: None,
-        tx,
-        cfg,
-    };
-    let task = tokio::spawn(elector.run(stop.clone()));
-    LeaderHandle { leading: rx, stop, task, labeler: abort_labeler }
+    LeaderHandle { elector, labeler: abort }
 }
 
-struct Elector {
-    lease: LeaseApi,
-    /// The Pod labeller and its stop token.
-    labeler: Option<(JoinHandle<()>, CancellationToken)>,
-    obs: Observed,
-    /// The Lease as last read or written (its resourceVersion guards our next write).
-    current: Option<Lease>,
-    tx: watch::Sender<bool>,
-    cfg: ResolvedLeaderConfig,
-}
-
-impl Elector {
-    async fn run(mut self, stop: CancellationToken) {
-        info!(lease = %self.cfg.lease_name, namespace = %self.cfg.namespace, identity = %self.cfg.identity, "leader election started");
-        loop {
-            let next = tokio::select! {
-                _ = stop.cancelled() => break,
-                next = self.tick() => next,
-            };
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep_until(next) => {}
-            }
-        }
-        self.release().await;
+/// Let the labeller finish its current patches and remove our label; each call is bounded.
+async fn stop_labeller(stop: CancellationToken, task: Labeller, limit: Duration) {
+    stop.cancel();
+    let Some(task) = task.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+    let abort = task.abort_handle();
+    if tokio::time::timeout(limit, task).await.is_err() {
+        warn!("role label: the labeller did not finish in time");
+        abort.abort();
     }
-
-    fn deadline(&self) -> Option<Instant> {
-        self.obs.last_renewed.map(|t| t + self.cfg.timing.renew_deadline)
-    }
-
-    /// A call's timeout: the call timeout, cut at the renew deadline while leading. `None`: the
-    /// deadline has passed.
-    fn within(&self) -> Option<Duration> {
-        let t = self.cfg.timing.call_timeout();
-        match self.deadline() {
-            None => Some(t),
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                (!left.is_zero()).then(|| t.min(left))
-            }
-        }
-    }
-
-    fn lead(&mut self, sent: Instant, lease: Lease) {
-        self.obs.observe(Instant::now(), Some(lease::record_of(&lease)));
-        self.obs.last_renewed = Some(sent);
-        self.current = Some(lease);
-        if !*self.tx.borrow() {
-            info!(identity = %self.cfg.identity, "became leader");
-            self.tx.send_replace(true);
-        }
-    }
-
-    fn step_down(&mut self, why: &str) {
-        self.obs.last_renewed = None;
-        if *self.tx.borrow() {
-            warn!(identity = %self.cfg.identity, "stepping down: {why}");
-            self.tx.send_replace(false);
-        }
-    }
-
-    /// One attempt; returns when to try next.
-    async fn tick(&mut self) -> Instant {
-        let timing = self.cfg.timing;
-        let me = self.cfg.identity.clone();
-        let retry_at = Instant::now() + timing.retry_period;
-        let next = match self.attempt(&me, &timing).await {
-            Some(expires_at) => expires_at.min(Instant::now() + jittered(timing.retry_period)),
-            None => retry_at,
-        };
-        // Whatever happened, never act past the renew deadline, and wake up for it.
-        match self.deadline() {
-            Some(d) if Instant::now() >= d => {
-                self.step_down("renewal has not succeeded within the renew deadline");
-                next
-            }
-            Some(d) => next.min(d),
-            None => next,
-        }
-    }
-
-    /// Read, decide, write. `Some(t)`: standby waiting for a lease that expires at `t`.
-    async fn attempt(&mut self, me: &str, timing: &Timing) -> Option<Instant> {
-        let within = self.within()?;
-        match self.lease.get(within).await {
-            Ok(l) => {
-                self.obs.observe(Instant::now(), l.as_ref().map(lease::record_of));
-                self.current = l;
-            }
-            Err(e) => {
-                warn!("reading lease {}: {e}", self.cfg.lease_name);
-                return None;
-            }
-        }
-        let action = decide(Instant::now(), &self.obs, me, timing);
-        let within = self.within()?;
-        let sent = Instant::now();
-        let res = match (&action, &self.current) {
-            (Action::Wait { expires_at }, _) => return Some(*expires_at),
-            (Action::StepDown, _) => {
-                self.step_down("the lease names another holder, or the renew deadline passed");
-                return None;
-            }
-            (Action::Create, _) => self.lease.create(me, timing.lease_duration, within).await,
-            (Action::Acquire { transitions }, Some(cur)) => {
-                self.lease.hold(cur, me, timing.lease_duration, Some(*transitions), within).await
-            }
-            (Action::Renew, Some(cur)) => self.lease.hold(cur, me, timing.lease_duration, None, within).await,
-            // decide() only acquires or renews a lease it has read.
-            (Action::Acquire { .. } | Action::Renew, None) => return None,
-        };
-        match res {
-            Ok(l) => self.lead(sent, l),
-            Err(CallError::Lost(msg)) => {
-                // Another writer got in between our read and write: it holds the lease now.
-                self.step_down(&format!("lost the lease: {msg}"));
-            }
-            Err(e) => warn!(?action, "writing lease {}: {e}", self.cfg.lease_name),
-        }
-        None
-    }
-
-    /// Stop acting, drop our label, then hand the Lease over if it is (still) ours.
-    async fn release(&mut self) {
-        self.step_down("shutting down");
-        let t = self.cfg.timing.call_timeout();
-        if let Some((task, stop)) = self.labeler.take() {
-            // It finishes its current patches, then removes our label; each call is bounded.
-            stop.cancel();
-            let abort = task.abort_handle();
-            if tokio::time::timeout(t * 8, task).await.is_err() {
-                warn!("role label: the labeller did not finish in time");
-                abort.abort();
-            }
-        }
-        // Two tries: the first may meet a resourceVersion moved by a write of ours whose answer
-        // we never saw (cancelled mid-call).
-        for _ in 0..2 {
-            let Some(cur) = self.current.take() else { break };
-            if lease::record_of(&cur).holder != self.cfg.identity {
-                break;
-            }
-            match self.lease.release(&cur, t).await {
-                Ok(_) => {
-                    info!(lease = %self.cfg.lease_name, "lease released");
-                    return;
-                }
-                Err(CallError::Lost(_)) => match self.lease.get(t).await {
-                    Ok(l) => self.current = l,
-                    Err(e) => warn!("releasing lease: {e}"),
-                },
-                Err(e) => {
-                    warn!("releasing lease: {e}");
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// The retry period plus up to 10%, so standbys do not poll in lockstep.
-fn jittered(d: Duration) -> Duration {
-    d.mul_f64(1.0 + fastrand::f64() * 0.1)
 }
 
 #[cfg(test)]
@@ -358,6 +192,7 @@ mod tests {
             lease_duration_secs: 15,
             renew_deadline_secs: 10,
             retry_period_secs: 2,
+            step_down_secs: None,
         }
     }
 

@@ -58,11 +58,17 @@ fn secs(d: Duration) -> i32 {
 pub struct LeaseApi {
     api: Api<Lease>,
     name: String,
+    field_manager: String,
 }
 
 impl LeaseApi {
-    pub fn new(client: kube::Client, namespace: &str, name: &str) -> Self {
-        LeaseApi { api: Api::namespaced(client, namespace), name: name.to_string() }
+    /// Writes carry `field_manager`.
+    pub fn new(client: kube::Client, namespace: &str, name: &str, field_manager: &str) -> Self {
+        LeaseApi {
+            api: Api::namespaced(client, namespace),
+            name: name.to_string(),
+            field_manager: field_manager.into(),
+        }
     }
 
     pub async fn get(&self, within: Duration) -> Result<Option<Lease>, CallError> {
@@ -88,7 +94,7 @@ impl LeaseApi {
                 ..LeaseSpec::default()
             }),
         };
-        bounded(within, self.api.create(&post_params(), &lease)).await
+        bounded(within, self.api.create(&self.post_params(), &lease)).await
     }
 
     /// Acquire or renew: write us as holder over `current` (its resourceVersion guards the write).
@@ -133,15 +139,15 @@ impl LeaseApi {
         self.replace(next, within).await
     }
 
+    fn post_params(&self) -> PostParams {
+        PostParams { field_manager: Some(self.field_manager.clone()), ..PostParams::default() }
+    }
+
     async fn replace(&self, lease: Lease, within: Duration) -> Result<Lease, CallError> {
         if lease.metadata.resource_version.is_none() {
             // Without a resourceVersion the replace would be unconditional: refuse.
             return Err(CallError::Api("lease has no resourceVersion".into()));
         }
-        bounded(within, self.api.replace(&self.name, &post_params(), &lease)).await
+        bounded(within, self.api.replace(&self.name, &self.post_params(), &lease)).await
     }
-}
-
-fn post_params() -> PostParams {
-    PostParams { field_manager: Some(super::FIELD_MANAGER.to_string()), ..PostParams::default() }
 }
