@@ -126,3 +126,49 @@ async fn upstream_rate_holds_in_every_second_across_its_sessions() {
     let peak = carrier.max_per_second();
     assert!(peak <= rate as usize + 1, "{peak} submits reached the carrier within one second (rate {rate})");
 }
+
+/// One thread: tasks run in the order they were spawned, so the order in which submits start
+/// waiting for the window is known.
+#[tokio::test(flavor = "current_thread")]
+async fn submits_waiting_for_a_window_slot_get_it_first_come_first_served() {
+    let carrier = Carrier::start(Answer::Never).await;
+    let d = relay_to(&carrier, &["bind:c"], |c| c.binds[0].window = 1).await;
+    let core = d.core().clone();
+    let up = core.upstreams.get("c").expect("upstream c");
+    let send_by = tokio::time::Instant::now() + Duration::from_secs(20);
+    let sm = |text: &str| match submit_text("3161", 0, text) {
+        smpp::Body::SubmitSm(sm) => sm,
+        other => panic!("{other:?}"),
+    };
+    // "a" takes the only slot; the rest queue behind it in this order.
+    let names: Vec<String> = (0..8).map(|i| format!("w{i}")).collect();
+    let mut tasks = Vec::new();
+    for name in std::iter::once("a".to_string()).chain(names.iter().cloned()) {
+        let (core, up, sm) = (core.clone(), up.clone(), sm(&name));
+        tasks.push(tokio::spawn(async move { up.submit(&core, sm, send_by).await }));
+        tokio::task::yield_now().await;
+    }
+    eventually("a at the carrier", Duration::from_secs(5), || carrier.count() == 1).await;
+    // The answer to "a" frees the slot; "late" comes right after, when the slot is free for
+    // anyone polling for it, yet it waits behind those who were already waiting.
+    assert!(carrier.answer_oldest(), "a held");
+    let first = tasks.remove(0);
+    within("a answered", first).await.expect("task").expect("a accepted");
+    let late = {
+        let (core, up, sm) = (core.clone(), up.clone(), sm("late"));
+        tokio::spawn(async move { up.submit(&core, sm, send_by).await })
+    };
+    tasks.push(late);
+    // Each answer frees the slot for the next waiter, which the carrier then holds.
+    for n in 2..=names.len() + 2 {
+        eventually("the next submit at the carrier", Duration::from_secs(5), || carrier.count() == n).await;
+        assert!(carrier.answer_oldest(), "a held submit to answer");
+    }
+    for t in tasks {
+        within("submit", t).await.expect("task").expect("accepted");
+    }
+    let mut want = vec!["a".to_string()];
+    want.extend(names);
+    want.push("late".into());
+    assert_eq!(carrier.texts(), want, "served in the order they waited");
+}

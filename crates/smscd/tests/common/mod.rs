@@ -458,6 +458,23 @@ impl Carrier {
         self.received.lock().unwrap().len()
     }
 
+    /// Texts of the submit_sm received, in arrival order.
+    pub fn texts(&self) -> Vec<String> {
+        self.received.lock().unwrap().iter().map(|(_, t)| t.clone()).collect()
+    }
+
+    /// [`Answer::Never`]: answer the oldest held submit with ESME_ROK; false if none is held.
+    pub fn answer_oldest(&self) -> bool {
+        let mut held = self.held.lock().unwrap();
+        if held.is_empty() {
+            return false;
+        }
+        let r = held.remove(0);
+        drop(held);
+        let body = Body::SubmitSmResp(smpp::SubmitSmResp { message_id: "held".into(), ..Default::default() });
+        r.respond(body).is_ok()
+    }
+
     /// The most submit_sm that arrived within any one-second window.
     pub fn max_per_second(&self) -> usize {
         let times: Vec<tokio::time::Instant> =
