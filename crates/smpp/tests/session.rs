@@ -925,6 +925,98 @@ async fn unbind_waits_for_deferred_responses() {
     assert_eq!(within(esme.closed()).await, CloseReason::PeerUnbind);
 }
 
+#[tokio::test]
+async fn peer_unbind_gets_every_deferred_response_before_unbind_resp() {
+    let hold = Hold::default();
+    let h = hold.clone();
+    let (esme, server) =
+        bound_pair(BindKind::Transceiver, SessionConfig::default(), SubmitOk::default(), move || {
+            Box::new(h.clone())
+        })
+        .await;
+    let n = 5;
+    let inflight: Vec<_> = (0..n)
+        .map(|i| {
+            let e = esme.clone();
+            tokio::spawn(async move { e.request(submit(&format!("in flight {i}"))).await })
+        })
+        .collect();
+    within(async {
+        while hold.count() < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    // The ESME unbinds with every submit still unanswered.
+    let unbinding = tokio::spawn({
+        let e = esme.clone();
+        async move { e.unbind().await }
+    });
+    // Once the server has the unbind, it refuses to send anything new (it is unbinding); the
+    // session itself stays open while responses are owed.
+    within(async {
+        loop {
+            match server.request(receipt("probe")).await {
+                Err(SessionError::NotAllowed { .. }) => break,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                Err(e) => panic!("server session ended with responses owed: {e}"),
+            }
+        }
+    })
+    .await;
+    assert!(!unbinding.is_finished(), "unbind_resp sent with responses still owed");
+    assert!(server.close_reason().is_none(), "unbind_resp sent with responses still owed");
+    for (i, r) in hold.take().into_iter().enumerate() {
+        let message_id = format!("late{i}").into();
+        r.respond(Body::SubmitSmResp(SubmitSmResp { message_id, ..Default::default() })).unwrap();
+    }
+    for t in inflight {
+        let resp = within(t).await.unwrap().expect("submit_sm_resp before unbind_resp");
+        assert_eq!(resp.command_status, CommandStatus::ESME_ROK);
+    }
+    assert_eq!(within(unbinding).await.unwrap(), CloseReason::LocalUnbind);
+    assert_eq!(within(server.closed()).await, CloseReason::PeerUnbind);
+}
+
+#[tokio::test]
+async fn peer_unbind_drain_is_bounded() {
+    let hold = Hold::default();
+    let h = hold.clone();
+    let (addr, mut sessions) = smsc_server(
+        SessionConfig { unbind_drain_timeout: Duration::from_millis(200), ..fast_cfg() },
+        move || h.clone(),
+    )
+    .await;
+    let (esme, _) = within(esme::connect(
+        addr,
+        BindKind::Transceiver,
+        bind_params("esme1", "secret"),
+        SessionConfig::default(),
+        SubmitOk::default(),
+    ))
+    .await
+    .expect("bind");
+    let server = within(sessions.recv()).await.expect("server session");
+    let stuck = tokio::spawn({
+        let e = esme.clone();
+        async move { e.request(submit("never answered")).await }
+    });
+    within(async {
+        while hold.count() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(within(esme.unbind()).await, CloseReason::LocalUnbind);
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(200), "unbind_resp came before the drain limit: {took:?}");
+    assert!(took < Duration::from_secs(4), "the ESME's unbind timed out instead: {took:?}");
+    assert!(matches!(within(stuck).await.unwrap(), Err(SessionError::Closed(_))));
+    assert_eq!(within(server.closed()).await, CloseReason::PeerUnbind);
+    drop(hold.take());
+}
+
 // ---- robustness: arbitrary frames never panic the session --------------------------------------
 
 mod arbitrary_input {

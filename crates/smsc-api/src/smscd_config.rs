@@ -53,9 +53,18 @@ pub struct ServerConfig {
     pub bind_address: String,
     #[serde(default = "default_smpp_port")]
     pub port: u16,
+    /// Listen for plain (unencrypted) SMPP on `port`. False makes TLS mandatory: `tls` must be
+    /// set then.
+    #[serde(default = "default_true")]
+    pub plain_listener: bool,
     /// SMPP over TLS beside the plain listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTlsConfig>,
+    /// The whole time a relayed submit_sm may take before its submit_sm_resp (window and rate
+    /// waits, the upstream's answer, failover along the chain, storing the correlation), in
+    /// milliseconds. Keep it below the ESMEs' response timers.
+    #[serde(default = "default_submit_timeout_ms")]
+    pub submit_timeout_ms: u64,
     /// Most concurrent inbound connections, bound or not.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -82,7 +91,9 @@ impl Default for ServerConfig {
         ServerConfig {
             bind_address: default_bind_address(),
             port: default_smpp_port(),
+            plain_listener: true,
             tls: None,
+            submit_timeout_ms: default_submit_timeout_ms(),
             max_connections: default_max_connections(),
             bind_timeout_secs: default_bind_timeout_secs(),
             enquire_link_secs: default_enquire_link_secs(),
@@ -134,7 +145,8 @@ pub struct BindConfig {
     pub system_type: String,
     #[serde(default = "default_bind_type")]
     pub bind_type: BindType,
-    /// Submit rate limit towards this upstream, per bind session; absent: no limit.
+    /// Submit rate limit towards this upstream, across all of this bind's sessions on one
+    /// replica (never more than this many in any one second); absent: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_msg_per_sec: Option<u32>,
     /// Outstanding submits per session.
@@ -349,7 +361,9 @@ fn default_dead_letters() -> usize {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    #[serde(default = "default_bind_address")]
+    /// Loopback by default: /metrics is not for the outside world. In a Pod, set `0.0.0.0` so the
+    /// kubelet's probes and the metrics scraper reach it (the operator does).
+    #[serde(default = "default_admin_bind_address")]
     pub bind_address: String,
     #[serde(default = "default_admin_port")]
     pub port: u16,
@@ -357,7 +371,7 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { bind_address: default_bind_address(), port: default_admin_port() }
+        AdminConfig { bind_address: default_admin_bind_address(), port: default_admin_port() }
     }
 }
 
@@ -417,6 +431,15 @@ impl LeaderElectionConfig {
 
 fn default_bind_address() -> String {
     "0.0.0.0".into()
+}
+fn default_admin_bind_address() -> String {
+    "127.0.0.1".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_submit_timeout_ms() -> u64 {
+    10_000
 }
 fn default_smpp_port() -> u16 {
     crate::names::SMPP_PORT

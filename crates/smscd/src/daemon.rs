@@ -47,13 +47,19 @@ pub enum DaemonError {
     Store(String),
     #[error("server TLS: {0}")]
     Tls(String),
+    #[error("no SMPP listener: server.plain_listener is false and server.tls is not set")]
+    NoListener,
     #[error("daemon task failed: {0}")]
     Task(String),
 }
 
 /// A started daemon.
 pub struct DaemonHandle {
+    /// Where ESMEs connect: the plain listener, or the TLS one when `server.plain_listener` is
+    /// false.
     pub smpp_addr: SocketAddr,
+    /// The plain SMPP listener, unless `server.plain_listener` is false.
+    pub plain_addr: Option<SocketAddr>,
     /// The SMPP-over-TLS listener, when `server.tls` is set.
     pub tls_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
@@ -105,15 +111,21 @@ pub async fn start_with_leadership(
     let crate::store::Built { store, memory } =
         crate::store::build(&config.store, &crate::store::redis::default_identity())
             .map_err(|e| DaemonError::Store(e.to_string()))?;
-    let smpp_at = listen_addr(&config.server.bind_address, config.server.port);
-    let listener = TcpListener::bind(&smpp_at)
-        .await
-        .map_err(|source| DaemonError::Listen { addr: smpp_at.clone(), source })?;
+    let plain = match config.server.plain_listener {
+        true => {
+            let at = listen_addr(&config.server.bind_address, config.server.port);
+            let l = TcpListener::bind(&at)
+                .await
+                .map_err(|source| DaemonError::Listen { addr: at.clone(), source })?;
+            let a = l.local_addr().map_err(|source| DaemonError::Listen { addr: at, source })?;
+            Some((l, a))
+        }
+        false => None,
+    };
     let admin_at = listen_addr(&config.admin.bind_address, config.admin.port);
     let admin_listener = TcpListener::bind(&admin_at)
         .await
         .map_err(|source| DaemonError::Admin { addr: admin_at.clone(), source })?;
-    let smpp_addr = listener.local_addr().map_err(|source| DaemonError::Listen { addr: smpp_at, source })?;
     let admin_addr =
         admin_listener.local_addr().map_err(|source| DaemonError::Admin { addr: admin_at, source })?;
     let mut tls_state: Option<Arc<TlsState>> = None;
@@ -132,6 +144,11 @@ pub async fn start_with_leadership(
         None => None,
     };
     let tls_addr = tls.as_ref().map(|(_, a, _)| *a);
+    let plain_addr = plain.as_ref().map(|(_, a)| *a);
+    // Validation refuses a config with neither listener.
+    let Some(smpp_addr) = plain_addr.or(tls_addr) else {
+        return Err(DaemonError::NoListener);
+    };
     let tls_state = tls_state;
 
     let core = Arc::new(Core::new(&config, store));
@@ -159,14 +176,16 @@ pub async fn start_with_leadership(
     let house_task = tokio::spawn(housekeeping(core.clone(), memory));
     let admin_task = tokio::spawn(crate::admin::serve(core.clone(), admin_listener, admin_stop.clone()));
     let slots = crate::inbound::connection_slots(&core);
-    let listen_task = tokio::spawn(crate::inbound::serve_with(
-        core.clone(),
-        sessions.clone(),
-        listener,
-        stop_accepting.clone(),
-        None,
-        slots.clone(),
-    ));
+    let listen_task = plain.map(|(listener, _)| {
+        tokio::spawn(crate::inbound::serve_with(
+            core.clone(),
+            sessions.clone(),
+            listener,
+            stop_accepting.clone(),
+            None,
+            slots.clone(),
+        ))
+    });
     let tls_task = tls.map(|(l, _, acceptor)| {
         let serve = crate::inbound::serve_with(
             core.clone(),
@@ -204,7 +223,9 @@ pub async fn start_with_leadership(
         info!(?drain_for, "shutting down: draining");
         c.draining.store(true, Ordering::Relaxed);
         stop_accepting.cancel();
-        let _ = listen_task.await;
+        if let Some(t) = listen_task {
+            let _ = t.await;
+        }
         if let Some(t) = tls_task {
             let _ = t.await;
         }
@@ -244,7 +265,7 @@ pub async fn start_with_leadership(
         }
         info!("smscd stopped");
     });
-    Ok(DaemonHandle { smpp_addr, tls_addr, admin_addr, core, task })
+    Ok(DaemonHandle { smpp_addr, plain_addr, tls_addr, admin_addr, core, task })
 }
 
 async fn apply_accounts(core: &Arc<Core>, sessions: &Sessions, cfg: &SmscdConfig) {

@@ -8,6 +8,15 @@
 //! back to the ESME as is. When every target fails the ESME gets ESME_RTHROTTLED if one was
 //! throttled or full (retry later), else the last status.
 //!
+//! One time budget covers the whole submit (`server.submit_timeout_ms`, below the ESMEs' own
+//! response timers): window and rate waits, the upstream's answers, failover along the chain and
+//! the correlation write. The upstream part ends at four fifths of it ([`Budget::send_by`]), so
+//! the store write keeps the last fifth. A submit sent and not answered by then has an unknown
+//! outcome: the ESME gets ESME_RSYSERR (transient) and no other target is tried, which could
+//! duplicate the message. A submit that wants a receipt is acknowledged only once its
+//! correlation is stored; a store that fails or does not answer within the budget gets the ESME
+//! ESME_RSYSERR.
+//!
 //! The common case, a chain headed by a bind with a free window slot, runs without a task: the
 //! submit is queued on an upstream session from the ESME's session task and its answer handled by
 //! a callback on the upstream's session task ([`start`]). Anything else (no free slot, failover,
@@ -28,7 +37,28 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// When a submit must be answered, and by when its upstream part must be over.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    /// The submit_sm_resp goes out by then.
+    pub deadline: tokio::time::Instant,
+    /// Window and rate waits and the upstream's answer end by then; the rest is the store's.
+    pub send_by: tokio::time::Instant,
+}
+
+impl Budget {
+    /// `total` from now.
+    pub fn new(total: Duration) -> Budget {
+        let now = tokio::time::Instant::now();
+        Budget { deadline: now + total, send_by: now + total.mul_f64(0.8) }
+    }
+
+    fn sending_over(&self) -> bool {
+        tokio::time::Instant::now() >= self.send_by
+    }
+}
 
 /// One deferred submit: where its answer goes and what it counts once answered.
 pub struct Job {
@@ -40,6 +70,7 @@ pub struct Job {
     pub inflight: SessionSlot,
     pub guard: InflightGuard,
     pub started: Instant,
+    pub budget: Budget,
     pub metrics: Arc<SessionMetrics>,
 }
 
@@ -115,8 +146,11 @@ pub fn start(job: Job, sm: SubmitSm) {
     };
     let Some(up) = fast else { return spawn_rest(job, sm, 0, CommandStatus::ESME_RSYSERR, false) };
     let core = job.core.clone();
+    let send_by = job.budget.send_by;
     let ctx = (job, up.name.clone(), crate::receipts::id_format(up.cfg.message_id_format));
-    if let Err((body, (job, _, _))) = up.try_submit_with(&core, Body::SubmitSm(sm), ctx, on_first_answer) {
+    if let Err((body, (job, _, _))) =
+        up.try_submit_with(&core, Body::SubmitSm(sm), send_by, ctx, on_first_answer)
+    {
         let Body::SubmitSm(sm) = body else { return job.finish(Err(CommandStatus::ESME_RSYSERR), "none") };
         spawn_rest(job, sm, 0, CommandStatus::ESME_RSYSERR, false);
     }
@@ -136,11 +170,13 @@ fn on_first_answer(
             drop(sm);
             // The memory store answers at once; a shared one may make this wait.
             now_or_spawn(async move {
-                let id = accepted(&job.core, &job.account, &name, id_format, rd, &upstream_id).await;
-                job.finish(Ok(id), &name);
+                let r =
+                    accepted(&job.core, &job.account, &name, id_format, rd, &upstream_id, &job.budget).await;
+                job.finish(r, &name);
             });
         }
         Err(SubmitFailure::Final(s)) => job.finish(Err(s), &name),
+        Err(SubmitFailure::Unknown) => job.finish(Err(CommandStatus::ESME_RSYSERR), &name),
         Err(SubmitFailure::MoveOn(s)) => {
             tracing::debug!(upstream = %name, status = %s, "moving on to the next target");
             let busy = matches!(s, CommandStatus::ESME_RTHROTTLED | CommandStatus::ESME_RMSGQFUL);
@@ -158,7 +194,7 @@ fn spawn_rest(job: Job, sm: SubmitSm, from: usize, last: CommandStatus, busy: bo
     rt.spawn(async move {
         let chain = job.chain.clone();
         let rest = chain.get(from..).unwrap_or_default();
-        let (result, route) = dispatch_from(&job.core, &job.account, sm, rest, last, busy).await;
+        let (result, route) = dispatch_from(&job.core, &job.account, sm, rest, last, busy, &job.budget).await;
         job.finish(result, &route);
     });
 }
@@ -176,7 +212,8 @@ fn now_or_spawn(fut: impl Future<Output = ()> + Send + 'static) {
 }
 
 /// Our id for a submit `upstream` accepted as `upstream_id`, its correlation stored when it wants
-/// a receipt, under the one key `id_format` gives the id.
+/// a receipt, under the one key `id_format` gives the id. A correlation that cannot be stored by
+/// the budget's deadline gets the ESME ESME_RSYSERR, never an OK whose receipt would be lost.
 async fn accepted(
     core: &Core,
     account: &str,
@@ -184,7 +221,8 @@ async fn accepted(
     id_format: MessageIdFormat,
     rd: u8,
     upstream_id: &str,
-) -> String {
+    budget: &Budget,
+) -> Result<String, CommandStatus> {
     let id = core.ids.next_id();
     if wants_receipt(rd) {
         let c = Correlation {
@@ -196,28 +234,30 @@ async fn accepted(
         let Some(key) = id_format.resp_key(upstream_id) else {
             tracing::warn!(upstream = %upstream, id = %upstream_id, format = ?id_format,
                 "submit_sm_resp id not in the declared message_id_format: its receipt cannot be matched");
-            return id;
+            return Ok(id);
         };
-        if let Err(e) = core.store.put_correlation(upstream, &key, c).await {
-            // The upstream has the message; refusing now would only duplicate it.
-            tracing::warn!(upstream = %upstream, error = %e, "correlation not stored: receipt will be lost");
+        let stored =
+            tokio::time::timeout_at(budget.deadline, core.store.put_correlation(upstream, &key, c)).await;
+        match stored {
+            Ok(Ok(())) => {}
+            // The upstream has the message, and an ESME retry may duplicate it; an OK now would
+            // promise a receipt that can never be matched.
+            Ok(Err(e)) => {
+                tracing::warn!(upstream = %upstream, error = %e, "correlation not stored: ESME_RSYSERR");
+                return Err(CommandStatus::ESME_RSYSERR);
+            }
+            Err(_) => {
+                tracing::warn!(upstream = %upstream, "correlation not stored within the submit budget: ESME_RSYSERR");
+                return Err(CommandStatus::ESME_RSYSERR);
+            }
         }
     }
-    id
+    Ok(id)
 }
 
-/// The outcome: our message id or the status for the ESME, and the target label for metrics.
-pub async fn dispatch(
-    core: &Core,
-    account: &str,
-    sm: SubmitSm,
-    chain: &[Target],
-) -> (Result<String, CommandStatus>, String) {
-    dispatch_from(core, account, sm, chain, CommandStatus::ESME_RSYSERR, false).await
-}
-
-/// [`dispatch`] over what is left of a chain, after targets that failed with `last` (`busy`: one
-/// was throttled or full).
+/// The outcome over what is left of a chain, after targets that failed with `last` (`busy`: one
+/// was throttled or full): our message id or the status for the ESME, and the target label for
+/// metrics.
 async fn dispatch_from(
     core: &Core,
     account: &str,
@@ -225,6 +265,7 @@ async fn dispatch_from(
     chain: &[Target],
     mut last: CommandStatus,
     mut busy: bool,
+    budget: &Budget,
 ) -> (Result<String, CommandStatus>, String) {
     // A shared store that does not answer could not correlate the receipt: refuse the submit
     // (ESME_RSYSERR, transient: the ESME retries) rather than accept it and lose the receipt.
@@ -232,6 +273,10 @@ async fn dispatch_from(
         return (Err(CommandStatus::ESME_RSYSERR), "store".to_owned());
     }
     for target in chain {
+        if budget.sending_over() {
+            tracing::debug!(account = %account, "submit budget spent before the chain's end");
+            break;
+        }
         match target {
             Target::Sim => {
                 let id = core.ids.next_id();
@@ -247,13 +292,16 @@ async fn dispatch_from(
                     continue;
                 };
                 let rd = sm.registered_delivery;
-                match up.submit(core, sm.clone()).await {
+                match up.submit(core, sm.clone(), budget.send_by).await {
                     Ok(upstream_id) => {
                         let id_format = crate::receipts::id_format(up.cfg.message_id_format);
-                        let id = accepted(core, account, name, id_format, rd, &upstream_id).await;
-                        return (Ok(id), name.to_string());
+                        let r = accepted(core, account, name, id_format, rd, &upstream_id, budget).await;
+                        return (r, name.to_string());
                     }
                     Err(SubmitFailure::Final(s)) => return (Err(s), name.to_string()),
+                    Err(SubmitFailure::Unknown) => {
+                        return (Err(CommandStatus::ESME_RSYSERR), name.to_string())
+                    }
                     Err(SubmitFailure::MoveOn(s)) => {
                         tracing::debug!(upstream = %name, status = %s, "moving on to the next target");
                         busy |= matches!(s, CommandStatus::ESME_RTHROTTLED | CommandStatus::ESME_RMSGQFUL);

@@ -155,8 +155,15 @@ fn session_config(core: &Core) -> SessionConfig {
         inbound_window,
         bind_timeout: Duration::from_secs(cfg.server.bind_timeout_secs.max(1)),
         enquire_link_interval: Duration::from_secs(cfg.server.enquire_link_secs.max(1)),
+        // An ESME that unbinds gets every submit_sm_resp still owed first: each is answered
+        // within the submit budget, so waiting a little longer than it loses none.
+        unbind_drain_timeout: submit_budget(&cfg) + Duration::from_secs(1),
         ..SessionConfig::default()
     }
+}
+
+fn submit_budget(cfg: &smsc_api::smscd_config::SmscdConfig) -> Duration {
+    Duration::from_millis(cfg.server.submit_timeout_ms.max(1))
 }
 
 async fn connection<S>(core: &Arc<Core>, sessions: &Sessions, stream: S, peer: SocketAddr)
@@ -247,6 +254,8 @@ struct InboundHandler {
     inflight: Arc<AtomicUsize>,
     account_name: Arc<str>,
     metrics: Arc<crate::dispatch::SessionMetrics>,
+    /// Each relayed submit's time budget (`server.submit_timeout_ms` when the ESME bound).
+    submit_budget: Duration,
     sim_ok: Counter,
     /// By route, then status.
     counters: HashMap<String, Vec<(CommandStatus, Counter)>>,
@@ -256,7 +265,9 @@ impl InboundHandler {
     fn new(core: Arc<Core>, slot: BindSlot) -> Self {
         let account = slot.account.clone();
         let sim_ok = core.metrics.submit(&account.system_id, "sim", CommandStatus::ESME_ROK);
+        let submit_budget = submit_budget(&core.config.get());
         InboundHandler {
+            submit_budget,
             router: core.router.cached(),
             core,
             account_name: account.system_id.as_str().into(),
@@ -340,6 +351,7 @@ impl InboundHandler {
                     chain,
                     responder,
                     started: Instant::now(),
+                    budget: crate::dispatch::Budget::new(self.submit_budget),
                     metrics: self.metrics.clone(),
                 };
                 crate::dispatch::start(job, sm);

@@ -1,10 +1,12 @@
-//! Token bucket rate limiter, shared by every session of an account (or upstream).
-//!
-//! Burst is one second's worth of tokens, so a client at its rate never sees a refusal from
-//! timing jitter. The rate can change on reload without losing the bucket's state.
+//! Rate limits. [`TokenBucket`] polices what an account sends us: burst is one second's worth of
+//! tokens, so a client at its rate never sees a refusal from timing jitter. [`Pacer`] shapes
+//! what we send an upstream: sends are spaced 1/rate apart, so a carrier counting submits in
+//! any one-second window never sees more than its rate (a full bucket would let a burst of one
+//! second's worth out and then the refill: twice the rate within one second). Either rate can
+//! change on reload without losing the state.
 
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 pub struct TokenBucket {
@@ -59,10 +61,95 @@ impl TokenBucket {
     }
 }
 
+/// Spaces sends at least `1/rate` apart (a leaky bucket without burst: GCRA with no tolerance),
+/// so any one-second window holds at most `rate` of them. A send books the next free slot and
+/// waits for it, rather than being refused when it comes a little early.
+#[derive(Debug)]
+pub struct Pacer {
+    inner: Mutex<Pace>,
+}
+
+#[derive(Debug)]
+struct Pace {
+    /// None: unlimited.
+    interval: Option<Duration>,
+    /// The earliest time the next send may go.
+    next: Instant,
+}
+
+/// The spacing of `rate` sends per second, rounded up so `rate` of them never fit in less
+/// than a second.
+fn interval(rate: Option<u32>) -> Option<Duration> {
+    rate.map(|r| Duration::from_nanos(1_000_000_000u64.div_ceil(u64::from(r.max(1)))))
+}
+
+impl Pacer {
+    pub fn new(rate: Option<u32>) -> Self {
+        Pacer { inner: Mutex::new(Pace { interval: interval(rate), next: Instant::now() }) }
+    }
+
+    pub fn set_rate(&self, rate: Option<u32>) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).interval = interval(rate);
+    }
+
+    /// Book the next send slot if it comes within `max_wait`: how long to wait before sending
+    /// (zero: now). None: not within `max_wait`, and nothing is booked.
+    pub fn book(&self, max_wait: Duration) -> Option<Duration> {
+        self.book_at(Instant::now(), max_wait)
+    }
+
+    fn book_at(&self, now: Instant, max_wait: Duration) -> Option<Duration> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(interval) = g.interval else { return Some(Duration::ZERO) };
+        let at = g.next.max(now);
+        let wait = at - now;
+        if wait > max_wait {
+            return None;
+        }
+        g.next = at + interval;
+        Some(wait)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[test]
+    fn pacer_never_lets_more_than_the_rate_into_one_second() {
+        let p = Pacer::new(Some(10));
+        let t0 = Instant::now();
+        // A burst of 25 at once: each books its own slot, 100 ms apart.
+        let waits: Vec<Duration> =
+            (0..25).map(|_| p.book_at(t0, Duration::from_secs(5)).expect("within 5 s")).collect();
+        for (i, w) in waits.iter().enumerate() {
+            assert_eq!(*w, Duration::from_millis(100) * i as u32, "send {i}");
+        }
+        // Any window [t, t + 1 s) of the send times holds at most 10.
+        let sends: Vec<Duration> = waits.clone();
+        for start in &sends {
+            let n = sends.iter().filter(|s| **s >= *start && **s < *start + Duration::from_secs(1)).count();
+            assert!(n <= 10, "{n} sends in the second from {start:?}");
+        }
+        // Too far out: refused, nothing booked.
+        assert_eq!(p.book_at(t0, Duration::from_secs(1)), None);
+        assert_eq!(p.book_at(t0, Duration::from_millis(2500)), Some(Duration::from_millis(2500)));
+    }
+
+    #[test]
+    fn pacer_rate_changes_and_unlimited() {
+        let p = Pacer::new(None);
+        let t0 = Instant::now();
+        assert!((0..1000).all(|_| p.book_at(t0, Duration::ZERO) == Some(Duration::ZERO)));
+        p.set_rate(Some(3));
+        assert_eq!(p.book_at(t0, Duration::ZERO), Some(Duration::ZERO));
+        assert_eq!(p.book_at(t0, Duration::ZERO), None);
+        assert_eq!(p.book_at(t0, Duration::from_secs(1)), Some(Duration::from_nanos(333_333_334)));
+        // An idle pacer does not save up a burst.
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(p.book_at(later, Duration::ZERO), Some(Duration::ZERO));
+        assert_eq!(p.book_at(later, Duration::ZERO), None);
+    }
 
     #[test]
     fn unlimited_always_passes() {

@@ -1,9 +1,15 @@
 //! Upstream SMSCs we bind to as an ESME: `binds` supervised sessions per upstream (connect,
 //! bind, keepalive by the session, reconnect with jittered exponential backoff), submits spread
 //! round-robin over the bound sessions within each session's window and the upstream's rate.
+//!
+//! `max_msg_per_sec` is one rate for the bind across all its sessions (on this replica), paced
+//! rather than bucketed: sends are spaced 1/rate apart, so the carrier never counts more than
+//! the rate in any second, however many sessions are configured or up. A submit that finds every
+//! window slot taken waits on the sessions' window semaphores (first come, first served) until
+//! a slot frees or its wait ends.
 
 use crate::core::Core;
-use crate::throttle::TokenBucket;
+use crate::throttle::Pacer;
 use bytes::Bytes;
 use futures::FutureExt;
 use prometheus_client::metrics::counter::Counter;
@@ -23,7 +29,8 @@ use tracing::{debug, info, warn};
 
 /// How long an upstream that answered ESME_RTHROTTLED / ESME_RMSGQFUL is skipped.
 const BACKOFF_ON_THROTTLE: Duration = Duration::from_millis(500);
-/// How long a submit waits for a free window slot before moving on.
+/// How long a submit waits for a free window slot (or its turn under the rate) before moving
+/// on, within its own budget.
 const WINDOW_WAIT: Duration = Duration::from_secs(2);
 /// A bind that lasted this long resets the reconnect backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
@@ -38,6 +45,9 @@ const ABORT_GRACE: Duration = Duration::from_millis(200);
 pub enum SubmitFailure {
     /// Try the next target of the chain (down, throttled, full, transient error).
     MoveOn(CommandStatus),
+    /// Sent, and no answer by its deadline: the upstream may have taken it. Another target
+    /// would risk a duplicate, so the ESME gets a transient error instead.
+    Unknown,
     /// The upstream refused the message itself: answer the ESME with this.
     Final(CommandStatus),
 }
@@ -61,7 +71,7 @@ pub struct Upstream {
     rr: AtomicUsize,
     base: Instant,
     backoff_until_ms: AtomicU64,
-    throttle: TokenBucket,
+    throttle: Pacer,
     /// `max_msg_per_sec` and `window` as last applied (a reload changes them in place).
     limits: Mutex<(Option<u32>, usize)>,
     cancel: CancellationToken,
@@ -75,7 +85,8 @@ impl Upstream {
     fn new(cfg: BindConfig, parent: &CancellationToken) -> Upstream {
         Upstream {
             name: cfg.name.as_str().into(),
-            throttle: TokenBucket::new(bucket_rate(&cfg, cfg.max_msg_per_sec)),
+            // One rate for the bind, whatever number of its sessions is up.
+            throttle: Pacer::new(cfg.max_msg_per_sec),
             limits: Mutex::new((cfg.max_msg_per_sec, cfg.window)),
             cfg,
             sessions: RwLock::new(Vec::new()),
@@ -100,7 +111,7 @@ impl Upstream {
     /// later take them from [`current`](Self::current)).
     fn set_limits(&self, rate: Option<u32>, window: usize) {
         *self.limits.lock().unwrap_or_else(|p| p.into_inner()) = (rate, window);
-        self.throttle.set_rate(bucket_rate(&self.cfg, rate));
+        self.throttle.set_rate(rate);
         for (_, s) in self.sessions.read().unwrap_or_else(|p| p.into_inner()).iter() {
             s.set_window(window.max(1));
         }
@@ -132,47 +143,62 @@ impl Upstream {
         (0..n).find_map(|i| sessions[(start + i) % n].1.try_reserve().ok())
     }
 
-    fn any_live(&self) -> bool {
-        self.sessions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .any(|(_, s)| s.close_reason().is_none())
+    /// A window slot on one of the bound sessions, waiting until `until` for one to free.
+    async fn reserve_until(&self, until: tokio::time::Instant) -> Result<Reserved, SubmitFailure> {
+        if let Some(slot) = self.reserve() {
+            return Ok(slot);
+        }
+        let live: Vec<Session> = {
+            let sessions = self.sessions.read().unwrap_or_else(|p| p.into_inner());
+            sessions.iter().filter(|(_, s)| s.close_reason().is_none()).map(|(_, s)| s.clone()).collect()
+        };
+        if live.is_empty() {
+            return Err(SubmitFailure::MoveOn(CommandStatus::ESME_RSYSERR));
+        }
+        // Queued on every session's window at once; the first slot to free is ours, and the
+        // other waits are dropped (a dropped semaphore wait takes nothing).
+        let waits = live.iter().map(|s| Box::pin(s.reserve()));
+        let first = tokio::time::timeout_at(until, futures::future::select_ok(waits)).await;
+        match first {
+            Ok(Ok((slot, _))) => Ok(slot),
+            // Every session ended while we waited.
+            Ok(Err(_)) => Err(SubmitFailure::MoveOn(CommandStatus::ESME_RSYSERR)),
+            Err(_) => Err(SubmitFailure::MoveOn(CommandStatus::ESME_RMSGQFUL)),
+        }
     }
 
-    /// Submit through one of the bound sessions; Ok is the upstream's message id.
-    pub async fn submit(&self, core: &Core, sm: SubmitSm) -> Result<String, SubmitFailure> {
+    /// Submit through one of the bound sessions; Ok is the upstream's message id. Every wait
+    /// (window slot, rate) ends by `send_by` at the latest, and the upstream must answer by then.
+    pub async fn submit(
+        &self,
+        core: &Core,
+        sm: SubmitSm,
+        send_by: tokio::time::Instant,
+    ) -> Result<String, SubmitFailure> {
         if !self.cfg.bind_type.can_submit() {
             return Err(SubmitFailure::MoveOn(CommandStatus::ESME_RINVBNDSTS));
         }
         if self.now_ms() < self.backoff_until_ms.load(Ordering::Relaxed) {
             return Err(SubmitFailure::MoveOn(CommandStatus::ESME_RTHROTTLED));
         }
-        let deadline = tokio::time::Instant::now() + WINDOW_WAIT;
-        let body = Body::SubmitSm(sm);
-        loop {
-            let Some(slot) = self.reserve() else {
-                if !self.any_live() {
-                    return Err(SubmitFailure::MoveOn(CommandStatus::ESME_RSYSERR));
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(SubmitFailure::MoveOn(CommandStatus::ESME_RMSGQFUL));
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                continue;
-            };
-            if !self.throttle.try_take() {
-                self.count(core, "throttled_local");
-                return Err(SubmitFailure::MoveOn(CommandStatus::ESME_RTHROTTLED));
-            }
-            let sent = Instant::now();
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            slot.send_with(body, Box::new(move |_, r| drop(tx.send(r))));
-            let r = rx
-                .await
-                .unwrap_or_else(|_| Err(SessionError::Closed(smpp::session::CloseReason::LocalClose)));
-            return self.outcome(core, sent, r);
+        let wait_until = send_by.min(tokio::time::Instant::now() + WINDOW_WAIT);
+        let slot = self.reserve_until(wait_until).await?;
+        // The slot first, then the turn: a send never waits for a slot after its turn came, so
+        // sends cannot bunch up behind a full window.
+        let max_wait = wait_until.saturating_duration_since(tokio::time::Instant::now());
+        let Some(wait) = self.throttle.book(max_wait) else {
+            self.count(core, "throttled_local");
+            return Err(SubmitFailure::MoveOn(CommandStatus::ESME_RTHROTTLED));
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
         }
+        let sent = Instant::now();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        slot.send_with_deadline(Body::SubmitSm(sm), Some(send_by), Box::new(move |_, r| drop(tx.send(r))));
+        let r =
+            rx.await.unwrap_or_else(|_| Err(SessionError::Closed(smpp::session::CloseReason::LocalClose)));
+        self.outcome(core, sent, r)
     }
 
     /// The fast path of [`submit`](Self::submit), without a task: when a bound session has a free
@@ -185,6 +211,7 @@ impl Upstream {
         self: &Arc<Self>,
         core: &Arc<Core>,
         body: Body,
+        send_by: tokio::time::Instant,
         ctx: C,
         done: fn(C, Body, Result<String, SubmitFailure>),
     ) -> Result<(), (Body, C)> {
@@ -192,15 +219,16 @@ impl Upstream {
             return Err((body, ctx));
         }
         let Some(slot) = self.reserve() else { return Err((body, ctx)) };
-        // A refusal here is left to the waiting path, which counts it.
-        if !self.throttle.try_take() {
+        // Not our turn yet: the waiting path waits for it (or counts the refusal).
+        if self.throttle.book(Duration::ZERO).is_none() {
             return Err((body, ctx));
         }
         let up = Arc::clone(self);
         let core = Arc::clone(core);
         let sent = Instant::now();
-        slot.send_with(
+        slot.send_with_deadline(
             body,
+            Some(send_by),
             Box::new(move |body, r| {
                 let outcome = up.outcome(&core, sent, r);
                 done(ctx, body, outcome);
@@ -218,10 +246,15 @@ impl Upstream {
     ) -> Result<String, SubmitFailure> {
         let resp = match r {
             Ok(resp) => resp,
+            Err(SessionError::Timeout(after)) => {
+                debug!(upstream = %self.name, ?after, "submit not answered in time: outcome unknown");
+                self.count(core, "timeout");
+                return Err(SubmitFailure::Unknown);
+            }
             Err(e) => {
+                // Not sent, or the connection went down under it: the next target takes it.
                 debug!(upstream = %self.name, error = %e, "submit failed");
                 self.count(core, "error");
-                // A timeout may mean the upstream took it: the next target may duplicate it.
                 return Err(SubmitFailure::MoveOn(CommandStatus::ESME_RSYSERR));
             }
         };
@@ -291,11 +324,6 @@ impl Upstream {
     fn is_stopped(&self) -> bool {
         self.cancel.is_cancelled() && self.tasks.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
     }
-}
-
-/// The token bucket rate of an upstream: `max_msg_per_sec` per session.
-fn bucket_rate(cfg: &BindConfig, rate: Option<u32>) -> Option<u32> {
-    rate.map(|r| r.saturating_mul(cfg.binds.max(1) as u32))
 }
 
 /// What a reload does to a running upstream.

@@ -981,3 +981,46 @@ async fn memory_store_still_serves_one_replica() {
     assert_eq!(http_get(d.admin, "/readyz").await.0, 200);
     assert_eq!(metric_sum(&d.metrics().await, "smscd_store_up", &[]), 1.0);
 }
+
+/// Send `sig` (STOP, CONT) to redis-server.
+fn signal(r: &RedisServer, sig: &str) {
+    let pid = r.child.as_ref().map(|c| c.id()).expect("redis-server running");
+    let ok =
+        Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} redis-server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_is_not_acknowledged_when_its_correlation_cannot_be_stored() {
+    let redis = RedisServer::start();
+    let carrier = Carrier::start(Answer::After(Duration::ZERO)).await;
+    let mut cfg = base_config(vec![account("esme", "secret")]);
+    cfg.store = smsc_api::smscd_config::StoreConfig::Redis {
+        url: redis.url(),
+        key_prefix: "budget".into(),
+        ttl: Duration::from_secs(3600),
+    };
+    cfg.server.submit_timeout_ms = 1000;
+    cfg.binds = vec![upstream("c", carrier.port, "relay", "pw")];
+    cfg.routing.default_chain = vec!["bind:c".into()];
+    let d = Daemon::start(cfg).await;
+    let core = d.core().clone();
+    eventually("bound to the carrier", Duration::from_secs(10), || {
+        core.upstreams.get("c").is_some_and(|u| u.bound_sessions() == 1)
+    })
+    .await;
+    let e = bind(d.smpp, BindKind::Transceiver, "esme", "secret").await.expect("bind");
+    let stored = within("submit", e.session.request(submit("3161", 1))).await.expect("resp");
+    assert_eq!(stored.command_status, CommandStatus::ESME_ROK);
+    // Redis stops answering (its connections stay open): the carrier still takes the next
+    // submit, but its correlation cannot be written.
+    signal(&redis, "STOP");
+    let started = Instant::now();
+    let lost = within("submit", e.session.request(submit("3161", 1))).await.expect("resp");
+    let took = started.elapsed();
+    signal(&redis, "CONT");
+    assert_eq!(carrier.count(), 2, "the carrier took it: the store write is what failed");
+    // No OK for a receipt that could never be matched; transient, within the budget.
+    assert_eq!(lost.command_status, CommandStatus::ESME_RSYSERR);
+    assert!(took < Duration::from_millis(1500), "answered after {took:?}, budget 1 s");
+}

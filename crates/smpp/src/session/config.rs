@@ -27,6 +27,10 @@ pub struct SessionConfig {
     pub dead_after_idle_intervals: u32,
     /// How long `unbind()` waits for unbind_resp before closing anyway.
     pub unbind_timeout: Duration,
+    /// Unbinding (ours or the peer's): how long deferred inbound requests may still take to be
+    /// answered before unbind (or unbind_resp) goes out anyway. Set it above the longest time
+    /// the application takes to answer, so no response is lost behind an unbind.
+    pub unbind_drain_timeout: Duration,
     /// Largest command_length accepted or sent.
     pub max_pdu_len: u32,
     /// Stop reading (and taking new outbound requests) while this many bytes wait to be written.
@@ -46,6 +50,7 @@ impl Default for SessionConfig {
             enquire_link_timeout: Duration::from_secs(10),
             dead_after_idle_intervals: 3,
             unbind_timeout: Duration::from_secs(5),
+            unbind_drain_timeout: Duration::from_secs(5),
             max_pdu_len: DEFAULT_MAX_PDU_LEN,
             write_high_water: 256 * 1024,
             read_chunk: 64 * 1024,
@@ -66,6 +71,7 @@ impl SessionConfig {
         self.enquire_link_timeout = self.enquire_link_timeout.max(min);
         self.dead_after_idle_intervals = self.dead_after_idle_intervals.max(1);
         self.unbind_timeout = self.unbind_timeout.max(min);
+        self.unbind_drain_timeout = self.unbind_drain_timeout.max(min);
         self.max_pdu_len = self.max_pdu_len.max(crate::pdu::HEADER_LEN as u32);
         self.write_high_water = self.write_high_water.clamp(4096, 64 * 1024 * 1024);
         self.read_chunk = self.read_chunk.clamp(1024, 1024 * 1024);

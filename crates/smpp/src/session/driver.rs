@@ -41,6 +41,8 @@ pub(crate) enum Command {
         frame: BytesMut,
         reply: ReplyTx,
         permit: OwnedSemaphorePermit,
+        /// Answer by then at the latest (else `request_timeout` from now).
+        deadline: Option<Instant>,
     },
     Unbind,
     Close,
@@ -99,6 +101,9 @@ pub(crate) struct Driver<S, H> {
     /// Unbinding: our unbind waits until deferred responses are out (or this deadline passes).
     drain_deadline: Option<Pin<Box<Sleep>>>,
     unbind_sent: bool,
+    /// The peer's unbind (its sequence number), answered once every deferred response is out
+    /// (or `drain_deadline` passes): a submit_sm_resp never goes missing behind an unbind_resp.
+    peer_unbind: Option<u32>,
     closing: Option<CloseReason>,
     close_deadline: Option<Pin<Box<Sleep>>>,
     shared: Arc<Shared>,
@@ -155,6 +160,7 @@ where
             write_held: false,
             drain_deadline: None,
             unbind_sent: false,
+            peer_unbind: None,
             closing: None,
             close_deadline: None,
             shared: Arc::clone(&shared),
@@ -274,8 +280,19 @@ where
         }
         if let Some(d) = self.drain_deadline.as_mut() {
             if d.as_mut().poll(cx).is_ready() {
-                debug!(deferred = self.deferred, "deferred responses not all out in time: unbinding anyway");
-                self.send_unbind();
+                if self.peer_unbind.is_some() {
+                    warn!(
+                        deferred = self.deferred,
+                        "deferred responses not all out in time: unbind_resp anyway"
+                    );
+                    self.answer_peer_unbind();
+                } else {
+                    debug!(
+                        deferred = self.deferred,
+                        "deferred responses not all out in time: unbinding anyway"
+                    );
+                    self.send_unbind();
+                }
             }
         }
         while self.keepalive.as_mut().poll(cx).is_ready() {
@@ -350,7 +367,7 @@ where
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Request { id, mut frame, reply, permit } => {
+            Command::Request { id, mut frame, reply, permit, deadline } => {
                 if let Err(status) = state::check(self.role, self.state, id) {
                     reply.send(Err(SessionError::NotAllowed { command: id, status }));
                     return;
@@ -360,8 +377,10 @@ where
                     b.copy_from_slice(&seq.to_be_bytes());
                 }
                 self.wbuf.extend_from_slice(&frame);
-                let timeout = self.cfg.request_timeout;
-                let deadline = Instant::now() + timeout;
+                let now = Instant::now();
+                let deadline = deadline
+                    .map_or(now + self.cfg.request_timeout, |d| d.min(now + self.cfg.request_timeout));
+                let timeout = deadline.saturating_duration_since(now);
                 let waiter = Waiter::Caller { reply, _permit: Some(permit), timeout };
                 self.pending.insert(seq, Entry { command_id: id, deadline, waiter });
             }
@@ -380,7 +399,7 @@ where
                     self.send_unbind();
                 } else {
                     debug!(deferred = self.deferred, "unbind waits for deferred responses");
-                    let deadline = Instant::now() + self.cfg.unbind_timeout;
+                    let deadline = Instant::now() + self.cfg.unbind_drain_timeout;
                     self.drain_deadline = Some(Box::pin(tokio::time::sleep_until(deadline)));
                 }
             }
@@ -411,9 +430,42 @@ where
             }
         }
         if self.deferred == 0 && matches!(self.state, State::Unbinding(_)) {
-            self.send_unbind();
+            if self.peer_unbind.is_some() {
+                self.answer_peer_unbind();
+            } else {
+                self.send_unbind();
+            }
         }
         progress
+    }
+
+    /// The peer unbinds: refuse its new requests, answer every deferred one, then unbind_resp
+    /// (at the latest when the drain deadline passes) and close.
+    fn on_peer_unbind(&mut self, seq: u32) {
+        match self.state {
+            // Also when our own unbind is still waiting for them: the peer's is answered instead.
+            State::Bound(kind) | State::Unbinding(kind) if self.deferred > 0 && !self.unbind_sent => {
+                debug!(deferred = self.deferred, "peer unbind waits for deferred responses");
+                self.state = State::Unbinding(kind);
+                self.peer_unbind = Some(seq);
+                if self.drain_deadline.is_none() {
+                    let deadline = Instant::now() + self.cfg.unbind_drain_timeout;
+                    self.drain_deadline = Some(Box::pin(tokio::time::sleep_until(deadline)));
+                }
+            }
+            _ => {
+                self.peer_unbind = Some(seq);
+                self.answer_peer_unbind();
+            }
+        }
+    }
+
+    fn answer_peer_unbind(&mut self) {
+        if let Some(seq) = self.peer_unbind.take() {
+            self.drain_deadline = None;
+            self.push(&Pdu::new(seq, Body::UnbindResp));
+            self.begin_close(CloseReason::PeerUnbind);
+        }
     }
 
     // ---- reading ------------------------------------------------------------------------------
@@ -520,10 +572,7 @@ where
         }
         match id {
             CommandId::ENQUIRE_LINK => self.push(&Pdu::new(seq, Body::EnquireLinkResp)),
-            CommandId::UNBIND => {
-                self.push(&Pdu::new(seq, Body::UnbindResp));
-                self.begin_close(CloseReason::PeerUnbind);
-            }
+            CommandId::UNBIND => self.on_peer_unbind(seq),
             _ => self.dispatch(pdu),
         }
     }

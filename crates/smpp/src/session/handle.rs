@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 
 /// A window slot on a session, taken by [`Session::try_reserve`]; dropping it frees the slot.
 #[derive(Debug)]
@@ -29,6 +30,12 @@ impl Reserved {
     /// cannot be encoded or the session has already ended. Keep `done` short: it runs between
     /// the session's reads.
     pub fn send_with(self, body: Body, done: OnResponse) {
+        self.send_with_deadline(body, None, done)
+    }
+
+    /// [`send_with`](Self::send_with), answered by `deadline` at the latest (earlier when the
+    /// session's request timeout ends first): past it `done` gets [`SessionError::Timeout`].
+    pub fn send_with_deadline(self, body: Body, deadline: Option<Instant>, done: OnResponse) {
         let Reserved { session, permit } = self;
         let (id, frame) = match session.encode_ref(&body) {
             Ok(x) => x,
@@ -37,7 +44,7 @@ impl Reserved {
         let reply = ReplyTx::Callback(Completion::new(done, body, Arc::clone(&session.inner.shared)));
         // The channel has a slot per window permit (plus a few for unbind/close), so only a
         // closed session refuses it; the command dropped then calls `done` with the reason.
-        let _ = session.inner.cmd_tx.try_send(Command::Request { id, frame, reply, permit });
+        let _ = session.inner.cmd_tx.try_send(Command::Request { id, frame, reply, permit, deadline });
     }
 }
 
@@ -164,14 +171,23 @@ impl Session {
         n
     }
 
+    /// Wait for a window slot (first come, first served); fails with the close reason once the
+    /// session has ended. Bound the wait with a timeout.
+    pub async fn reserve(&self) -> Result<Reserved, SessionError> {
+        match Arc::clone(&self.inner.window).acquire_owned().await {
+            Ok(permit) => Ok(Reserved { session: self.clone(), permit }),
+            Err(_) => Err(self.closed_error()),
+        }
+    }
+
     /// Free window slots right now.
     pub fn window_available(&self) -> usize {
         self.inner.window.available_permits()
     }
 
     /// Unbind gracefully: refuse new inbound requests (ESME_RINVBNDSTS), let deferred responses
-    /// go out, send unbind, wait for unbind_resp, close. Each wait is bounded by the unbind
-    /// timeout. Returns why the session ended (something else if it was already ending).
+    /// go out (bounded by the unbind drain timeout), send unbind, wait for unbind_resp (bounded
+    /// by the unbind timeout), close. Returns why the session ended (something else if it was already ending).
     pub async fn unbind(&self) -> CloseReason {
         let _ = self.inner.cmd_tx.send(Command::Unbind).await;
         self.closed().await
@@ -233,7 +249,7 @@ impl Session {
         permit: OwnedSemaphorePermit,
     ) -> Result<Pdu, SessionError> {
         let (reply, rx) = oneshot::channel();
-        let cmd = Command::Request { id, frame, reply: ReplyTx::Oneshot(reply), permit };
+        let cmd = Command::Request { id, frame, reply: ReplyTx::Oneshot(reply), permit, deadline: None };
         if self.inner.cmd_tx.send(cmd).await.is_err() {
             return Err(self.closed_error());
         }

@@ -16,7 +16,9 @@
 //! Keepalive: after `enquire_link_interval` without reading anything, the session sends
 //! enquire_link; no response within `enquire_link_timeout`, or nothing read for
 //! `dead_after_idle_intervals` intervals, closes it with the reason. Peer enquire_link and unbind
-//! are answered by the session itself.
+//! are answered by the session itself; a peer's unbind is answered only once every deferred
+//! request has its response out (bounded by `unbind_drain_timeout`), so an ESME that unbinds
+//! with submits in flight still gets every submit_sm_resp before the unbind_resp.
 //!
 //! ```no_run
 //! use smpp::session::{esme, smsc, BindKind, Handler, Reply, Request, SessionConfig};

@@ -283,7 +283,8 @@ pub struct UpstreamSpec {
     pub system_type: Option<String>,
     #[serde(default = "default_upstream_bind_type")]
     pub bind_type: BindType,
-    /// Submit rate limit per bind session; absent: no limit.
+    /// Submit rate limit towards this upstream, across all its sessions on one replica (paced:
+    /// never more than this many in any one second); absent: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_msg_per_sec: Option<i32>,

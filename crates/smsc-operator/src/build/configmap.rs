@@ -184,7 +184,9 @@ pub fn render(cluster: &SmscCluster, plan: &Plan) -> Result<Rendered> {
         sim: SimConfig::default(),
         store,
         queues: Default::default(),
-        admin: AdminConfig::default(),
+        // smscd's default is loopback; the kubelet's probes and the metrics scraper come from
+        // outside the Pod.
+        admin: AdminConfig { bind_address: "0.0.0.0".into(), ..AdminConfig::default() },
         shutdown: ShutdownConfig { drain_secs: u64::try_from(spec.shutdown.drain_seconds).unwrap_or(0) },
         leader_election,
     };
@@ -228,6 +230,9 @@ mod tests {
         let plan = plan_for(&c);
         let r = render(&c, &plan).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.config.server.port, 2775);
+        // The probes and the scraper reach the admin port from outside the Pod.
+        assert_eq!(r.config.admin.bind_address, "0.0.0.0");
+        assert_eq!(r.config.admin.port, smsc_api::names::ADMIN_PORT);
         assert_eq!(r.config.store, StoreConfig::Memory { ttl: Duration::from_secs(72 * 3600) });
         let back: SmscdConfig = serde_saphyr::from_str(&r.yaml).unwrap_or_else(|e| panic!("{e}\n{}", r.yaml));
         assert_eq!(back, r.config);

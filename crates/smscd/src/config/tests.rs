@@ -350,3 +350,41 @@ fn huge_values_are_refused_with_file_line_and_key() {
         );
     }
 }
+
+#[test]
+fn tls_only_needs_a_tls_listener() {
+    let e = errors("server:\n  plain_listener: false\n", &[]).join("\n");
+    assert!(e.contains("smpp.yaml:2: server.plain_listener: false with no server.tls"), "{e}");
+    // TLS only: the plain port is unused, so it may even equal the TLS or admin port.
+    let dir = std::env::temp_dir().join(format!("smscd-tls-only-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
+    std::fs::write(&cert, "x").expect("write");
+    std::fs::write(&key, "x").expect("write");
+    let mut cfg = SmscdConfig::default();
+    cfg.server.plain_listener = false;
+    cfg.server.port = cfg.admin.port;
+    cfg.server.tls = Some(smsc_api::smscd_config::ServerTlsConfig {
+        port: 8775,
+        cert_file: cert.display().to_string(),
+        key_file: key.display().to_string(),
+    });
+    let found = validate::validate(&cfg);
+    assert!(found.errors.is_empty(), "{:?}", found.errors);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn submit_timeout_defaults_to_10s_and_is_bounded() {
+    assert_eq!(SmscdConfig::default().server.submit_timeout_ms, 10_000);
+    let e = errors("server:\n  submit_timeout_ms: 5\n", &[]).join("\n");
+    assert!(e.contains("smpp.yaml:2: server.submit_timeout_ms: must be at least 100"), "{e}");
+    let e = errors("server:\n  submit_timeout_ms: 99999999999\n", &[]).join("\n");
+    assert!(e.contains("smpp.yaml:2: server.submit_timeout_ms: 99999999999 is above the limit"), "{e}");
+}
+
+#[test]
+fn admin_listens_on_loopback_by_default() {
+    let l = load("accounts: []\n", &[]).expect("loads");
+    assert_eq!(l.config.admin.bind_address, "127.0.0.1");
+}

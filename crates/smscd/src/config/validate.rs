@@ -62,6 +62,9 @@ fn at_most<T: PartialOrd + std::fmt::Display>(f: &mut Findings, key: &str, value
     }
 }
 
+/// Below this a submit's budget cannot cover an upstream round trip and a store write.
+const MIN_SUBMIT_TIMEOUT_MS: u64 = 100;
+
 /// The stat words an Appendix B receipt may carry.
 const STAT_WORDS: &[&str] = &["DELIVRD", "EXPIRED", "DELETED", "UNDELIV", "ACCEPTD", "UNKNOWN", "REJECTD"];
 
@@ -94,7 +97,15 @@ fn file_exists(f: &mut Findings, key: &str, path: &str) {
 
 fn server(cfg: &SmscdConfig, f: &mut Findings) {
     let s = &cfg.server;
-    port(f, "server.port", s.port);
+    if s.plain_listener {
+        port(f, "server.port", s.port);
+    } else if s.tls.is_none() {
+        f.error("server.plain_listener", "false with no server.tls: smscd would have no SMPP listener");
+    }
+    if s.submit_timeout_ms < MIN_SUBMIT_TIMEOUT_MS {
+        f.error("server.submit_timeout_ms", format!("must be at least {MIN_SUBMIT_TIMEOUT_MS}"));
+    }
+    at_most(f, "server.submit_timeout_ms", s.submit_timeout_ms, limits::HOUR_SECS * 1000, " ms (1 hour)");
     if s.bind_address.parse::<IpAddr>().is_err() {
         f.error("server.bind_address", format!("`{}` is not an IP address", s.bind_address));
     }
@@ -132,12 +143,12 @@ fn server(cfg: &SmscdConfig, f: &mut Findings) {
     }
     at_most(f, "server.failed_bind_window_secs", s.failed_bind_window_secs, limits::DAY_SECS, " s (1 day)");
     port(f, "admin.port", cfg.admin.port);
-    if cfg.admin.port == s.port {
+    if s.plain_listener && cfg.admin.port == s.port {
         f.error("admin.port", format!("{} is also server.port", s.port));
     }
     if let Some(tls) = &s.tls {
         port(f, "server.tls.port", tls.port);
-        if tls.port == s.port {
+        if s.plain_listener && tls.port == s.port {
             f.error("server.tls.port", format!("{} is also server.port", s.port));
         }
         if tls.port == cfg.admin.port {

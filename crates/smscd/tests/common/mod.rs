@@ -377,3 +377,131 @@ pub fn esme_args(port: u16, system_id: &str, password: &str, extra: &[&str]) -> 
     a.extend(extra.iter().map(|s| s.to_string()));
     a
 }
+
+// ---- a carrier on our own SMSC session ------------------------------------------------------------
+
+/// How [`Carrier`] answers submit_sm.
+#[derive(Clone, Copy, Debug)]
+pub enum Answer {
+    /// ESME_ROK after this long.
+    After(Duration),
+    /// Never (the responders are kept until the carrier is dropped).
+    Never,
+}
+
+/// An upstream SMSC (the smpp crate's SMSC role on 127.0.0.1) that records when each submit_sm
+/// arrived and answers it as told.
+pub struct Carrier {
+    pub port: u16,
+    /// Arrival time and short_message of every submit_sm, in arrival order.
+    pub received: Arc<Mutex<Vec<(tokio::time::Instant, String)>>>,
+    held: Arc<Mutex<Vec<smpp::session::Responder>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct CarrierHandler {
+    answer: Answer,
+    received: Arc<Mutex<Vec<(tokio::time::Instant, String)>>>,
+    held: Arc<Mutex<Vec<smpp::session::Responder>>>,
+    next: u64,
+}
+
+impl Handler for CarrierHandler {
+    fn on_request(&mut self, req: Request<'_>) -> Reply {
+        let Body::SubmitSm(sm) = &req.pdu.body else { return Reply::Error(CommandStatus::ESME_RINVCMDID) };
+        let text = String::from_utf8_lossy(&sm.short_message).into_owned();
+        self.received.lock().unwrap().push((tokio::time::Instant::now(), text));
+        self.next += 1;
+        let id = format!("c{}", self.next);
+        let (_, responder) = req.defer();
+        match self.answer {
+            Answer::After(d) => {
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    let body = Body::SubmitSmResp(smpp::SubmitSmResp {
+                        message_id: id.into(),
+                        ..Default::default()
+                    });
+                    let _ = responder.respond(body);
+                });
+            }
+            Answer::Never => self.held.lock().unwrap().push(responder),
+        }
+        Reply::Deferred
+    }
+}
+
+impl Carrier {
+    pub async fn start(answer: Answer) -> Carrier {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("carrier listen");
+        let port = listener.local_addr().expect("carrier addr").port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let (r, h) = (received.clone(), held.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((s, peer)) = listener.accept().await {
+                let (received, held) = (r.clone(), h.clone());
+                tokio::spawn(async move {
+                    let cfg = SessionConfig { inbound_window: 1024, ..SessionConfig::default() };
+                    let Ok(b) = smpp::session::smsc::accept(s, Some(peer), cfg).await else { return };
+                    let handler = CarrierHandler { answer, received, held, next: 0 };
+                    if let Ok(session) = b.accept(Bytes::from_static(b"carrier"), None, handler).await {
+                        session.closed().await;
+                    }
+                });
+            }
+        });
+        Carrier { port, received, held, task }
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+
+    /// Texts of the submit_sm received, in arrival order.
+    pub fn texts(&self) -> Vec<String> {
+        self.received.lock().unwrap().iter().map(|(_, t)| t.clone()).collect()
+    }
+
+    /// [`Answer::Never`]: answer the oldest held submit with ESME_ROK; false if none is held.
+    pub fn answer_oldest(&self) -> bool {
+        let mut held = self.held.lock().unwrap();
+        if held.is_empty() {
+            return false;
+        }
+        let r = held.remove(0);
+        drop(held);
+        let body = Body::SubmitSmResp(smpp::SubmitSmResp { message_id: "held".into(), ..Default::default() });
+        r.respond(body).is_ok()
+    }
+
+    /// The most submit_sm that arrived within any one-second window.
+    pub fn max_per_second(&self) -> usize {
+        let times: Vec<tokio::time::Instant> =
+            self.received.lock().unwrap().iter().map(|(t, _)| *t).collect();
+        let second = Duration::from_secs(1);
+        times
+            .iter()
+            .map(|start| times.iter().filter(|t| **t >= *start && **t < *start + second).count())
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Carrier {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.held.lock().unwrap().clear();
+    }
+}
+
+/// A submit_sm with `text` as its short_message.
+pub fn submit_text(dest: &str, registered_delivery: u8, text: &str) -> Body {
+    match submit(dest, registered_delivery) {
+        Body::SubmitSm(mut sm) => {
+            sm.short_message = Bytes::from(text.to_owned());
+            Body::SubmitSm(sm)
+        }
+        other => other,
+    }
+}
