@@ -1,6 +1,7 @@
 //! The operator's controller, run in-process against the real control plane: children and their
-//! fields, updates, self-healing, garbage collection, the checklist moving a cluster to
-//! active/standby, `kubectl scale`, and no writes from a restarted operator.
+//! fields, updates (removed fields included), self-healing, garbage collection, the checklist
+//! moving a cluster to active/standby, `kubectl scale`, no writes from a restarted operator, no
+//! takeover of another owner's object, and failures shown as `Degraded`.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use std::collections::BTreeMap;

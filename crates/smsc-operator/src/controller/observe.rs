@@ -253,15 +253,16 @@ const STUCK: [(&str, &str); 5] = [
     ("CreateContainerConfigError", "CreateContainerConfigError"),
 ];
 
-/// Why the cluster's Pods do not start, while the Deployment has fewer ready replicas than it
-/// wants. Read live: the cache holds only the Pods' metadata, and a settled cluster costs no read.
+/// Why the cluster's Pods do not start, while some of the Deployment's Pods exist but are not
+/// ready. Read live: the cache holds only the Pods' metadata; a settled cluster, or one whose
+/// Pods are not created yet (the Deployment's `ReplicaFailure` tells why), costs no read.
 pub(super) async fn pod_problem(
     ctx: &Context,
     ns: &str,
     cluster: &str,
     deployment: Option<&DeploymentObs>,
 ) -> Result<Option<(String, String)>> {
-    if deployment.is_none_or(|d| d.ready >= d.desired) {
+    if !deployment.is_some_and(unready_pods) {
         return Ok(None);
     }
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
@@ -271,6 +272,11 @@ pub(super) async fn pod_problem(
         .await
         .map_err(|e| Error::kube(Verb::List, "Pod", cluster, e))?;
     Ok(stuck_pods(&pods.items))
+}
+
+/// Does the Deployment have Pods that are not ready?
+pub(super) fn unready_pods(d: &DeploymentObs) -> bool {
+    d.replicas > d.ready
 }
 
 /// The first container (init containers first) waiting for a reason in [`STUCK`].

@@ -17,6 +17,7 @@ use super::cache::cached;
 use super::context::{key, Context};
 use super::observe::{
     active_active_selects_role, autoscaler_obs, deployment_obs, lease_holder, pod_problem, secrets,
+    unready_pods,
 };
 use super::pods::fix_role_labels;
 use crate::build;
@@ -27,7 +28,7 @@ use crate::status::{self, AutoscalerObs, Inputs};
 
 /// Resync period of a settled cluster.
 const RESYNC: Duration = Duration::from_secs(300);
-/// Resync period while the Deployment has fewer ready replicas than it wants.
+/// Resync period while some of the Deployment's Pods are not ready.
 const UNSETTLED_RESYNC: Duration = Duration::from_secs(10);
 
 /// Exponential back-off per object: 1 s, 2 s, 4 s ... capped at 5 min.
@@ -246,8 +247,8 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
         ctx.set_written_topology(key(obj), t);
     }
     // Pod waiting reasons trigger no watch event the reconcile sees: look again soon while
-    // replicas are missing.
-    let unsettled = observed.is_some_and(|d| d.ready < d.desired);
+    // Pods are not ready.
+    let unsettled = observed.as_ref().is_some_and(unready_pods);
     Ok(Action::requeue(if unsettled { UNSETTLED_RESYNC } else { RESYNC }))
 }
 

@@ -197,9 +197,11 @@ fn zero_weights_ports_windows_and_lease_order() {
 /// the lease duration, or the next leader binds while ours are still open.
 #[test]
 fn step_down_budget_must_fit_before_a_standby_takes_over() {
+    // Leader election needs the shared store (line 2 here, so the election stays on line 1).
+    const STORE: &str = "store: { type: redis, url: \"redis://r.example:6379\" }\n";
     let le = |extra: &str| {
         format!(
-            "leader_election: {{ lease_name: l, lease_duration_secs: 15, renew_deadline_secs: 10{extra} }}\n"
+            "leader_election: {{ lease_name: l, lease_duration_secs: 15, renew_deadline_secs: 10{extra} }}\n{STORE}"
         )
     };
     for bad in [", step_down_secs: 5", ", step_down_secs: 9", ", step_down_secs: 0"] {
@@ -212,8 +214,8 @@ fn step_down_budget_must_fit_before_a_standby_takes_over() {
     // The default fits whatever the gap.
     let l = load(&le(""), &[]).expect("default");
     assert_eq!(l.config.leader_election.map(|c| c.step_down()), Some(std::time::Duration::from_secs(3)));
-    let tight = "leader_election: { lease_name: l, lease_duration_secs: 4, renew_deadline_secs: 3, retry_period_secs: 1 }\n";
-    let l = load(tight, &[]).expect("tight timing");
+    let tight = format!("leader_election: {{ lease_name: l, lease_duration_secs: 4, renew_deadline_secs: 3, retry_period_secs: 1 }}\n{STORE}");
+    let l = load(&tight, &[]).expect("tight timing");
     assert_eq!(l.config.leader_election.map(|c| c.step_down()), Some(std::time::Duration::from_millis(600)));
 }
 
