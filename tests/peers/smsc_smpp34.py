@@ -237,7 +237,8 @@ class Peer:
             emit("command_error", error="unknown cmd %s" % c.get("cmd"))
             return
         target = None
-        for e in self.esmes.values():
+        # Newest session first: a session the ESME just unbound may not be reaped yet.
+        for e in reversed(list(self.esmes.values())):
             if e.can_receive and (not c.get("system_id") or e.system_id == c["system_id"]):
                 target = e
                 break
