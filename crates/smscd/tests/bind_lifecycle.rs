@@ -442,7 +442,11 @@ async fn rate_and_window_changes_apply_in_place_without_a_rebind() {
     let burst = futures::future::join_all((0..5).map(|_| esme.session.request(submit("3161", 0)))).await;
     let ok = ok_of(burst);
     assert!((1..=3).contains(&ok), "1/s paces a burst of 5: {ok} went through");
-    assert!(ok == 1 || t.elapsed() >= Duration::from_millis(900 * (ok as u64 - 1)), "{ok} sends in {:?}", t.elapsed());
+    assert!(
+        ok == 1 || t.elapsed() >= Duration::from_millis(900 * (ok as u64 - 1)),
+        "{ok} sends in {:?}",
+        t.elapsed()
+    );
     assert!(session.close_reason().is_none(), "the carrier's session stays bound");
     assert!(carrier_sessions.try_recv().is_err(), "no new bind");
 }

@@ -410,11 +410,15 @@ log: {{format: text, level: "info,smsc_operator=debug"}}
     ensure!(!env.contains("KUBECONFIG"), "no kubeconfig handed in: {env}");
     eprintln!("[real-pods] operator Ready from the chart after {}", elapsed(t0));
     // The in-cluster operator keeps its CRD at its schema (crds.manage; crd.rs), through the
-    // chart's by-name ClusterRole.
+    // chart's by-name ClusterRole. (Other tests' operators share the CRD, so its own log says it.)
+    let op_name = name_of(op_pod);
     wait_for("the operator to apply its CRD", Duration::from_secs(60), || async {
-        let crd = tier.json(&["get", "crd", "smscclusters.smsc.io"])?;
-        let managed = crd["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
-        Ok::<_, anyhow::Error>(managed.iter().any(|m| m["manager"] == "smsc-operator").then_some(()))
+        let log = tier.logs(&op_name)?;
+        ensure!(
+            !log.contains("could not apply the SmscCluster CRD"),
+            "the operator could not apply its CRD:\n{log}"
+        );
+        Ok::<_, anyhow::Error>(log.contains("SmscCluster CRD at this operator's schema").then_some(()))
     })
     .await?;
 
