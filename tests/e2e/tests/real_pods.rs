@@ -65,6 +65,30 @@ impl Tier<'_> {
         Ok(())
     }
 
+    /// Point SmscCluster `cluster` at `image` (the operator rolls its Pods).
+    fn set_image(&self, cluster: &str, image: &str) -> anyhow::Result<String> {
+        self.kubectl(&[
+            "patch",
+            "smsc",
+            cluster,
+            "--type",
+            "merge",
+            "-p",
+            &format!(r#"{{"spec":{{"image":"{image}"}}}}"#),
+        ])
+    }
+
+    /// Until exactly `n` Pods of `selector` exist and all are Ready on `image`.
+    async fn wait_rolled(&self, what: &str, selector: &str, image: &str, n: usize) -> anyhow::Result<()> {
+        wait_for(what, Duration::from_secs(180), || async {
+            let all = self.pods(selector)?;
+            let new = ready_of(&all).iter().filter(|p| p["spec"]["containers"][0]["image"] == image).count();
+            Ok::<_, anyhow::Error>((new == n && all.len() == n).then_some(()))
+        })
+        .await?;
+        Ok(())
+    }
+
     fn pods(&self, selector: &str) -> anyhow::Result<Vec<Value>> {
         let v = self.json(&["get", "pods", "-l", selector])?;
         Ok(v["items"].as_array().cloned().unwrap_or_default())
@@ -563,22 +587,8 @@ async fn real_pods_end_to_end() -> anyhow::Result<()> {
     let esme = tier.esme("esme-rollout", port, 900, 30, 170)?;
     esme.wait_event("bound", 1, Duration::from_secs(30)).await?;
     let t_roll = Instant::now();
-    tier.kubectl(&[
-        "patch",
-        "smsc",
-        "smsc",
-        "--type",
-        "merge",
-        "-p",
-        &format!(r#"{{"spec":{{"image":"{SMSCD_IMAGE_B}"}}}}"#),
-    ])?;
-    wait_for("the rollout to the new image", Duration::from_secs(180), || async {
-        let all = tier.pods(sel)?;
-        let pods = ready_of(&all);
-        let new = pods.iter().filter(|p| p["spec"]["containers"][0]["image"] == SMSCD_IMAGE_B).count();
-        Ok::<_, anyhow::Error>((new == 2 && all.len() == 2).then_some(()))
-    })
-    .await?;
+    tier.set_image("smsc", SMSCD_IMAGE_B)?;
+    tier.wait_rolled("the rollout to the new image", sel, SMSCD_IMAGE_B, 2).await?;
     eprintln!("[real-pods] rolled to {SMSCD_IMAGE_B} in {}", elapsed(t_roll));
     let s = esme.summary(Duration::from_secs(180)).await?;
     assert_every_receipt(&s, 100)?;
@@ -702,22 +712,8 @@ async fn real_pods_end_to_end() -> anyhow::Result<()> {
     };
     let before = transitions()?;
     let t_roll_as = Instant::now();
-    tier.kubectl(&[
-        "patch",
-        "smsc",
-        "smsc-as",
-        "--type",
-        "merge",
-        "-p",
-        &format!(r#"{{"spec":{{"image":"{SMSCD_IMAGE_B}"}}}}"#),
-    ])?;
-    wait_for("the ActiveStandby rollout", Duration::from_secs(180), || async {
-        let all = tier.pods(sel_as)?;
-        let new =
-            ready_of(&all).iter().filter(|p| p["spec"]["containers"][0]["image"] == SMSCD_IMAGE_B).count();
-        Ok::<_, anyhow::Error>((new == 2 && all.len() == 2).then_some(()))
-    })
-    .await?;
+    tier.set_image("smsc-as", SMSCD_IMAGE_B)?;
+    tier.wait_rolled("the ActiveStandby rollout", sel_as, SMSCD_IMAGE_B, 2).await?;
     let handovers = transitions()? - before;
     eprintln!("[real-pods] ActiveStandby rollout in {}: {handovers} Lease handover(s)", elapsed(t_roll_as));
     ensure!(handovers <= 1, "a rollout of an ActiveStandby cluster moved the Lease {handovers} times");
@@ -760,15 +756,7 @@ async fn real_pods_end_to_end() -> anyhow::Result<()> {
     // 10. A nonexistent image is Degraded within a minute or two (the Pods' waiting reasons), not
     //     after the Deployment's 10-minute progress deadline; restoring the image clears it.
     let t_bad = Instant::now();
-    tier.kubectl(&[
-        "patch",
-        "smsc",
-        "smsc",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"image":"localhost/smscd:does-not-exist"}}"#,
-    ])?;
+    tier.set_image("smsc", "localhost/smscd:does-not-exist")?;
     let d = wait_for("Degraded ImagePullFailed", Duration::from_secs(150), || async {
         degraded(&tier, "smsc", Some("ImagePullFailed"))
     })
@@ -783,15 +771,7 @@ async fn real_pods_end_to_end() -> anyhow::Result<()> {
         elapsed(t_bad),
         d["message"]
     );
-    tier.kubectl(&[
-        "patch",
-        "smsc",
-        "smsc",
-        "--type",
-        "merge",
-        "-p",
-        &format!(r#"{{"spec":{{"image":"{SMSCD_IMAGE_B}"}}}}"#),
-    ])?;
+    tier.set_image("smsc", SMSCD_IMAGE_B)?;
     wait_for("Degraded=False once the image exists", Duration::from_secs(150), || async {
         degraded(&tier, "smsc", None)
     })
