@@ -26,6 +26,7 @@ pub mod live;
 pub mod metrics;
 pub mod msgid;
 pub mod peers;
+pub mod permits;
 pub mod receipts;
 pub mod router;
 pub mod sim;
