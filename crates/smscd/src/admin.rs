@@ -39,12 +39,16 @@ async fn healthz(State(core): State<Arc<Core>>) -> impl IntoResponse {
 
 async fn readyz(State(core): State<Arc<Core>>) -> impl IntoResponse {
     if !core.ready.load(Ordering::Relaxed) || core.is_draining() || !core.listeners.alive() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n");
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned());
     }
     if !core.store.healthy() {
-        return (StatusCode::OK, "ready (store unavailable: submits asking for a receipt are refused)\n");
+        let why = core.store.down_reason().map(|r| format!("; {r}")).unwrap_or_default();
+        return (
+            StatusCode::OK,
+            format!("ready (store unavailable: submits asking for a receipt are refused{why})\n"),
+        );
     }
-    (StatusCode::OK, "ready\n")
+    (StatusCode::OK, "ready\n".to_owned())
 }
 
 async fn metrics(State(core): State<Arc<Core>>) -> impl IntoResponse {
