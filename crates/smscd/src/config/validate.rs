@@ -368,11 +368,8 @@ fn store(cfg: &SmscdConfig, f: &mut Findings) {
                      or `cluster` (a Redis Cluster)",
                 );
             }
-            if !url.is_empty()
-                && !(url.starts_with("redis://")
-                    || url.starts_with("rediss://")
-                    || url.starts_with("unix://"))
-            {
+            let known = ["redis://", "rediss://", "unix://"].iter().any(|s| url.starts_with(s));
+            if !url.is_empty() && !known {
                 f.error("store.url", "expected a redis://, rediss:// or unix:// URL");
             }
             if let Some(s) = sentinel {
