@@ -384,6 +384,8 @@ impl RedisStore {
         let (v, acked): (T, i64) = p.query_async(conn).await?;
         if acked < i64::from(w.replicas) {
             return Err(RedisError::from((
+                // Counted as an outage (not a reply): the store reads down until the next health tick
+                // (1 s), so receipt-requesting submits are refused before they reach an upstream.
                 redis::ErrorKind::IoError,
                 "WAIT",
                 format!(
