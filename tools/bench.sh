@@ -5,7 +5,9 @@
 #
 #   BENCH_SECS   sending phase per run, seconds (default 5)
 #   BENCH_RUNS   runs per cell; the summary takes the median (default 3)
-#   BENCH_SCENARIOS  which of: term peers relay redis latency mix (default: all)
+#   BENCH_SCENARIOS  which of: term peers relay redis redis-ha latency mix (default: all)
+#   BENCH_HA_CELLS   binds:window cells of redis-ha (Sentinel with and without WAIT, Cluster;
+#                default 4:64, the single-instance headline cell)
 #   BENCH_GEN_CPUS / BENCH_SRV_CPUS  taskset cpu lists for the generator and the server under
 #                test in single-server scenarios (default: empty, no pinning: on the shared
 #                2-core box pinning cost up to 20x, see docs/benchmarks.md; e.g. 0 and 1 on a quiet one)
@@ -20,7 +22,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECS=${BENCH_SECS:-5}
 RUNS=${BENCH_RUNS:-3}
-SCENARIOS=${BENCH_SCENARIOS:-term peers relay redis latency mix}
+SCENARIOS=${BENCH_SCENARIOS:-term peers relay redis redis-ha latency mix}
 GEN_CPUS=${BENCH_GEN_CPUS-}
 SRV_CPUS=${BENCH_SRV_CPUS-}
 P=${BENCH_PORT_BASE:-27700}
@@ -121,7 +123,7 @@ median_rate() { # median submit_sm/s of SCENARIO TARGET BINDS WINDOW
 }
 
 # A leftover server on one of our ports would be measured instead of the one started here.
-for off in 0 1 10 20 30 31 40 41 50 51 52 53 90; do
+for off in 0 1 10 20 30 31 40 41 50 51 52 53 60 61 62 63 64 65 70 71 72 73 74 75 90; do
   port=$((P + off))
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "127.0.0.1:$port is already in use: stop whatever listens there first" >&2
@@ -237,6 +239,80 @@ $store"
     stop "$UP"
     stop "$REDIS"
   fi
+fi
+
+# 3b: the Redis store on a Sentinel master set (master + 2 replicas + 3 sentinels, ports +60..65)
+# without and with `wait: { replicas: 1 }`, and on a 3-master Redis Cluster (+ 3 replicas,
+# ports +70..75; cluster bus ports +10070..10075): two front replicas as in 3.
+relay_pair() { # relay_pair SCENARIO STORE_YAML: two smscd replicas on the store, relay cells
+  local scenario=$1 store=$2 up='binds:
+  - { name: up, host: 127.0.0.1, port: '"$((P + 40))"', system_id: relay, password: relaypw, window: 256, binds: 4 }'
+  smscd_cfg "$CFG/upstream.yaml" $((P + 40)) $((P + 41)) '"sim"'
+  smscd_cfg "$CFG/ha-a.yaml" $((P + 50)) $((P + 51)) '"bind:up"' "$up
+$store"
+  smscd_cfg "$CFG/ha-b.yaml" $((P + 52)) $((P + 53)) '"bind:up"' "$up
+$store"
+  start smscd-up-$scenario "" "$BIN/smscd" --config "$CFG/upstream.yaml" --log-level warn
+  local up_pid=$LAST_PID
+  wait_port $((P + 40))
+  start smscd-$scenario-a "" "$BIN/smscd" --config "$CFG/ha-a.yaml" --log-level warn
+  local a=$LAST_PID
+  start smscd-$scenario-b "" "$BIN/smscd" --config "$CFG/ha-b.yaml" --log-level warn
+  local b=$LAST_PID
+  wait_port $((P + 50))
+  wait_port $((P + 52))
+  sleep 1
+  for cell in ${BENCH_HA_CELLS:-4:64}; do
+    local nb=${cell%%:*} w=${cell##*:}
+    echo "== relay ($scenario, 2 replicas), $nb bind(s) window $w"
+    gen "$scenario" "$a" "$nb" "$w" --addr 127.0.0.1:$((P + 50)) --addr 127.0.0.1:$((P + 52)) \
+      --target smscd-relay-redis --registered-delivery
+  done
+  stop "$a"
+  stop "$b"
+  stop "$up_pid"
+}
+
+redis_node() { # redis_node NAME PORT [args...]
+  local name=$1 port=$2; shift 2
+  mkdir -p "$OUT/$name"
+  start "$name" "" redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --dir "$OUT/$name" "$@"
+  wait_port "$port"
+}
+
+if has redis-ha && command -v redis-server >/dev/null; then
+  HA=()
+  redis_node ha-master $((P + 60)); HA+=("$LAST_PID")
+  redis_node ha-replica1 $((P + 61)) --replicaof 127.0.0.1 $((P + 60)); HA+=("$LAST_PID")
+  redis_node ha-replica2 $((P + 62)) --replicaof 127.0.0.1 $((P + 60)); HA+=("$LAST_PID")
+  for i in 3 4 5; do
+    mkdir -p "$OUT/ha-sentinel$i"
+    printf 'port %s\nbind 127.0.0.1\ndir %s\nsentinel monitor mymaster 127.0.0.1 %s 2\nsentinel down-after-milliseconds mymaster 1000\n' \
+      $((P + 60 + i)) "$OUT/ha-sentinel$i" $((P + 60)) >"$OUT/ha-sentinel$i/sentinel.conf"
+    start ha-sentinel$i "" redis-server "$OUT/ha-sentinel$i/sentinel.conf" --sentinel
+    HA+=("$LAST_PID")
+    wait_port $((P + 60 + i))
+  done
+  sentinel='sentinel: { master_name: mymaster, sentinels: ["127.0.0.1:'"$((P + 63))"'", "127.0.0.1:'"$((P + 64))"'", "127.0.0.1:'"$((P + 65))"'"] }'
+  relay_pair relay-sentinel "store: { type: redis, key_prefix: bench-s, $sentinel }"
+  relay_pair relay-sentinel-wait "store: { type: redis, key_prefix: bench-w, $sentinel, wait: { replicas: 1, timeout_ms: 100 } }"
+  for p in "${HA[@]}"; do stop "$p"; done
+  HA=()
+  nodes=()
+  for i in 0 1 2 3 4 5; do
+    redis_node ha-cluster$i $((P + 70 + i)) --cluster-enabled yes --cluster-config-file nodes.conf
+    HA+=("$LAST_PID")
+    nodes+=("127.0.0.1:$((P + 70 + i))")
+  done
+  redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$OUT/ha-cluster-create.log"
+  for _ in $(seq 1 100); do # bounded: 10 s
+    redis-cli -p $((P + 70)) cluster info | grep -q 'cluster_state:ok' && break
+    sleep 0.1
+  done
+  relay_pair relay-cluster "store: { type: redis, key_prefix: bench-c, cluster: { nodes: [\"${nodes[0]}\", \"${nodes[1]}\"] } }"
+  for p in "${HA[@]}"; do stop "$p"; done
+elif has redis-ha; then
+  echo "== redis-ha: redis-server not installed (tools/deps.sh apt); skipped"
 fi
 
 # Medians per cell, as a markdown table (docs/benchmarks.md quotes it).

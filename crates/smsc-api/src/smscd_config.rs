@@ -304,6 +304,8 @@ impl Default for SimConfig {
 }
 
 /// Where correlation records and queued receipts live.
+// Built once per config load: the Redis variant's size costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StoreConfig {
@@ -312,14 +314,115 @@ pub enum StoreConfig {
         #[serde(default = "default_ttl", with = "humantime_serde")]
         ttl: Duration,
     },
-    /// Shared across replicas.
+    /// Shared across replicas. Exactly one of `url` (one instance), `sentinel` (a master set
+    /// found through Redis Sentinel) or `cluster` (a Redis Cluster) says where it is.
     Redis {
+        /// `redis://`, `rediss://` or `unix://` URL of one instance.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         url: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sentinel: Option<RedisSentinelConfig>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cluster: Option<RedisClusterConfig>,
+        /// Wait for replicas to acknowledge correlation writes and receipt enqueues (`WAIT`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait: Option<RedisWaitConfig>,
         #[serde(default = "default_key_prefix")]
         key_prefix: String,
         #[serde(default = "default_ttl", with = "humantime_serde")]
         ttl: Duration,
     },
+}
+
+/// A Redis master set found through Sentinel: smscd asks the sentinels for the master's address
+/// and asks again (and reconnects) when it fails over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSentinelConfig {
+    /// The master set's name (`sentinel monitor <name> ...`; `mymaster` in most Helm charts).
+    pub master_name: String,
+    /// Sentinels as `host:port` (26379 when the port is left out); at least one.
+    pub sentinels: Vec<String>,
+    /// ACL user on the master (none: the default user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The master's `requirepass` / ACL password (none: no AUTH).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// The sentinels' own password (`requirepass` in sentinel.conf; none: no AUTH).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel_password: Option<String>,
+    /// TLS to the sentinels and the master (system roots, `SSL_CERT_FILE` honoured).
+    #[serde(default)]
+    pub tls: bool,
+    /// Database number on the master.
+    #[serde(default)]
+    pub db: i64,
+}
+
+/// A Redis Cluster: smscd reads the slot map from any of `nodes` and follows MOVED/ASK and
+/// failovers by itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisClusterConfig {
+    /// Seed nodes as `host:port` (6379 when the port is left out); at least one.
+    pub nodes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub tls: bool,
+}
+
+/// `WAIT <replicas> <timeout_ms>` after every correlation write and receipt enqueue: the
+/// submit (or the upstream's deliver_sm) is acknowledged only once that many replicas have the
+/// write, so it survives the master's death. A write fewer replicas took is retried within
+/// the submit's budget, then refused (transient).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisWaitConfig {
+    pub replicas: u32,
+    #[serde(default = "default_wait_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// A `host:port` entry of `store.sentinel.sentinels` / `store.cluster.nodes` (`port` when left
+/// out; `[v6]:port` for IPv6): host and port, or what is wrong with it.
+pub fn redis_node(s: &str, port: u16) -> Result<(String, u16), String> {
+    let s = s.trim();
+    if s.contains("://") || s.contains('@') {
+        return Err(format!(
+            "`{s}`: expected `host:port` (no scheme or user: passwords have their own keys)"
+        ));
+    }
+    let (host, p) = if let Some(rest) = s.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((h, "")) => (h, None),
+            Some((h, tail)) => match tail.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None => return Err(format!("`{s}`: expected `[v6 address]:port`")),
+            },
+            None => return Err(format!("`{s}`: unclosed `[`")),
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => (h, Some(p)),
+            Some(_) => return Err(format!("`{s}`: write an IPv6 address as `[addr]:port`")),
+            None => (s, None),
+        }
+    };
+    if host.is_empty() || host.contains(['/', '@', ' ']) {
+        return Err(format!("`{s}`: expected `host:port` (no scheme, user or path)"));
+    }
+    let port = match p {
+        None => port,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(format!("`{s}`: the port must be a number from 1 to 65535")),
+        },
+    };
+    Ok((host.to_owned(), port))
 }
 
 impl Default for StoreConfig {
@@ -500,6 +603,9 @@ fn default_outcomes() -> BTreeMap<String, f64> {
 }
 fn default_ttl() -> Duration {
     Duration::from_secs(72 * 3600)
+}
+fn default_wait_timeout_ms() -> u64 {
+    100
 }
 fn default_key_prefix() -> String {
     "smscd".into()

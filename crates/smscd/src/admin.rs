@@ -55,9 +55,10 @@ async fn readyz(State(core): State<Arc<Core>>) -> impl IntoResponse {
         );
     }
     if !core.store.healthy() {
+        let why = core.store.down_reason().map(|r| format!("; {r}")).unwrap_or_default();
         return (
             StatusCode::OK,
-            "ready (store unavailable: submits asking for a receipt are refused)\n".to_owned(),
+            format!("ready (store unavailable: submits asking for a receipt are refused{why})\n"),
         );
     }
     (StatusCode::OK, "ready\n".to_owned())

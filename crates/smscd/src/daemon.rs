@@ -332,6 +332,12 @@ async fn housekeeping(core: Arc<Core>, memory: Option<Arc<MemoryStore>>) {
         let c = core.store.correlations().await.unwrap_or(0);
         core.metrics.correlations.set(c as i64);
         core.metrics.store_up.set(i64::from(core.store.healthy()));
+        // The store counts failovers it followed; the counter catches up with it.
+        let failovers = core.store.failovers();
+        let seen = core.metrics.store_failovers.get();
+        if failovers > seen {
+            core.metrics.store_failovers.inc_by(failovers - seen);
+        }
     }
 }
 

@@ -68,6 +68,8 @@ pub struct Metrics {
     pub correlations: Gauge,
     /// 1 while the DLR store answers (always 1 for memory).
     pub store_up: Gauge,
+    /// Failovers of the DLR store followed (Redis Sentinel: the master moved).
+    pub store_failovers: Counter,
     pub receipts: Family<ResultLabel, Counter>,
     pub deliveries: Family<ResultLabel, Counter>,
     pub reloads: Family<ResultLabel, Counter>,
@@ -130,6 +132,12 @@ impl Metrics {
         registry.register("correlations", "Receipt correlation records held", correlations.clone());
         let store_up = Gauge::default();
         registry.register("store_up", "Whether the DLR store answers (1) or not (0)", store_up.clone());
+        let store_failovers = Counter::default();
+        registry.register(
+            "store_failovers",
+            "Failovers of the DLR store followed (Redis Sentinel master moved)",
+            store_failovers.clone(),
+        );
         let receipts = Family::<ResultLabel, Counter>::default();
         registry.register(
             "upstream_receipts",
@@ -167,6 +175,7 @@ impl Metrics {
             pending_receipts,
             correlations,
             store_up,
+            store_failovers,
             receipts,
             deliveries,
             reloads,

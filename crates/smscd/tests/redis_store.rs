@@ -997,6 +997,9 @@ async fn submit_is_not_acknowledged_when_its_correlation_cannot_be_stored() {
     let mut cfg = base_config(vec![account("esme", "secret")]);
     cfg.store = smsc_api::smscd_config::StoreConfig::Redis {
         url: redis.url(),
+        sentinel: None,
+        cluster: None,
+        wait: None,
         key_prefix: "budget".into(),
         ttl: Duration::from_secs(3600),
     };
@@ -1071,6 +1074,9 @@ async fn permit_relay(redis: &RedisServer, carrier: &Daemon) -> Daemon {
     cfg.routing.default_chain = vec!["bind:carrier".into()];
     cfg.store = smsc_api::smscd_config::StoreConfig::Redis {
         url: redis.url(),
+        sentinel: None,
+        cluster: None,
+        wait: None,
         key_prefix: "rollout".into(),
         ttl: Duration::from_secs(3600),
     };

@@ -443,16 +443,88 @@ fn default_ttl() -> String {
     "72h".into()
 }
 
-/// Redis connection.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+/// Redis connection: exactly one of `urlSecretRef` (one Redis), `sentinel` (a master set behind
+/// Redis Sentinel) or `cluster` (a Redis Cluster).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("[has(self.urlSecretRef), has(self.sentinel), has(self.cluster)].filter(x, x).size() == 1").message("spec.dlrStore.redis: set exactly one of urlSecretRef (one Redis), sentinel (Redis Sentinel) or cluster (Redis Cluster)").reason(Reason::FieldValueInvalid))]
+#[x_kube(validation = Rule::new("!has(self.cluster) || !has(self.keyPrefix) || !self.keyPrefix.matches('[{}]')").message("spec.dlrStore.redis.keyPrefix must not contain { or } with cluster (smscd's keys use the account as a hash tag)").field_path(".keyPrefix").reason(Reason::FieldValueInvalid))]
 #[serde(rename_all = "camelCase")]
 pub struct RedisSpec {
-    /// Secret key holding the URL (`redis://[:password@]host:port/db`).
-    pub url_secret_ref: SecretKeyRef,
+    /// One Redis: Secret key holding the URL (`redis://[:password@]host:port/db`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_secret_ref: Option<SecretKeyRef>,
+    /// A master set behind Redis Sentinel; smscd follows its failovers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<RedisSentinelSpec>,
+    /// A Redis Cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<RedisClusterSpec>,
+    /// Acknowledge a submit only once this many replicas have its correlation (`WAIT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<RedisWaitSpec>,
     /// Key prefix, so clusters can share a Redis; absent: the SmscCluster's namespace/name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 128))]
     pub key_prefix: Option<String>,
+}
+
+/// A Redis master set found through Sentinel.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSentinelSpec {
+    /// The master set's name (`mymaster` in most Helm charts).
+    #[schemars(length(min = 1, max = 253))]
+    pub master_name: String,
+    /// Sentinels as `host:port` (26379 when the port is left out).
+    #[schemars(
+        length(min = 1, max = 16),
+        inner(
+            length(min = 1, max = 261),
+            regex(pattern = r"^([^:/@\s\[\]]+|\[[0-9a-fA-F:.]+\])(:[0-9]{1,5})?$")
+        )
+    )]
+    pub sentinels: Vec<String>,
+    /// Secret key holding the master's password (none: no AUTH).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+    /// Secret key holding the sentinels' own password (none: no AUTH to the sentinels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel_password_secret_ref: Option<SecretKeyRef>,
+    /// TLS to the sentinels and the master.
+    #[serde(default)]
+    pub tls: bool,
+}
+
+/// A Redis Cluster, by some of its nodes.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisClusterSpec {
+    /// Seed nodes as `host:port` (6379 when the port is left out).
+    #[schemars(
+        length(min = 1, max = 32),
+        inner(
+            length(min = 1, max = 261),
+            regex(pattern = r"^([^:/@\s\[\]]+|\[[0-9a-fA-F:.]+\])(:[0-9]{1,5})?$")
+        )
+    )]
+    pub nodes: Vec<String>,
+    /// Secret key holding the nodes' password (none: no AUTH).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+    #[serde(default)]
+    pub tls: bool,
+}
+
+/// `WAIT <replicas> <timeoutMs>` after correlation writes and receipt enqueues.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisWaitSpec {
+    #[schemars(range(min = 1, max = 16))]
+    pub replicas: i32,
+    /// How long one WAIT waits (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub timeout_ms: Option<i32>,
 }
 
 /// Service type.

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use sha2::{Digest, Sha256};
-use smsc_api::crd::{DlrStoreType, SmscCluster, Topology, SIM_TARGET};
+use smsc_api::crd::{DlrStoreType, RedisSpec, SecretKeyRef, SmscCluster, Topology, SIM_TARGET};
 use smsc_api::smscd_config::{
-    AccountConfig, AdminConfig, BindConfig, LeaderElectionConfig, ReconnectConfig, RoutingConfig,
-    RoutingRule, RuleMatch, ServerConfig, ServerTlsConfig, ShutdownConfig, SimConfig, SmscdConfig,
-    StoreConfig, UpstreamTlsConfig,
+    AccountConfig, AdminConfig, BindConfig, LeaderElectionConfig, ReconnectConfig, RedisClusterConfig,
+    RedisSentinelConfig, RedisWaitConfig, RoutingConfig, RoutingRule, RuleMatch, ServerConfig,
+    ServerTlsConfig, ShutdownConfig, SimConfig, SmscdConfig, StoreConfig, UpstreamTlsConfig,
 };
 
 use super::{port, Plan};
@@ -22,6 +22,69 @@ pub const TLS_DIR: &str = "/etc/smscd-tls";
 /// Where upstream CA bundles are mounted, one directory per upstream.
 pub const UPSTREAM_CA_DIR: &str = "/etc/smscd-upstream-ca";
 pub const REDIS_URL_ENV: &str = "SMSC_REDIS_URL";
+/// The Sentinel master's / the Cluster nodes' password.
+pub const REDIS_PASSWORD_ENV: &str = "SMSC_REDIS_PASSWORD";
+pub const REDIS_SENTINEL_PASSWORD_ENV: &str = "SMSC_REDIS_SENTINEL_PASSWORD";
+
+/// The environment variables the store's config names, each with the Secret key it comes from.
+pub fn redis_secret_envs(r: &RedisSpec) -> Vec<(&'static str, &SecretKeyRef)> {
+    let mut out = Vec::new();
+    if let Some(u) = &r.url_secret_ref {
+        out.push((REDIS_URL_ENV, u));
+    }
+    if let Some(s) = &r.sentinel {
+        if let Some(p) = &s.password_secret_ref {
+            out.push((REDIS_PASSWORD_ENV, p));
+        }
+        if let Some(p) = &s.sentinel_password_secret_ref {
+            out.push((REDIS_SENTINEL_PASSWORD_ENV, p));
+        }
+    }
+    if let Some(p) = r.cluster.as_ref().and_then(|c| c.password_secret_ref.as_ref()) {
+        out.push((REDIS_PASSWORD_ENV, p));
+    }
+    out
+}
+
+/// The store's `redis` config: the form the spec names, passwords as `${VAR}` (filled from
+/// Secrets, see [`redis_secret_envs`]).
+fn redis_store(r: &RedisSpec, key_prefix: String, ttl: Duration) -> Result<StoreConfig> {
+    let given = usize::from(r.url_secret_ref.is_some())
+        + usize::from(r.sentinel.is_some())
+        + usize::from(r.cluster.is_some());
+    if given != 1 {
+        return Err(Error::InvalidSpec(
+            "spec.dlrStore.redis: set exactly one of urlSecretRef, sentinel or cluster".into(),
+        ));
+    }
+    let sentinel = r.sentinel.as_ref().map(|s| RedisSentinelConfig {
+        master_name: s.master_name.clone(),
+        sentinels: s.sentinels.clone(),
+        username: None,
+        password: s.password_secret_ref.as_ref().map(|_| var(REDIS_PASSWORD_ENV)),
+        sentinel_password: s.sentinel_password_secret_ref.as_ref().map(|_| var(REDIS_SENTINEL_PASSWORD_ENV)),
+        tls: s.tls,
+        db: 0,
+    });
+    let cluster = r.cluster.as_ref().map(|c| RedisClusterConfig {
+        nodes: c.nodes.clone(),
+        username: None,
+        password: c.password_secret_ref.as_ref().map(|_| var(REDIS_PASSWORD_ENV)),
+        tls: c.tls,
+    });
+    let wait = r.wait.as_ref().map(|w| RedisWaitConfig {
+        replicas: u32::try_from(w.replicas).unwrap_or(1).max(1),
+        timeout_ms: w.timeout_ms.and_then(|t| u64::try_from(t).ok()).filter(|t| *t > 0).unwrap_or(100),
+    });
+    Ok(StoreConfig::Redis {
+        url: if r.url_secret_ref.is_some() { var(REDIS_URL_ENV) } else { String::new() },
+        sentinel,
+        cluster,
+        wait,
+        key_prefix,
+        ttl,
+    })
+}
 
 /// `SMPP_BIND_<NAME>_<FIELD>`, with NAME as smscd derives it from the bind name.
 pub fn bind_env(upstream: &str, field: &str) -> String {
@@ -158,11 +221,11 @@ pub fn render(cluster: &SmscCluster, plan: &Plan) -> Result<Rendered> {
     let ttl = parse_ttl(&spec.dlr_store.ttl)?;
     let store = match (spec.dlr_store.type_, &spec.dlr_store.redis) {
         (DlrStoreType::Memory, _) => StoreConfig::Memory { ttl },
-        (DlrStoreType::Redis, Some(r)) => StoreConfig::Redis {
-            url: var(REDIS_URL_ENV),
-            key_prefix: r.key_prefix.clone().unwrap_or_else(|| format!("{}/{}", plan.namespace, plan.name)),
+        (DlrStoreType::Redis, Some(r)) => redis_store(
+            r,
+            r.key_prefix.clone().unwrap_or_else(|| format!("{}/{}", plan.namespace, plan.name)),
             ttl,
-        },
+        )?,
         (DlrStoreType::Redis, None) => {
             return Err(Error::InvalidSpec("spec.dlrStore.redis is required for type Redis".into()))
         }
@@ -262,6 +325,61 @@ mod tests {
             r.config.binds[1].tls.as_ref().and_then(|t| t.ca_file.clone()).as_deref(),
             Some("/etc/smscd-upstream-ca/beta/ca.crt")
         );
+    }
+
+    /// Issue 18: `dlrStore.redis` in its Sentinel and Cluster forms renders smscd's store config
+    /// with passwords as references, and the Deployment fills them from the Secrets.
+    #[test]
+    fn redis_sentinel_and_cluster_forms_render() {
+        let base = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/single-bind.yaml"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let sentinel = base.replace(
+            "urlSecretRef: { name: redis, key: url }",
+            "sentinel: { masterName: mymaster, sentinels: [\"redis-node-0.redis-headless:26379\", \"redis-node-1.redis-headless\"], passwordSecretRef: { name: redis, key: redis-password }, sentinelPasswordSecretRef: { name: redis, key: redis-password } }\n      wait: { replicas: 1 }",
+        );
+        let c = crate::build::fixtures::cluster(&sentinel);
+        let r = render(&c, &plan_for(&c)).unwrap_or_else(|e| panic!("{e}"));
+        let StoreConfig::Redis { url, sentinel: Some(s), cluster: None, wait: Some(w), .. } = &r.config.store
+        else {
+            panic!("{:?}", r.config.store)
+        };
+        assert_eq!(url, "");
+        assert_eq!((s.master_name.as_str(), s.sentinels.len()), ("mymaster", 2));
+        assert_eq!(s.password.as_deref(), Some("${SMSC_REDIS_PASSWORD}"));
+        assert_eq!(s.sentinel_password.as_deref(), Some("${SMSC_REDIS_SENTINEL_PASSWORD}"));
+        assert_eq!((w.replicas, w.timeout_ms), (1, 100));
+        let back: SmscdConfig = serde_saphyr::from_str(&r.yaml).unwrap_or_else(|e| panic!("{e}\n{}", r.yaml));
+        assert_eq!(back, r.config);
+        let envs: Vec<&str> =
+            redis_secret_envs(c.spec.dlr_store.redis.as_ref().unwrap_or_else(|| panic!("redis")))
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+        assert_eq!(envs, [REDIS_PASSWORD_ENV, REDIS_SENTINEL_PASSWORD_ENV]);
+
+        let cluster = base.replace(
+            "urlSecretRef: { name: redis, key: url }",
+            "cluster: { nodes: [\"redis-cluster-0.redis-cluster-headless:6379\"], passwordSecretRef: { name: rc, key: redis-password }, tls: true }",
+        );
+        let c = crate::build::fixtures::cluster(&cluster);
+        let r2 = render(&c, &plan_for(&c)).unwrap_or_else(|e| panic!("{e}"));
+        let StoreConfig::Redis { cluster: Some(cl), sentinel: None, wait: None, .. } = &r2.config.store
+        else {
+            panic!("{:?}", r2.config.store)
+        };
+        assert!(cl.tls && cl.password.as_deref() == Some("${SMSC_REDIS_PASSWORD}"));
+        assert_ne!(r.restart_hash, r2.restart_hash, "the store form rolls the Pods");
+
+        // Two forms at once: the CRD's rule refuses it; the build does too (older API servers).
+        let both = base.replace(
+            "urlSecretRef: { name: redis, key: url }",
+            "urlSecretRef: { name: redis, key: url }\n      cluster: { nodes: [\"h:6379\"] }",
+        );
+        let c = crate::build::fixtures::cluster(&both);
+        let e = render(&c, &plan_for(&c)).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("spec.dlrStore.redis: set exactly one of"), "{e}");
     }
 
     #[test]

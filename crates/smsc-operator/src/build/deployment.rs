@@ -38,7 +38,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use smsc_api::crd::{DlrStoreType, SmscCluster, Topology};
 use smsc_api::names::{ADMIN_PORT, ROLE_ACTIVE, ROLE_LABEL};
 
-use super::configmap::{account_password_env, bind_env, Rendered, REDIS_URL_ENV, TLS_DIR, UPSTREAM_CA_DIR};
+use super::configmap::{
+    account_password_env, bind_env, redis_secret_envs, Rendered, TLS_DIR, UPSTREAM_CA_DIR,
+};
 use super::{port, Plan};
 use crate::checklist::Rollout;
 use crate::error::Result;
@@ -199,7 +201,9 @@ pub fn env(cluster: &SmscCluster) -> Vec<EnvVar> {
         ));
     }
     if let (DlrStoreType::Redis, Some(r)) = (spec.dlr_store.type_, &spec.dlr_store.redis) {
-        env.push(secret_env(REDIS_URL_ENV.to_string(), &r.url_secret_ref.name, &r.url_secret_ref.key));
+        for (name, s) in redis_secret_envs(r) {
+            env.push(secret_env(name.to_string(), &s.name, &s.key));
+        }
     }
     env
 }

@@ -48,7 +48,9 @@ pub(super) async fn secrets(ctx: &Context, cluster: &SmscCluster, ns: &str) -> R
         refs.push((a.password_secret_ref.name.clone(), Some(a.password_secret_ref.key.clone()), true));
     }
     if let (DlrStoreType::Redis, Some(r)) = (spec.dlr_store.type_, &spec.dlr_store.redis) {
-        refs.push((r.url_secret_ref.name.clone(), Some(r.url_secret_ref.key.clone()), true));
+        for (_, s) in crate::build::configmap::redis_secret_envs(r) {
+            refs.push((s.name.clone(), Some(s.key.clone()), true));
+        }
     }
     if let Some(t) = &spec.smpp.tls {
         refs.push((t.secret_name.clone(), None, false));

@@ -15,8 +15,14 @@ pub fn masked(cfg: &SmscdConfig) -> SmscdConfig {
     for a in &mut c.accounts {
         mask(&mut a.password);
     }
-    if let StoreConfig::Redis { url, .. } = &mut c.store {
+    if let StoreConfig::Redis { url, sentinel, cluster, .. } = &mut c.store {
         *url = mask_url(url);
+        if let Some(s) = sentinel {
+            s.password.iter_mut().chain(s.sentinel_password.iter_mut()).for_each(mask);
+        }
+        if let Some(c) = cluster {
+            c.password.iter_mut().for_each(mask);
+        }
     }
     c
 }
@@ -117,6 +123,9 @@ mod tests {
             let cfg = SmscdConfig {
                 store: StoreConfig::Redis {
                     url: url.into(),
+                    sentinel: None,
+                    cluster: None,
+                    wait: None,
                     key_prefix: "p".into(),
                     ttl: std::time::Duration::from_secs(1),
                 },
@@ -124,6 +133,42 @@ mod tests {
             };
             let shown = format!("{:?}", masked(&cfg));
             assert!(!shown.contains("s3cret"), "{url}: {shown}");
+        }
+    }
+
+    /// Issue 18: the Sentinel and Cluster forms' passwords are masked too.
+    #[test]
+    fn sentinel_and_cluster_passwords() {
+        use smsc_api::smscd_config::{RedisClusterConfig, RedisSentinelConfig};
+        let sentinel = RedisSentinelConfig {
+            master_name: "m".into(),
+            sentinels: vec!["h:26379".into()],
+            username: None,
+            password: Some("s3cret".into()),
+            sentinel_password: Some("s3cret2".into()),
+            tls: false,
+            db: 0,
+        };
+        let cluster = RedisClusterConfig {
+            nodes: vec!["h:6379".into()],
+            username: Some("u".into()),
+            password: Some("s3cret".into()),
+            tls: false,
+        };
+        for (sentinel, cluster) in [(Some(sentinel), None), (None, Some(cluster))] {
+            let cfg = SmscdConfig {
+                store: StoreConfig::Redis {
+                    url: String::new(),
+                    sentinel,
+                    cluster,
+                    wait: None,
+                    key_prefix: "p".into(),
+                    ttl: std::time::Duration::from_secs(1),
+                },
+                ..SmscdConfig::default()
+            };
+            let shown = format!("{:?}", masked(&cfg));
+            assert!(!shown.contains("s3cret") && shown.contains(MASK), "{shown}");
         }
     }
 }

@@ -405,3 +405,51 @@ fn admin_listens_on_loopback_by_default() {
     let l = load("accounts: []\n", &[]).expect("loads");
     assert_eq!(l.config.admin.bind_address, "127.0.0.1");
 }
+
+/// Issue 18: the Sentinel and Cluster forms load (passwords from the environment) and their
+/// mistakes are refused with file, line and key.
+#[test]
+fn redis_sentinel_and_cluster_forms() {
+    let sentinel = "store:\n  type: redis\n  sentinel:\n    master_name: mymaster\n    sentinels: [\"s0:26379\", s1]\n    password: ${REDIS_PASSWORD}\n  wait: { replicas: 1 }\n";
+    let l = load(sentinel, &[("REDIS_PASSWORD", "pw")]).expect("sentinel form loads");
+    let StoreConfig::Redis { sentinel: Some(s), wait: Some(w), url, .. } = &l.config.store else {
+        panic!("{:?}", l.config.store)
+    };
+    assert_eq!((s.password.as_deref(), s.sentinels.len(), url.as_str()), (Some("pw"), 2, ""));
+    assert_eq!((w.replicas, w.timeout_ms), (1, 100));
+    let cluster = "store:\n  type: redis\n  cluster: { nodes: [\"n0:6379\", \"[::1]:7000\"], password: x }\n";
+    assert!(matches!(
+        load(cluster, &[]).expect("cluster form").config.store,
+        StoreConfig::Redis { cluster: Some(_), .. }
+    ));
+
+    let e = errors("store:\n  type: redis\n  url: redis://h\n  cluster: { nodes: [h] }\n", &[]);
+    assert!(e[0].starts_with("smpp.yaml:1: store: give exactly one of `url`"), "{e:?}");
+    let e = errors("store:\n  type: redis\n", &[]);
+    assert!(e[0].starts_with("smpp.yaml:1: store: give exactly one of"), "{e:?}");
+    let e =
+        errors("store:\n  type: redis\n  sentinel:\n    master_name: \"\"\n    sentinels: [\"s0:x\"]\n", &[]);
+    assert!(
+        e.iter().any(|l| l.starts_with("smpp.yaml:4: store.sentinel.master_name: must not be empty")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|l| l.starts_with("smpp.yaml:5: store.sentinel.sentinels[0]: `s0:x`: the port")),
+        "{e:?}"
+    );
+    let e = errors("store:\n  type: redis\n  sentinel:\n    master_name: m\n    sentinels: []\n", &[]);
+    assert!(
+        e.iter().any(|l| l.starts_with("smpp.yaml:5: store.sentinel.sentinels: name at least one")),
+        "{e:?}"
+    );
+    let e = errors(
+        "store:\n  type: redis\n  key_prefix: \"a{b}\"\n  cluster:\n    nodes: [\"redis://h:1\"]\n",
+        &[],
+    );
+    assert!(e.iter().any(|l| l.starts_with("smpp.yaml:3: store.key_prefix: must not contain")), "{e:?}");
+    assert!(e.iter().any(|l| l.contains("store.cluster.nodes[0]: `redis://h:1`")), "{e:?}");
+    let e =
+        errors("store:\n  type: redis\n  url: redis://h\n  wait:\n    replicas: 0\n    timeout_ms: 0\n", &[]);
+    assert!(e.iter().any(|l| l.starts_with("smpp.yaml:5: store.wait.replicas: must be at least 1")), "{e:?}");
+    assert!(e.iter().any(|l| l.starts_with("smpp.yaml:6: store.wait.timeout_ms: must be above 0")), "{e:?}");
+}

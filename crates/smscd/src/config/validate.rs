@@ -366,9 +366,49 @@ fn store(cfg: &SmscdConfig, f: &mut Findings) {
     match &cfg.store {
         StoreConfig::Memory { ttl } if ttl.is_zero() => f.error("store.ttl", "must be above 0"),
         StoreConfig::Memory { .. } => {}
-        StoreConfig::Redis { url, key_prefix, ttl } => {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
+        StoreConfig::Redis { url, sentinel, cluster, wait, key_prefix, ttl } => {
+            let given = usize::from(!url.is_empty())
+                + usize::from(sentinel.is_some())
+                + usize::from(cluster.is_some());
+            if given != 1 {
+                f.error(
+                    "store",
+                    "give exactly one of `url` (one Redis), `sentinel` (a master set behind Redis Sentinel) \
+                     or `cluster` (a Redis Cluster)",
+                );
+            }
+            let known = ["redis://", "rediss://", "unix://"].iter().any(|s| url.starts_with(s));
+            if !url.is_empty() && !known {
                 f.error("store.url", "expected a redis://, rediss:// or unix:// URL");
+            }
+            if let Some(s) = sentinel {
+                if s.master_name.trim().is_empty() {
+                    f.error(
+                        "store.sentinel.master_name",
+                        "must not be empty (the name in `sentinel monitor <name> ...`)",
+                    );
+                }
+                redis_nodes(f, "store.sentinel.sentinels", &s.sentinels);
+            }
+            if let Some(c) = cluster {
+                redis_nodes(f, "store.cluster.nodes", &c.nodes);
+                // The queue keys carry the account as a hash tag (`{account}`): a brace in the
+                // prefix would become the tag instead and put every account in one slot.
+                if key_prefix.contains(['{', '}']) {
+                    f.error(
+                        "store.key_prefix",
+                        "must not contain `{` or `}` with `cluster` (hash tags are smscd's)",
+                    );
+                }
+            }
+            if let Some(w) = wait {
+                if w.replicas == 0 {
+                    f.error("store.wait.replicas", "must be at least 1 (leave `wait` out not to wait)");
+                }
+                if w.timeout_ms == 0 {
+                    f.error("store.wait.timeout_ms", "must be above 0 (0 would make WAIT block forever)");
+                }
+                at_most(f, "store.wait.timeout_ms", w.timeout_ms, MAX_WAIT_TIMEOUT_MS, " ms");
             }
             if key_prefix.is_empty() {
                 f.error("store.key_prefix", "must not be empty");
@@ -376,6 +416,21 @@ fn store(cfg: &SmscdConfig, f: &mut Findings) {
             if ttl.is_zero() {
                 f.error("store.ttl", "must be above 0");
             }
+        }
+    }
+}
+
+/// A WAIT longer than this would hold a submit past any sensible ESME response timer.
+const MAX_WAIT_TIMEOUT_MS: u64 = 10_000;
+
+/// `host:port` entries (the port may be left out): at least one, none empty, ports numbers.
+fn redis_nodes(f: &mut Findings, key: &str, nodes: &[String]) {
+    if nodes.is_empty() {
+        f.error(key, "name at least one `host:port`");
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        if let Err(e) = smsc_api::smscd_config::redis_node(n, 6379) {
+            f.error(format!("{key}[{i}]"), e);
         }
     }
 }

@@ -16,7 +16,6 @@
 
 pub mod memory;
 pub mod redis;
-mod redis_permits;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -256,6 +255,17 @@ pub trait Store: Send + Sync + 'static {
     fn healthy(&self) -> bool {
         true
     }
+
+    /// While not [`healthy`](Store::healthy): why, if known (names the config key to look at
+    /// when it is a config matter, e.g. a wrong Sentinel master name).
+    fn down_reason(&self) -> Option<String> {
+        None
+    }
+
+    /// Failovers of the store followed since start (Redis Sentinel: the master moved).
+    fn failovers(&self) -> u64 {
+        0
+    }
 }
 
 /// A store built from the config: `memory` is set for the in-process store (its owner sweeps
@@ -280,12 +290,33 @@ pub fn build(config: &StoreConfig, identity: &str) -> Result<Built, StoreError> 
             let m = Arc::new(memory::MemoryStore::new(*ttl));
             Ok(Built { store: m.clone(), memory: Some(m) })
         }
-        StoreConfig::Redis { url, key_prefix, ttl } => {
+        StoreConfig::Redis { url, sentinel, cluster, wait, key_prefix, ttl } => {
             let n = BUILT.fetch_add(1, Ordering::Relaxed);
             let consumer = if n == 0 { identity.to_owned() } else { format!("{identity}-{n}") };
             let claim_idle = self::redis::claim_idle_from_env();
-            let r = self::redis::RedisStore::new(url, key_prefix, *ttl, consumer, claim_idle)?;
-            tracing::info!(consumer = %r.consumer(), ?claim_idle, "redis store");
+            let target = match (sentinel, cluster) {
+                (Some(s), _) => self::redis::Target::sentinel(s),
+                (None, Some(c)) => self::redis::Target::cluster(c),
+                (None, None) => self::redis::Target::url(url),
+            }
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let link = self::redis::Link::new(target);
+            let form = if sentinel.is_some() {
+                "sentinel"
+            } else if cluster.is_some() {
+                "cluster"
+            } else {
+                "url"
+            };
+            let r = self::redis::RedisStore::with_link(
+                link,
+                key_prefix,
+                *ttl,
+                consumer,
+                claim_idle,
+                wait.clone(),
+            );
+            tracing::info!(consumer = %r.consumer(), ?claim_idle, form, wait = ?wait, "redis store");
             Ok(Built { store: r, memory: None })
         }
     }

@@ -8,6 +8,13 @@
 //! the last line that builds with the workspace's rust-version 1.85. `rediss://` goes through
 //! rustls with the system roots (SSL_CERT_FILE honoured).
 //!
+//! Where Redis is (one instance, a Sentinel master set, a Redis Cluster) and how the connection
+//! follows failovers: [`link`]. With Redis Cluster the account's keys carry the account as a
+//! hash tag (`P:q:{<account>}`, `P:dead:{<account>}`) so the scripts and MULTIs on one account
+//! stay in one slot; a correlation lives in the slot of its own key, so a final receipt is
+//! queued by the script and its correlation deleted by a second command (see
+//! [`RedisStore::add`]). Optional `WAIT` after correlation writes and enqueues: `store.wait`.
+//!
 //! Keys (`P` = `store.key_prefix`):
 //! - `P:corr:<upstream>:<normalised id>`: string (see [`pack_correlation`]: account, our id,
 //!   submit time (ms), registered_delivery), one `SET … PX`; expires after `store.ttl`. A final
@@ -42,12 +49,16 @@
 //! ids in one MULTI; an ack that fails (Redis away) is remembered and replayed on reconnection,
 //! so a delivered entry is not resent.
 
+pub mod link;
+mod permits;
+
 use super::{Correlation, Delivery, DeliveryId, Store, StoreError};
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+pub use link::{is_server_reply, Conn, Link, Target};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use redis::{RedisError, Script, Value};
+use smsc_api::smscd_config::RedisWaitConfig;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -68,9 +79,6 @@ const ACK_CHUNK: usize = 500;
 /// How long a correlation write is retried before its receipt is given up.
 const PUT_RETRY_FOR: Duration = Duration::from_secs(10);
 const HEALTH_EVERY: Duration = Duration::from_secs(1);
-/// Short, so a Redis outage turns into a clear error quickly instead of a stalled session.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// KEYS: candidate correlation keys, best first. ARGV[1]: "1" to take (final receipt),
 /// ARGV[2]: grace in ms. Returns the packed record (see [`pack_correlation`]), the HMGET reply
@@ -211,12 +219,11 @@ struct Local {
 }
 
 pub struct RedisStore {
-    client: redis::Client,
-    /// Set once connected; the manager reconnects by itself from then on, so it is never
-    /// replaced and every command clones it without a lock (it is an `Arc`).
-    conn: std::sync::OnceLock<ConnectionManager>,
-    /// Held while the first connection is being made.
-    connecting: tokio::sync::Mutex<()>,
+    link: Link,
+    /// `WAIT <replicas> <timeout>` after correlation writes and enqueues (`store.wait`).
+    wait: Option<RedisWaitConfig>,
+    /// Why the store is down, for the log and /readyz (None while up).
+    down_reason: Mutex<Option<String>>,
     prefix: String,
     group: String,
     ttl: Duration,
@@ -292,11 +299,23 @@ impl RedisStore {
         consumer: String,
         claim_idle: Duration,
     ) -> Result<Arc<RedisStore>, StoreError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
+        let target = Target::url(url).map_err(unavailable)?;
+        Ok(RedisStore::with_link(Link::new(target), key_prefix, ttl, consumer, claim_idle, None))
+    }
+
+    /// The store on any [`Link`] (Sentinel, Cluster), with an optional `WAIT` after writes.
+    pub fn with_link(
+        link: Link,
+        key_prefix: &str,
+        ttl: Duration,
+        consumer: String,
+        claim_idle: Duration,
+        wait: Option<RedisWaitConfig>,
+    ) -> Arc<RedisStore> {
         let store = Arc::new(RedisStore {
-            client,
-            conn: std::sync::OnceLock::new(),
-            connecting: tokio::sync::Mutex::new(()),
+            link,
+            wait,
+            down_reason: Mutex::new(None),
             prefix: key_prefix.to_owned(),
             group: key_prefix.to_owned(),
             ttl,
@@ -312,7 +331,13 @@ impl RedisStore {
             dead: Script::new(DEAD_LUA),
         });
         tokio::spawn(health(Arc::downgrade(&store)));
-        Ok(store)
+        store
+    }
+
+    /// The connection, for other state kept in the same Redis (keep each operation's keys in
+    /// one hash slot: Redis Cluster).
+    pub fn link(&self) -> &Link {
+        &self.link
     }
 
     pub fn consumer(&self) -> &str {
@@ -327,12 +352,50 @@ impl RedisStore {
         format!("{}:corr:{upstream}:{id}", self.prefix)
     }
 
-    fn stream(&self, account: &str) -> String {
-        format!("{}:q:{account}", self.prefix)
+    /// The account's queue. On Redis Cluster the account is a hash tag, so the queue and its
+    /// dead letters share a slot (one script or MULTI touches both); elsewhere the key keeps
+    /// the layout of earlier versions (queues survive an upgrade).
+    pub fn stream(&self, account: &str) -> String {
+        if self.link.is_cluster() {
+            format!("{}:q:{{{account}}}", self.prefix)
+        } else {
+            format!("{}:q:{account}", self.prefix)
+        }
     }
 
-    fn dead_stream(&self, account: &str) -> String {
-        format!("{}:dead:{account}", self.prefix)
+    pub fn dead_stream(&self, account: &str) -> String {
+        if self.link.is_cluster() {
+            format!("{}:dead:{{{account}}}", self.prefix)
+        } else {
+            format!("{}:dead:{account}", self.prefix)
+        }
+    }
+
+    /// Run `cmd`, then (with `store.wait`) `WAIT` on the same node in the same round trip: an
+    /// error when fewer replicas than asked took the write (the write itself stays).
+    async fn query_acked<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut Conn,
+        cmd: &redis::Cmd,
+    ) -> Result<T, RedisError> {
+        let Some(w) = &self.wait else { return cmd.query_async(conn).await };
+        let mut p = redis::pipe();
+        // The cluster client routes a pipeline by its first key: WAIT goes to cmd's master.
+        p.add_command(cmd.clone()).cmd("WAIT").arg(w.replicas).arg(w.timeout_ms);
+        let (v, acked): (T, i64) = p.query_async(conn).await?;
+        if acked < i64::from(w.replicas) {
+            return Err(RedisError::from((
+                // Counted as an outage (not a reply): the store reads down until the next health tick
+                // (1 s), so receipt-requesting submits are refused before they reach an upstream.
+                redis::ErrorKind::IoError,
+                "WAIT",
+                format!(
+                    "store.wait: {acked} of {} replicas acknowledged within {} ms",
+                    w.replicas, w.timeout_ms
+                ),
+            )));
+        }
+        Ok(v)
     }
 
     /// Queue `d` for `account` (fields `pdu` and, for receipts, `id`) unless the stream holds
@@ -344,49 +407,59 @@ impl RedisStore {
         max: usize,
         forget: Option<String>,
     ) -> Result<(), StoreError> {
-        let mut inv = self.enqueue.prepare_invoke();
-        inv.key(self.stream(account));
-        if let Some(k) = forget {
-            inv.key(k);
+        // On Redis Cluster the correlation is in another slot than the queue: the script
+        // queues, a DEL follows (see the module doc for what that costs).
+        let (in_script, after) = match forget {
+            Some(k) if self.link.is_cluster() => (None, Some(k)),
+            k => (k, None),
+        };
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.enqueue.get_hash()).arg(1 + usize::from(in_script.is_some())).arg(self.stream(account));
+        if let Some(k) = in_script {
+            cmd.arg(k);
         }
-        inv.arg(max.min(i64::MAX as usize) as i64).arg("pdu").arg(d.pdu.as_ref());
+        cmd.arg(max.min(i64::MAX as usize) as i64).arg("pdu").arg(d.pdu.as_ref());
         if let Some(id) = &d.our_id {
-            inv.arg("id").arg(id);
+            cmd.arg("id").arg(id);
         }
         let mut conn = self.conn().await?;
-        let r: Result<i64, _> = inv.invoke_async(&mut conn).await;
-        match self.note(r)? {
-            0 => Err(StoreError::Full),
-            _ => Ok(()),
+        let mut r: Result<i64, _> = self.query_acked(&mut conn, &cmd).await;
+        if r.as_ref().is_err_and(|e| e.kind() == redis::ErrorKind::NoScriptError) {
+            // A new master (failover) or a flushed script cache: load it and run it again.
+            r = match self.enqueue.prepare_invoke().key(self.stream(account)).load_async(&mut conn).await {
+                Ok(_) => self.query_acked(&mut conn, &cmd).await,
+                Err(e) => Err(e),
+            };
         }
-    }
-
-    pub(super) fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    pub(super) async fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        if let Some(c) = self.conn.get() {
-            return Ok(c.clone());
-        }
-        let _g = self.connecting.lock().await;
-        if let Some(c) = self.conn.get() {
-            return Ok(c.clone());
-        }
-        let cfg = ConnectionManagerConfig::new()
-            .set_response_timeout(RESPONSE_TIMEOUT)
-            .set_connection_timeout(CONNECT_TIMEOUT)
-            // No retries inside the manager: its backoff starts at 1 s per attempt. A failed
-            // command makes the next one reconnect, and our callers retry at their own pace
-            // (health every second, correlation writes every 100 ms), so recovery is quick.
-            .set_number_of_retries(0);
-        match ConnectionManager::new_with_config(self.client.clone(), cfg).await {
-            Ok(c) => Ok(self.conn.get_or_init(|| c).clone()),
-            Err(e) => {
-                self.up.store(false, Ordering::Relaxed);
-                Err(unavailable(e))
+        match r {
+            // Queued, but fewer replicas than `store.wait` asks have it: answering the upstream
+            // with an error would only get the receipt queued twice (a resend finds the
+            // correlation gone), so it counts as queued.
+            Err(e) if e.detail().is_some_and(|d| d.starts_with("store.wait")) => {
+                tracing::warn!(account, error = %e, "receipt queued with fewer replica acknowledgements than asked");
+            }
+            r => {
+                if self.note(r)? == 0 {
+                    return Err(StoreError::Full);
+                }
             }
         }
+        if let Some(k) = after {
+            // The receipt is queued whatever happens here: a correlation left behind expires
+            // with its TTL; only a resend of this very receipt could match it (at most one
+            // duplicate, docs/redis-store.md).
+            if let Err(e) = self.run::<i64>(redis::cmd("DEL").arg(&k)).await {
+                tracing::warn!(key = %k, error = %e, "correlation of a queued receipt not deleted");
+            }
+        }
+        Ok(())
+    }
+
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        self.link.conn().await.map_err(|e| {
+            self.up.store(false, Ordering::Relaxed);
+            unavailable(e)
+        })
     }
 
     /// Run a command, keeping the health flag in step with the outcome.
@@ -400,6 +473,7 @@ impl RedisStore {
         match r {
             Ok(v) => Ok(v),
             Err(e) => {
+                self.link.saw(&e);
                 if !is_server_reply(&e) {
                     self.up.store(false, Ordering::Relaxed);
                 }
@@ -701,34 +775,24 @@ impl RedisStore {
     }
 }
 
-/// An error Redis answered (the connection is fine), as opposed to I/O or timeouts.
-fn is_server_reply(e: &RedisError) -> bool {
-    e.kind() == redis::ErrorKind::ExtensionError
-        || e.kind() == redis::ErrorKind::ResponseError
-        || e.code().is_some_and(|c| c == "NOGROUP" || c == "BUSYGROUP")
-}
-
 /// PING every second: keeps `up` current for /readyz and the gauge, reconnects, replays acks;
 /// every quarter of the claim idle time, heartbeats the entries in flight.
 async fn health(store: Weak<RedisStore>) {
     let mut last_beat = Instant::now();
     loop {
         let Some(s) = store.upgrade() else { return };
-        let ok = match s.conn().await {
-            Ok(mut c) => {
-                let r: Result<String, _> = redis::cmd("PING").query_async(&mut c).await;
-                r.is_ok()
-            }
-            Err(_) => false,
-        };
+        let checked = s.link.check().await;
+        let ok = checked.is_ok();
         let was = s.up.swap(ok, Ordering::Relaxed);
-        if ok != was {
-            if ok {
-                tracing::info!(consumer = %s.consumer, "redis store up");
-            } else {
-                tracing::warn!(consumer = %s.consumer, "redis store down");
+        let reason = checked.err();
+        let changed = *lock(&s.down_reason) != reason;
+        if ok != was || changed {
+            match &reason {
+                None => tracing::info!(consumer = %s.consumer, "redis store up"),
+                Some(e) => tracing::warn!(consumer = %s.consumer, error = %e, "redis store down"),
             }
         }
+        *lock(&s.down_reason) = reason;
         if ok && !lock(&s.unacked).is_empty() {
             s.replay_acks().await;
         }
@@ -762,7 +826,9 @@ impl Store for RedisStore {
             loop {
                 let r = match self.conn().await {
                     Ok(mut conn) => {
-                        let r: Result<(), _> = cmd.query_async(&mut conn).await;
+                        // With `store.wait` a write fewer replicas took is written again (SET is
+                        // idempotent) until they have it or the deadline passes.
+                        let r: Result<(), _> = self.query_acked(&mut conn, &cmd).await;
                         self.note(r)
                     }
                     Err(e) => Err(e),
@@ -785,6 +851,17 @@ impl Store for RedisStore {
     ) -> BoxFuture<'a, Result<Option<Correlation>, StoreError>> {
         Box::pin(async move {
             let Some(first) = candidates.first() else { return Ok(None) };
+            if candidates.len() > 1 && self.link.is_cluster() {
+                // The candidates' keys are in different slots: one at a time.
+                for c in candidates {
+                    if let Some(found) =
+                        self.take_correlation(upstream, std::slice::from_ref(c), remove).await?
+                    {
+                        return Ok(Some(found));
+                    }
+                }
+                return Ok(None);
+            }
             let grace = TAKEN_GRACE.min(self.ttl).as_millis().max(1) as u64;
             // Nearly every receipt matches its best candidate: one plain GET (GETEX for a final
             // receipt, which sets the grace expiry) costs Redis a fraction of a script call. A
@@ -981,7 +1058,7 @@ impl Store for RedisStore {
         holder: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<u32>, StoreError>> {
-        Box::pin(super::redis_permits::acquire(self, carrier, max, holder, ttl))
+        Box::pin(permits::acquire(self, carrier, max, holder, ttl))
     }
 
     fn renew_permit<'a>(
@@ -991,7 +1068,7 @@ impl Store for RedisStore {
         holder: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(super::redis_permits::renew(self, carrier, slot, holder, ttl))
+        Box::pin(permits::renew(self, carrier, slot, holder, ttl))
     }
 
     fn release_permit<'a>(
@@ -1000,7 +1077,7 @@ impl Store for RedisStore {
         slot: u32,
         holder: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(super::redis_permits::release(self, carrier, slot, holder))
+        Box::pin(permits::release(self, carrier, slot, holder))
     }
 
     /// Not counted on Redis (it would take a SCAN of every key): always 0.
@@ -1010,6 +1087,17 @@ impl Store for RedisStore {
 
     fn healthy(&self) -> bool {
         self.is_up()
+    }
+
+    fn down_reason(&self) -> Option<String> {
+        if self.is_up() {
+            return None;
+        }
+        lock(&self.down_reason).clone()
+    }
+
+    fn failovers(&self) -> u64 {
+        self.link.failovers()
     }
 }
 

@@ -7,8 +7,8 @@
 //! first free slot; renewing extends the holder's own key, or takes it back when it expired and
 //! nobody took it; releasing deletes it only when the holder still has it.
 
-use super::redis::RedisStore;
-use super::StoreError;
+use super::RedisStore;
+use crate::store::StoreError;
 use redis::Script;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -78,7 +78,7 @@ pub(super) async fn acquire(
 ) -> Result<Option<u32>, StoreError> {
     let mut inv = ACQUIRE.prepare_invoke();
     for slot in 0..max {
-        inv.key(key(store.prefix(), carrier, slot));
+        inv.key(key(&store.prefix, carrier, slot));
     }
     inv.arg(holder).arg(ms(ttl));
     let mut conn = store.conn().await?;
@@ -94,7 +94,7 @@ pub(super) async fn renew(
     ttl: Duration,
 ) -> Result<bool, StoreError> {
     let mut inv = RENEW.prepare_invoke();
-    inv.key(key(store.prefix(), carrier, slot)).arg(holder).arg(ms(ttl));
+    inv.key(key(&store.prefix, carrier, slot)).arg(holder).arg(ms(ttl));
     let mut conn = store.conn().await?;
     let r: Result<i64, _> = inv.invoke_async(&mut conn).await;
     Ok(store.note(r)? == 1)
@@ -107,7 +107,7 @@ pub(super) async fn release(
     holder: &str,
 ) -> Result<(), StoreError> {
     let mut inv = RELEASE.prepare_invoke();
-    inv.key(key(store.prefix(), carrier, slot)).arg(holder);
+    inv.key(key(&store.prefix, carrier, slot)).arg(holder);
     let mut conn = store.conn().await?;
     let r: Result<i64, _> = inv.invoke_async(&mut conn).await;
     store.note(r).map(drop)
