@@ -223,7 +223,21 @@ async fn accepted(
     upstream_id: &str,
     budget: &Budget,
 ) -> Result<String, CommandStatus> {
-    let id = core.ids.next_id();
+    correlate(core, account, upstream, id_format, rd, upstream_id, core.ids.next_id(), budget).await
+}
+
+/// [`accepted`] for a submit that has our id `id` already (a held one, see [`crate::forward`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn correlate(
+    core: &Core,
+    account: &str,
+    upstream: &str,
+    id_format: MessageIdFormat,
+    rd: u8,
+    upstream_id: &str,
+    id: String,
+    budget: &Budget,
+) -> Result<String, CommandStatus> {
     if wants_receipt(rd) {
         let c = Correlation {
             account: account.to_owned(),
@@ -312,6 +326,11 @@ async fn dispatch_from(
         }
     }
     let status = if busy { CommandStatus::ESME_RTHROTTLED } else { last };
+    // Store-and-forward's seam: no target can take it now; a route that holds accepts it for later.
+    if crate::forward::holds(core, account, &sm) {
+        let held = tokio::time::timeout_at(budget.deadline, crate::forward::hold(core, account, &sm)).await;
+        return (held.unwrap_or(Err(CommandStatus::ESME_RSYSERR)), "held".to_owned());
+    }
     (Err(status), "none".to_owned())
 }
 

@@ -150,6 +150,7 @@ pub fn render(cluster: &SmscCluster, plan: &Plan) -> Result<Rendered> {
                     source_prefix: r.source_prefix.clone(),
                 },
                 chain: chain(&r.chain),
+                store_and_forward: None,
             })
             .collect(),
         ..RoutingConfig::default()

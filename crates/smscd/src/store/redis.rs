@@ -361,7 +361,7 @@ impl RedisStore {
         }
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+    pub(crate) async fn conn(&self) -> Result<ConnectionManager, StoreError> {
         if let Some(c) = self.conn.get() {
             return Ok(c.clone());
         }
@@ -392,7 +392,7 @@ impl RedisStore {
         self.note(r)
     }
 
-    fn note<T>(&self, r: Result<T, RedisError>) -> Result<T, StoreError> {
+    pub(crate) fn note<T>(&self, r: Result<T, RedisError>) -> Result<T, StoreError> {
         match r {
             Ok(v) => Ok(v),
             Err(e) => {
