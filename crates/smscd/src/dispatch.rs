@@ -334,6 +334,25 @@ async fn dispatch_from(
     (Err(status), "none".to_owned())
 }
 
+/// A submit from `account` answered on the caller's task (data_sm, the HTTP API): routed,
+/// relayed along its chain, or held when its route stores and forwards. Our id or the status.
+pub async fn submit(
+    core: &Core,
+    account: &str,
+    sm: SubmitSm,
+    budget: &Budget,
+) -> Result<String, CommandStatus> {
+    crate::forward::check_times(&sm)?;
+    if crate::forward::is_scheduled(&sm) && crate::forward::holds(core, account, &sm) {
+        return crate::forward::hold(core, account, &sm).await;
+    }
+    let chain = core.router.get().route(account, &sm.source.addr, &sm.destination.addr).clone();
+    if chain.is_empty() {
+        return Err(CommandStatus::ESME_RINVDSTADR);
+    }
+    dispatch_from(core, account, sm, &chain, CommandStatus::ESME_RSYSERR, false, budget).await.0
+}
+
 /// Whether registered_delivery asks for anything an upstream reports back: an SMSC receipt
 /// (bits 0-1), an SME acknowledgement (bits 2-3) or intermediate notifications (bit 4).
 pub fn wants_receipt(rd: u8) -> bool {

@@ -225,7 +225,12 @@ async fn send_in_order(core: &Arc<Core>, account: &str, group: Vec<(Queued, Subm
             retry(core, account, &m, now, false).await;
             continue;
         }
-        match send(core, account, &m, sm.clone()).await {
+        // We did the scheduling; the rest of the validity goes along as an absolute time, so a
+        // relative one does not restart at the upstream.
+        let mut out = sm.clone();
+        out.schedule_delivery_time = Bytes::new();
+        out.validity_period = Bytes::from(smpp::time::format_absolute(m.expires_ms));
+        match send(core, account, &m.id, out).await {
             Sent::Taken => end(core, account, &m.id, Final::Delivered).await,
             Sent::Refused(status) => {
                 tracing::info!(account, id = %m.id, %status, "held submit refused by the upstream: undeliverable");
@@ -240,19 +245,15 @@ async fn send_in_order(core: &Arc<Core>, account: &str, group: Vec<(Queued, Subm
     }
 }
 
-enum Sent {
+pub(crate) enum Sent {
     Taken,
     /// The message's fault, for good.
     Refused(CommandStatus),
     NotNow,
 }
 
-/// Try the chain once for a held message, under our id.
-async fn send(core: &Arc<Core>, account: &str, m: &Queued, mut sm: SubmitSm) -> Sent {
-    // We did the scheduling; the rest of the validity goes along as an absolute time, so a
-    // relative one does not restart at the upstream.
-    sm.schedule_delivery_time = Bytes::new();
-    sm.validity_period = Bytes::from(smpp::time::format_absolute(m.expires_ms));
+/// Try the chain of `sm` once under our id `id` (a held message, or a submit_multi's part).
+pub(crate) async fn send(core: &Arc<Core>, account: &str, id: &str, sm: SubmitSm) -> Sent {
     let chain = core.router.get().route(account, &sm.source.addr, &sm.destination.addr).clone();
     let budget = {
         let cfg = core.config.get();
@@ -262,7 +263,7 @@ async fn send(core: &Arc<Core>, account: &str, m: &Queued, mut sm: SubmitSm) -> 
     for target in chain.iter() {
         match target {
             Target::Sim => {
-                if !crate::dispatch::wants_receipt(rd) || core.sim.schedule(account, &m.id, &sm) {
+                if !crate::dispatch::wants_receipt(rd) || core.sim.schedule(account, id, &sm) {
                     return Sent::Taken;
                 }
             }
@@ -280,7 +281,7 @@ async fn send(core: &Arc<Core>, account: &str, m: &Queued, mut sm: SubmitSm) -> 
                             id_format,
                             rd,
                             &upstream_id,
-                            m.id.clone(),
+                            id.to_owned(),
                             &budget,
                         )
                         .await;

@@ -397,15 +397,30 @@ impl InboundHandler {
 }
 
 impl InboundHandler {
-    /// query_sm, cancel_sm, replace_sm against the message store, on a task.
+    /// query_sm, cancel_sm, replace_sm against the message store, submit_multi and data_sm
+    /// ([`crate::multi`]), on a task.
     fn message_op(&mut self, req: Request<'_>) -> Reply {
         let (pdu, responder) = req.defer();
-        let (core, account) = (self.core.clone(), self.account_name.clone());
+        let (core, account, budget) = (self.core.clone(), self.account_name.clone(), self.submit_budget);
+        let guard = self.core.inflight_guard();
         tokio::spawn(async move {
+            let _guard = guard;
             let r = match &pdu.body {
                 Body::QuerySm(q) => crate::message_ops::query(&core, &account, q).await,
                 Body::CancelSm(c) => crate::message_ops::cancel(&core, &account, &c.message_id).await,
                 Body::ReplaceSm(r) => crate::message_ops::replace(&core, &account, r).await,
+                Body::SubmitMulti(m) => crate::multi::submit_multi(&core, &account, m.clone()).await,
+                Body::DataSm(d) => {
+                    let sm = crate::multi::data_to_submit(d.clone());
+                    crate::dispatch::submit(&core, &account, sm, &crate::dispatch::Budget::new(budget))
+                        .await
+                        .map(|id| {
+                            Body::DataSmResp(smpp::DataSmResp {
+                                message_id: Bytes::from(id),
+                                ..Default::default()
+                            })
+                        })
+                }
                 _ => Err(CommandStatus::ESME_RINVCMDID),
             };
             let sent = match r {
@@ -425,6 +440,12 @@ impl Handler for InboundHandler {
         match &req.pdu.body {
             Body::SubmitSm(_) => self.submit(req),
             Body::QuerySm(_) | Body::CancelSm(_) | Body::ReplaceSm(_) => self.message_op(req),
+            Body::SubmitMulti(_) | Body::DataSm(_) => {
+                if self.core.is_draining() || !self.account.throttle.try_take() {
+                    return Reply::Error(CommandStatus::ESME_RTHROTTLED);
+                }
+                self.message_op(req)
+            }
             _ => Reply::Error(CommandStatus::ESME_RINVCMDID),
         }
     }

@@ -27,6 +27,7 @@ pub mod live;
 pub mod message_ops;
 pub mod metrics;
 pub mod msgid;
+pub mod multi;
 pub mod peers;
 pub mod receipts;
 pub mod router;
