@@ -19,6 +19,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -510,4 +511,121 @@ async fn two_replicas_on_redis_the_accepting_one_sigkilled_the_other_delivers_ev
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(tx);
+}
+
+// ---- submit_multi and data_sm -------------------------------------------------------------------
+
+/// Answers every submit_sm and data_sm OK, counting them; keeps its session for sending MO.
+struct Upstream {
+    submits: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl smpp::session::Handler for Upstream {
+    fn on_request(&mut self, req: smpp::session::Request<'_>) -> smpp::session::Reply {
+        match &req.pdu.body {
+            Body::SubmitSm(_) => {
+                let n = self.submits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                smpp::session::Reply::Ok(Body::SubmitSmResp(smpp::SubmitSmResp {
+                    message_id: Bytes::from(format!("u{n}")),
+                    ..Default::default()
+                }))
+            }
+            _ => smpp::session::Reply::Error(CommandStatus::ESME_RINVCMDID),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_multi_fans_out_with_unsuccess_smes_and_data_sm_goes_both_ways() {
+    use smpp::{Address, DataSm, DestAddress, SubmitMulti};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    let mut cfg = relay_config(port);
+    cfg.routing.store_and_forward = false;
+    // Destinations 999... go to an upstream nobody listens for: never taken.
+    cfg.binds.push(upstream("nowhere", free_port(), "x", "y"));
+    cfg.routing.rules = vec![smsc_api::smscd_config::RoutingRule {
+        matches: smsc_api::smscd_config::RuleMatch {
+            destination_prefix: Some("999".into()),
+            ..Default::default()
+        },
+        chain: vec!["bind:nowhere".into()],
+        store_and_forward: None,
+    }];
+    cfg.routing.mo = vec![smsc_api::smscd_config::MoRule {
+        destination_prefix: None,
+        upstream: None,
+        account: "esme".into(),
+    }];
+    let relay = Daemon::start(cfg).await;
+    let submits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (s, peer) = within("relay binds", listener.accept()).await.expect("accept");
+    let incoming =
+        within("bind", smpp::session::smsc::accept(s, Some(peer), smpp::session::SessionConfig::default()))
+            .await
+            .expect("bind");
+    let carrier = incoming
+        .accept(Bytes::from_static(b"up"), None, Upstream { submits: submits.clone() })
+        .await
+        .expect("bind_resp");
+    let core = relay.core().clone();
+    eventually("relay bound", Duration::from_secs(10), || {
+        core.upstreams.get("carrier").is_some_and(|u| u.bound_sessions() == 1)
+    })
+    .await;
+    let mut esme = bind(relay.smpp, BindKind::Transceiver, "esme", "secret").await.expect("bind");
+    let count = || submits.load(std::sync::atomic::Ordering::SeqCst);
+
+    let multi = |dests: Vec<DestAddress>| {
+        Body::SubmitMulti(SubmitMulti {
+            source: Address::new(0, 0, "12345"),
+            destinations: dests,
+            short_message: Bytes::from_static(b"fan"),
+            ..Default::default()
+        })
+    };
+    let sme = |a: &str| DestAddress::Sme(Address::new(1, 1, a.to_owned()));
+    let r = send(&esme, multi(vec![sme("3161001"), sme("3161002"), sme("99900")])).await;
+    match r.body {
+        Body::SubmitMultiResp(resp) if r.command_status.is_ok() => {
+            assert!(!resp.message_id.is_empty());
+            assert_eq!(resp.unsuccess_smes.len(), 1, "{resp:?}");
+            assert_eq!(&resp.unsuccess_smes[0].address.addr[..], b"99900");
+            assert_eq!(resp.unsuccess_smes[0].error_status_code, CommandStatus::ESME_RSUBMITFAIL);
+        }
+        other => panic!("submit_multi: {:?} {other:?}", r.command_status),
+    }
+    assert_eq!(count(), 2, "one submit_sm per good destination");
+    // A distribution list is refused whole; every destination bad: refused; none: refused.
+    let dl = multi(vec![sme("3161003"), DestAddress::DistributionList(Bytes::from_static(b"friends"))]);
+    assert_eq!(send(&esme, dl).await.command_status, CommandStatus::ESME_RINVDLNAME);
+    assert_eq!(send(&esme, multi(vec![sme("99901")])).await.command_status, CommandStatus::ESME_RSUBMITFAIL);
+    assert_eq!(count(), 2, "nothing sent for refused submit_multi");
+
+    // data_sm from the ESME: relayed as a submit, answered data_sm_resp with our id.
+    let mut d = DataSm {
+        source: Address::new(0, 0, "12345"),
+        destination: Address::new(1, 1, "3161004"),
+        ..Default::default()
+    };
+    d.tlvs.set_message_payload(Bytes::from_static(b"payload"));
+    let r = send(&esme, Body::DataSm(d)).await;
+    match r.body {
+        Body::DataSmResp(resp) if r.command_status.is_ok() => assert!(!resp.message_id.is_empty()),
+        other => panic!("data_sm: {:?} {other:?}", r.command_status),
+    }
+    assert_eq!(count(), 3);
+
+    // data_sm from the upstream (an MO): answered data_sm_resp, delivered to the ESME.
+    let mut mo = DataSm {
+        source: Address::new(1, 1, "3161005"),
+        destination: Address::new(0, 0, "12345"),
+        ..Default::default()
+    };
+    mo.tlvs.set_message_payload(Bytes::from_static(b"hello from a phone"));
+    let r = within("data_sm upstream", carrier.request(Body::DataSm(mo))).await.expect("data_sm_resp");
+    assert!(matches!(r.body, Body::DataSmResp(_)) && r.command_status.is_ok(), "{r:?}");
+    let got = within("MO at the ESME", esme.delivered.recv()).await.expect("deliver_sm");
+    assert_eq!(got.payload().as_ref(), b"hello from a phone");
+    assert_eq!(&got.source.addr[..], b"3161005");
 }
