@@ -629,3 +629,65 @@ async fn submit_multi_fans_out_with_unsuccess_smes_and_data_sm_goes_both_ways() 
     assert_eq!(got.payload().as_ref(), b"hello from a phone");
     assert_eq!(&got.source.addr[..], b"3161005");
 }
+
+// ---- a third-party ESME (npm smpp) --------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_esme_queries_replaces_and_cancels_a_held_message_and_gets_spec_statuses() {
+    let port = free_port();
+    let relay = Daemon::start(relay_config(port)).await;
+    let ops = "query,replace_bad_validity,replace,query,cancel,query,cancel,cancel_unknown,query_unknown,multi,multi_dl,data_sm";
+    let args =
+        esme_args(relay.smpp.port(), "esme", "secret", &["--submit", "1", "--ops", ops, "--timeout", "20"]);
+    let mut esme = Peer::spawn(Lang::Node, "esme_node.js", &args);
+    let code = esme.finish().await;
+    assert_eq!(code, 0, "ESME run failed\n{}", esme.context());
+    let got: Vec<(String, i64, Option<i64>)> = esme
+        .events_named("op")
+        .iter()
+        .map(|e| {
+            (
+                e["op"].as_str().unwrap_or("").to_owned(),
+                e["status"].as_i64().unwrap_or(-1),
+                e["message_state"].as_i64(),
+            )
+        })
+        .collect();
+    let want: Vec<(&str, i64, Option<i64>)> = vec![
+        ("query", 0, Some(1)),
+        ("replace_bad_validity", 0x62, None),
+        ("replace", 0, None),
+        ("query", 0, Some(1)),
+        ("cancel", 0, None),
+        ("query", 0, Some(4)),
+        ("cancel", 0x11, None),
+        ("cancel_unknown", 0x0C, None),
+        ("query_unknown", 0x67, None),
+        ("multi", 0x45, None),
+        ("multi_dl", 0x34, None),
+        ("data_sm", 0, None),
+    ];
+    assert_eq!(got.len(), want.len(), "{}", esme.context());
+    for ((op, status, state), (wop, wstatus, wstate)) in got.iter().zip(&want) {
+        assert_eq!((op.as_str(), *status), (*wop, *wstatus), "{}", esme.context());
+        if let Some(s) = wstate {
+            assert_eq!(state, &Some(*s), "{op}: {}", esme.context());
+        }
+    }
+    // Bad time fields on a submit_sm: ESME_RINVEXPIRY / ESME_RINVSCHED.
+    for (flag, value, status) in
+        [("--validity", "261202143000000X", 0x62), ("--schedule", "261302143000000+", 0x61)]
+    {
+        let args = esme_args(
+            relay.smpp.port(),
+            "esme",
+            "secret",
+            &["--submit", "1", flag, value, "--timeout", "10"],
+        );
+        let mut esme = Peer::spawn(Lang::Node, "esme_node.js", &args);
+        esme.finish().await;
+        let resp = esme.events_named("submit_resp");
+        assert_eq!(resp.len(), 1, "{}", esme.context());
+        assert_eq!(resp[0]["status"], status, "{}", esme.context());
+    }
+}
