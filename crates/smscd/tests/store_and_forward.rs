@@ -159,7 +159,7 @@ async fn held_while_the_carrier_is_down_then_delivered_once_with_every_receipt()
     assert!(listed.iter().all(|id| want.contains(*id)), "{body}");
 
     let carrier = carrier_sim(port).await;
-    let (got, stat) = receipts(&mut esme.delivered, &want, Duration::from_secs(30)).await;
+    let (got, stat) = receipts(&mut esme.delivered, &want, Duration::from_secs(60)).await;
     let missing: Vec<_> = want.iter().filter(|id| !got.contains_key(*id)).collect();
     assert!(missing.is_empty(), "no receipt for {missing:?}");
     assert!(got.values().all(|c| *c == 1), "one receipt each: {got:?}");
