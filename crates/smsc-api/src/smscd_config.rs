@@ -159,6 +159,12 @@ pub struct BindConfig {
     /// Sessions opened to this upstream (per replica).
     #[serde(default = "default_one")]
     pub binds: usize,
+    /// Binds the carrier allows for this system_id at once, across every replica. With it, each
+    /// session takes one of `max_binds` permits from the store before it binds and holds it while
+    /// bound (smscd's permits module), so rollouts, restarts and reloads never exceed it; absent:
+    /// no permits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_binds: Option<u32>,
     #[serde(default = "default_enquire_link_secs")]
     pub enquire_link_secs: u64,
     #[serde(default)]

@@ -70,7 +70,14 @@ fn upstream_capacity(input: &ChecklistInput) -> (bool, String) {
         })
         .collect();
     if short.is_empty() {
-        (true, format!("every upstream allows {} replicas' binds", input.max_replicas))
+        (
+            true,
+            format!(
+                "every upstream allows {} replicas' binds (rollouts too: smscd holds a bind permit per \
+                 session, so a draining Pod's binds count until it has unbound)",
+                input.max_replicas
+            ),
+        )
     } else {
         (false, short.join("; "))
     }
@@ -145,6 +152,44 @@ fn grace_period(input: &ChecklistInput) -> (bool, String) {
                 input.pre_stop_sleep_seconds, input.drain_seconds
             ),
         )
+    }
+}
+
+/// How the Deployment replaces Pods (issue 13 item 15: bind capacity during rollouts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rollout {
+    /// maxSurge 1, maxUnavailable 0: a new Pod is Ready before an old one goes.
+    Surge,
+    /// maxSurge 0, maxUnavailable 1: an old Pod goes first. Its binds are given back (smscd's
+    /// bind permits in the shared store) when it has drained, and only then can its successor
+    /// bind and become Ready. A surge Pod could not: it would wait for a permit, unready, and
+    /// the rollout would never proceed.
+    ReplaceFirst,
+    /// Every old Pod has terminated before a new one starts: with the memory store the permits
+    /// are per Pod, so only this keeps a draining Pod's binds from adding to its successor's.
+    Recreate,
+}
+
+/// [`Rollout::Surge`] unless one more active/active Pod than the most that can run would need
+/// more binds than some upstream allows (`(max_replicas + 1) x bindsPerReplica > maxBinds`);
+/// then the old Pod goes first. A standby opens no upstream bind, so active/standby always surges
+/// (the permits keep the active binds within maxBinds; a new leader waits for its predecessor's
+/// permits while Ready, smscd's readiness meaning "alive" under a Lease, so nothing stalls).
+pub fn rollout(topology: Topology, input: &ChecklistInput) -> Rollout {
+    let surge_fits = |u: &UpstreamBinds| {
+        u.max_binds.is_none_or(|max| {
+            (i64::from(input.max_replicas) + 1) * i64::from(u.binds_per_replica) <= i64::from(max)
+        })
+    };
+    match topology {
+        Topology::ActiveActive if !input.upstreams.iter().all(surge_fits) => {
+            if input.dlr_store_shared {
+                Rollout::ReplaceFirst
+            } else {
+                Rollout::Recreate
+            }
+        }
+        _ => Rollout::Surge,
     }
 }
 
@@ -247,6 +292,26 @@ mod tests {
         assert!(unmet(&i).is_empty());
         i.upstreams[0].max_binds = Some(4);
         assert!(unmet(&i).is_empty());
+    }
+
+    #[test]
+    fn a_surge_pod_runs_only_where_its_binds_fit() {
+        let mut i = passing();
+        let aa = Topology::ActiveActive;
+        // 2 replicas x 1 bind of 2 allowed: a third Pod would need a third bind.
+        assert_eq!(rollout(aa, &i), Rollout::ReplaceFirst);
+        assert_eq!(rollout(Topology::ActiveStandby, &i), Rollout::Surge);
+        i.upstreams[0].max_binds = Some(3);
+        assert_eq!(rollout(aa, &i), Rollout::Surge);
+        i.upstreams[0].max_binds = None;
+        assert_eq!(rollout(aa, &i), Rollout::Surge);
+        // One replica on the memory store: its permits are its own, so nothing may overlap.
+        i.max_replicas = 1;
+        i.dlr_store_shared = false;
+        i.upstreams[0].max_binds = Some(1);
+        assert_eq!(rollout(aa, &i), Rollout::Recreate);
+        i.upstreams[0].max_binds = Some(2);
+        assert_eq!(rollout(aa, &i), Rollout::Surge);
     }
 
     #[test]

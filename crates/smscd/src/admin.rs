@@ -1,6 +1,7 @@
 //! Admin HTTP: /healthz (liveness: the process answers and every SMPP listener still accepts),
-//! /readyz (taking binds: listening and not draining), /metrics (Prometheus text), /queue and
-//! /queue/{account} (held submits of store-and-forward, JSON: see [`crate::forward::view`]).
+//! /readyz (taking binds: listening, not draining, and, without leader election, not left without
+//! any bind to an upstream whose `max_binds` permits are all held elsewhere), /metrics, /queue
+//! and /queue/{account} (held submits of store-and-forward, JSON: see [`crate::forward::view`]).
 //!
 //! The DLR store's health is not readiness: one Redis outage must not empty the Service of every
 //! replica at once. While the store is down, submits that ask for a receipt are refused with a
@@ -42,12 +43,27 @@ async fn healthz(State(core): State<Arc<Core>>) -> impl IntoResponse {
 
 async fn readyz(State(core): State<Arc<Core>>) -> impl IntoResponse {
     if !core.ready.load(Ordering::Relaxed) || core.is_draining() || !core.listeners.alive() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n");
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned());
+    }
+    // Every bind the carrier allows is held by other replicas (a rollout's draining Pods):
+    // ESMEs sent here could not submit. Ready again once a permit is free (crate::permits).
+    // Not with a Lease: there readiness means alive (standbys are Ready too) and the role label
+    // routes ESMEs; a new leader waits for the old one's permits while staying Ready, so a
+    // rollout (or a switch from active/active) never waits on it.
+    let elected = core.config.get().leader_election.is_some();
+    if let Some(up) = core.upstreams.starved().filter(|_| !elected) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: upstream {up} waits for a bind permit (max_binds held elsewhere)\n"),
+        );
     }
     if !core.store.healthy() {
-        return (StatusCode::OK, "ready (store unavailable: submits asking for a receipt are refused)\n");
+        return (
+            StatusCode::OK,
+            "ready (store unavailable: submits asking for a receipt are refused)\n".to_owned(),
+        );
     }
-    (StatusCode::OK, "ready\n")
+    (StatusCode::OK, "ready\n".to_owned())
 }
 
 async fn metrics(State(core): State<Arc<Core>>) -> impl IntoResponse {

@@ -102,6 +102,8 @@ impl Job {
     /// Answer the ESME and count.
     fn finish(self, result: Result<String, CommandStatus>, route: &str) {
         let status = result.as_ref().err().copied().unwrap_or(CommandStatus::ESME_ROK);
+        // Counted before the answer goes out: whoever reads /metrics after the answer sees it.
+        self.count(status, route);
         // Free the window slot before the ESME can see the answer and send again.
         drop(self.inflight);
         let sent = match result {
@@ -114,6 +116,9 @@ impl Job {
         if let Err(e) = sent {
             tracing::debug!(account = %self.account, error = %e, "submit_sm_resp not sent");
         }
+    }
+
+    fn count(&self, status: CommandStatus, route: &str) {
         let m = &self.metrics;
         let core = &self.core;
         m.latency

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod msgid;
 pub mod multi;
 pub mod peers;
+pub mod permits;
 pub mod receipts;
 pub mod router;
 pub mod sim;

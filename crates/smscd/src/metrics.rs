@@ -55,6 +55,8 @@ pub struct Metrics {
     pub registry: Registry,
     pub inbound_binds: Family<AccountLabel, Gauge>,
     pub upstream_binds: Family<UpstreamLabel, Gauge>,
+    /// Upstream sessions waiting for a bind permit (every one of `max_binds` held elsewhere).
+    pub upstream_permit_waits: Family<UpstreamLabel, Gauge>,
     pub connections: Gauge,
     pub submits: Family<SubmitLabels, Counter>,
     pub upstream_submits: Family<UpstreamSubmitLabels, Counter>,
@@ -100,6 +102,12 @@ impl Metrics {
             "upstream_binds",
             "Sessions bound to upstreams, by upstream",
             upstream_binds.clone(),
+        );
+        let upstream_permit_waits = Family::<UpstreamLabel, Gauge>::default();
+        registry.register(
+            "upstream_permit_waits",
+            "Upstream sessions waiting for a bind permit (max_binds held by other sessions or replicas), by upstream",
+            upstream_permit_waits.clone(),
         );
         let connections = Gauge::default();
         registry.register("inbound_connections", "Open inbound TCP connections", connections.clone());
@@ -171,6 +179,7 @@ impl Metrics {
             registry,
             inbound_binds,
             upstream_binds,
+            upstream_permit_waits,
             connections,
             submits,
             upstream_submits,

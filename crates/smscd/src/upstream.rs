@@ -7,8 +7,12 @@
 //! the rate in any second, however many sessions are configured or up. A submit that finds every
 //! window slot taken waits on the sessions' window semaphores (first come, first served) until
 //! a slot frees or its wait ends.
+//!
+//! With `max_binds`, each session holds a bind permit while bound (crate::permits), so the
+//! carrier never sees more than `max_binds` binds of this account from all replicas together.
 
 use crate::core::Core;
+use crate::permits::Permit;
 use crate::throttle::Pacer;
 use bytes::Bytes;
 use futures::FutureExt;
@@ -79,12 +83,17 @@ pub struct Upstream {
     /// Handles of the per-message series (made on first use, so /metrics shows them only then).
     rtt: OnceLock<Histogram>,
     submitted_ok: OnceLock<Counter>,
+    /// Sessions waiting for a bind permit (`max_binds`, see crate::permits).
+    waiting_permit: AtomicUsize,
+    /// Whose permits this upstream's sessions hold (crate::permits::holder_base).
+    permit_holder: String,
 }
 
 impl Upstream {
     fn new(cfg: BindConfig, parent: &CancellationToken) -> Upstream {
         Upstream {
             name: cfg.name.as_str().into(),
+            permit_holder: crate::permits::holder_base(&cfg.name),
             // One rate for the bind, whatever number of its sessions is up.
             throttle: Pacer::new(cfg.max_msg_per_sec),
             limits: Mutex::new((cfg.max_msg_per_sec, cfg.window)),
@@ -97,6 +106,7 @@ impl Upstream {
             tasks: Mutex::new(Vec::new()),
             rtt: OnceLock::new(),
             submitted_ok: OnceLock::new(),
+            waiting_permit: AtomicUsize::new(0),
         }
     }
 
@@ -133,6 +143,12 @@ impl Upstream {
 
     pub fn bound_sessions(&self) -> usize {
         self.sessions.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// No session bound, and at least one waiting for a bind permit: every bind the carrier
+    /// allows is held elsewhere (or the store cannot say), so this replica cannot submit here.
+    pub fn starved(&self) -> bool {
+        self.waiting_permit.load(Ordering::Acquire) > 0 && self.bound_sessions() == 0
     }
 
     /// A window slot on one of the bound sessions, round-robin from the next start.
@@ -374,6 +390,16 @@ impl Upstreams {
         self.map.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
+    /// The first upstream with no session bound because it waits for bind permits, if any.
+    pub fn starved(&self) -> Option<Arc<str>> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|u| u.starved())
+            .map(|u| u.name.clone())
+    }
+
     /// Sessions still bound of upstreams out of routing (removed or re-pointed by a reload).
     pub fn retiring_sessions(&self) -> usize {
         let r = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
@@ -518,10 +544,40 @@ async fn supervise(core: Weak<Core>, u: Arc<Upstream>, slot: usize) {
             ..Bind::default()
         };
         let current = u.current();
+        let permit = match current.max_binds {
+            None => None,
+            Some(max) => {
+                let Some(c) = core.upgrade() else { return };
+                let store = c.store.clone();
+                let waits = c.metrics.upstream_permit_waits.get_or_create(&label).clone();
+                let ttl = crate::permits::ttl(
+                    c.config.get().leader_election.as_ref().map(|l| l.lease_duration_secs),
+                );
+                drop(c);
+                let waiting = |w: bool| {
+                    if w {
+                        u.waiting_permit.fetch_add(1, Ordering::AcqRel);
+                        waits.inc();
+                    } else {
+                        u.waiting_permit.fetch_sub(1, Ordering::AcqRel);
+                        waits.dec();
+                    }
+                };
+                let carrier = crate::permits::carrier(&current);
+                let holder = format!("{}/{slot}", u.permit_holder);
+                match Permit::acquire(store, carrier, max, holder, ttl, &u.cancel, waiting).await {
+                    Some(p) => Some(p),
+                    None => break,
+                }
+            }
+        };
         let connect = connect(&current, bind, handler);
         let res = tokio::select! {
             r = connect => r,
-            _ = u.cancel.cancelled() => break,
+            _ = u.cancel.cancelled() => {
+                release(permit).await;
+                break;
+            }
         };
         match res {
             Ok((session, _)) => {
@@ -535,6 +591,8 @@ async fn supervise(core: Weak<Core>, u: Arc<Upstream>, slot: usize) {
                 let reason = tokio::select! {
                     r = session.closed() => r,
                     _ = u.cancel.cancelled() => session.unbind().await,
+                    // Another holder has our permit: the carrier may count one bind too many.
+                    _ = lost(&permit) => session.unbind().await,
                 };
                 u.sessions.write().unwrap_or_else(|p| p.into_inner()).retain(|(i, _)| *i != id);
                 if let Some(c) = core.upgrade() {
@@ -547,6 +605,8 @@ async fn supervise(core: Weak<Core>, u: Arc<Upstream>, slot: usize) {
             }
             Err(e) => warn!(upstream = %u.name, slot, error = %e, "upstream bind failed"),
         }
+        // Unbound (or never bound): the permit goes back, so a session that can bind gets it.
+        release(permit).await;
         if u.cancel.is_cancelled() {
             break;
         }
@@ -557,6 +617,20 @@ async fn supervise(core: Weak<Core>, u: Arc<Upstream>, slot: usize) {
             _ = u.cancel.cancelled() => break,
         }
         delay = (delay.saturating_mul(2)).min(max);
+    }
+}
+
+async fn release(permit: Option<Permit>) {
+    if let Some(p) = permit {
+        p.release().await;
+    }
+}
+
+/// Resolves when the permit is lost; never without one.
+async fn lost(permit: &Option<Permit>) {
+    match permit {
+        Some(p) => p.lost().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1024,3 +1024,132 @@ async fn submit_is_not_acknowledged_when_its_correlation_cannot_be_stored() {
     assert_eq!(lost.command_status, CommandStatus::ESME_RSYSERR);
     assert!(took < Duration::from_millis(1500), "answered after {took:?}, budget 1 s");
 }
+
+// ---- bind permits (issue 13 item 15) -------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_permits_on_redis_are_exclusive_renewed_and_lapse() {
+    let r = RedisServer::start();
+    let s = store(&r, "permits", "c1", Duration::from_secs(30));
+    let long = Duration::from_secs(60);
+    let take = |h: &'static str| {
+        let s = s.clone();
+        async move { s.acquire_permit("relay@127.0.0.1:2775", 2, h, long).await.expect("acquire") }
+    };
+    assert_eq!(take("a").await, Some(0));
+    assert_eq!(take("b").await, Some(1));
+    assert_eq!(take("c").await, None, "both permits held");
+    assert_eq!(take("a").await, Some(0), "a holder gets its own permit back");
+    assert!(s.renew_permit("relay@127.0.0.1:2775", 1, "b", long).await.expect("renew"));
+    assert!(!s.renew_permit("relay@127.0.0.1:2775", 1, "c", long).await.expect("renew"), "b's, not c's");
+    s.release_permit("relay@127.0.0.1:2775", 1, "c").await.expect("release");
+    assert_eq!(take("c").await, None, "c cannot release b's permit");
+    s.release_permit("relay@127.0.0.1:2775", 1, "b").await.expect("release");
+    assert_eq!(take("c").await, Some(1));
+    // Another carrier account has its own permits.
+    assert_eq!(s.acquire_permit("relay@127.0.0.1:2776", 1, "d", long).await.expect("acquire"), Some(0));
+
+    // A permit not renewed lapses: another holder takes it, and the old holder hears it is lost.
+    let short = Duration::from_millis(200);
+    assert_eq!(s.acquire_permit("single@h:1", 1, "old", short).await.expect("acquire"), Some(0));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.acquire_permit("single@h:1", 1, "new", long).await.expect("acquire").is_none() {
+        assert!(Instant::now() < deadline, "the lapsed permit was never free");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!s.renew_permit("single@h:1", 0, "old", long).await.expect("renew"), "old lost it");
+}
+
+/// A relay of the sample (`config/samples/activeactive-redis.yaml`: 3 replicas x 2 binds to an
+/// upstream that allows 6) on one Redis, for the rollout test.
+async fn permit_relay(redis: &RedisServer, carrier: &Daemon) -> Daemon {
+    let mut cfg = base_config(vec![account("esme", "pw")]);
+    let mut up = upstream("carrier", carrier.smpp.port(), "relay", "rpw");
+    up.binds = 2;
+    up.max_binds = Some(6);
+    cfg.binds = vec![up];
+    cfg.routing.default_chain = vec!["bind:carrier".into()];
+    cfg.store = smsc_api::smscd_config::StoreConfig::Redis {
+        url: redis.url(),
+        key_prefix: "rollout".into(),
+        ttl: Duration::from_secs(3600),
+    };
+    cfg.shutdown.drain_secs = 2;
+    Daemon::start(cfg).await
+}
+
+/// Issue 13 item 15: a rolling update of the sample never has more than maxBinds binds at the
+/// carrier, whichever way the Deployment rolls. The carrier (an in-process smscd) counts the
+/// relay account's sessions; a sampler keeps the highest count seen. A surge replica started
+/// while the six binds are held waits for a permit, unready, until an old replica has drained
+/// and unbound; a replica replaced old-first (what the operator renders for the sample) binds
+/// once its predecessor has gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_of_the_sample_never_exceeds_max_binds_at_the_carrier() {
+    let redis = RedisServer::start();
+    let carrier = Daemon::start(base_config(vec![account("relay", "rpw")])).await;
+    let at_carrier = carrier.core().accounts.get("relay").expect("carrier account");
+    let peak = Arc::new(AtomicUsize::new(0));
+    let sampler = {
+        let (at_carrier, peak) = (at_carrier.clone(), peak.clone());
+        tokio::spawn(async move {
+            // Bounded: 10 minutes of samples at most; aborted at the end of the test.
+            for _ in 0..600_000 {
+                peak.fetch_max(at_carrier.binds() as usize, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let six_bound = |what: &'static str| {
+        let at_carrier = at_carrier.clone();
+        async move { eventually(what, Duration::from_secs(30), || at_carrier.binds() == 6).await }
+    };
+
+    let mut old = Vec::new();
+    for _ in 0..3 {
+        old.push(permit_relay(&redis, &carrier).await);
+    }
+    six_bound("the three replicas' six binds").await;
+
+    // Surge: a fourth replica finds every permit held. It binds nothing and is not ready.
+    let surge = permit_relay(&redis, &carrier).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric_sum(&surge.metrics().await, "smscd_upstream_permit_waits", &[]) < 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the surge replica's sessions never waited for permits ({} binds at the carrier):\n{}",
+            at_carrier.binds(),
+            surge.metrics().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body) = http_get(surge.admin, "/readyz").await;
+    assert_eq!(status, 503, "a replica that cannot bind upstream is not ready: {body}");
+    assert!(body.contains("bind permit"), "{body}");
+    assert_eq!(surge.core().upstreams.get("carrier").map(|u| u.bound_sessions()), Some(0));
+
+    // An old replica drains and unbinds: its two permits go to the surge replica.
+    old.remove(0).shutdown().await;
+    six_bound("the surge replica's binds after an old one unbound").await;
+    eventually("the surge replica bound twice", Duration::from_secs(30), || {
+        surge.core().upstreams.get("carrier").is_some_and(|u| u.bound_sessions() == 2)
+    })
+    .await;
+    assert_eq!(http_get(surge.admin, "/readyz").await.0, 200, "ready once bound");
+
+    // Old-first, as the operator rolls the sample: each old replica goes, then its successor
+    // starts and takes the permits it gave back.
+    let mut new = vec![surge];
+    while let Some(mut o) = old.pop() {
+        o.shutdown().await;
+        new.push(permit_relay(&redis, &carrier).await);
+        six_bound("a successor's binds").await;
+    }
+    sampler.abort();
+    let peak = peak.load(Ordering::Relaxed);
+    assert!(peak <= 6, "the carrier saw {peak} binds of the relay account at once (maxBinds 6)");
+    assert_eq!(at_carrier.binds(), 6);
+    for mut d in new {
+        d.shutdown().await;
+    }
+}

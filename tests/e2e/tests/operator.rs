@@ -217,7 +217,9 @@ async fn sample_gives_the_expected_children_and_status() -> anyhow::Result<()> {
     let spec = d.spec.clone().context("deployment spec")?;
     assert_eq!(spec.replicas, Some(3));
     let ru = spec.strategy.and_then(|s| s.rolling_update).context("rolling update")?;
-    assert_eq!(serde_json::to_value(&ru)?, json!({ "maxSurge": 1, "maxUnavailable": 0 }));
+    // 3 replicas x 2 binds = the upstream's 6: a surge Pod would need 2 more, so an old Pod goes
+    // first (issue 13 item 15; smscd's bind permits hold the carrier's count during the drain).
+    assert_eq!(serde_json::to_value(&ru)?, json!({ "maxSurge": 0, "maxUnavailable": 1 }));
     let pod = spec.template.spec.context("pod spec")?;
     assert_eq!(pod.termination_grace_period_seconds, Some(45));
     assert_eq!(pod.service_account_name.as_deref(), Some("smsc-aa-smscd"));
@@ -236,6 +238,8 @@ async fn sample_gives_the_expected_children_and_status() -> anyhow::Result<()> {
     assert!(text.contains("${SMPP_BIND_CARRIER_A_PASSWORD}") && text.contains("${SMSC_REDIS_URL}"), "{text}");
     assert!(!text.contains("changeme") && !text.contains("s3cret"), "secret values leaked:\n{text}");
     assert!(!text.contains("leader_election"), "{text}");
+    // The carrier's limit reaches smscd, which holds a bind permit per session against it.
+    assert!(text.contains("max_binds: 6"), "{text}");
 
     let svc: Service = wait_obj(&ns, name, "the Service", |_| true).await?;
     let sspec = svc.spec.context("service spec")?;

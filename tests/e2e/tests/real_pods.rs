@@ -463,10 +463,11 @@ async fn real_pods_end_to_end() -> anyhow::Result<()> {
     let t0 = Instant::now();
     let tns = cp.namespace("real-pods").await?;
     let (tier, release, redis_url) =
-        setup(cp, tns.name(), "real-pods", &[("carrier-aa", 4), ("carrier-as", 1)]).await?;
+        setup(cp, tns.name(), "real-pods", &[("carrier-aa", 2), ("carrier-as", 1)]).await?;
 
-    // 3. Active/active, two replicas, Redis receipts.
-    tier.smsc_cluster("smsc", 2, "ActiveActive", "carrier-aa", 4, &redis_url)?;
+    // 3. Active/active, two replicas, Redis receipts. The carrier allows the two replicas' two
+    //    binds and no more (maxBinds 2): every replacement below must wait for a bind permit.
+    tier.smsc_cluster("smsc", 2, "ActiveActive", "carrier-aa", 2, &redis_url)?;
     let sel = "app.kubernetes.io/instance=smsc,app.kubernetes.io/name=smscd";
     let pods = tier.wait_ready(sel, 2, Duration::from_secs(120)).await?;
     for p in &pods {
@@ -523,6 +524,11 @@ async fn real_pods_end_to_end() -> anyhow::Result<()> {
     }
 
     // 6. Delete the replica that holds the ESME's bind, under traffic.
+    //    From here to the end of 7b the carrier's count of carrier-aa binds is sampled: it must
+    //    never pass maxBinds 2 (issue 13 item 15), though each replacement starts while its
+    //    predecessor still drains with its bind.
+    let admin = tier.node_port("carrier-admin", "admin")?;
+    let watch_aa = BindWatch::for_account(admin, "carrier-aa", Duration::from_millis(200));
     let esme = tier.esme("esme-delete", port, 600, 30, 150)?;
     esme.wait_event("bound", 1, Duration::from_secs(30)).await?;
     let bound_on = wait_for("the Pod that holds the ESME's bind", Duration::from_secs(30), || async {
@@ -587,6 +593,13 @@ async fn real_pods_end_to_end() -> anyhow::Result<()> {
     let esme = tier.esme("esme-rollout", port, 900, 30, 170)?;
     esme.wait_event("bound", 1, Duration::from_secs(30)).await?;
     let t_roll = Instant::now();
+    // A surge Pod's bind would not fit in maxBinds: the operator rolls old-Pod-first.
+    let strategy =
+        tier.kubectl(&["get", "deployment", "smsc", "-o", "jsonpath={.spec.strategy.rollingUpdate}"])?;
+    ensure!(
+        strategy.contains(r#""maxSurge":0"#) && strategy.contains(r#""maxUnavailable":1"#),
+        "the sample-like cluster rolls old-Pod-first: {strategy}"
+    );
     tier.set_image("smsc", SMSCD_IMAGE_B)?;
     tier.wait_rolled("the rollout to the new image", sel, SMSCD_IMAGE_B, 2).await?;
     eprintln!("[real-pods] rolled to {SMSCD_IMAGE_B} in {}", elapsed(t_roll));
@@ -636,12 +649,21 @@ async fn real_pods_end_to_end() -> anyhow::Result<()> {
         let s = esme.summary(Duration::from_secs(180)).await?;
         assert_every_receipt(&s, 100)?;
     }
+    let (max_aa, samples) = watch_aa.max();
+    ensure!(samples > 10, "the carrier's bind gauge was sampled ({samples})");
+    ensure!(max_aa <= 2.0, "the carrier saw {max_aa} binds of carrier-aa at once (maxBinds 2)");
+    let refused = tier
+        .logs("carrier")?
+        .lines()
+        .filter(|l| l.contains("bind refused") && l.contains("carrier-aa"))
+        .count();
+    ensure!(refused == 0, "the carrier refused {refused} binds of carrier-aa (over maxBinds)");
+    eprintln!("[real-pods] a delete, a rollout and two topology switches: at most {max_aa} carrier-aa binds at the carrier ({samples} samples), none refused");
 
     // 8. Active/standby (maxBinds 1): a forced delete of the active Pod.
     tier.smsc_cluster("smsc-as", 2, "ActiveStandby", "carrier-as", 1, &redis_url)?;
     let sel_as = "app.kubernetes.io/instance=smsc-as,app.kubernetes.io/name=smscd";
     tier.wait_ready(sel_as, 2, Duration::from_secs(120)).await?;
-    let admin = tier.node_port("carrier-admin", "admin")?;
     let binds_of = |body: &str| metric_sum(body, "smscd_inbound_binds", &["account=\"carrier-as\""]);
     let active = wait_for(
         "an active Pod with the Lease, the role label and the endpoints",

@@ -118,6 +118,7 @@ pub fn render(cluster: &SmscCluster, plan: &Plan) -> Result<Rendered> {
             max_msg_per_sec: positive_u32(u.max_msg_per_sec),
             window: usize_of(u.window),
             binds: usize_of(u.binds_per_replica),
+            max_binds: positive_u32(u.max_binds),
             enquire_link_secs: 30,
             reconnect: ReconnectConfig::default(),
             tls: u.tls.as_ref().map(|t| UpstreamTlsConfig {

@@ -40,6 +40,7 @@ use smsc_api::names::{ADMIN_PORT, ROLE_ACTIVE, ROLE_LABEL};
 
 use super::configmap::{account_password_env, bind_env, Rendered, REDIS_URL_ENV, TLS_DIR, UPSTREAM_CA_DIR};
 use super::{port, Plan};
+use crate::checklist::Rollout;
 use crate::error::Result;
 use crate::labels;
 
@@ -55,6 +56,22 @@ pub const TMP_SIZE_LIMIT: &str = "64Mi";
 
 /// The sysctl that lets a non-root process bind ports from its value up.
 pub const UNPRIVILEGED_PORT_SYSCTL: &str = "net.ipv4.ip_unprivileged_port_start";
+
+/// The Deployment strategy for [`Rollout`] (see there, and crate::checklist::rollout).
+pub fn strategy(rollout: Rollout) -> DeploymentStrategy {
+    let rolling = |surge, unavailable| DeploymentStrategy {
+        type_: Some("RollingUpdate".into()),
+        rolling_update: Some(RollingUpdateDeployment {
+            max_unavailable: Some(IntOrString::Int(unavailable)),
+            max_surge: Some(IntOrString::Int(surge)),
+        }),
+    };
+    match rollout {
+        Rollout::Surge => rolling(1, 0),
+        Rollout::ReplaceFirst => rolling(0, 1),
+        Rollout::Recreate => DeploymentStrategy { type_: Some("Recreate".into()), rolling_update: None },
+    }
+}
 
 /// The Pod's securityContext: the restricted defaults with `spec.pod.securityContext` merged over
 /// them field by field (a field the user sets replaces that field; `sysctls` merge by name), and
@@ -357,13 +374,7 @@ pub fn build(cluster: &SmscCluster, plan: &Plan, rendered: &Rendered) -> Result<
             // Left out while the HPA owns it, so the two never fight over it.
             replicas: (!plan.autoscaled(cluster)).then_some(spec.replicas),
             selector: LabelSelector { match_labels: Some(selector), ..LabelSelector::default() },
-            strategy: Some(DeploymentStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDeployment {
-                    max_unavailable: Some(IntOrString::Int(0)),
-                    max_surge: Some(IntOrString::Int(1)),
-                }),
-            }),
+            strategy: Some(strategy(plan.rollout)),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
@@ -410,6 +421,28 @@ mod tests {
 
     fn pod_spec(d: &Deployment) -> PodSpec {
         d.spec.clone().and_then(|s| s.template.spec).unwrap_or_else(|| panic!("no pod spec"))
+    }
+
+    #[test]
+    fn an_old_pod_goes_first_when_a_surge_pod_would_exceed_max_binds() {
+        let rolling = |c: &SmscCluster| {
+            let s = deployment(c).spec.and_then(|s| s.strategy).unwrap_or_else(|| panic!("no strategy"));
+            let ru = s.rolling_update.unwrap_or_else(|| panic!("no rolling update"));
+            (s.type_, ru.max_surge, ru.max_unavailable)
+        };
+        let mut c = load("full.yaml");
+        // Up to 4 replicas (autoscaling) x 2 binds; a fifth Pod's 2 more still fit in 10.
+        c.spec.upstreams[0].max_binds = Some(10);
+        assert_eq!(
+            rolling(&c),
+            (Some("RollingUpdate".into()), Some(IntOrString::Int(1)), Some(IntOrString::Int(0)))
+        );
+        // 4 x 2 = 8 of 8: a surge Pod would hold 10 binds mid-rollout.
+        c.spec.upstreams[0].max_binds = Some(8);
+        assert_eq!(
+            rolling(&c),
+            (Some("RollingUpdate".into()), Some(IntOrString::Int(0)), Some(IntOrString::Int(1)))
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::{Resource, ResourceExt};
 use smsc_api::crd::{ChecklistItem, SmscCluster, Topology};
 
-use crate::checklist::{self, ChecklistInput, Decision, UpstreamBinds};
+use crate::checklist::{self, ChecklistInput, Decision, Rollout, UpstreamBinds};
 use crate::error::{Error, Result};
 use crate::labels;
 
@@ -43,6 +43,8 @@ pub struct Plan {
     /// The Service selects `smsc.io/role=active` (see service.rs). Always in ActiveStandby; in
     /// ActiveActive once every Pod carries the static label (decided by the reconcile).
     pub service_selects_role: bool,
+    /// How the Deployment replaces Pods, from the upstreams' bind capacity.
+    pub rollout: Rollout,
 }
 
 impl Plan {
@@ -108,6 +110,10 @@ pub fn plan(cluster: &SmscCluster, default_image: &str, default_namespace: &str)
     };
     let items = checklist::evaluate(&input);
     let decision = checklist::decide(spec.topology, &items, input.dlr_store_shared);
+    let rollout = match decision {
+        Decision::Run(t) => checklist::rollout(t, &input),
+        Decision::Refused { .. } => Rollout::Surge,
+    };
     let image = spec.image.clone().unwrap_or_else(|| default_image.to_string());
     if image.is_empty() {
         return Err(Error::InvalidSpec("no image: set spec.image or the operator's --smscd-image".into()));
@@ -122,6 +128,7 @@ pub fn plan(cluster: &SmscCluster, default_image: &str, default_namespace: &str)
         termination_grace_period_seconds: grace,
         secrets_version: None,
         service_selects_role: true,
+        rollout,
     })
 }
 

@@ -126,6 +126,7 @@ fn new_bind(name: String, host: &str, system_id: &str) -> BindConfig {
         max_msg_per_sec: None,
         window: 10,
         binds: 1,
+        max_binds: None,
         enquire_link_secs: 30,
         reconnect: ReconnectConfig::default(),
         tls: None,
@@ -162,6 +163,7 @@ fn set_field(b: &mut BindConfig, field: &str, value: &str) -> Result<(), String>
         "MAX_MSG_PER_SEC" => b.max_msg_per_sec = Some(num(value, "a whole number of messages per second")?),
         "WINDOW" => b.window = num(value, "a whole number")?,
         "BINDS" => b.binds = num(value, "a whole number")?,
+        "MAX_BINDS" => b.max_binds = Some(num(value, "a whole number of binds")?),
         "ENQUIRE_LINK_SECS" => b.enquire_link_secs = num(value, "a whole number of seconds")?,
         _ => return Err(format!("unknown field {field}")),
     }

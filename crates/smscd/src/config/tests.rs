@@ -217,6 +217,21 @@ fn zero_weights_ports_windows_and_lease_order() {
     }
 }
 
+/// Issue 13 item 15: `max_binds` bounds the binds of every replica together, so one replica's
+/// `binds` above it could never all bind.
+#[test]
+fn max_binds_must_cover_one_replicas_binds() {
+    let text = "binds:\n  - { name: a, host: h, system_id: s, binds: 3, max_binds: 2 }\n  - { name: b, host: h, system_id: t, max_binds: 0 }\nrouting: { default_chain: [\"bind:a\", \"bind:b\"] }\n";
+    let e = errors(text, &[]);
+    assert!(
+        e.iter().any(|l| l.starts_with("smpp.yaml:2: binds[0].binds: 3 sessions exceed max_binds (2)")),
+        "{e:?}"
+    );
+    assert!(e.iter().any(|l| l.starts_with("smpp.yaml:3: binds[1].max_binds: must be at least 1")), "{e:?}");
+    let ok = "binds: [{ name: a, host: h, system_id: s, binds: 2, max_binds: 2 }]\nrouting: { default_chain: [\"bind:a\"] }\n";
+    assert!(load(ok, &[]).is_ok());
+}
+
 /// Issue 14 item 14: closing the binds on step-down must fit between the renew deadline and
 /// the lease duration, or the next leader binds while ours are still open.
 #[test]

@@ -205,6 +205,15 @@ fn binds(cfg: &SmscdConfig, f: &mut Findings) {
             f.error(k("binds"), "must be at least 1");
         }
         at_most(f, &k("binds"), b.binds, limits::MAX_UPSTREAM_BINDS, "");
+        match b.max_binds {
+            Some(0) => f.error(k("max_binds"), "must be at least 1 (leave it out for no limit)"),
+            Some(m) if (m as usize) < b.binds => f.error(
+                k("binds"),
+                format!("{} sessions exceed max_binds ({m}): this replica alone would hold more binds than the carrier allows", b.binds),
+            ),
+            Some(m) => at_most(f, &k("max_binds"), m as usize, limits::MAX_UPSTREAM_BINDS, ""),
+            None => {}
+        }
         if b.enquire_link_secs == 0 {
             f.error(k("enquire_link_secs"), "must be at least 1");
         }

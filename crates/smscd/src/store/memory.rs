@@ -34,6 +34,9 @@ pub struct MemoryStore {
     correlations: Mutex<HashMap<(String, String), (Correlation, Instant)>>,
     queues: Mutex<HashMap<String, Queue>>,
     next_id: AtomicU64,
+    /// Bind permits: (carrier, slot) -> (holder, expiry). Only this process's sessions share
+    /// them (one replica), which still orders a reload's old and new binds.
+    permits: Mutex<HashMap<(String, u32), (String, Instant)>>,
 }
 
 impl MemoryStore {
@@ -43,6 +46,30 @@ impl MemoryStore {
             correlations: Mutex::new(HashMap::new()),
             queues: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            permits: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn permit(&self, carrier: &str, max: u32, holder: &str, ttl: Duration) -> Option<u32> {
+        let now = Instant::now();
+        let mut p = lock(&self.permits);
+        let mine = (0..max).find(|s| p.get(&(carrier.to_owned(), *s)).is_some_and(|(h, _)| h == holder));
+        let free = || (0..max).find(|s| p.get(&(carrier.to_owned(), *s)).is_none_or(|(_, exp)| *exp <= now));
+        let slot = mine.or_else(free)?;
+        p.insert((carrier.to_owned(), slot), (holder.to_owned(), now + ttl));
+        Some(slot)
+    }
+
+    fn renew(&self, carrier: &str, slot: u32, holder: &str, ttl: Duration) -> bool {
+        let now = Instant::now();
+        let mut p = lock(&self.permits);
+        let key = (carrier.to_owned(), slot);
+        match p.get(&key) {
+            Some((h, exp)) if h != holder && *exp > now => false,
+            _ => {
+                p.insert(key, (holder.to_owned(), now + ttl));
+                true
+            }
         }
     }
 
@@ -256,6 +283,40 @@ impl Store for MemoryStore {
     fn pending_total(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
         let n = lock(&self.queues).values().map(Queue::owed).sum();
         ready(Ok(n))
+    }
+
+    fn acquire_permit<'a>(
+        &'a self,
+        carrier: &'a str,
+        max: u32,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<u32>, StoreError>> {
+        ready(Ok(self.permit(carrier, max, holder, ttl)))
+    }
+
+    fn renew_permit<'a>(
+        &'a self,
+        carrier: &'a str,
+        slot: u32,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        ready(Ok(self.renew(carrier, slot, holder, ttl)))
+    }
+
+    fn release_permit<'a>(
+        &'a self,
+        carrier: &'a str,
+        slot: u32,
+        holder: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let mut p = lock(&self.permits);
+        let key = (carrier.to_owned(), slot);
+        if p.get(&key).is_some_and(|(h, _)| h == holder) {
+            p.remove(&key);
+        }
+        ready(Ok(()))
     }
 
     fn correlations(&self) -> BoxFuture<'_, Result<usize, StoreError>> {

@@ -18,6 +18,7 @@ pub mod memory;
 pub mod memory_queue;
 pub mod queue;
 pub mod redis;
+mod redis_permits;
 pub mod redis_queue;
 
 use bytes::Bytes;
@@ -222,6 +223,36 @@ pub trait Store: Send + Sync + 'static {
 
     /// Correlations held (for metrics).
     fn correlations(&self) -> BoxFuture<'_, Result<usize, StoreError>>;
+
+    /// Take one of the `max` bind permits of `carrier` for `holder` (see `crate::permits`): the
+    /// slot number, or None when all are held (by live holders: a permit not renewed within `ttl`
+    /// is free again). A holder that already has one gets it back renewed.
+    fn acquire_permit<'a>(
+        &'a self,
+        carrier: &'a str,
+        max: u32,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<u32>, StoreError>>;
+
+    /// Keep `holder`'s permit `slot` for another `ttl`: false when another holder has it now (it
+    /// expired and was taken: the bind must go). A permit that expired and is still free is taken
+    /// back.
+    fn renew_permit<'a>(
+        &'a self,
+        carrier: &'a str,
+        slot: u32,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Give `holder`'s permit `slot` back (nothing when another holder has it).
+    fn release_permit<'a>(
+        &'a self,
+        carrier: &'a str,
+        slot: u32,
+        holder: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Whether the store answers now (for /readyz, the `smscd_store_up` gauge and refusing
     /// submits that want a receipt). Additive: in-process stores are always up.

@@ -361,7 +361,11 @@ impl RedisStore {
         }
     }
 
-    pub(crate) async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub(super) async fn conn(&self) -> Result<ConnectionManager, StoreError> {
         if let Some(c) = self.conn.get() {
             return Ok(c.clone());
         }
@@ -392,7 +396,7 @@ impl RedisStore {
         self.note(r)
     }
 
-    pub(crate) fn note<T>(&self, r: Result<T, RedisError>) -> Result<T, StoreError> {
+    pub(super) fn note<T>(&self, r: Result<T, RedisError>) -> Result<T, StoreError> {
         match r {
             Ok(v) => Ok(v),
             Err(e) => {
@@ -968,6 +972,35 @@ impl Store for RedisStore {
     fn pending_total(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
         let n = lock(&self.local).values().map(|l| l.out.len()).sum();
         Box::pin(std::future::ready(Ok(n)))
+    }
+
+    fn acquire_permit<'a>(
+        &'a self,
+        carrier: &'a str,
+        max: u32,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<u32>, StoreError>> {
+        Box::pin(super::redis_permits::acquire(self, carrier, max, holder, ttl))
+    }
+
+    fn renew_permit<'a>(
+        &'a self,
+        carrier: &'a str,
+        slot: u32,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(super::redis_permits::renew(self, carrier, slot, holder, ttl))
+    }
+
+    fn release_permit<'a>(
+        &'a self,
+        carrier: &'a str,
+        slot: u32,
+        holder: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(super::redis_permits::release(self, carrier, slot, holder))
     }
 
     /// Not counted on Redis (it would take a SCAN of every key): always 0.

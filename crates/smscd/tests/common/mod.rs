@@ -62,6 +62,7 @@ pub fn upstream(name: &str, port: u16, system_id: &str, password: &str) -> BindC
         max_msg_per_sec: None,
         window: 10,
         binds: 1,
+        max_binds: None,
         enquire_link_secs: 30,
         reconnect: smsc_api::smscd_config::ReconnectConfig { min_ms: 50, max_ms: 500 },
         tls: None,
