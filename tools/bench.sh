@@ -5,7 +5,7 @@
 #
 #   BENCH_SECS   sending phase per run, seconds (default 5)
 #   BENCH_RUNS   runs per cell; the summary takes the median (default 3)
-#   BENCH_SCENARIOS  which of: term peers relay redis redis-ha latency mix (default: all)
+#   BENCH_SCENARIOS  which of: term peers relay redis redis-ha latency mix saf (default: all)
 #   BENCH_HA_CELLS   binds:window cells of redis-ha (Sentinel with and without WAIT, Cluster;
 #                default 4:64, the single-instance headline cell)
 #   BENCH_GEN_CPUS / BENCH_SRV_CPUS  taskset cpu lists for the generator and the server under
@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECS=${BENCH_SECS:-5}
 RUNS=${BENCH_RUNS:-3}
-SCENARIOS=${BENCH_SCENARIOS:-term peers relay redis redis-ha latency mix}
+SCENARIOS=${BENCH_SCENARIOS:-term peers relay redis redis-ha latency mix saf}
 GEN_CPUS=${BENCH_GEN_CPUS-}
 SRV_CPUS=${BENCH_SRV_CPUS-}
 P=${BENCH_PORT_BASE:-27700}
@@ -123,7 +123,7 @@ median_rate() { # median submit_sm/s of SCENARIO TARGET BINDS WINDOW
 }
 
 # A leftover server on one of our ports would be measured instead of the one started here.
-for off in 0 1 10 20 30 31 40 41 50 51 52 53 60 61 62 63 64 65 70 71 72 73 74 75 90; do
+for off in 0 1 10 20 30 31 40 41 42 43 50 51 52 53 54 55 60 61 62 63 64 65 70 71 72 73 74 75 90 91; do
   port=$((P + off))
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "127.0.0.1:$port is already in use: stop whatever listens there first" >&2
@@ -314,6 +314,70 @@ if has redis-ha && command -v redis-server >/dev/null; then
 elif has redis-ha; then
   echo "== redis-ha: redis-server not installed (tools/deps.sh apt); skipped"
 fi
+
+# 6: store-and-forward on Redis (issue 16): queue then drain. The relay's only upstream is down,
+# so every submit is held in Redis (accept rate); then the upstream (an smscd with the sim)
+# starts and the relay drains the queue (drain rate, polled on the Redis sorted set, bounded).
+# Footprint: Redis used_memory and the relay's RSS per held message. Lost = accepted - what the
+# upstream counted; dup = the excess. Figures in $OUT/saf.md (one line per run).
+if has saf; then
+  if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    echo "== saf: redis-server/redis-cli not installed (tools/deps.sh apt); skipped"
+  else
+    echo "| run | accepted | accept/s | drain s | drain/s | delivered | lost | dup | redis bytes/msg | relay RSS bytes/msg | load1 |" >"$OUT/saf.md"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|" >>"$OUT/saf.md"
+    for run in $(seq 1 "$RUNS"); do
+      start redis-saf "" redis-server --bind 127.0.0.1 --port $((P + 91)) --save '' --appendonly no
+      REDIS=$LAST_PID
+      wait_port $((P + 91))
+      rc() { redis-cli -p $((P + 91)) "$@"; }
+      up='binds:
+  - { name: up, host: 127.0.0.1, port: '"$((P + 42))"', system_id: relay, password: relaypw, window: 256, binds: 4,
+      reconnect: { min_ms: 50, max_ms: 200 } }'
+      saf='store: { type: redis, url: "redis://127.0.0.1:'"$((P + 91))"'", key_prefix: bench }
+store_and_forward: { max_per_account: 10000000, retry_min: 100ms, retry_max: 200ms }'
+      smscd_cfg "$CFG/saf-up.yaml" $((P + 42)) $((P + 43)) '"sim"'
+      smscd_cfg "$CFG/saf-relay.yaml" $((P + 54)) $((P + 55)) '"bind:up"' "$up
+$saf"
+      sed -i 's/routing: { default_chain: \["bind:up"\] }/routing: { default_chain: ["bind:up"], store_and_forward: true }/' "$CFG/saf-relay.yaml"
+      start smscd-saf-relay "" "$BIN/smscd" --config "$CFG/saf-relay.yaml" --log-level warn
+      RELAY=$LAST_PID
+      wait_port $((P + 54))
+      mem0=$(rc info memory | awk -F: '/^used_memory:/{print $2+0}')
+      rss0=$(awk '/VmRSS/{print $2*1024}' "/proc/$RELAY/status")
+      load=$(cut -d' ' -f1 /proc/loadavg)
+      pin "$GEN_CPUS" "$BIN/smsc-bench" esme --binds 4 --window 256 --duration "$SECS" --drain 5 \
+        --addr 127.0.0.1:$((P + 54)) --target smscd-saf --json 2>>"$OUT/gen.log" >"$OUT/saf-accept.json" || true
+      accepted=$(jq '.submit_sm_ok // 0' "$OUT/saf-accept.json")
+      accept_rate=$(jq '.submit_sm_per_sec // 0 | floor' "$OUT/saf-accept.json")
+      held=$(rc zcard 'bench:saf:{bench}:due')
+      mem1=$(rc info memory | awk -F: '/^used_memory:/{print $2+0}')
+      rss1=$(awk '/VmRSS/{print $2*1024}' "/proc/$RELAY/status")
+      echo "== saf run $run: accepted $accepted ($accept_rate/s), held in Redis $held"
+      start smscd-saf-up "" "$BIN/smscd" --config "$CFG/saf-up.yaml" --log-level warn
+      UP=$LAST_PID
+      t0=$(date +%s.%N)
+      for _ in $(seq 1 6000); do # bounded: 600 s
+        [[ $(rc zcard 'bench:saf:{bench}:due') == 0 ]] && break
+        sleep 0.1
+      done
+      t1=$(date +%s.%N)
+      delivered=$(curl -s "http://127.0.0.1:$((P + 43))/metrics" |
+        awk '/^smscd_submits_total\{/ && /account="relay"/ && /status="ESME_ROK"/ {s += $NF} END {print s+0}')
+      jq -nr --argjson run "$run" --argjson a "$accepted" --argjson ar "$accept_rate" --argjson t0 "$t0" --argjson t1 "$t1" \
+        --argjson d "$delivered" --argjson h "$held" --argjson m0 "$mem0" --argjson m1 "$mem1" \
+        --argjson r0 "$rss0" --argjson r1 "$rss1" --argjson l "$load" '
+        ($t1 - $t0) as $s |
+        "| \($run) | \($a) | \($ar) | \($s*10|round/10) | \(if $s > 0 then ($a/$s|floor) else 0 end) | \($d) | \([$a-$d,0]|max) | \([$d-$a,0]|max) | \(if $h > 0 then (($m1-$m0)/$h|floor) else 0 end) | \(if $h > 0 then (($r1-$r0)/$h|floor) else 0 end) | \($l) |"' \
+        | tee -a "$OUT/saf.md"
+      stop "$UP"
+      stop "$RELAY"
+      stop "$REDIS"
+    done
+    cat "$OUT/saf.md"
+  fi
+fi
+
 
 # Medians per cell, as a markdown table (docs/benchmarks.md quotes it).
 jq -rs '

@@ -42,6 +42,9 @@ function parseArgs(argv) {
       case '--source-addr': o.sourceAddr = v; break;
       case '--dest-addr': o.destAddr = v; break;
       case '--window': o.window = Math.max(1, intArg(v, k)); break;
+      case '--validity': o.validity = v; break;
+      case '--schedule': o.schedule = v; break;
+      case '--ops': o.ops = v.split(',').filter((x) => x); break;
       default: usage('unknown argument ' + k);
     }
   }
@@ -56,6 +59,7 @@ function parseArgs(argv) {
 }
 
 const o = parseArgs(process.argv);
+const sentIds = [];
 const st = { submitted: 0, acked: 0, rejected: 0, receipts: 0, mo: 0, pending: 0 };
 let session = null;
 let finished = false;
@@ -204,11 +208,14 @@ async function run() {
           source_addr: o.sourceAddr, destination_addr: o.destAddr, short_message: body,
           data_coding: o.dataCoding, registered_delivery: o.registeredDelivery,
         });
+        if (o.validity) pdu.validity_period = o.validity;
+        if (o.schedule) pdu.schedule_delivery_time = o.schedule;
         session.send(pdu, (resp) => {
           st.pending--;
           if (resp.command_status === 0) st.acked++; else st.rejected++;
           emit('submit_resp', { sequence: idx, pdu_sequence: resp.sequence_number, status: resp.command_status,
                                 message_id: resp.command_status === 0 ? resp.message_id : null });
+          if (resp.command_status === 0) sentIds.push(resp.message_id);
           pump();
         });
       }
@@ -217,6 +224,7 @@ async function run() {
     pump();
   });
 
+  await runOps();
   await waitFor(() => peerUnbound || (st.receipts >= o.waitReceipts && st.mo >= o.waitMo));
   if (peerUnbound) {
     emit('error', { error: 'peer unbound before all deliveries' });
@@ -226,6 +234,33 @@ async function run() {
   await unbind(Math.max(2000, o.timeout * 1000));
   clearTimeout(overall);
   finish(st.rejected ? EXIT.SUBMIT_REJECTED : EXIT.OK);
+}
+
+// --ops a,b,...: after the submits, one PDU each, in order, on the first submit's id (`ids[0]`);
+// each emits an `op` event with its command_status and the fields of its response.
+async function runOps() {
+  const ids = [];
+  for (const e of sentIds) ids.push(e);
+  const call = (command, fields) => new Promise((resolve) => session.send(new smpp.PDU(command, fields), resolve));
+  for (const op of o.ops || []) {
+    let resp;
+    if (op === 'query') resp = await call('query_sm', { message_id: ids[0], source_addr: o.sourceAddr });
+    else if (op === 'query_unknown') resp = await call('query_sm', { message_id: 'nope', source_addr: o.sourceAddr });
+    else if (op === 'cancel') resp = await call('cancel_sm', { message_id: ids[0], source_addr: o.sourceAddr, destination_addr: o.destAddr });
+    else if (op === 'cancel_unknown') resp = await call('cancel_sm', { message_id: 'nope', source_addr: o.sourceAddr, destination_addr: o.destAddr });
+    else if (op === 'replace') resp = await call('replace_sm', { message_id: ids[0], source_addr: o.sourceAddr, short_message: 'replaced' });
+    else if (op === 'replace_bad_validity') resp = await call('replace_sm', { message_id: ids[0], source_addr: o.sourceAddr, validity_period: '991399999999000+', short_message: 'x' });
+    else if (op === 'multi') resp = await call('submit_multi', { source_addr: o.sourceAddr, short_message: 'fan',
+      dest_address: [{ dest_addr_ton: 1, dest_addr_npi: 1, destination_addr: o.destAddr }, { dest_addr_ton: 1, dest_addr_npi: 1, destination_addr: o.destAddr + '1' }] });
+    else if (op === 'multi_dl') resp = await call('submit_multi', { source_addr: o.sourceAddr, short_message: 'fan',
+      dest_address: [{ destination_addr: o.destAddr }, { dl_name: 'friends' }] });
+    else if (op === 'data_sm') resp = await call('data_sm', { source_addr: o.sourceAddr, destination_addr: o.destAddr, message_payload: 'payload' });
+    else { emit('error', { error: 'unknown op ' + op }); continue; }
+    emit('op', { op, status: resp.command_status, message_id: resp.message_id === undefined ? null : resp.message_id,
+                 message_state: resp.message_state === undefined ? null : resp.message_state,
+                 final_date: resp.final_date === undefined ? null : String(resp.final_date),
+                 unsuccess: (resp.unsuccess_sme || []).map((u) => ({ addr: u.destination_addr, status: u.error_status_code })) });
+  }
 }
 
 run().catch((e) => { emit('error', { error: String(e && e.stack || e) }); finish(EXIT.ERROR); });

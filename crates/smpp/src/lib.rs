@@ -11,6 +11,7 @@
 //! - [`text`]: GSM 7-bit, UCS2, Latin-1 and IA5 by `data_coding`.
 //! - [`concat`](mod@concat): splitting long messages into parts (UDH or SAR) and reassembling them.
 //! - [`receipt`]: delivery receipt text, message states and message id matching.
+//! - [`time`]: schedule_delivery_time and validity_period, absolute and relative.
 
 pub mod codec;
 pub mod command_id;
@@ -21,6 +22,7 @@ pub mod receipt;
 pub mod session;
 pub mod status;
 pub mod text;
+pub mod time;
 pub mod tlv;
 
 pub use codec::{CodecError, SmppCodec};

@@ -37,6 +37,10 @@ pub struct SmscdConfig {
     /// Bounds of the per-account delivery queues (receipts and MO) and their dead letters.
     #[serde(default)]
     pub queues: QueuesConfig,
+    /// The policy of submits held for later (store-and-forward): bounds, validity, retries.
+    /// Which routes use it: `routing.store_and_forward` and each rule's `store_and_forward`.
+    #[serde(default)]
+    pub store_and_forward: StoreAndForwardConfig,
     #[serde(default)]
     pub admin: AdminConfig,
     #[serde(default)]
@@ -245,6 +249,11 @@ pub struct RoutingConfig {
     /// First matching rule wins.
     #[serde(default)]
     pub rules: Vec<RoutingRule>,
+    /// Store-and-forward for the default chain and for rules that do not say: a submit no target
+    /// can take now is accepted, stored and retried (see `store_and_forward`). Off by default:
+    /// it changes what an OK means (the ESME stops retrying) and is only durable on Redis.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub store_and_forward: bool,
     /// Where MO messages (deliver_sm that is not a receipt) from upstreams go: the first rule
     /// that matches names the account. No match: the upstream gets ESME_RINVDSTADR.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -271,6 +280,9 @@ pub struct RoutingRule {
     #[serde(rename = "match", default)]
     pub matches: RuleMatch,
     pub chain: Vec<String>,
+    /// Store-and-forward for this rule's submits; absent: `routing.store_and_forward`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_and_forward: Option<bool>,
 }
 
 /// Every given field must match; an empty match matches everything.
@@ -455,6 +467,66 @@ impl Default for QueuesConfig {
             dead_letters_per_account: default_dead_letters(),
         }
     }
+}
+
+/// Store-and-forward policy (applied to routes that opt in; hot-reloaded).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreAndForwardConfig {
+    /// Most submits held for one account (queued or scheduled). At the cap a submit that would
+    /// be held is refused with ESME_RMSGQFUL.
+    #[serde(default = "default_saf_max_per_account")]
+    pub max_per_account: usize,
+    /// Longest a held submit is kept: its validity_period is cut to this, and a submit without
+    /// one gets it. Then it expires (an EXPIRED receipt when one was asked for).
+    #[serde(default = "default_saf_max_validity", with = "humantime_serde")]
+    pub max_validity: Duration,
+    /// First retry delay after no target of the chain took a held submit; doubles per attempt.
+    #[serde(default = "default_saf_retry_min", with = "humantime_serde")]
+    pub retry_min: Duration,
+    /// Longest retry delay.
+    #[serde(default = "default_saf_retry_max", with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// How long a replica owns the held submits it took to send; a replica that dies holding
+    /// them gives them up to another one after this. Keep it above `server.submit_timeout_ms`.
+    #[serde(default = "default_saf_lease", with = "humantime_serde")]
+    pub lease: Duration,
+    /// How long the final state of a held submit (delivered, expired, cancelled) stays visible
+    /// to query_sm.
+    #[serde(default = "default_saf_keep_final", with = "humantime_serde")]
+    pub keep_final: Duration,
+}
+
+impl Default for StoreAndForwardConfig {
+    fn default() -> Self {
+        StoreAndForwardConfig {
+            max_per_account: default_saf_max_per_account(),
+            max_validity: default_saf_max_validity(),
+            retry_min: default_saf_retry_min(),
+            retry_max: default_saf_retry_max(),
+            lease: default_saf_lease(),
+            keep_final: default_saf_keep_final(),
+        }
+    }
+}
+
+fn default_saf_max_per_account() -> usize {
+    100_000
+}
+fn default_saf_max_validity() -> Duration {
+    Duration::from_secs(48 * 3600)
+}
+fn default_saf_retry_min() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_saf_retry_max() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_saf_lease() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_saf_keep_final() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_max_per_account() -> usize {

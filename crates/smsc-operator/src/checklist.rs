@@ -20,6 +20,8 @@ pub struct ChecklistInput {
     pub topology: Topology,
     pub upstreams: Vec<UpstreamBinds>,
     pub dlr_store_shared: bool,
+    /// A route holds submits (store-and-forward): they live in the same store.
+    pub store_and_forward: bool,
     pub load_balancer_pins_connections: bool,
     pub esmes_reconnect_with_backoff: bool,
     pub termination_grace_period_seconds: i64,
@@ -87,6 +89,15 @@ fn upstream_capacity(input: &ChecklistInput) -> (bool, String) {
 fn shared_store(input: &ChecklistInput) -> (bool, String) {
     match (input.dlr_store_shared, input.max_replicas > 1) {
         (true, _) => (true, "the DLR store is Redis, shared by every replica".into()),
+        (false, true) if input.store_and_forward => (
+            false,
+            format!(
+                "{} replicas need a shared DLR store (spec.dlrStore.type: Redis); with Memory a receipt \
+                 arriving on another replica is lost, and submits held by store-and-forward on a replica \
+                 that goes away are lost with it",
+                input.max_replicas
+            ),
+        ),
         (false, true) => (
             false,
             format!(
@@ -99,6 +110,12 @@ fn shared_store(input: &ChecklistInput) -> (bool, String) {
             false,
             "ActiveStandby needs a shared DLR store (spec.dlrStore.type: Redis); with Memory a standby \
              taking over has none of the receipts owed"
+                .into(),
+        ),
+        (false, false) if input.store_and_forward => (
+            true,
+            "one replica: the in-memory DLR store is enough (receipts owed and submits held by \
+             store-and-forward at a restart are lost)"
                 .into(),
         ),
         (false, false) => (
@@ -240,6 +257,7 @@ mod tests {
             topology: Topology::Auto,
             upstreams: vec![UpstreamBinds { name: "alpha".into(), binds_per_replica: 1, max_binds: Some(2) }],
             dlr_store_shared: true,
+            store_and_forward: false,
             load_balancer_pins_connections: true,
             esmes_reconnect_with_backoff: true,
             termination_grace_period_seconds: 45,
@@ -312,6 +330,20 @@ mod tests {
         assert_eq!(unmet(&i), vec![ChecklistItemName::SharedDlrStore]);
         i.max_replicas = 1;
         assert!(unmet(&i).is_empty());
+    }
+
+    #[test]
+    fn store_and_forward_with_replicas_needs_the_shared_store_and_says_why() {
+        let mut i = passing();
+        i.store_and_forward = true;
+        assert!(unmet(&i).is_empty(), "Redis: fine");
+        i.dlr_store_shared = false;
+        assert_eq!(unmet(&i), vec![ChecklistItemName::SharedDlrStore]);
+        let msg = evaluate(&i)[1].message.clone();
+        assert!(msg.contains("store-and-forward"), "{msg}");
+        i.max_replicas = 1;
+        assert!(unmet(&i).is_empty());
+        assert!(evaluate(&i)[1].message.contains("store-and-forward"), "one replica: said what is lost");
     }
 
     #[test]

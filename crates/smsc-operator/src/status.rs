@@ -291,6 +291,7 @@ mod tests {
             topology: Topology::Auto,
             upstreams: vec![],
             dlr_store_shared: pass,
+            store_and_forward: false,
             load_balancer_pins_connections: true,
             esmes_reconnect_with_backoff: true,
             termination_grace_period_seconds: 45,

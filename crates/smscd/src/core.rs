@@ -6,6 +6,8 @@ use crate::metrics::Metrics;
 use crate::msgid::IdGen;
 use crate::router::Router;
 use crate::sim::Sim;
+use crate::store::memory_queue::MemoryQueue;
+use crate::store::queue::MessageQueue;
 use crate::store::Store;
 use crate::upstream::Upstreams;
 use smsc_api::smscd_config::{SmscdConfig, StoreConfig};
@@ -22,6 +24,8 @@ pub struct Core {
     pub upstreams: Upstreams,
     pub sim: Sim,
     pub store: Arc<dyn Store>,
+    /// Held submits (store-and-forward, [`crate::forward`]).
+    pub queue: Arc<dyn MessageQueue>,
     pub metrics: Metrics,
     /// Per-address connection counts and failed binds (plain and TLS listeners).
     pub peers: Arc<crate::peers::PeerLimits>,
@@ -54,6 +58,7 @@ impl Core {
             upstreams: Upstreams::default(),
             sim: Sim::new(config.sim.clone()),
             store,
+            queue: Arc::new(MemoryQueue::default()),
             metrics: Metrics::new(),
             peers: Arc::default(),
             ready: AtomicBool::new(false),
@@ -65,6 +70,12 @@ impl Core {
             inflight_done: Notify::new(),
             stop: CancellationToken::new(),
         }
+    }
+
+    /// The message store for held submits (the memory one by default).
+    pub fn with_queue(mut self, queue: Arc<dyn MessageQueue>) -> Core {
+        self.queue = queue;
+        self
     }
 
     pub fn is_draining(&self) -> bool {

@@ -108,7 +108,7 @@ pub async fn start_with_leadership(
     shutdown: CancellationToken,
     leadership: Option<watch::Receiver<bool>>,
 ) -> Result<DaemonHandle, DaemonError> {
-    let crate::store::Built { store, memory } =
+    let crate::store::Built { store, memory, queue } =
         crate::store::build(&config.store, &crate::store::redis::default_identity())
             .map_err(|e| DaemonError::Store(e.to_string()))?;
     let plain = match config.server.plain_listener {
@@ -151,7 +151,7 @@ pub async fn start_with_leadership(
     };
     let tls_state = tls_state;
 
-    let core = Arc::new(Core::new(&config, store));
+    let core = Arc::new(Core::new(&config, store).with_queue(queue));
     let sessions = Arc::new(Sessions::default());
     let drain = CancellationToken::new();
     let stop_accepting = CancellationToken::new();
@@ -173,6 +173,7 @@ pub async fn start_with_leadership(
         }
     };
     let sim_task = tokio::spawn(crate::sim::run(core.clone(), drain.clone()));
+    let forward_task = tokio::spawn(crate::forward::run(core.clone()));
     let house_task = tokio::spawn(housekeeping(core.clone(), memory));
     let admin_task = tokio::spawn(crate::admin::serve(core.clone(), admin_listener, admin_stop.clone()));
     let slots = crate::inbound::connection_slots(&core);
@@ -259,7 +260,7 @@ pub async fn start_with_leadership(
         c.ready.store(false, Ordering::Relaxed);
         c.stop.cancel();
         admin_stop.cancel();
-        let _ = tokio::join!(sim_task, house_task, admin_task);
+        let _ = tokio::join!(sim_task, house_task, admin_task, forward_task);
         if let Some(t) = leader_task {
             let _ = t.await;
         }

@@ -228,7 +228,21 @@ async fn accepted(
     upstream_id: &str,
     budget: &Budget,
 ) -> Result<String, CommandStatus> {
-    let id = core.ids.next_id();
+    correlate(core, account, upstream, id_format, rd, upstream_id, core.ids.next_id(), budget).await
+}
+
+/// [`accepted`] for a submit that has our id `id` already (a held one, see [`crate::forward`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn correlate(
+    core: &Core,
+    account: &str,
+    upstream: &str,
+    id_format: MessageIdFormat,
+    rd: u8,
+    upstream_id: &str,
+    id: String,
+    budget: &Budget,
+) -> Result<String, CommandStatus> {
     if wants_receipt(rd) {
         let c = Correlation {
             account: account.to_owned(),
@@ -317,7 +331,31 @@ async fn dispatch_from(
         }
     }
     let status = if busy { CommandStatus::ESME_RTHROTTLED } else { last };
+    // Store-and-forward's seam: no target can take it now; a route that holds accepts it for later.
+    if crate::forward::holds(core, account, &sm) {
+        let held = tokio::time::timeout_at(budget.deadline, crate::forward::hold(core, account, &sm)).await;
+        return (held.unwrap_or(Err(CommandStatus::ESME_RSYSERR)), "held".to_owned());
+    }
     (Err(status), "none".to_owned())
+}
+
+/// A submit from `account` answered on the caller's task (data_sm, the HTTP API): routed,
+/// relayed along its chain, or held when its route stores and forwards. Our id or the status.
+pub async fn submit(
+    core: &Core,
+    account: &str,
+    sm: SubmitSm,
+    budget: &Budget,
+) -> Result<String, CommandStatus> {
+    crate::forward::check_times(&sm)?;
+    if crate::forward::is_scheduled(&sm) && crate::forward::holds(core, account, &sm) {
+        return crate::forward::hold(core, account, &sm).await;
+    }
+    let chain = core.router.get().route(account, &sm.source.addr, &sm.destination.addr).clone();
+    if chain.is_empty() {
+        return Err(CommandStatus::ESME_RINVDSTADR);
+    }
+    dispatch_from(core, account, sm, &chain, CommandStatus::ESME_RSYSERR, false, budget).await.0
 }
 
 /// Whether registered_delivery asks for anything an upstream reports back: an SMSC receipt

@@ -304,6 +304,13 @@ impl InboundHandler {
             return Reply::Error(CommandStatus::ESME_RTHROTTLED);
         }
         let Body::SubmitSm(sm) = &req.pdu.body else { return Reply::Error(CommandStatus::ESME_RSYSERR) };
+        if let Err(status) = crate::forward::check_times(sm) {
+            self.count("none", status);
+            return Reply::Error(status);
+        }
+        if crate::forward::is_scheduled(sm) && crate::forward::holds(&self.core, &self.account_name, sm) {
+            return self.hold(req);
+        }
         let chain = self
             .core
             .router
@@ -361,10 +368,84 @@ impl InboundHandler {
     }
 }
 
+impl InboundHandler {
+    /// A scheduled submit on a route that stores and forwards: held until due ([`crate::forward`]).
+    fn hold(&mut self, req: Request<'_>) -> Reply {
+        let (pdu, responder) = req.defer();
+        let Body::SubmitSm(sm) = pdu.body else { return Reply::Deferred };
+        let (core, account, guard) =
+            (self.core.clone(), self.account_name.clone(), self.core.inflight_guard());
+        tokio::spawn(async move {
+            let r = crate::forward::hold(&core, &account, &sm).await;
+            core.metrics
+                .submit(&account, "held", r.as_ref().err().copied().unwrap_or(CommandStatus::ESME_ROK))
+                .inc();
+            let sent = match r {
+                Ok(id) => responder.respond(Body::SubmitSmResp(SubmitSmResp {
+                    message_id: Bytes::from(id),
+                    ..Default::default()
+                })),
+                Err(s) => responder.reject(s),
+            };
+            if let Err(e) = sent {
+                debug!(%account, error = %e, "submit_sm_resp not sent");
+            }
+            drop(guard);
+        });
+        Reply::Deferred
+    }
+}
+
+impl InboundHandler {
+    /// query_sm, cancel_sm, replace_sm against the message store, submit_multi and data_sm
+    /// ([`crate::multi`]), on a task.
+    fn message_op(&mut self, req: Request<'_>) -> Reply {
+        let (pdu, responder) = req.defer();
+        let (core, account, budget) = (self.core.clone(), self.account_name.clone(), self.submit_budget);
+        let guard = self.core.inflight_guard();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let r = match &pdu.body {
+                Body::QuerySm(q) => crate::message_ops::query(&core, &account, q).await,
+                Body::CancelSm(c) => crate::message_ops::cancel(&core, &account, &c.message_id).await,
+                Body::ReplaceSm(r) => crate::message_ops::replace(&core, &account, r).await,
+                Body::SubmitMulti(m) => crate::multi::submit_multi(&core, &account, m.clone()).await,
+                Body::DataSm(d) => {
+                    let sm = crate::multi::data_to_submit(d.clone());
+                    crate::dispatch::submit(&core, &account, sm, &crate::dispatch::Budget::new(budget))
+                        .await
+                        .map(|id| {
+                            Body::DataSmResp(smpp::DataSmResp {
+                                message_id: Bytes::from(id),
+                                ..Default::default()
+                            })
+                        })
+                }
+                _ => Err(CommandStatus::ESME_RINVCMDID),
+            };
+            let sent = match r {
+                Ok(body) => responder.respond(body),
+                Err(s) => responder.reject(s),
+            };
+            if let Err(e) = sent {
+                debug!(%account, error = %e, "response not sent");
+            }
+        });
+        Reply::Deferred
+    }
+}
+
 impl Handler for InboundHandler {
     fn on_request(&mut self, req: Request<'_>) -> Reply {
         match &req.pdu.body {
             Body::SubmitSm(_) => self.submit(req),
+            Body::QuerySm(_) | Body::CancelSm(_) | Body::ReplaceSm(_) => self.message_op(req),
+            Body::SubmitMulti(_) | Body::DataSm(_) => {
+                if self.core.is_draining() || !self.account.throttle.try_take() {
+                    return Reply::Error(CommandStatus::ESME_RTHROTTLED);
+                }
+                self.message_op(req)
+            }
             _ => Reply::Error(CommandStatus::ESME_RINVCMDID),
         }
     }

@@ -79,6 +79,13 @@ pub struct Metrics {
     pub dead_lettered: Family<ReasonLabel, Counter>,
     /// Dead letters held, by account.
     pub dead_letters: Family<AccountLabel, Gauge>,
+    /// Store-and-forward: submits held, by account (queued, scheduled or being sent).
+    pub held: Family<AccountLabel, Gauge>,
+    /// Store-and-forward: how late the most overdue held submit of an account is, in seconds.
+    pub held_overdue: Family<AccountLabel, Gauge>,
+    /// Store-and-forward events by result: `held`, `delivered`, `retried`, `expired`,
+    /// `undeliverable`, `cancelled`, `replaced`.
+    pub forwarded: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -162,6 +169,20 @@ impl Metrics {
         );
         let dead_letters = Family::<AccountLabel, Gauge>::default();
         registry.register("dead_letters", "Dead letters held, by account", dead_letters.clone());
+        let held = Family::<AccountLabel, Gauge>::default();
+        registry.register("held_submits", "Submits held for store-and-forward, by account", held.clone());
+        let held_overdue = Family::<AccountLabel, Gauge>::default();
+        registry.register(
+            "held_overdue_seconds",
+            "How late the most overdue held submit of an account is (0: none overdue)",
+            held_overdue.clone(),
+        );
+        let forwarded = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "store_and_forward",
+            "Store-and-forward events by result (held, delivered, retried, expired, undeliverable, cancelled, replaced)",
+            forwarded.clone(),
+        );
         Metrics {
             registry,
             inbound_binds,
@@ -182,6 +203,15 @@ impl Metrics {
             queue_dropped,
             dead_lettered,
             dead_letters,
+            held,
+            held_overdue,
+            forwarded,
+        }
+    }
+
+    pub fn forwarded(&self, result: &str, n: u64) {
+        if n > 0 {
+            self.forwarded.get_or_create(&ResultLabel { result: result.to_owned() }).inc_by(n);
         }
     }
 

@@ -40,12 +40,14 @@ struct Rule {
     destination_prefix: Option<String>,
     source_prefix: Option<String>,
     chain: Arc<[Target]>,
+    store_and_forward: bool,
 }
 
 #[derive(Debug)]
 pub struct Router {
     rules: Vec<Rule>,
     default_chain: Arc<[Target]>,
+    default_store_and_forward: bool,
 }
 
 fn chain(targets: &[String]) -> Arc<[Target]> {
@@ -71,22 +73,33 @@ impl Router {
                 destination_prefix: r.matches.destination_prefix.clone(),
                 source_prefix: r.matches.source_prefix.clone(),
                 chain: chain(&r.chain),
+                store_and_forward: r.store_and_forward.unwrap_or(cfg.store_and_forward),
             })
             .collect();
-        Router { rules, default_chain: chain(&cfg.default_chain) }
+        Router {
+            rules,
+            default_chain: chain(&cfg.default_chain),
+            default_store_and_forward: cfg.store_and_forward,
+        }
+    }
+
+    fn rule(&self, account: &str, source: &[u8], destination: &[u8]) -> Option<&Rule> {
+        self.rules.iter().find(|r| {
+            r.account.as_deref().is_none_or(|a| a == account)
+                && r.destination_prefix.as_deref().is_none_or(|p| destination.starts_with(p.as_bytes()))
+                && r.source_prefix.as_deref().is_none_or(|p| source.starts_with(p.as_bytes()))
+        })
     }
 
     /// The chain for a submit; empty when nothing is configured.
     pub fn route(&self, account: &str, source: &[u8], destination: &[u8]) -> &Arc<[Target]> {
-        for r in &self.rules {
-            let ok = r.account.as_deref().is_none_or(|a| a == account)
-                && r.destination_prefix.as_deref().is_none_or(|p| destination.starts_with(p.as_bytes()))
-                && r.source_prefix.as_deref().is_none_or(|p| source.starts_with(p.as_bytes()));
-            if ok {
-                return &r.chain;
-            }
-        }
-        &self.default_chain
+        self.rule(account, source, destination).map_or(&self.default_chain, |r| &r.chain)
+    }
+
+    /// Whether the route of a submit stores and forwards (see [`crate::forward`]).
+    pub fn stores_and_forwards(&self, account: &str, source: &[u8], destination: &[u8]) -> bool {
+        self.rule(account, source, destination)
+            .map_or(self.default_store_and_forward, |r| r.store_and_forward)
     }
 }
 
@@ -103,6 +116,7 @@ mod tests {
                 source_prefix: src.map(Into::into),
             },
             chain: chain.iter().map(|s| s.to_string()).collect(),
+            store_and_forward: None,
         }
     }
 
@@ -132,5 +146,27 @@ mod tests {
         assert_eq!(&**Router::new(&cfg).route("z", b"", b""), &[Target::Sim]);
         assert_eq!(Target::parse("bind:"), None);
         assert_eq!(Target::parse(" bind:a "), Some(Target::Bind("a".into())));
+    }
+
+    #[test]
+    fn store_and_forward_per_rule_defaults_to_the_routing_flag() {
+        let mut off = rule(Some("a"), None, None, &["sim"]);
+        off.store_and_forward = Some(false);
+        let mut on = rule(Some("b"), None, None, &["sim"]);
+        on.store_and_forward = Some(true);
+        let inherit = rule(Some("c"), None, None, &["sim"]);
+        for default in [false, true] {
+            let cfg = RoutingConfig {
+                default_chain: vec!["sim".into()],
+                rules: vec![off.clone(), on.clone(), inherit.clone()],
+                store_and_forward: default,
+                ..Default::default()
+            };
+            let r = Router::new(&cfg);
+            assert!(!r.stores_and_forwards("a", b"", b"1"));
+            assert!(r.stores_and_forwards("b", b"", b"1"));
+            assert_eq!(r.stores_and_forwards("c", b"", b"1"), default);
+            assert_eq!(r.stores_and_forwards("zz", b"", b"1"), default, "default chain");
+        }
     }
 }

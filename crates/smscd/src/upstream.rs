@@ -644,17 +644,26 @@ struct UpstreamHandler {
 
 impl Handler for UpstreamHandler {
     fn on_request(&mut self, mut req: Request<'_>) -> Reply {
-        if !matches!(req.pdu.body, Body::DeliverSm(_)) {
+        // data_sm is a deliver_sm in another layout (see crate::multi), answered data_sm_resp.
+        let data = matches!(req.pdu.body, Body::DataSm(_));
+        if !data && !matches!(req.pdu.body, Body::DeliverSm(_)) {
             return Reply::Error(CommandStatus::ESME_RINVCMDID);
         }
         let Some(core) = self.core.upgrade() else {
             return Reply::Error(CommandStatus::ESME_RX_T_APPN);
         };
-        // Taken out (an empty deliver_sm left in its place keeps the command id `defer` reads).
-        let Body::DeliverSm(dsm) =
-            std::mem::replace(&mut req.pdu.body, Body::DeliverSm(DeliverSm::default()))
-        else {
-            return Reply::Error(CommandStatus::ESME_RSYSERR);
+        // Taken out (an empty one of the same kind left in its place keeps the command id
+        // `defer` reads).
+        let empty =
+            if data { Body::DataSm(Default::default()) } else { Body::DeliverSm(DeliverSm::default()) };
+        let dsm = match std::mem::replace(&mut req.pdu.body, empty) {
+            Body::DeliverSm(dsm) => dsm,
+            Body::DataSm(d) => crate::multi::data_to_deliver(d),
+            _ => return Reply::Error(CommandStatus::ESME_RSYSERR),
+        };
+        let ok = move || match data {
+            true => Body::DataSmResp(smpp::DataSmResp::default()),
+            false => Body::DeliverSmResp(DeliverSmResp::default()),
         };
         let name = self.name.clone();
         let id_format = self.id_format;
@@ -663,14 +672,14 @@ impl Handler for UpstreamHandler {
         // One poll here: with the memory store it is done at once, answered without a task or
         // a responder; only work still waiting (a shared store, a retried lookup) gets a task.
         match (&mut work).now_or_never() {
-            Some(Ok(())) => Reply::Ok(Body::DeliverSmResp(DeliverSmResp::default())),
+            Some(Ok(())) => Reply::Ok(ok()),
             Some(Err(status)) => Reply::Error(status),
             None => {
                 let (_, responder) = req.defer();
                 let name = self.name.clone();
                 tokio::spawn(async move {
                     let r = match work.await {
-                        Ok(()) => responder.respond(Body::DeliverSmResp(DeliverSmResp::default())),
+                        Ok(()) => responder.respond(ok()),
                         Err(status) => responder.reject(status),
                     };
                     if let Err(e) = r {

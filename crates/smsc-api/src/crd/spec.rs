@@ -98,6 +98,10 @@ pub struct SmscClusterSpec {
     /// Where message-id correlation and queued receipts live.
     #[serde(default)]
     pub dlr_store: DlrStoreSpec,
+    /// The policy for submits held by store-and-forward (routes opt in with
+    /// `routing.storeAndForward` or a rule's `storeAndForward`).
+    #[serde(default)]
+    pub store_and_forward: StoreAndForwardSpec,
     /// The Service ESMEs connect through.
     #[serde(default)]
     pub service: ServiceSpec,
@@ -387,6 +391,11 @@ pub struct RoutingSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 128))]
     pub rules: Vec<RoutingRuleSpec>,
+    /// Store-and-forward for the default chain and for rules that do not say: a submit no
+    /// upstream can take now is accepted, held and retried until delivered or expired. Needs
+    /// `dlrStore.type: Redis` with more than one replica (scale-out checklist).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub store_and_forward: bool,
 }
 
 /// A routing rule: every given match field must match.
@@ -406,6 +415,55 @@ pub struct RoutingRuleSpec {
     /// Upstream names tried in order.
     #[schemars(length(min = 1, max = 8), inner(length(max = 63)))]
     pub chain: Vec<String>,
+    /// Store-and-forward for this rule's submits; unset: `routing.storeAndForward`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_and_forward: Option<bool>,
+}
+
+/// Store-and-forward policy: durations like `48h`, `1s`, `500ms`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreAndForwardSpec {
+    /// Longest a submit is held: its validity period is cut to this, and one without gets it.
+    #[serde(default = "default_max_validity")]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(ms|s|m|h|d))+$"))]
+    pub max_validity: String,
+    /// First retry delay; doubles per attempt.
+    #[serde(default = "default_retry_min")]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(ms|s|m|h|d))+$"))]
+    pub retry_min: String,
+    /// Longest retry delay.
+    #[serde(default = "default_retry_max")]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(ms|s|m|h|d))+$"))]
+    pub retry_max: String,
+    /// Most submits held per account; more are refused with ESME_RMSGQFUL.
+    #[serde(default = "default_held_per_account")]
+    #[schemars(range(min = 1, max = 100_000_000))]
+    pub max_per_account: i64,
+}
+
+impl Default for StoreAndForwardSpec {
+    fn default() -> Self {
+        StoreAndForwardSpec {
+            max_validity: default_max_validity(),
+            retry_min: default_retry_min(),
+            retry_max: default_retry_max(),
+            max_per_account: default_held_per_account(),
+        }
+    }
+}
+
+fn default_max_validity() -> String {
+    "48h".into()
+}
+fn default_retry_min() -> String {
+    "1s".into()
+}
+fn default_retry_max() -> String {
+    "60s".into()
+}
+fn default_held_per_account() -> i64 {
+    100_000
 }
 
 /// DLR store kind.

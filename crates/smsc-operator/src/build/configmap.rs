@@ -10,7 +10,8 @@ use smsc_api::crd::{DlrStoreType, RedisSpec, SecretKeyRef, SmscCluster, Topology
 use smsc_api::smscd_config::{
     AccountConfig, AdminConfig, BindConfig, LeaderElectionConfig, ReconnectConfig, RedisClusterConfig,
     RedisSentinelConfig, RedisWaitConfig, RoutingConfig, RoutingRule, RuleMatch, ServerConfig,
-    ServerTlsConfig, ShutdownConfig, SimConfig, SmscdConfig, StoreConfig, UpstreamTlsConfig,
+    ServerTlsConfig, ShutdownConfig, SimConfig, SmscdConfig, StoreAndForwardConfig, StoreConfig,
+    UpstreamTlsConfig,
 };
 
 use super::{port, Plan};
@@ -110,7 +111,12 @@ pub struct Rendered {
 
 /// `72h`, `1h30m`, `500ms`, `2d`: the formats the CRD schema admits.
 pub fn parse_ttl(text: &str) -> Result<Duration> {
-    let bad = || Error::InvalidSpec(format!("spec.dlrStore.ttl: {text:?} is not a duration like 72h or 30m"));
+    parse_duration("spec.dlrStore.ttl", text)
+}
+
+/// [`parse_ttl`] for the field `field` (named in the error).
+pub fn parse_duration(field: &str, text: &str) -> Result<Duration> {
+    let bad = || Error::InvalidSpec(format!("{field}: {text:?} is not a duration like 72h or 30m"));
     let mut total = Duration::ZERO;
     let mut rest = text;
     if rest.is_empty() {
@@ -214,10 +220,25 @@ pub fn render(cluster: &SmscCluster, plan: &Plan) -> Result<Rendered> {
                     source_prefix: r.source_prefix.clone(),
                 },
                 chain: chain(&r.chain),
+                store_and_forward: r.store_and_forward,
             })
             .collect(),
+        store_and_forward: spec.routing.store_and_forward,
         ..RoutingConfig::default()
     };
+    let saf = &spec.store_and_forward;
+    let store_and_forward = StoreAndForwardConfig {
+        max_validity: parse_duration("spec.storeAndForward.maxValidity", &saf.max_validity)?,
+        retry_min: parse_duration("spec.storeAndForward.retryMin", &saf.retry_min)?,
+        retry_max: parse_duration("spec.storeAndForward.retryMax", &saf.retry_max)?,
+        max_per_account: usize::try_from(saf.max_per_account.max(1)).unwrap_or(1),
+        ..StoreAndForwardConfig::default()
+    };
+    if store_and_forward.retry_max < store_and_forward.retry_min {
+        return Err(Error::InvalidSpec(
+            "spec.storeAndForward.retryMax: must be at least spec.storeAndForward.retryMin".into(),
+        ));
+    }
     let ttl = parse_ttl(&spec.dlr_store.ttl)?;
     let store = match (spec.dlr_store.type_, &spec.dlr_store.redis) {
         (DlrStoreType::Memory, _) => StoreConfig::Memory { ttl },
@@ -248,6 +269,7 @@ pub fn render(cluster: &SmscCluster, plan: &Plan) -> Result<Rendered> {
         sim: SimConfig::default(),
         store,
         queues: Default::default(),
+        store_and_forward,
         // smscd's default is loopback; the kubelet's probes and the metrics scraper come from
         // outside the Pod.
         admin: AdminConfig { bind_address: "0.0.0.0".into(), ..AdminConfig::default() },
@@ -303,6 +325,28 @@ mod tests {
         let cm = build(&plan, &r).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cm.metadata.name.as_deref(), Some("sms-config"));
         assert!(cm.data.unwrap_or_default().contains_key("smscd.yaml"));
+    }
+
+    #[test]
+    fn store_and_forward_policy_renders_and_bad_durations_name_the_field() {
+        let mut c = load("minimal.yaml");
+        c.spec.routing.store_and_forward = true;
+        c.spec.store_and_forward.max_validity = "2h".into();
+        c.spec.store_and_forward.retry_max = "30s".into();
+        c.spec.store_and_forward.max_per_account = 500;
+        let r = render(&c, &plan_for(&c)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.config.routing.store_and_forward);
+        assert_eq!(r.config.store_and_forward.max_validity, Duration::from_secs(7200));
+        assert_eq!(r.config.store_and_forward.retry_max, Duration::from_secs(30));
+        assert_eq!(r.config.store_and_forward.max_per_account, 500);
+        let back: SmscdConfig = serde_saphyr::from_str(&r.yaml).unwrap_or_else(|e| panic!("{e}\n{}", r.yaml));
+        assert_eq!(back, r.config);
+        c.spec.store_and_forward.retry_min = "1x".into();
+        let e = render(&c, &plan_for(&c)).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("spec.storeAndForward.retryMin"), "{e}");
+        c.spec.store_and_forward.retry_min = "1m".into();
+        let e = render(&c, &plan_for(&c)).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("spec.storeAndForward.retryMax: must be at least"), "{e}");
     }
 
     #[test]

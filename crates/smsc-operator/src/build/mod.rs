@@ -100,6 +100,8 @@ pub fn plan(cluster: &SmscCluster, default_image: &str, default_namespace: &str)
             })
             .collect(),
         dlr_store_shared: spec.dlr_store.type_ == smsc_api::crd::DlrStoreType::Redis,
+        store_and_forward: spec.routing.store_and_forward
+            || spec.routing.rules.iter().any(|r| r.store_and_forward == Some(true)),
         load_balancer_pins_connections: spec.scale_out_checklist.load_balancer_pins_connections,
         esmes_reconnect_with_backoff: spec.scale_out_checklist.esmes_reconnect_with_backoff,
         termination_grace_period_seconds: grace,

@@ -149,6 +149,30 @@ fn memory_store_with_leader_election_is_refused() {
 }
 
 #[test]
+fn store_and_forward_policy_is_checked_and_loads() {
+    let text = "server: { submit_timeout_ms: 5000 }\nstore_and_forward: { max_per_account: 0, retry_min: 2s, retry_max: 1s, lease: 5s, max_validity: 400days }\n";
+    let e = errors(text, &[]).join("\n");
+    assert!(e.contains("store_and_forward.max_per_account: must be at least 1"), "{e}");
+    assert!(e.contains("store_and_forward.retry_max: must be at least store_and_forward.retry_min"), "{e}");
+    assert!(e.contains("store_and_forward.lease: must be above server.submit_timeout_ms (5000 ms)"), "{e}");
+    assert!(e.contains("store_and_forward.max_validity: 34560000 is above the limit"), "{e}");
+    let l = load(
+        "routing: { default_chain: [sim], store_and_forward: true, rules: [{ match: { account: a }, chain: [sim], store_and_forward: false }] }\nstore_and_forward: { max_validity: 2h, retry_min: 500ms }\n",
+        &[],
+    )
+    .expect("loads");
+    assert!(l.config.routing.store_and_forward);
+    assert_eq!(l.config.routing.rules[0].store_and_forward, Some(false));
+    assert_eq!(l.config.store_and_forward.max_validity, std::time::Duration::from_secs(7200));
+    assert_eq!(l.config.store_and_forward.retry_min, std::time::Duration::from_millis(500));
+    assert!(
+        l.warnings.iter().any(|w| w.to_string().contains("routing.store_and_forward")),
+        "memory store warns: {:?}",
+        l.warnings
+    );
+}
+
+#[test]
 fn queue_bounds_are_checked() {
     let text = "queues: { max_per_account: 0, max_attempts: 0 }\n";
     let e = errors(text, &[]).join("\n");

@@ -77,6 +77,7 @@ pub(crate) fn validate(cfg: &SmscdConfig) -> Findings {
     sim(cfg, &mut f);
     store(cfg, &mut f);
     queues(cfg, &mut f);
+    store_and_forward(cfg, &mut f);
     leader(cfg, &mut f);
     f
 }
@@ -446,6 +447,44 @@ fn queues(cfg: &SmscdConfig, f: &mut Findings) {
     }
     at_most(f, "queues.max_attempts", q.max_attempts, limits::MAX_ATTEMPTS, "");
     at_most(f, "queues.dead_letters_per_account", q.dead_letters_per_account, limits::MAX_QUEUED, "");
+}
+
+fn store_and_forward(cfg: &SmscdConfig, f: &mut Findings) {
+    let s = &cfg.store_and_forward;
+    if s.max_per_account == 0 {
+        f.error("store_and_forward.max_per_account", "must be at least 1");
+    }
+    at_most(f, "store_and_forward.max_per_account", s.max_per_account, limits::MAX_QUEUED, "");
+    let secs = |d: std::time::Duration| d.as_secs();
+    at_most(f, "store_and_forward.max_validity", secs(s.max_validity), limits::MAX_TTL_SECS, " s (365 days)");
+    at_most(f, "store_and_forward.retry_max", secs(s.retry_max), limits::DAY_SECS, " s (1 day)");
+    at_most(f, "store_and_forward.lease", secs(s.lease), limits::HOUR_SECS, " s (1 hour)");
+    at_most(f, "store_and_forward.keep_final", secs(s.keep_final), limits::MAX_TTL_SECS, " s (365 days)");
+    if s.max_validity.is_zero() {
+        f.error("store_and_forward.max_validity", "must be above 0");
+    }
+    if s.retry_min.is_zero() {
+        f.error("store_and_forward.retry_min", "must be above 0");
+    }
+    if s.retry_max < s.retry_min {
+        f.error("store_and_forward.retry_max", "must be at least store_and_forward.retry_min");
+    }
+    // A lease that ends while its submit may still be answered lets a second replica send it too.
+    if s.lease.as_millis() <= u128::from(cfg.server.submit_timeout_ms) {
+        f.error(
+            "store_and_forward.lease",
+            format!("must be above server.submit_timeout_ms ({} ms)", cfg.server.submit_timeout_ms),
+        );
+    }
+    let used =
+        cfg.routing.store_and_forward || cfg.routing.rules.iter().any(|r| r.store_and_forward == Some(true));
+    if used && matches!(cfg.store, StoreConfig::Memory { .. }) {
+        f.warn(
+            "routing.store_and_forward",
+            "held submits live in this process with the memory store: a restart loses them. Use \
+             `store: { type: redis, ... }` to keep them",
+        );
+    }
 }
 
 fn leader(cfg: &SmscdConfig, f: &mut Findings) {

@@ -15,7 +15,10 @@
 //! stores behave the same (tests/redis_store.rs runs the same checks on each).
 
 pub mod memory;
+pub mod memory_queue;
+pub mod queue;
 pub mod redis;
+pub mod redis_queue;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -273,6 +276,8 @@ pub trait Store: Send + Sync + 'static {
 pub struct Built {
     pub store: Arc<dyn Store>,
     pub memory: Option<Arc<memory::MemoryStore>>,
+    /// Held submits (store-and-forward), in the same place as the rest.
+    pub queue: Arc<dyn queue::MessageQueue>,
 }
 
 /// Build the configured store. `identity` names this replica in the Redis consumer group
@@ -288,7 +293,11 @@ pub fn build(config: &StoreConfig, identity: &str) -> Result<Built, StoreError> 
                  owed at a restart (or a crash) are lost. Use `store: {{ type: redis, ... }}` to keep them"
             );
             let m = Arc::new(memory::MemoryStore::new(*ttl));
-            Ok(Built { store: m.clone(), memory: Some(m) })
+            Ok(Built {
+                store: m.clone(),
+                memory: Some(m),
+                queue: Arc::new(memory_queue::MemoryQueue::default()),
+            })
         }
         StoreConfig::Redis { url, sentinel, cluster, wait, key_prefix, ttl } => {
             let n = BUILT.fetch_add(1, Ordering::Relaxed);
@@ -317,7 +326,8 @@ pub fn build(config: &StoreConfig, identity: &str) -> Result<Built, StoreError> 
                 wait.clone(),
             );
             tracing::info!(consumer = %r.consumer(), ?claim_idle, form, wait = ?wait, "redis store");
-            Ok(Built { store: r, memory: None })
+            let queue = Arc::new(redis_queue::RedisQueue::new(r.clone(), key_prefix));
+            Ok(Built { store: r, memory: None, queue })
         }
     }
 }

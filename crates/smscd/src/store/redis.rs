@@ -455,7 +455,7 @@ impl RedisStore {
         Ok(())
     }
 
-    async fn conn(&self) -> Result<Conn, StoreError> {
+    pub(super) async fn conn(&self) -> Result<Conn, StoreError> {
         self.link.conn().await.map_err(|e| {
             self.up.store(false, Ordering::Relaxed);
             unavailable(e)

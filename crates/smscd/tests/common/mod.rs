@@ -434,7 +434,12 @@ impl Handler for CarrierHandler {
 
 impl Carrier {
     pub async fn start(answer: Answer) -> Carrier {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("carrier listen");
+        Carrier::start_on(0, answer).await
+    }
+
+    /// On 127.0.0.1:`port` (0: any free port).
+    pub async fn start_on(port: u16, answer: Answer) -> Carrier {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("carrier listen");
         let port = listener.local_addr().expect("carrier addr").port();
         let received = Arc::new(Mutex::new(Vec::new()));
         let held = Arc::new(Mutex::new(Vec::new()));

@@ -1,0 +1,440 @@
+//! Store-and-forward: submits that no target of their chain can take now (or that are scheduled
+//! for later) are accepted, held in the message store ([`crate::store::queue`]) and sent when
+//! due, retried with backoff across the chain until one target takes them or they expire.
+//!
+//! Per route (`routing.store_and_forward`, each rule's `store_and_forward`), off by default: an
+//! OK for a held submit tells the ESME to stop retrying, which is only a fair promise when the
+//! operator chose it and the store is durable (Redis); a route without it keeps refusing with a
+//! transient status, and the ESME retries as it always did.
+//!
+//! The seam on the submit path is [`hold`] (called by [`crate::dispatch`] when the chain is
+//! spent, and by the inbound session for scheduled submits); the HTTP API can call it with a
+//! parsed submit_sm the same way. [`run`] drains the store on every active replica.
+//!
+//! Guarantees (docs/delivery-guarantees.md): a held submit is sent at least once. It can be sent
+//! twice when the replica that sent it dies before recording the outcome (another one takes it
+//! when the lease ends), or when the upstream does not answer in time (unknown outcome: retried).
+//! It is never sent after its expiry: each claim checks it first. Order per destination: the
+//! messages of one destination in a claim are sent one after the other, and when one is not
+//! taken the later ones wait for the next attempt too.
+
+use crate::core::Core;
+use crate::router::Target;
+use crate::sim::unix_ms;
+use crate::store::queue::{Final, Queued};
+use crate::store::{Correlation, StoreError};
+use crate::upstream::SubmitFailure;
+use bytes::Bytes;
+use futures::StreamExt;
+use smpp::receipt::{MessageIdFormat, MessageState, Receipt, Stat};
+use smpp::{Body, CommandStatus, DeliverSm, Pdu, SubmitSm};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often each replica looks for due messages.
+const TICK: Duration = Duration::from_millis(100);
+/// Messages claimed per round trip.
+const BATCH: usize = 1000;
+/// Destinations sent to at once (each one's messages in order).
+const PARALLEL: usize = 512;
+/// The pseudo upstream under which an expiry receipt is correlated (it never leaves the store).
+pub const SAF_UPSTREAM: &str = "store-and-forward";
+
+/// When a submit may be sent and when it expires (unix ms), from its schedule_delivery_time and
+/// validity_period at `now_ms`; the validity is cut to `max_validity`. A schedule in the past
+/// means now. Bad fields: ESME_RINVSCHED / ESME_RINVEXPIRY.
+pub fn times(sm: &SubmitSm, now_ms: u64, max_validity: Duration) -> Result<(u64, u64), CommandStatus> {
+    let due = smpp::time::resolve(&sm.schedule_delivery_time, now_ms)
+        .map_err(|_| CommandStatus::ESME_RINVSCHED)?
+        .map_or(now_ms, |d| d.max(now_ms));
+    let cap = now_ms.saturating_add(max_validity.as_millis() as u64);
+    let expires =
+        match smpp::time::resolve(&sm.validity_period, now_ms).map_err(|_| CommandStatus::ESME_RINVEXPIRY)? {
+            Some(v) if v <= now_ms => return Err(CommandStatus::ESME_RINVEXPIRY),
+            Some(v) => v.min(cap),
+            None => cap,
+        };
+    // Scheduled for after it would expire: the schedule is what cannot be honoured.
+    if due >= expires {
+        return Err(CommandStatus::ESME_RINVSCHED);
+    }
+    Ok((due, expires))
+}
+
+/// Whether the two time fields are well-formed (checked on every submit, held or not).
+pub fn check_times(sm: &SubmitSm) -> Result<(), CommandStatus> {
+    if sm.schedule_delivery_time.is_empty() && sm.validity_period.is_empty() {
+        return Ok(());
+    }
+    smpp::time::parse(&sm.schedule_delivery_time).map_err(|_| CommandStatus::ESME_RINVSCHED)?;
+    smpp::time::parse(&sm.validity_period).map_err(|_| CommandStatus::ESME_RINVEXPIRY)?;
+    Ok(())
+}
+
+/// Whether the route of `sm` from `account` stores and forwards.
+pub fn holds(core: &Core, account: &str, sm: &SubmitSm) -> bool {
+    core.router.get().stores_and_forwards(account, &sm.source.addr, &sm.destination.addr)
+}
+
+/// Whether `sm` asks to be sent later (and its route holds it).
+pub fn is_scheduled(sm: &SubmitSm) -> bool {
+    !sm.schedule_delivery_time.is_empty()
+}
+
+/// Accept `sm` from `account` for later: our message id, or the status for the ESME
+/// (ESME_RMSGQFUL at the account's cap, ESME_RSYSERR when the store does not answer, the time
+/// fields' statuses).
+pub async fn hold(core: &Core, account: &str, sm: &SubmitSm) -> Result<String, CommandStatus> {
+    let policy = core.config.get().store_and_forward.clone();
+    let now = unix_ms();
+    let (due_ms, expires_ms) = times(sm, now, policy.max_validity)?;
+    let submit = Pdu::new(0, Body::SubmitSm(sm.clone())).to_bytes().map_err(|e| {
+        tracing::warn!(account, error = %e, "submit not encodable: not held");
+        CommandStatus::ESME_RSYSERR
+    })?;
+    let id = core.ids.next_id();
+    let m = Queued { id: id.clone(), submit, submitted_ms: now, due_ms, expires_ms, attempts: 0 };
+    match core.queue.put(account, &m, policy.max_per_account).await {
+        Ok(()) => {
+            core.metrics.forwarded("held", 1);
+            Ok(id)
+        }
+        Err(StoreError::Full) => Err(CommandStatus::ESME_RMSGQFUL),
+        Err(e) => {
+            tracing::warn!(account, error = %e, "submit not held: store unavailable");
+            Err(CommandStatus::ESME_RSYSERR)
+        }
+    }
+}
+
+/// Drain the message store until `core.stop`: every [`TICK`], for each account, claim what is
+/// due and send it. Only while active (a standby has no upstream binds) and not draining.
+pub async fn run(core: Arc<Core>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = core.stop.cancelled() => break,
+        }
+        let accounts: Vec<String> = core.config.get().accounts.iter().map(|a| a.system_id.clone()).collect();
+        for account in accounts {
+            if !core.is_active() || core.is_draining() {
+                break;
+            }
+            drain_account(&core, &account).await;
+            gauges(&core, &account).await;
+        }
+    }
+}
+
+async fn gauges(core: &Core, account: &str) {
+    let Ok((n, first_due)) = core.queue.depth(account).await else { return };
+    let label = crate::metrics::AccountLabel { account: account.to_owned() };
+    core.metrics.held.get_or_create(&label).set(n as i64);
+    let overdue = first_due.map_or(0, |d| unix_ms().saturating_sub(d) / 1000);
+    core.metrics.held_overdue.get_or_create(&label).set(overdue as i64);
+}
+
+/// The admin view of held submits: per account, how many, how late the most overdue is, and
+/// the first `max` (earliest due first) with their times and attempts.
+pub async fn view(core: &Core, accounts: &[String], max: usize) -> Result<serde_json::Value, String> {
+    let now = unix_ms();
+    let mut out = serde_json::Map::new();
+    for account in accounts {
+        let (held, first_due) = core.queue.depth(account).await.map_err(|e| e.to_string())?;
+        let list = core.queue.list(account, max).await.map_err(|e| e.to_string())?;
+        let messages: Vec<serde_json::Value> = list
+            .iter()
+            .map(|m| {
+                let destination =
+                    decode(m).map(|sm| String::from_utf8_lossy(&sm.destination.addr).into_owned());
+                serde_json::json!({
+                    "id": m.id,
+                    "destination": destination,
+                    "submitted": smpp::time::format_absolute(m.submitted_ms),
+                    "due": smpp::time::format_absolute(m.due_ms),
+                    "expires": smpp::time::format_absolute(m.expires_ms),
+                    "attempts": m.attempts,
+                })
+            })
+            .collect();
+        let overdue_secs = first_due.map_or(0, |d| now.saturating_sub(d) / 1000);
+        out.insert(
+            account.clone(),
+            serde_json::json!({ "held": held, "overdue_secs": overdue_secs, "messages": messages }),
+        );
+    }
+    Ok(serde_json::Value::Object(out))
+}
+
+/// Claim and send what is due for `account`, batch after batch while batches come back full.
+pub async fn drain_account(core: &Arc<Core>, account: &str) {
+    loop {
+        let lease = core.config.get().store_and_forward.lease;
+        let claimed = match core.queue.claim(account, unix_ms(), lease, BATCH).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(account, error = %e, "store-and-forward: claim failed");
+                return;
+            }
+        };
+        let full = claimed.len() == BATCH;
+        // By destination, keeping the claim's order (due time) within each.
+        let mut groups: Vec<Vec<(Queued, SubmitSm)>> = Vec::new();
+        let mut index: HashMap<Bytes, usize> = HashMap::new();
+        for m in claimed {
+            let Some(sm) = decode(&m) else {
+                tracing::warn!(account, id = %m.id, "held submit does not decode: dropped as undeliverable");
+                end(core, account, &m.id, Final::Undeliverable).await;
+                continue;
+            };
+            let i = *index.entry(sm.destination.addr.clone()).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+            groups[i].push((m, sm));
+        }
+        futures::stream::iter(groups)
+            .for_each_concurrent(PARALLEL, |group| send_in_order(core, account, group))
+            .await;
+        if !full || core.stop.is_cancelled() || core.is_draining() {
+            return;
+        }
+    }
+}
+
+fn decode(m: &Queued) -> Option<SubmitSm> {
+    match Pdu::decode(m.submit.clone()).ok()?.body {
+        Body::SubmitSm(sm) => Some(sm),
+        _ => None,
+    }
+}
+
+/// One destination's messages, in order: once one is not taken, the rest wait with it.
+async fn send_in_order(core: &Arc<Core>, account: &str, group: Vec<(Queued, SubmitSm)>) {
+    let mut blocked = false;
+    for (m, sm) in group {
+        let now = unix_ms();
+        if now >= m.expires_ms {
+            expire(core, account, &m, &sm).await;
+            continue;
+        }
+        if blocked {
+            retry(core, account, &m, now, false).await;
+            continue;
+        }
+        // We did the scheduling; the rest of the validity goes along as an absolute time, so a
+        // relative one does not restart at the upstream.
+        let mut out = sm.clone();
+        out.schedule_delivery_time = Bytes::new();
+        out.validity_period = Bytes::from(smpp::time::format_absolute(m.expires_ms));
+        match send(core, account, &m.id, out).await {
+            Sent::Taken => end(core, account, &m.id, Final::Delivered).await,
+            Sent::Refused(status) => {
+                tracing::info!(account, id = %m.id, %status, "held submit refused by the upstream: undeliverable");
+                end(core, account, &m.id, Final::Undeliverable).await;
+                final_receipt(core, account, &m, &sm, MessageState::Undeliverable).await;
+            }
+            Sent::NotNow => {
+                blocked = true;
+                retry(core, account, &m, now, true).await;
+            }
+        }
+    }
+}
+
+pub(crate) enum Sent {
+    Taken,
+    /// The message's fault, for good.
+    Refused(CommandStatus),
+    NotNow,
+}
+
+/// Try the chain of `sm` once under our id `id` (a held message, or a submit_multi's part).
+pub(crate) async fn send(core: &Arc<Core>, account: &str, id: &str, sm: SubmitSm) -> Sent {
+    let chain = core.router.get().route(account, &sm.source.addr, &sm.destination.addr).clone();
+    let budget = {
+        let cfg = core.config.get();
+        crate::dispatch::Budget::new(Duration::from_millis(cfg.server.submit_timeout_ms.max(1)))
+    };
+    let rd = sm.registered_delivery;
+    for target in chain.iter() {
+        match target {
+            Target::Sim => {
+                if !crate::dispatch::wants_receipt(rd) || core.sim.schedule(account, id, &sm) {
+                    return Sent::Taken;
+                }
+            }
+            Target::Bind(name) => {
+                let Some(up) = core.upstreams.get(name) else { continue };
+                match up.submit(core, sm.clone(), budget.send_by).await {
+                    Ok(upstream_id) => {
+                        let id_format = crate::receipts::id_format(up.cfg.message_id_format);
+                        // Stored or not, the upstream has it: a failed correlation loses the
+                        // receipt (logged there), resending would duplicate the message.
+                        let _ = crate::dispatch::correlate(
+                            core,
+                            account,
+                            name,
+                            id_format,
+                            rd,
+                            &upstream_id,
+                            id.to_owned(),
+                            &budget,
+                        )
+                        .await;
+                        return Sent::Taken;
+                    }
+                    Err(SubmitFailure::Final(s)) => return Sent::Refused(s),
+                    // Maybe sent: at-least-once retries it (a possible duplicate, see the doc).
+                    Err(SubmitFailure::Unknown) => return Sent::NotNow,
+                    Err(SubmitFailure::MoveOn(_)) => {}
+                }
+            }
+        }
+    }
+    Sent::NotNow
+}
+
+/// The delay before attempt `attempts + 1`: `retry_min` doubling up to `retry_max`.
+pub fn backoff(attempts: u32, min: Duration, max: Duration) -> Duration {
+    let factor = 1u32.checked_shl(attempts.min(31)).unwrap_or(u32::MAX);
+    min.saturating_mul(factor).min(max)
+}
+
+async fn retry(core: &Core, account: &str, m: &Queued, now: u64, attempted: bool) {
+    let policy = core.config.get().store_and_forward.clone();
+    let attempts = m.attempts + u32::from(attempted);
+    let wait =
+        if attempted { backoff(m.attempts, policy.retry_min, policy.retry_max) } else { policy.retry_min };
+    // Never later than its expiry, so that it expires on time.
+    let due = now.saturating_add(wait.as_millis() as u64).min(m.expires_ms);
+    if let Err(e) = core.queue.retry(account, &m.id, due, attempts).await {
+        tracing::debug!(account, id = %m.id, error = %e, "retry not recorded: the lease brings it back");
+    }
+    core.metrics.forwarded("retried", 1);
+}
+
+async fn end(core: &Core, account: &str, id: &str, state: Final) {
+    let keep = core.config.get().store_and_forward.keep_final;
+    if let Err(e) = core.queue.finish(account, id, state, unix_ms(), keep).await {
+        // Delivered but not recorded: the lease brings it back and it is sent again.
+        tracing::warn!(account, id, error = %e, "held submit's outcome not recorded");
+    }
+    let result = match state {
+        Final::Delivered => "delivered",
+        Final::Expired => "expired",
+        Final::Deleted => "cancelled",
+        Final::Undeliverable => "undeliverable",
+    };
+    core.metrics.forwarded(result, 1);
+}
+
+async fn expire(core: &Arc<Core>, account: &str, m: &Queued, sm: &SubmitSm) {
+    end(core, account, &m.id, Final::Expired).await;
+    final_receipt(core, account, m, sm, MessageState::Expired).await;
+}
+
+/// A receipt we issue ourselves (EXPIRED, UNDELIV) for a held submit that asked for one: it goes
+/// through the receipt path like an upstream's, so registered_delivery's rules apply the same.
+async fn final_receipt(core: &Arc<Core>, account: &str, m: &Queued, sm: &SubmitSm, state: MessageState) {
+    if !crate::dispatch::wants_receipt(sm.registered_delivery) {
+        return;
+    }
+    let c = Correlation {
+        account: account.to_owned(),
+        our_id: m.id.clone(),
+        submitted_at_ms: m.submitted_ms,
+        registered_delivery: sm.registered_delivery,
+    };
+    if let Err(e) = core.store.put_correlation(SAF_UPSTREAM, &m.id, c).await {
+        tracing::warn!(account, id = %m.id, error = %e, "expiry receipt lost: correlation not stored");
+        return;
+    }
+    let receipt = Receipt {
+        id: m.id.clone(),
+        sub: Some("001".into()),
+        dlvrd: Some("000".into()),
+        submit_date: Some(crate::sim::receipt_date(m.submitted_ms)),
+        done_date: Some(crate::sim::receipt_date(unix_ms())),
+        stat: Stat::Known(state),
+        err: Some("000".into()),
+        text: Some(String::from_utf8_lossy(&sm.payload()[..sm.payload().len().min(20)]).into_owned()),
+    };
+    let mut dsm = DeliverSm {
+        source: sm.destination.clone(),
+        destination: sm.source.clone(),
+        esm_class: smpp::pdu::esm_class::DELIVERY_RECEIPT,
+        short_message: Bytes::from(receipt.to_text()),
+        ..DeliverSm::default()
+    };
+    dsm.tlvs.set_receipted_message_id(m.id.as_bytes());
+    dsm.tlvs.set_message_state(state.as_u8());
+    if let Err(status) =
+        crate::receipts::on_upstream_deliver(core, SAF_UPSTREAM, MessageIdFormat::Same, dsm).await
+    {
+        tracing::warn!(account, id = %m.id, %status, "expiry receipt not queued");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smpp::time::format_absolute;
+
+    const NOW: u64 = 1_796_221_800_000;
+    const MAX: Duration = Duration::from_secs(3600);
+
+    fn sm(schedule: &str, validity: &str) -> SubmitSm {
+        SubmitSm {
+            schedule_delivery_time: Bytes::from(schedule.to_owned()),
+            validity_period: Bytes::from(validity.to_owned()),
+            ..SubmitSm::default()
+        }
+    }
+
+    #[test]
+    fn times_default_cap_and_schedule() {
+        assert_eq!(times(&sm("", ""), NOW, MAX), Ok((NOW, NOW + 3_600_000)));
+        assert_eq!(
+            times(&sm("000000000005000R", "000000001000000R"), NOW, MAX),
+            Ok((NOW + 5_000, NOW + 600_000))
+        );
+        // Validity beyond the maximum is cut to it.
+        assert_eq!(times(&sm("", "000002000000000R"), NOW, MAX), Ok((NOW, NOW + 3_600_000)));
+        // A schedule in the past is now.
+        assert_eq!(times(&sm(&format_absolute(NOW - 60_000), ""), NOW, MAX), Ok((NOW, NOW + 3_600_000)));
+    }
+
+    #[test]
+    fn bad_times_get_their_statuses() {
+        let bad = "261302143000000+";
+        assert_eq!(times(&sm(bad, ""), NOW, MAX), Err(CommandStatus::ESME_RINVSCHED));
+        assert_eq!(times(&sm("", bad), NOW, MAX), Err(CommandStatus::ESME_RINVEXPIRY));
+        assert_eq!(check_times(&sm(bad, "")), Err(CommandStatus::ESME_RINVSCHED));
+        assert_eq!(check_times(&sm("", "junk")), Err(CommandStatus::ESME_RINVEXPIRY));
+        assert_eq!(check_times(&sm("", "")), Ok(()));
+        // Already expired.
+        assert_eq!(
+            times(&sm("", &format_absolute(NOW - 1000)), NOW, MAX),
+            Err(CommandStatus::ESME_RINVEXPIRY)
+        );
+        // Scheduled after its expiry.
+        assert_eq!(
+            times(&sm("000000010000000R", "000000000500000R"), NOW, MAX),
+            Err(CommandStatus::ESME_RINVSCHED)
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_max() {
+        let (min, max) = (Duration::from_secs(1), Duration::from_secs(60));
+        assert_eq!(backoff(0, min, max), min);
+        assert_eq!(backoff(1, min, max), Duration::from_secs(2));
+        assert_eq!(backoff(5, min, max), Duration::from_secs(32));
+        assert_eq!(backoff(6, min, max), max);
+        assert_eq!(backoff(u32::MAX, min, max), max);
+    }
+}

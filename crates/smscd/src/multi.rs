@@ -1,0 +1,105 @@
+//! submit_multi and data_sm from ESMEs, and data_sm from upstreams.
+//!
+//! submit_multi fans out to one submit_sm per SME destination, each routed like a submit_sm and
+//! all under one message id (ours, in the submit_multi_resp; the receipts carry it too and tell
+//! the destinations apart by their source address). Destinations no target takes are listed in
+//! unsuccess_smes with their status (the upstream's, or ESME_RSUBMITFAIL when no target could
+//! take it now); held fan-out (store-and-forward of single destinations) is not done: each is
+//! relayed or reported. None taken: the whole PDU gets the first failure's status. A
+//! distribution list is refused as a whole with ESME_RINVDLNAME (we keep no lists), no
+//! destination at all with ESME_RINVNUMDESTS; nothing is sent then.
+//!
+//! data_sm from an ESME is a submit: it goes the submit_sm way ([`crate::dispatch`], including
+//! store-and-forward) as a submit_sm whose content is the message_payload TLV, and is answered
+//! data_sm_resp. data_sm from an upstream is a deliver_sm (receipt or MO) the same way; the ESME
+//! gets it as deliver_sm.
+
+use crate::core::Core;
+use crate::forward::Sent;
+use bytes::Bytes;
+use smpp::{
+    Body, CommandStatus, DataSm, DeliverSm, DestAddress, SubmitMulti, SubmitMultiResp, SubmitSm, UnsuccessSme,
+};
+use std::sync::Arc;
+
+/// The submit_sm a data_sm stands for.
+pub fn data_to_submit(d: DataSm) -> SubmitSm {
+    SubmitSm {
+        service_type: d.service_type,
+        source: d.source,
+        destination: d.destination,
+        esm_class: d.esm_class,
+        registered_delivery: d.registered_delivery,
+        data_coding: d.data_coding,
+        tlvs: d.tlvs,
+        ..SubmitSm::default()
+    }
+}
+
+/// The deliver_sm a data_sm from an upstream stands for (same layout as a submit_sm).
+pub fn data_to_deliver(d: DataSm) -> DeliverSm {
+    data_to_submit(d)
+}
+
+/// One destination of a submit_multi as a submit_sm.
+fn part(m: &SubmitMulti, destination: smpp::Address) -> SubmitSm {
+    SubmitSm {
+        service_type: m.service_type.clone(),
+        source: m.source.clone(),
+        destination,
+        esm_class: m.esm_class,
+        protocol_id: m.protocol_id,
+        priority_flag: m.priority_flag,
+        schedule_delivery_time: m.schedule_delivery_time.clone(),
+        validity_period: m.validity_period.clone(),
+        registered_delivery: m.registered_delivery,
+        replace_if_present_flag: m.replace_if_present_flag,
+        data_coding: m.data_coding,
+        sm_default_msg_id: m.sm_default_msg_id,
+        short_message: m.short_message.clone(),
+        tlvs: m.tlvs.clone(),
+    }
+}
+
+/// Answer a submit_multi from `account`.
+pub async fn submit_multi(core: &Arc<Core>, account: &str, m: SubmitMulti) -> Result<Body, CommandStatus> {
+    if m.destinations.is_empty() || m.destinations.len() > 254 {
+        return Err(CommandStatus::ESME_RINVNUMDESTS);
+    }
+    if m.destinations.iter().any(|d| matches!(d, DestAddress::DistributionList(_))) {
+        return Err(CommandStatus::ESME_RINVDLNAME);
+    }
+    let first = part(&m, smpp::Address::default());
+    crate::forward::check_times(&first)?;
+    let id = core.ids.next_id();
+    let parts = m.destinations.iter().filter_map(|d| match d {
+        DestAddress::Sme(a) => Some(a.clone()),
+        DestAddress::DistributionList(_) => None,
+    });
+    let sends = parts.map(|address| {
+        let sm = part(&m, address.clone());
+        let id = id.clone();
+        async move {
+            let outcome = crate::forward::send(core, account, &id, sm).await;
+            (address, outcome)
+        }
+    });
+    let outcomes = futures::future::join_all(sends).await;
+    let mut unsuccess = Vec::new();
+    for (address, outcome) in outcomes {
+        let status = match outcome {
+            Sent::Taken => continue,
+            Sent::Refused(s) => s,
+            Sent::NotNow => CommandStatus::ESME_RSUBMITFAIL,
+        };
+        unsuccess.push(UnsuccessSme { address, error_status_code: status });
+    }
+    if unsuccess.len() == m.destinations.len() {
+        return Err(unsuccess.first().map_or(CommandStatus::ESME_RSUBMITFAIL, |u| u.error_status_code));
+    }
+    Ok(Body::SubmitMultiResp(SubmitMultiResp {
+        message_id: Bytes::from(id),
+        unsuccess_smes: unsuccess,
+        ..Default::default()
+    }))
+}
