@@ -75,6 +75,10 @@ pub struct Metrics {
     pub dead_lettered: Family<ReasonLabel, Counter>,
     /// Dead letters held, by account.
     pub dead_letters: Family<AccountLabel, Gauge>,
+    /// HTTP API webhooks (receipts, MO) by result: queued, delivered, retried, dead_lettered.
+    pub webhooks: Family<ResultLabel, Counter>,
+    /// HTTP API requests by result: the HTTP status class and the route's word.
+    pub http_requests: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -146,7 +150,17 @@ impl Metrics {
         );
         let dead_letters = Family::<AccountLabel, Gauge>::default();
         registry.register("dead_letters", "Dead letters held, by account", dead_letters.clone());
+        let webhooks = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "webhooks",
+            "HTTP API webhooks (receipts, MO) by result (queued, delivered, retried, dead_lettered)",
+            webhooks.clone(),
+        );
+        let http_requests = Family::<ResultLabel, Counter>::default();
+        registry.register("http_requests", "HTTP API requests by answer status", http_requests.clone());
         Metrics {
+            webhooks,
+            http_requests,
             registry,
             inbound_binds,
             upstream_binds,
