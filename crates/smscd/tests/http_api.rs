@@ -791,3 +791,67 @@ async fn two_replicas_on_redis_the_other_delivers_the_webhooks_of_a_killed_one()
     assert_eq!(code, 200, "{resp}");
     assert_eq!(json_body(&resp)["state"], "delivered", "{resp}");
 }
+
+// ---- MO to the account's mo_url ------------------------------------------------------------------
+
+/// An upstream SMSC that takes our bind and answers submits; hands its session out so the test
+/// can send MO.
+struct Upstream;
+
+impl smpp::session::Handler for Upstream {
+    fn on_request(&mut self, _req: smpp::session::Request<'_>) -> smpp::session::Reply {
+        smpp::session::Reply::Error(smpp::CommandStatus::ESME_RINVCMDID)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mo_for_an_account_with_an_mo_url_is_posted_signed() {
+    use smpp::session::{smsc, SessionConfig};
+    let recv = Receiver::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((s, peer)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                if let Ok(b) = smsc::accept(s, Some(peer), SessionConfig::default()).await {
+                    if let Ok(session) = b.accept(Bytes::from_static(b"up"), Some(0x34), Upstream).await {
+                        let _ = tx.send(session.clone());
+                        session.closed().await;
+                    }
+                }
+            });
+        }
+    });
+    let mut cfg = http_config(None);
+    cfg.binds = vec![upstream("up", port, "x", "y")];
+    cfg.routing.default_chain = vec!["bind:up".into()];
+    cfg.routing.mo = vec![smsc_api::smscd_config::MoRule {
+        destination_prefix: Some("4242".into()),
+        upstream: None,
+        account: "acme".into(),
+    }];
+    cfg.http.accounts[0].mo_url = Some(recv.url("/mo"));
+    let _d = Daemon::start(cfg).await;
+    let up = within("upstream bound", rx.recv()).await.expect("upstream session");
+    let mo = smpp::DeliverSm {
+        source: smpp::Address::new(1, 1, "31699999999"),
+        destination: smpp::Address::new(0, 1, "4242"),
+        data_coding: 8,
+        short_message: Bytes::from(smpp::text::ucs2::encode("Привет STOP")),
+        ..smpp::DeliverSm::default()
+    };
+    let r = within("MO answered", up.request(smpp::Body::DeliverSm(mo))).await.expect("deliver_sm_resp");
+    assert_eq!(r.command_status, smpp::CommandStatus::ESME_ROK);
+    wait_for("the MO at mo_url", Duration::from_secs(20), || !recv.all().is_empty()).await;
+    let g = &recv.all()[0];
+    assert_eq!((g.method.as_str(), g.uri.as_str()), ("POST", "/mo"));
+    assert!(g.signed_ok(), "{g:?}");
+    let j = g.json();
+    assert_eq!(
+        (j["type"].as_str(), j["from"].as_str(), j["to"].as_str(), j["text"].as_str(), j["upstream"].as_str()),
+        (Some("mo"), Some("31699999999"), Some("4242"), Some("Привет STOP"), Some("up")),
+        "{j}"
+    );
+}
