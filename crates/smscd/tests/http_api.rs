@@ -850,7 +850,13 @@ async fn mo_for_an_account_with_an_mo_url_is_posted_signed() {
     assert!(g.signed_ok(), "{g:?}");
     let j = g.json();
     assert_eq!(
-        (j["type"].as_str(), j["from"].as_str(), j["to"].as_str(), j["text"].as_str(), j["upstream"].as_str()),
+        (
+            j["type"].as_str(),
+            j["from"].as_str(),
+            j["to"].as_str(),
+            j["text"].as_str(),
+            j["upstream"].as_str()
+        ),
         (Some("mo"), Some("31699999999"), Some("4242"), Some("Привет STOP"), Some("up")),
         "{j}"
     );

@@ -163,7 +163,10 @@ pub async fn start(
     tokio::spawn(webhook::run(core.clone(), wake));
     let app =
         router(http, cfg.http.max_body_bytes.max(1024)).into_make_service_with_connect_info::<SocketAddr>();
+    // Liveness covers this listener too: a server that ends without being stopped fails /healthz.
+    let listening = core.listeners.listening(stop.clone());
     let task = tokio::spawn(async move {
+        let _listening = listening;
         let served = match tls {
             None => {
                 axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await

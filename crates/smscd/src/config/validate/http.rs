@@ -1,6 +1,6 @@
 //! Checks of the `http:` section (the HTTP API).
 
-use super::{file_exists, port, Findings};
+use super::{at_most, file_exists, port, Findings};
 use smsc_api::smscd_config::SmscdConfig;
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -55,6 +55,13 @@ pub(crate) fn http(cfg: &SmscdConfig, f: &mut Findings) {
     if w.min_backoff_ms > w.max_backoff_ms {
         f.error("http.webhooks.min_backoff_ms", "must not be above max_backoff_ms");
     }
+    // These size semaphores, timers and buffers: refused above sane limits, not a panic later.
+    at_most(f, "http.max_destinations", h.max_destinations, 10_000, "");
+    at_most(f, "http.max_body_bytes", h.max_body_bytes, 64 << 20, " bytes (64 MiB)");
+    at_most(f, "http.webhooks.max_attempts", w.max_attempts, 1_000, "");
+    at_most(f, "http.webhooks.concurrency", w.concurrency, 100_000, "");
+    at_most(f, "http.webhooks.timeout_ms", w.timeout_ms, 3_600_000, " ms (1 hour)");
+    at_most(f, "http.webhooks.max_backoff_ms", w.max_backoff_ms, 86_400_000, " ms (1 day)");
     let accounts: HashSet<&str> = cfg.accounts.iter().map(|a| a.system_id.as_str()).collect();
     let mut seen = HashSet::new();
     for (i, a) in h.accounts.iter().enumerate() {
