@@ -267,7 +267,8 @@ pub async fn start_with_leadership(
         admin_stop.cancel();
         let _ = tokio::join!(sim_task, house_task, admin_task);
         if let Some(h) = http {
-            let _ = h.task.await;
+            // Bounded: a client holding a connection open must not hold up the exit.
+            let _ = tokio::time::timeout(Duration::from_secs(5), h.task).await;
         }
         if let Some(t) = leader_task {
             let _ = t.await;

@@ -13,7 +13,7 @@ use crate::store::StoreError;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 use smsc_api::smscd_config::StoreConfig;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -60,11 +60,16 @@ pub enum Records {
     },
 }
 
+/// Records the memory store keeps at most: the oldest go first beyond it (about 300 bytes
+/// each), so a busy replica does not hold a `ttl` (72 h by default) of records in memory.
+pub const MAX_MEMORY_RECORDS: usize = 1_000_000;
+
 #[derive(Default)]
 pub struct MemoryRecords {
     map: HashMap<(String, String), (Record, Instant)>,
+    /// Keys in insertion order (all records live `ttl`, so also in expiry order).
+    order: VecDeque<(String, String)>,
     ttl: Duration,
-    puts: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -114,16 +119,23 @@ impl Records {
         match self {
             Records::Memory(m) => {
                 let mut m = lock(m);
-                let exp = Instant::now() + m.ttl;
+                let now = Instant::now();
+                let exp = now + m.ttl;
                 for r in records {
-                    m.map.insert((r.account.clone(), r.id.clone()), (r.clone(), exp));
+                    let key = (r.account.clone(), r.id.clone());
+                    if m.map.insert(key.clone(), (r.clone(), exp)).is_none() {
+                        m.order.push_back(key);
+                    }
                 }
-                m.puts += records.len();
-                // Sweep now and then rather than on a timer: the map is only ever touched here.
-                if m.puts >= 65_536 {
-                    m.puts = 0;
-                    let now = Instant::now();
-                    m.map.retain(|_, (_, e)| *e > now);
+                // Expired and over-the-bound records go from the front, a few per write.
+                while let Some(front) = m.order.front() {
+                    let expired = m.map.get(front).is_none_or(|(_, e)| *e <= now);
+                    if !expired && m.map.len() <= MAX_MEMORY_RECORDS {
+                        break;
+                    }
+                    if let Some(k) = m.order.pop_front() {
+                        m.map.remove(&k);
+                    }
                 }
                 Ok(())
             }
@@ -195,6 +207,14 @@ mod tests {
         r.put_many(&[rec("x")]).await.unwrap();
         assert_eq!(r.get("a", "x").await.unwrap(), Some(rec("x")));
         assert_eq!(r.get("b", "x").await.unwrap(), None, "another account's id is not found");
+        // Expired records are gone, and leave the map as later ones are written.
+        let short = Records::new(&StoreConfig::Memory { ttl: Duration::ZERO }).unwrap();
+        short.put_many(&[rec("a")]).await.unwrap();
+        assert_eq!(short.get("a", "a").await.unwrap(), None);
+        short.put_many(&[rec("b")]).await.unwrap();
+        if let Records::Memory(m) = &short {
+            assert!(lock(m).map.len() <= 1 && lock(m).order.len() <= 1);
+        }
         let json = serde_json::to_string(&rec("x")).unwrap();
         assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), rec("x"));
     }
