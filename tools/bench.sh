@@ -5,7 +5,7 @@
 #
 #   BENCH_SECS   sending phase per run, seconds (default 5)
 #   BENCH_RUNS   runs per cell; the summary takes the median (default 3)
-#   BENCH_SCENARIOS  which of: term peers relay redis redis-ha latency mix saf (default: all)
+#   BENCH_SCENARIOS  which of: term peers relay redis redis-ha latency mix saf http (default: all)
 #   BENCH_HA_CELLS   binds:window cells of redis-ha (Sentinel with and without WAIT, Cluster;
 #                default 4:64, the single-instance headline cell)
 #   BENCH_GEN_CPUS / BENCH_SRV_CPUS  taskset cpu lists for the generator and the server under
@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECS=${BENCH_SECS:-5}
 RUNS=${BENCH_RUNS:-3}
-SCENARIOS=${BENCH_SCENARIOS:-term peers relay redis redis-ha latency mix saf}
+SCENARIOS=${BENCH_SCENARIOS:-term peers relay redis redis-ha latency mix saf http}
 GEN_CPUS=${BENCH_GEN_CPUS-}
 SRV_CPUS=${BENCH_SRV_CPUS-}
 P=${BENCH_PORT_BASE:-27700}
@@ -123,7 +123,7 @@ median_rate() { # median submit_sm/s of SCENARIO TARGET BINDS WINDOW
 }
 
 # A leftover server on one of our ports would be measured instead of the one started here.
-for off in 0 1 10 20 30 31 40 41 42 43 50 51 52 53 54 55 60 61 62 63 64 65 70 71 72 73 74 75 90 91; do
+for off in 0 1 10 20 30 31 40 41 42 43 50 51 52 53 54 55 60 61 62 63 64 65 70 71 72 73 74 75 80 81 82 83 90 91; do
   port=$((P + off))
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "127.0.0.1:$port is already in use: stop whatever listens there first" >&2
@@ -314,6 +314,44 @@ if has redis-ha && command -v redis-server >/dev/null; then
 elif has redis-ha; then
   echo "== redis-ha: redis-server not installed (tools/deps.sh apt); skipped"
 fi
+
+# The HTTP API (issue 17): 64 keep-alive clients POST /v1/messages against the sim target,
+# without receipts and with them (the receipts' webhooks go to the generator's own receiver).
+if has http; then
+  HTTP_RESULTS=$OUT/http.jsonl
+  : >"$HTTP_RESULTS"
+  smscd_cfg "$CFG/http.yaml" $((P + 80)) $((P + 81)) '"sim"' "http:
+  enabled: true
+  bind_address: 127.0.0.1
+  port: $((P + 82))
+  accounts:
+    - { account: bench, dlr_url: \"http://127.0.0.1:$((P + 83))/dlr\", secret: benchsecret, tokens: [benchtoken] }"
+  start smscd-http "$SRV_CPUS" "$BIN/smscd" --config "$CFG/http.yaml" --log-level warn
+  SH=$LAST_PID
+  wait_port $((P + 82))
+  for receipts in "" --receipts; do
+    echo "== http API, 64 keep-alive clients ${receipts:-(no receipts)}"
+    for run in $(seq 1 "$RUNS"); do
+      load=$(cut -d' ' -f1 /proc/loadavg)
+      # shellcheck disable=SC2086 # $receipts is one flag or none
+      pin "$GEN_CPUS" "$BIN/smsc-bench" http --addr 127.0.0.1:$((P + 82)) --token benchtoken \
+        --concurrency 64 --duration "$SECS" --server-pid "$SH" --webhook-port $((P + 83)) $receipts --json \
+        2>>"$OUT/gen.log" | jq -c --argjson r "$run" --argjson l "$load" '. + {run: $r, load1: $l}' \
+        >>"$HTTP_RESULTS" || echo "  (run failed, see $OUT/gen.log)"
+      tail -n 1 "$OUT/gen.log" | cut -c1-220
+    done
+  done
+  stop "$SH"
+  jq -rs '
+    def med(f): [.[] | f] | sort | if length==0 then null else .[(length-1)/2|floor] end;
+    "| http API | receipts | runs | submits/s (median) | p50 us | p99 us | webhooks/s while sending | webhooks/s overall | server cpu cores | load1 |",
+    "|---|---|---|---|---|---|---|---|---|---|",
+    (group_by(.receipts)[] |
+      "| 64 keep-alive | \(.[0].receipts) | \(length) | \(med(.submits_per_sec)|floor) | \(med(.latency.p50_us)|floor) | \(med(.latency.p99_us)|floor) | \(med(.webhooks_per_sec)|floor) | \(med(.webhooks_per_sec_overall)|floor) | \(med(.server_cpu_cores // 0)*100|round/100) | \(med(.load1)) |")
+  ' "$HTTP_RESULTS" >"$OUT/http-summary.md"
+  cat "$OUT/http-summary.md"
+fi
+
 
 # 6: store-and-forward on Redis (issue 16): queue then drain. The relay's only upstream is down,
 # so every submit is held in Redis (accept rate); then the upstream (an smscd with the sim)

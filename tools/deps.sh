@@ -14,7 +14,7 @@ mkdir -p "$SMSC_CACHE/stamps"
 APT_PACKAGES=(redis-server kannel)
 # The test bed's real node (tools/realnode.sh) and the images it runs (tools/images.sh).
 REALNODE_PACKAGES=(containerd runc containernetworking-plugins buildah iptables conntrack nfacct nftables)
-PY_PACKAGES=(smpplib==2.2.4 smpp34==1.5.0)
+PY_PACKAGES=(smpplib==2.2.4 smpp34==1.5.0 requests==2.32.3)
 NODE_PACKAGES=(smpp@0.5.1)
 
 log() { printf '[deps] %s\n' "$*" >&2; }

@@ -6,9 +6,11 @@
 //! at `kubectl apply` time rather than discovered by the controller.
 //! `cargo run -p smsc-api --bin crdgen` (`make crds`) writes the YAML.
 
+mod http;
 mod spec;
 mod status;
 
+pub use http::HttpSpec;
 pub use spec::*;
 pub use status::*;
 

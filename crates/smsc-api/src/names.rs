@@ -20,3 +20,5 @@ pub const SMPP_PORT: u16 = 2775;
 pub const SMPP_TLS_PORT: u16 = 8775;
 /// Default admin (health, metrics) port.
 pub const ADMIN_PORT: u16 = 8080;
+/// Default port of the HTTP API (`http:`), when it is enabled.
+pub const HTTP_PORT: u16 = 8088;

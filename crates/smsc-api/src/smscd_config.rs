@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+mod http;
+pub use http::{HttpAccountConfig, HttpConfig, HttpTlsConfig, WebhookConfig};
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct SmscdConfig {
@@ -48,6 +51,9 @@ pub struct SmscdConfig {
     /// Active/standby leadership on a Lease; absent: every replica is active.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_election: Option<LeaderElectionConfig>,
+    /// The HTTP API (submit over HTTP, webhooks); off by default.
+    #[serde(default, skip_serializing_if = "HttpConfig::is_default")]
+    pub http: HttpConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

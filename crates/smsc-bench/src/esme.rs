@@ -200,7 +200,7 @@ struct BindResult {
     problems: Vec<String>,
 }
 
-fn hist() -> Histogram<u64> {
+pub(crate) fn hist() -> Histogram<u64> {
     // 1 us .. 60 s at 3 significant digits (ns); constant bounds, so this cannot fail.
     Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("constant histogram bounds are valid")
 }
@@ -216,7 +216,7 @@ fn cpu_secs(who: libc::c_int) -> f64 {
 }
 
 /// utime + stime of a process, in seconds, from /proc.
-fn proc_cpu_secs(pid: u32) -> Option<f64> {
+pub(crate) fn proc_cpu_secs(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = &stat[stat.rfind(')')? + 2..];

@@ -7,6 +7,7 @@
 //! receipt on any of the account's binds, so only the merge can tell lost from duplicated.
 
 pub mod esme;
+pub mod http;
 pub mod report;
 
 pub use esme::{run, EsmeConfig, Mix};

@@ -21,6 +21,70 @@ struct Cli {
 enum Cmd {
     /// ESME fleet: N transceiver binds, each with `window` submit_sm in flight.
     Esme(EsmeArgs),
+    /// HTTP API: `concurrency` keep-alive clients POSTing /v1/messages; webhooks received.
+    Http(HttpArgs),
+}
+
+#[derive(clap::Args)]
+struct HttpArgs {
+    /// smscd's HTTP API address (127.0.0.1 only).
+    #[arg(long)]
+    addr: SocketAddr,
+    /// Bearer token of the account.
+    #[arg(long)]
+    token: String,
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Sending phase, seconds (at most 3600).
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Ask for receipts (the account's dlr_url should point at --webhook-port).
+    #[arg(long)]
+    receipts: bool,
+    /// Receive webhooks on 127.0.0.1:PORT.
+    #[arg(long)]
+    webhook_port: Option<u16>,
+    /// After sending: the longest wait for webhooks, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    drain: f64,
+    #[arg(long)]
+    server_pid: Option<u32>,
+    #[arg(long)]
+    json: bool,
+}
+
+fn http_main(a: HttpArgs) -> ExitCode {
+    if !a.addr.ip().is_loopback() {
+        eprintln!("only 127.0.0.1 targets are allowed");
+        return ExitCode::from(64);
+    }
+    if !(a.duration > 0.0 && a.duration <= 3600.0 && a.drain >= 0.0 && a.drain <= 3600.0) {
+        eprintln!("--duration must be in (0, 3600] and --drain in [0, 3600]");
+        return ExitCode::from(64);
+    }
+    let cfg = smsc_bench::http::HttpConfig {
+        addr: a.addr,
+        token: a.token,
+        concurrency: a.concurrency,
+        duration: Duration::from_secs_f64(a.duration),
+        receipts: a.receipts,
+        webhook_port: a.webhook_port,
+        drain: Duration::from_secs_f64(a.drain),
+        server_pid: a.server_pid,
+    };
+    let rep = smsc_bench::http::run(&cfg);
+    eprintln!("{}", rep.summary());
+    if a.json {
+        match serde_json::to_string(&rep) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("json: {e}"),
+        }
+    }
+    if rep.requests_ok == 0 || !rep.problems.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 #[derive(clap::Args)]
@@ -67,7 +131,10 @@ struct EsmeArgs {
 }
 
 fn main() -> ExitCode {
-    let Cmd::Esme(a) = Cli::parse().cmd;
+    let a = match Cli::parse().cmd {
+        Cmd::Esme(a) => a,
+        Cmd::Http(a) => return http_main(a),
+    };
     if a.addr.iter().any(|x| !x.ip().is_loopback()) {
         eprintln!("only 127.0.0.1 targets are allowed");
         return ExitCode::from(64);

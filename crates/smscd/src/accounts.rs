@@ -239,6 +239,35 @@ impl Accounts {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Authenticate an HTTP API request as `system_id`: the address allow-list first, then the
+    /// password (`None`: a bearer token already named the account). No bind slot is taken.
+    pub fn authenticate(
+        &self,
+        system_id: &str,
+        password: Option<&[u8]>,
+        peer: Option<IpAddr>,
+    ) -> Result<Arc<AccountState>, BindRefusal> {
+        let Some(account) = self.get(system_id) else {
+            let _ = DUMMY_PASSWORD.as_slice().ct_eq(password.unwrap_or_default());
+            return Err(BindRefusal::UnknownSystemId);
+        };
+        {
+            let p = account.policy.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(cidrs) = &p.cidrs {
+                let ip = peer.map(|ip| ip.to_canonical());
+                if !ip.is_some_and(|ip| cidrs.iter().any(|n| n.contains(&ip))) {
+                    return Err(BindRefusal::AddressNotAllowed);
+                }
+            }
+            if let Some(pw) = password {
+                if !bool::from(p.password.as_slice().ct_eq(pw)) {
+                    return Err(BindRefusal::WrongPassword);
+                }
+            }
+        }
+        Ok(account)
+    }
+
     /// Decide a bind: the account's address allow-list first, then the password (compared in
     /// constant time for equal lengths), bind type and bind count.
     pub fn authorize(

@@ -46,6 +46,8 @@ pub struct Core {
     inflight_done: Notify,
     /// Ends background loops (delivery, sim, housekeeping) at the very end of shutdown.
     pub stop: CancellationToken,
+    /// Receipts and MO that go elsewhere than SMPP (the HTTP API's webhooks), when set.
+    pub sink: std::sync::OnceLock<Arc<dyn crate::sink::DeliverySink>>,
 }
 
 impl Core {
@@ -69,6 +71,7 @@ impl Core {
             inflight: AtomicUsize::new(0),
             inflight_done: Notify::new(),
             stop: CancellationToken::new(),
+            sink: std::sync::OnceLock::new(),
         }
     }
 

@@ -51,6 +51,8 @@ pub enum DaemonError {
     NoListener,
     #[error("daemon task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
 }
 
 /// A started daemon.
@@ -63,6 +65,8 @@ pub struct DaemonHandle {
     /// The SMPP-over-TLS listener, when `server.tls` is set.
     pub tls_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
+    /// The HTTP API, when `http.enabled`.
+    pub http_addr: Option<SocketAddr>,
     pub core: Arc<Core>,
     task: JoinHandle<()>,
 }
@@ -157,6 +161,8 @@ pub async fn start_with_leadership(
     let stop_accepting = CancellationToken::new();
     let admin_stop = CancellationToken::new();
     let control = Arc::new(tokio::sync::Mutex::new(()));
+    let http = crate::http::start(&core, &config, admin_stop.clone()).await?;
+    let http_addr = http.as_ref().map(|h| h.addr);
 
     apply_accounts(&core, &sessions, &config).await;
     let leader_task = match leadership {
@@ -261,12 +267,16 @@ pub async fn start_with_leadership(
         c.stop.cancel();
         admin_stop.cancel();
         let _ = tokio::join!(sim_task, house_task, admin_task, forward_task);
+        if let Some(h) = http {
+            // Bounded: a client holding a connection open must not hold up the exit.
+            let _ = tokio::time::timeout(Duration::from_secs(5), h.task).await;
+        }
         if let Some(t) = leader_task {
             let _ = t.await;
         }
         info!("smscd stopped");
     });
-    Ok(DaemonHandle { smpp_addr, plain_addr, tls_addr, admin_addr, core, task })
+    Ok(DaemonHandle { smpp_addr, plain_addr, tls_addr, admin_addr, http_addr, core, task })
 }
 
 async fn apply_accounts(core: &Arc<Core>, sessions: &Sessions, cfg: &SmscdConfig) {

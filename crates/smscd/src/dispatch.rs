@@ -176,7 +176,8 @@ fn on_first_answer(
             // The memory store answers at once; a shared one may make this wait.
             now_or_spawn(async move {
                 let r =
-                    accepted(&job.core, &job.account, &name, id_format, rd, &upstream_id, &job.budget).await;
+                    accepted(&job.core, &job.account, &name, id_format, rd, &upstream_id, &job.budget, None)
+                        .await;
                 job.finish(r, &name);
             });
         }
@@ -199,7 +200,8 @@ fn spawn_rest(job: Job, sm: SubmitSm, from: usize, last: CommandStatus, busy: bo
     rt.spawn(async move {
         let chain = job.chain.clone();
         let rest = chain.get(from..).unwrap_or_default();
-        let (result, route) = dispatch_from(&job.core, &job.account, sm, rest, last, busy, &job.budget).await;
+        let (result, route) =
+            dispatch_from(&job.core, &job.account, sm, rest, last, busy, &job.budget, None).await;
         job.finish(result, &route);
     });
 }
@@ -219,6 +221,8 @@ fn now_or_spawn(fut: impl Future<Output = ()> + Send + 'static) {
 /// Our id for a submit `upstream` accepted as `upstream_id`, its correlation stored when it wants
 /// a receipt, under the one key `id_format` gives the id. A correlation that cannot be stored by
 /// the budget's deadline gets the ESME ESME_RSYSERR, never an OK whose receipt would be lost.
+/// `given`: our id chosen beforehand (the HTTP API), else a new one.
+#[allow(clippy::too_many_arguments)]
 async fn accepted(
     core: &Core,
     account: &str,
@@ -227,8 +231,10 @@ async fn accepted(
     rd: u8,
     upstream_id: &str,
     budget: &Budget,
+    given: Option<String>,
 ) -> Result<String, CommandStatus> {
-    correlate(core, account, upstream, id_format, rd, upstream_id, core.ids.next_id(), budget).await
+    let id = given.unwrap_or_else(|| core.ids.next_id());
+    correlate(core, account, upstream, id_format, rd, upstream_id, id, budget).await
 }
 
 /// [`accepted`] for a submit that has our id `id` already (a held one, see [`crate::forward`]).
@@ -274,9 +280,24 @@ pub(crate) async fn correlate(
     Ok(id)
 }
 
+/// A submit that comes from no ESME session (the HTTP API), under our id `id` chosen beforehand
+/// (so the caller can record the message before its receipt can arrive): the chain tried as
+/// for an ESME's submit. Our id or the status, and the target label for metrics.
+pub async fn submit_as(
+    core: &Core,
+    account: &str,
+    sm: SubmitSm,
+    chain: &[Target],
+    budget: &Budget,
+    id: String,
+) -> (Result<String, CommandStatus>, String) {
+    dispatch_from(core, account, sm, chain, CommandStatus::ESME_RSYSERR, false, budget, Some(id)).await
+}
+
 /// The outcome over what is left of a chain, after targets that failed with `last` (`busy`: one
-/// was throttled or full): our message id or the status for the ESME, and the target label for
-/// metrics.
+/// was throttled or full): our message id (`given`, or a new one) or the status for the ESME,
+/// and the target label for metrics.
+#[allow(clippy::too_many_arguments)]
 async fn dispatch_from(
     core: &Core,
     account: &str,
@@ -285,6 +306,7 @@ async fn dispatch_from(
     mut last: CommandStatus,
     mut busy: bool,
     budget: &Budget,
+    given: Option<String>,
 ) -> (Result<String, CommandStatus>, String) {
     // A shared store that does not answer could not correlate the receipt: refuse the submit
     // (ESME_RSYSERR, transient: the ESME retries) rather than accept it and lose the receipt.
@@ -298,7 +320,7 @@ async fn dispatch_from(
         }
         match target {
             Target::Sim => {
-                let id = core.ids.next_id();
+                let id = given.clone().unwrap_or_else(|| core.ids.next_id());
                 if wants_receipt(sm.registered_delivery) && !core.sim.schedule(account, &id, &sm) {
                     last = CommandStatus::ESME_RMSGQFUL;
                     busy = true;
@@ -314,7 +336,8 @@ async fn dispatch_from(
                 match up.submit(core, sm.clone(), budget.send_by).await {
                     Ok(upstream_id) => {
                         let id_format = crate::receipts::id_format(up.cfg.message_id_format);
-                        let r = accepted(core, account, name, id_format, rd, &upstream_id, budget).await;
+                        let r =
+                            accepted(core, account, name, id_format, rd, &upstream_id, budget, given).await;
                         return (r, name.to_string());
                     }
                     Err(SubmitFailure::Final(s)) => return (Err(s), name.to_string()),
@@ -355,7 +378,7 @@ pub async fn submit(
     if chain.is_empty() {
         return Err(CommandStatus::ESME_RINVDSTADR);
     }
-    dispatch_from(core, account, sm, &chain, CommandStatus::ESME_RSYSERR, false, budget).await.0
+    dispatch_from(core, account, sm, &chain, CommandStatus::ESME_RSYSERR, false, budget, None).await.0
 }
 
 /// Whether registered_delivery asks for anything an upstream reports back: an SMSC receipt

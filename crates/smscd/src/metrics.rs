@@ -86,6 +86,10 @@ pub struct Metrics {
     /// Store-and-forward events by result: `held`, `delivered`, `retried`, `expired`,
     /// `undeliverable`, `cancelled`, `replaced`.
     pub forwarded: Family<ResultLabel, Counter>,
+    /// HTTP API webhooks (receipts, MO) by result: queued, delivered, retried, dead_lettered.
+    pub webhooks: Family<ResultLabel, Counter>,
+    /// HTTP API requests by result: the HTTP status class and the route's word.
+    pub http_requests: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -183,7 +187,17 @@ impl Metrics {
             "Store-and-forward events by result (held, delivered, retried, expired, undeliverable, cancelled, replaced)",
             forwarded.clone(),
         );
+        let webhooks = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "webhooks",
+            "HTTP API webhooks (receipts, MO) by result (queued, delivered, retried, dead_lettered)",
+            webhooks.clone(),
+        );
+        let http_requests = Family::<ResultLabel, Counter>::default();
+        registry.register("http_requests", "HTTP API requests by answer status", http_requests.clone());
         Metrics {
+            webhooks,
+            http_requests,
             registry,
             inbound_binds,
             upstream_binds,

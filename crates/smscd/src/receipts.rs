@@ -279,6 +279,13 @@ async fn matched(core: &Core, p: Pending, corr: Correlation) -> Result<(), Comma
         }
     }
     let forget = final_.then_some((upstream, key.as_str()));
+    if let Some(sink) = core.sink.get() {
+        if let Some(taken) = sink.receipt(upstream, &corr, &dsm, state, forget).await {
+            taken?;
+            core.metrics.receipt("webhook");
+            return Ok(());
+        }
+    }
     enqueue(core, &corr.account, dsm, Some(corr.our_id), forget).await?;
     core.metrics.receipt("queued");
     Ok(())
@@ -343,6 +350,13 @@ async fn on_mo(core: &Core, upstream: &str, dsm: DeliverSm) -> Result<(), Comman
         core.metrics.receipt("mo_unrouted");
         return Err(CommandStatus::ESME_RINVDSTADR);
     };
+    if let Some(sink) = core.sink.get() {
+        if let Some(taken) = sink.mo(upstream, &account, &dsm).await {
+            taken?;
+            core.metrics.receipt("mo_webhook");
+            return Ok(());
+        }
+    }
     enqueue(core, &account, dsm, None, None).await?;
     core.metrics.receipt("mo_queued");
     Ok(())

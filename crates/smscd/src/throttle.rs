@@ -45,6 +45,25 @@ impl TokenBucket {
         self.try_take_at(Instant::now())
     }
 
+    /// Take `n` tokens at once, or none: when short, how long until there will be `n` (a
+    /// request of more than the burst can never pass: Err with the time a burst takes).
+    pub fn try_take_n(&self, n: u32) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(rate) = g.rate else { return Ok(()) };
+        let burst = rate.max(1.0);
+        let elapsed = now.saturating_duration_since(g.last).as_secs_f64();
+        g.last = now;
+        g.tokens = (g.tokens + elapsed * rate).min(burst);
+        let want = f64::from(n);
+        if g.tokens >= want {
+            g.tokens -= want;
+            return Ok(());
+        }
+        let short = want.min(burst) - g.tokens;
+        Err(Duration::from_secs_f64((short / rate.max(f64::MIN_POSITIVE)).max(0.001)))
+    }
+
     fn try_take_at(&self, now: Instant) -> bool {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let Some(rate) = g.rate else { return true };
@@ -114,6 +133,17 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 17: an HTTP request takes a token per part and destination, all or none.
+    #[test]
+    fn many_tokens_are_taken_whole_or_not_at_all() {
+        let b = TokenBucket::new(Some(4));
+        assert!(b.try_take_n(3).is_ok());
+        let wait = b.try_take_n(2).expect_err("only about one token left");
+        assert!(wait > Duration::ZERO && wait <= Duration::from_millis(500), "{wait:?}");
+        assert!(b.try_take_n(1).is_ok(), "the refused request took nothing");
+        assert!(TokenBucket::new(None).try_take_n(1_000).is_ok());
+    }
 
     #[test]
     fn pacer_never_lets_more_than_the_rate_into_one_second() {

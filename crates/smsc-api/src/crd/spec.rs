@@ -124,6 +124,9 @@ pub struct SmscClusterSpec {
     /// Pod template settings.
     #[serde(default)]
     pub pod: PodSpec,
+    /// The HTTP API (submit over HTTP, receipts and MO to webhooks); off by default.
+    #[serde(default)]
+    pub http: super::HttpSpec,
 }
 
 fn default_replicas() -> i32 {

@@ -13,6 +13,7 @@ use smsc_api::smscd_config::{
     ServerTlsConfig, ShutdownConfig, SimConfig, SmscdConfig, StoreAndForwardConfig, StoreConfig,
     UpstreamTlsConfig,
 };
+use smsc_api::smscd_config::{HttpConfig, HttpTlsConfig};
 
 use super::{port, Plan};
 use crate::error::{Error, Result};
@@ -87,6 +88,11 @@ fn redis_store(r: &RedisSpec, key_prefix: String, ttl: Duration) -> Result<Store
     })
 }
 
+/// Where `spec.http.tlsSecretName` is mounted (tls.crt, tls.key).
+pub const HTTP_TLS_DIR: &str = "/etc/smscd-http-tls";
+/// Where `spec.http.tokensSecretRef` is mounted, as the file `tokens`.
+pub const HTTP_TOKENS_DIR: &str = "/etc/smscd-http-tokens";
+
 /// `SMPP_BIND_<NAME>_<FIELD>`, with NAME as smscd derives it from the bind name.
 pub fn bind_env(upstream: &str, field: &str) -> String {
     format!("{}{}_{field}", smsc_api::names::BIND_ENV_PREFIX, upstream.to_ascii_uppercase().replace('-', "_"))
@@ -155,6 +161,30 @@ fn positive_u32(v: Option<i32>) -> Option<u32> {
 
 fn usize_of(v: i32) -> usize {
     usize::try_from(v.max(1)).unwrap_or(1)
+}
+
+/// `spec.http` as smscd's `http:` section: listening on every address of the Pod.
+fn http(spec: &smsc_api::crd::SmscClusterSpec) -> Result<HttpConfig> {
+    let h = &spec.http;
+    if !h.enabled {
+        return Ok(HttpConfig::default());
+    }
+    let p = port(h.port, "spec.http.port")?;
+    let taken = [Some(spec.smpp.port), spec.smpp.tls.as_ref().map(|t| t.port)];
+    if taken.contains(&Some(h.port)) {
+        return Err(Error::InvalidSpec(format!("spec.http.port: {} is already an SMPP port", h.port)));
+    }
+    Ok(HttpConfig {
+        enabled: true,
+        bind_address: "0.0.0.0".into(),
+        port: p,
+        tls: h.tls_secret_name.as_ref().map(|_| HttpTlsConfig {
+            cert_file: format!("{HTTP_TLS_DIR}/tls.crt"),
+            key_file: format!("{HTTP_TLS_DIR}/tls.key"),
+        }),
+        tokens_file: h.tokens_secret_ref.as_ref().map(|_| format!("{HTTP_TOKENS_DIR}/tokens")),
+        ..HttpConfig::default()
+    })
 }
 
 pub fn render(cluster: &SmscCluster, plan: &Plan) -> Result<Rendered> {
@@ -275,6 +305,7 @@ pub fn render(cluster: &SmscCluster, plan: &Plan) -> Result<Rendered> {
         admin: AdminConfig { bind_address: "0.0.0.0".into(), ..AdminConfig::default() },
         shutdown: ShutdownConfig { drain_secs: u64::try_from(spec.shutdown.drain_seconds).unwrap_or(0) },
         leader_election,
+        http: http(spec)?,
     };
     let yaml = serde_saphyr::to_string(&config).map_err(|e| Error::Render(e.to_string()))?;
     let restart_hash = restart_hash(&config)?;
@@ -291,6 +322,7 @@ pub fn restart_hash(config: &SmscdConfig) -> Result<String> {
         "store": config.store,
         "leader_election": config.leader_election,
         "shutdown": config.shutdown,
+        "http": config.http,
     });
     let bytes = serde_json::to_vec(&restart_only).map_err(|e| Error::Render(e.to_string()))?;
     let digest = Sha256::digest(&bytes);

@@ -39,7 +39,8 @@ use smsc_api::crd::{DlrStoreType, SmscCluster, Topology};
 use smsc_api::names::{ADMIN_PORT, ROLE_ACTIVE, ROLE_LABEL};
 
 use super::configmap::{
-    account_password_env, bind_env, redis_secret_envs, Rendered, TLS_DIR, UPSTREAM_CA_DIR,
+    account_password_env, bind_env, redis_secret_envs, Rendered, HTTP_TLS_DIR, HTTP_TOKENS_DIR, TLS_DIR,
+    UPSTREAM_CA_DIR,
 };
 use super::{port, Plan};
 use crate::checklist::Rollout;
@@ -338,6 +339,41 @@ pub fn build(cluster: &SmscCluster, plan: &Plan, rendered: &Rendered) -> Result<
             });
         }
     }
+    if spec.http.enabled {
+        let http_port = port(spec.http.port, "spec.http.port")?;
+        lowest_port = lowest_port.min(http_port);
+        ports.push(container_port("http", http_port));
+        let secret_mount = |name: &str, secret: &str, items: Option<Vec<KeyToPath>>, dir: &str| {
+            (
+                Volume {
+                    name: name.into(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(secret.to_owned()),
+                        items,
+                        ..SecretVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                },
+                VolumeMount {
+                    name: name.into(),
+                    mount_path: dir.into(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                },
+            )
+        };
+        if let Some(secret) = &spec.http.tls_secret_name {
+            let (v, m) = secret_mount("http-tls", secret, None, HTTP_TLS_DIR);
+            volumes.push(v);
+            mounts.push(m);
+        }
+        if let Some(r) = &spec.http.tokens_secret_ref {
+            let items = vec![KeyToPath { key: r.key.clone(), path: "tokens".into(), mode: None }];
+            let (v, m) = secret_mount("http-tokens", &r.name, Some(items), HTTP_TOKENS_DIR);
+            volumes.push(v);
+            mounts.push(m);
+        }
+    }
     ports.push(container_port("admin", ADMIN_PORT));
 
     let pre_stop = spec.shutdown.pre_stop_sleep_seconds;
@@ -561,6 +597,56 @@ mod tests {
         assert!(
             topologies.contains(&Topology::ActiveStandby) && topologies.contains(&Topology::ActiveActive)
         );
+    }
+
+    /// Issue 17: spec.http renders the config section, a container port, its Secrets and a
+    /// Service port; the restart hash changes with it (a listener is read at start).
+    #[test]
+    fn http_api_gets_its_port_secrets_service_port_and_config() {
+        let mut c = load("single-bind.yaml");
+        let plan = plan_for(&c);
+        let before = render(&c, &plan).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!before.config.http.enabled && !before.yaml.contains("http:"), "{}", before.yaml);
+        c.spec.http = smsc_api::crd::HttpSpec {
+            enabled: true,
+            port: 8443,
+            service_port: Some(443),
+            tls_secret_name: Some("web-tls".into()),
+            tokens_secret_ref: Some(smsc_api::crd::SecretKeyRef {
+                name: "api".into(),
+                key: "tokens.txt".into(),
+            }),
+        };
+        let r = render(&c, &plan).unwrap_or_else(|e| panic!("{e}"));
+        let h = &r.config.http;
+        assert!(h.enabled && h.port == 8443 && h.bind_address == "0.0.0.0");
+        assert_eq!(h.tls.as_ref().map(|t| t.cert_file.as_str()), Some("/etc/smscd-http-tls/tls.crt"));
+        assert_eq!(h.tokens_file.as_deref(), Some("/etc/smscd-http-tokens/tokens"));
+        assert_ne!(r.restart_hash, before.restart_hash);
+        let d = build(&c, &plan, &r).unwrap_or_else(|e| panic!("{e}"));
+        let p = pod_spec(&d);
+        let ports: Vec<_> = p.containers[0]
+            .ports
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| (p.name.unwrap_or_default(), p.container_port))
+            .collect();
+        assert!(ports.contains(&("http".into(), 8443)), "{ports:?}");
+        let vols = p.volumes.unwrap_or_default();
+        let tokens =
+            vols.iter().find(|v| v.name == "http-tokens").and_then(|v| v.secret.clone()).expect("tokens");
+        assert_eq!(tokens.secret_name.as_deref(), Some("api"));
+        assert_eq!(tokens.items.unwrap_or_default()[0].key, "tokens.txt");
+        assert!(vols.iter().any(|v| v.name == "http-tls"));
+        let svc = crate::build::service::build(&c, &plan).spec.and_then(|s| s.ports).unwrap_or_default();
+        let http = svc.iter().find(|p| p.name.as_deref() == Some("http")).expect("Service port http");
+        assert_eq!(http.port, 443);
+        assert_eq!(http.target_port, Some(IntOrString::String("http".into())));
+        // A port that is already SMPP's is refused, naming the field.
+        c.spec.http.port = c.spec.smpp.port;
+        let e = render(&c, &plan).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("spec.http.port"), "{e}");
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub fn build(cluster: &SmscCluster, plan: &Plan) -> Service {
     if let Some(tls) = &spec.smpp.tls {
         ports.push(service_port("smpp-tls", tls.port));
     }
+    if spec.http.enabled {
+        ports.push(service_port("http", spec.http.service_port.unwrap_or(spec.http.port)));
+    }
     let mut selector = labels::selector(&plan.name);
     // Only Pods that take binds carry the role label: the ActiveStandby Lease holder (it labels
     // itself) and every ActiveActive Pod (from its template). A cluster whose ActiveActive Pods

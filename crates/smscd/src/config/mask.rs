@@ -15,6 +15,12 @@ pub fn masked(cfg: &SmscdConfig) -> SmscdConfig {
     for a in &mut c.accounts {
         mask(&mut a.password);
     }
+    for a in &mut c.http.accounts {
+        if let Some(s) = &mut a.secret {
+            mask(s);
+        }
+        a.tokens.iter_mut().for_each(mask);
+    }
     if let StoreConfig::Redis { url, sentinel, cluster, .. } = &mut c.store {
         *url = mask_url(url);
         if let Some(s) = sentinel {

@@ -477,3 +477,39 @@ fn redis_sentinel_and_cluster_forms() {
     assert!(e.iter().any(|l| l.starts_with("smpp.yaml:5: store.wait.replicas: must be at least 1")), "{e:?}");
     assert!(e.iter().any(|l| l.starts_with("smpp.yaml:6: store.wait.timeout_ms: must be above 0")), "{e:?}");
 }
+
+/// Issue 17: the `http:` section is off by default, and its mistakes name file, line and key.
+#[test]
+fn http_section_off_by_default_and_checked() {
+    let loaded = load("accounts: [{ system_id: a, password: p }]\n", &[]).expect("loads");
+    assert!(!loaded.config.http.enabled);
+    let text = "accounts: [{ system_id: a, password: p }]
+http:
+  enabled: true
+  port: 8088
+  max_parts: 0
+  accounts:
+    - { account: a, dlr_url: \"ftp://x/\", secret: s }
+    - { account: nobody }
+";
+    let e = errors(text, &[]);
+    assert!(e.iter().any(|l| l.starts_with("smpp.yaml:5: http.max_parts")), "{e:?}");
+    assert!(
+        e.iter().any(|l| l.starts_with("smpp.yaml:7: http.accounts[0].dlr_url") && l.contains("ftp://x/")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.starts_with("smpp.yaml:8: http.accounts[1].account") && l.contains("not in accounts")),
+        "{e:?}"
+    );
+    let e = errors("http: { enabled: true, prot: 1 }\n", &[]);
+    assert!(e[0].contains("unknown field `prot`"), "{e:?}");
+    // Unsigned webhooks are allowed, with a warning; secrets are masked.
+    let ok = "accounts: [{ system_id: a, password: p }]
+http: { enabled: true, accounts: [{ account: a, mo_url: \"http://127.0.0.1:9/mo\", tokens: [t0k] }] }
+";
+    let loaded = load(ok, &[]).expect("loads");
+    assert!(loaded.warnings.iter().any(|w| w.contains("unsigned")), "{:?}", loaded.warnings);
+    assert_eq!(masked(&loaded.config).http.accounts[0].tokens, vec![MASK.to_string()]);
+}

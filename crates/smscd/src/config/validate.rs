@@ -1,6 +1,8 @@
 //! Checks the schema cannot express. Errors refuse the config; warnings are reported and the
 //! config runs.
 
+mod http;
+
 use smsc_api::smscd_config::{SmscdConfig, StoreConfig};
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -79,6 +81,7 @@ pub(crate) fn validate(cfg: &SmscdConfig) -> Findings {
     queues(cfg, &mut f);
     store_and_forward(cfg, &mut f);
     leader(cfg, &mut f);
+    http::http(cfg, &mut f);
     f
 }
 
