@@ -42,6 +42,8 @@ pub struct Core {
     inflight_done: Notify,
     /// Ends background loops (delivery, sim, housekeeping) at the very end of shutdown.
     pub stop: CancellationToken,
+    /// Scripted handlers, when the config has a `handlers` section.
+    pub handlers: Option<Arc<crate::handlers::Handlers>>,
 }
 
 impl Core {
@@ -64,6 +66,7 @@ impl Core {
             inflight: AtomicUsize::new(0),
             inflight_done: Notify::new(),
             stop: CancellationToken::new(),
+            handlers: None,
         }
     }
 

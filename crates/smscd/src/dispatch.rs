@@ -100,7 +100,7 @@ pub struct SessionMetrics {
 
 impl Job {
     /// Answer the ESME and count.
-    fn finish(self, result: Result<String, CommandStatus>, route: &str) {
+    pub(crate) fn finish(self, result: Result<String, CommandStatus>, route: &str) {
         let status = result.as_ref().err().copied().unwrap_or(CommandStatus::ESME_ROK);
         // Free the window slot before the ESME can see the answer and send again.
         drop(self.inflight);

@@ -20,6 +20,7 @@ pub mod core;
 pub mod daemon;
 pub mod delivery;
 pub mod dispatch;
+pub mod handlers;
 pub mod health;
 pub mod inbound;
 pub mod live;
