@@ -390,3 +390,25 @@ fn admin_listens_on_loopback_by_default() {
     let l = load("accounts: []\n", &[]).expect("loads");
     assert_eq!(l.config.admin.bind_address, "127.0.0.1");
 }
+
+/// Issue 15: the handlers section names file, line and key; a relative script is taken from the
+/// config file's directory.
+#[test]
+fn handlers_section_is_checked_and_its_script_resolved() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("smpp_script.py");
+    std::fs::write(&script, "from siphon import smpp\n").expect("script");
+    let file = dir.path().join("smpp.yaml").display().to_string();
+    let text = "routing: { default_chain: [sim] }\nhandlers: { script: smpp_script.py }\n";
+    let l = load_str(text, &file, &[], &|_| None).expect("loads");
+    let h = l.config.handlers.expect("handlers");
+    assert_eq!(h.script, script.display().to_string());
+    assert_eq!((h.timeout_ms, h.on_error), (100, smsc_api::smscd_config::OnHandlerError::Reject));
+    let bad = "handlers:\n  script: nowhere.py\n  timeout_ms: 20000\n  on_error: ignore\n";
+    let e = errors(bad, &[]).join("\n");
+    assert!(e.contains("smpp.yaml:4: handlers.on_error: unknown variant `ignore`"), "{e}");
+    let bad = "handlers:\n  script: nowhere.py\n  timeout_ms: 20000\n";
+    let e = errors(bad, &[]).join("\n");
+    assert!(e.contains("smpp.yaml:2: handlers.script: file `nowhere.py` does not exist"), "{e}");
+    assert!(e.contains("smpp.yaml:3: handlers.timeout_ms: must be below server.submit_timeout_ms"), "{e}");
+}
