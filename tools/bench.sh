@@ -5,7 +5,7 @@
 #
 #   BENCH_SECS   sending phase per run, seconds (default 5)
 #   BENCH_RUNS   runs per cell; the summary takes the median (default 3)
-#   BENCH_SCENARIOS  which of: term peers relay redis redis-ha latency mix saf http (default: all)
+#   BENCH_SCENARIOS  which of: term peers relay redis redis-ha latency mix saf http handlers (default: all)
 #   BENCH_HA_CELLS   binds:window cells of redis-ha (Sentinel with and without WAIT, Cluster;
 #                default 4:64, the single-instance headline cell)
 #   BENCH_GEN_CPUS / BENCH_SRV_CPUS  taskset cpu lists for the generator and the server under
@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECS=${BENCH_SECS:-5}
 RUNS=${BENCH_RUNS:-3}
-SCENARIOS=${BENCH_SCENARIOS:-term peers relay redis redis-ha latency mix saf http}
+SCENARIOS=${BENCH_SCENARIOS:-term peers relay redis redis-ha latency mix saf http handlers}
 GEN_CPUS=${BENCH_GEN_CPUS-}
 SRV_CPUS=${BENCH_SRV_CPUS-}
 P=${BENCH_PORT_BASE:-27700}
@@ -123,7 +123,7 @@ median_rate() { # median submit_sm/s of SCENARIO TARGET BINDS WINDOW
 }
 
 # A leftover server on one of our ports would be measured instead of the one started here.
-for off in 0 1 10 20 30 31 40 41 42 43 50 51 52 53 54 55 60 61 62 63 64 65 70 71 72 73 74 75 80 81 82 83 90 91; do
+for off in 0 1 10 20 30 31 40 41 42 43 50 51 52 53 54 55 60 61 62 63 64 65 70 71 72 73 74 75 80 81 82 83 84 85 86 87 90 91; do
   port=$((P + off))
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "127.0.0.1:$port is already in use: stop whatever listens there first" >&2
@@ -350,6 +350,24 @@ if has http; then
       "| 64 keep-alive | \(.[0].receipts) | \(length) | \(med(.submits_per_sec)|floor) | \(med(.latency.p50_us)|floor) | \(med(.latency.p99_us)|floor) | \(med(.webhooks_per_sec)|floor) | \(med(.webhooks_per_sec_overall)|floor) | \(med(.server_cpu_cores // 0)*100|round/100) | \(med(.load1)) |")
   ' "$HTTP_RESULTS" >"$OUT/http-summary.md"
   cat "$OUT/http-summary.md"
+fi
+
+
+# 6: terminating smscd (sim, no receipts) with a trivial Python on_pdu("submit_sm") handler that
+# lets every message through (returns None), sync and async; one bind, window 64. The `term`
+# scenario's smscd 1 x 64 cell is the same server without a handlers section.
+if has handlers; then
+  printf 'from siphon import smpp\n@smpp.on_pdu("submit_sm")\ndef on_submit(pdu, session):\n    return None\n' >"$CFG/sync.py"
+  printf 'from siphon import smpp\n@smpp.on_pdu("submit_sm")\nasync def on_submit(pdu, session):\n    return None\n' >"$CFG/async.py"
+  for kind in sync async; do
+    smscd_cfg "$CFG/handlers-$kind.yaml" $((P + 84)) $((P + 85)) '"sim"' "handlers: { script: $kind.py, timeout_ms: 1000 }"
+    start "smscd-handlers-$kind" "$SRV_CPUS" "$BIN/smscd" --config "$CFG/handlers-$kind.yaml" --log-level warn
+    H=$LAST_PID
+    wait_port $((P + 84))
+    echo "== handlers: terminating, trivial $kind on_pdu handler, 1 bind window 64"
+    gen "handlers-$kind" "$H" 1 64 --addr 127.0.0.1:$((P + 84)) --target smscd
+    stop "$H"
+  done
 fi
 
 

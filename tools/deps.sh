@@ -11,7 +11,8 @@ set -euo pipefail
 SMSC_CACHE="${SMSC_CACHE:-$HOME/.cache/smsc-operator}"
 mkdir -p "$SMSC_CACHE/stamps"
 
-APT_PACKAGES=(redis-server kannel)
+# python3.11 + libpython3.11-dev: smscd embeds CPython for its handlers (PyO3 links libpython3.11).
+APT_PACKAGES=(redis-server kannel python3.11 libpython3.11-dev)
 # The test bed's real node (tools/realnode.sh) and the images it runs (tools/images.sh).
 REALNODE_PACKAGES=(containerd runc containernetworking-plugins buildah iptables conntrack nfacct nftables)
 PY_PACKAGES=(smpplib==2.2.4 smpp34==1.5.0 requests==2.32.3)

@@ -31,6 +31,10 @@ SMSCD_B=localhost/smscd:dev-b
 OPERATOR=localhost/smsc-operator:dev
 REDIS=localhost/smsc-redis:dev
 PAUSE=localhost/smsc-pause:3.10
+# The Python standard library smscd's handlers import (asyncio, traceback, ...), and the shared
+# libraries its C modules load on demand.
+PYTHON_PACKAGES=(libpython3.11-minimal libpython3.11-stdlib media-types libffi8 libexpat1 libmpdec3 zlib1g
+  libbz2-1.0 liblzma5 libssl3 libuuid1 libsqlite3-0 libncursesw6 libtinfo6 libreadline8 libcrypt1)
 # What `import` loads (the base is only a parent).
 IMAGES=("$SMSCD" "$SMSCD_B" "$OPERATOR" "$REDIS" "$PAUSE")
 
@@ -177,7 +181,10 @@ archive() {
 build_base() {
   local pkgs out debs key ctx
   pkgs="$(packages_for "$RELEASE/smscd" "$RELEASE/smsc-operator")"
-  out="$(fetch_debs $pkgs ca-certificates netbase)"
+  # smscd embeds CPython (handlers): ldd finds libpython3.11; its standard library and the
+  # libraries of the stdlib's C modules come as packages of their own.
+  # shellcheck disable=SC2046 # one package name a word
+  out="$(fetch_debs $(printf '%s\n' $pkgs ca-certificates netbase "${PYTHON_PACKAGES[@]}" | sort -u))"
   mapfile -t debs <<<"$out"
   key="$RECIPE $(basename -a "${debs[@]}" | sort | tr '\n' ' ')"
   if built "$BASE" "$key"; then return 0; fi

@@ -54,6 +54,45 @@ pub struct SmscdConfig {
     /// The HTTP API (submit over HTTP, webhooks); off by default.
     #[serde(default, skip_serializing_if = "HttpConfig::is_default")]
     pub http: HttpConfig,
+    /// Python handlers (`@smpp.on_bind`, `@smpp.on_pdu`); absent: no interpreter is started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handlers: Option<HandlersConfig>,
+}
+
+/// Scripted handlers: a Python file registering `@smpp.on_bind` / `@smpp.on_pdu(...)` hooks,
+/// reloaded when it changes (see smscd's `handlers` module and docs/handlers.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandlersConfig {
+    /// The script; a relative path is taken from the config file's directory.
+    pub script: String,
+    /// How long one handler call may take (a sync handler running longer is interrupted).
+    #[serde(default = "default_handler_timeout_ms")]
+    pub timeout_ms: u64,
+    /// How long importing the script may take (a script looping at import is interrupted).
+    #[serde(default = "default_handler_import_timeout_ms")]
+    pub import_timeout_ms: u64,
+    /// What a failed call (exception, wrong return type, timeout) does.
+    #[serde(default)]
+    pub on_error: OnHandlerError,
+    /// The window of an ESME that `on_bind` accepted without a configured account, and the most
+    /// `bind.accept(window=...)` may give.
+    #[serde(default = "default_account_window")]
+    pub window: usize,
+    /// How often the script is read for changes (a ConfigMap's `..data` swap included).
+    #[serde(default = "default_handler_reload_interval_ms")]
+    pub reload_interval_ms: u64,
+}
+
+/// What a handler call that failed does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnHandlerError {
+    /// The bind is refused (ESME_RBINDFAIL), the PDU answered ESME_RSYSERR.
+    #[default]
+    Reject,
+    /// As if the handler had returned None: accounts decide the bind, routing the PDU.
+    Continue,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -616,6 +655,15 @@ impl LeaderElectionConfig {
     }
 }
 
+fn default_handler_timeout_ms() -> u64 {
+    100
+}
+fn default_handler_reload_interval_ms() -> u64 {
+    1000
+}
+fn default_handler_import_timeout_ms() -> u64 {
+    5000
+}
 fn default_bind_address() -> String {
     "0.0.0.0".into()
 }

@@ -63,6 +63,9 @@ pub struct AccountState {
     receivers: Mutex<Vec<(u64, Session)>>,
     rr: AtomicUsize,
     removed: AtomicBool,
+    /// Made for an ESME an `on_bind` handler accepted without a configured account: kept across
+    /// reloads that do not name it.
+    dynamic: AtomicBool,
     /// Wakes the account's delivery loop: a delivery was queued or a receiver bound.
     pub wake: Notify,
 }
@@ -78,11 +81,13 @@ impl AccountState {
             receivers: Mutex::new(Vec::new()),
             rr: AtomicUsize::new(0),
             removed: AtomicBool::new(false),
+            dynamic: AtomicBool::new(false),
             wake: Notify::new(),
         }
     }
 
     fn update(&self, cfg: &AccountConfig) {
+        self.dynamic.store(false, Ordering::Relaxed);
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Policy::new(cfg);
         self.throttle.set_rate(cfg.max_msg_per_sec);
         self.window.store(cfg.window.max(1), Ordering::Relaxed);
@@ -215,7 +220,11 @@ impl Accounts {
             }
         }
         let keep: std::collections::HashSet<&str> = cfgs.iter().map(|c| c.system_id.as_str()).collect();
-        let gone: Vec<String> = map.keys().filter(|k| !keep.contains(k.as_str())).cloned().collect();
+        let gone: Vec<String> = map
+            .iter()
+            .filter(|(k, s)| !keep.contains(k.as_str()) && !s.dynamic.load(Ordering::Relaxed))
+            .map(|(k, _)| k.clone())
+            .collect();
         let removed = gone
             .iter()
             .filter_map(|k| map.remove(k))
@@ -266,6 +275,46 @@ impl Accounts {
             }
         }
         Ok(account)
+    }
+
+    /// Bind `system_id` because an `on_bind` handler accepted it: no password, address or bind
+    /// type check (the handler decided), but a configured account's `max_binds` still holds. An
+    /// unknown system_id gets an account of its own with `window` and no throttle, returned
+    /// second so the caller starts its delivery loop.
+    pub fn admit(
+        &self,
+        system_id: &str,
+        window: usize,
+    ) -> Result<(BindSlot, Option<Arc<AccountState>>), BindRefusal> {
+        let (account, added) = {
+            let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+            match map.get(system_id) {
+                Some(a) => (a.clone(), None),
+                None => {
+                    let cfg = AccountConfig {
+                        system_id: system_id.to_owned(),
+                        password: String::new(),
+                        allowed_cidrs: vec![],
+                        bind_types: vec![],
+                        max_msg_per_sec: None,
+                        window,
+                        max_binds: None,
+                    };
+                    let a = Arc::new(AccountState::new(&cfg));
+                    a.dynamic.store(true, Ordering::Relaxed);
+                    map.insert(system_id.to_owned(), a.clone());
+                    (a.clone(), Some(a))
+                }
+            }
+        };
+        let max_binds = account.policy.read().unwrap_or_else(|p| p.into_inner()).max_binds;
+        let took = account.binds.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            max_binds.is_none_or(|m| n < m).then_some(n + 1)
+        });
+        if took.is_err() {
+            return Err(BindRefusal::TooManyBinds);
+        }
+        Ok((BindSlot { account }, added))
     }
 
     /// Decide a bind: the account's address allow-list first, then the password (compared in

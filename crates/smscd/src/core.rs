@@ -48,6 +48,8 @@ pub struct Core {
     pub stop: CancellationToken,
     /// Receipts and MO that go elsewhere than SMPP (the HTTP API's webhooks), when set.
     pub sink: std::sync::OnceLock<Arc<dyn crate::sink::DeliverySink>>,
+    /// Scripted handlers, when the config has a `handlers` section.
+    pub handlers: Option<Arc<crate::handlers::Handlers>>,
 }
 
 impl Core {
@@ -72,6 +74,7 @@ impl Core {
             inflight_done: Notify::new(),
             stop: CancellationToken::new(),
             sink: std::sync::OnceLock::new(),
+            handlers: None,
         }
     }
 

@@ -53,6 +53,8 @@ pub enum DaemonError {
     Task(String),
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
+    #[error("{0}")]
+    Handlers(String),
 }
 
 /// A started daemon.
@@ -155,7 +157,13 @@ pub async fn start_with_leadership(
     };
     let tls_state = tls_state;
 
-    let core = Arc::new(Core::new(&config, store).with_queue(queue));
+    let mut core = Core::new(&config, store).with_queue(queue);
+    if let Some(h) = &config.handlers {
+        let started =
+            crate::handlers::Handlers::start(h, &config.store, &core.metrics, core.stop.clone()).await;
+        core.handlers = Some(started.map_err(|e| DaemonError::Handlers(e.to_string()))?);
+    }
+    let core = Arc::new(core);
     let sessions = Arc::new(Sessions::default());
     let drain = CancellationToken::new();
     let stop_accepting = CancellationToken::new();
@@ -307,6 +315,11 @@ async fn apply(core: &Arc<Core>, sessions: &Sessions, control: &tokio::sync::Mut
     core.config.set(cfg.clone());
     core.router.set(Router::new(&cfg.routing));
     core.sim.set_config(cfg.sim.clone());
+    match (&core.handlers, &cfg.handlers) {
+        (Some(h), Some(c)) => h.reconfigure(c),
+        (None, None) => {}
+        _ => warn!("adding or removing the handlers section takes a restart"),
+    }
     apply_accounts(core, sessions, cfg).await;
     // Under the lock: a step-down either ran before (then we are not active) or waits for us.
     let _ordered = control.lock().await;

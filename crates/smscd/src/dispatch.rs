@@ -100,7 +100,7 @@ pub struct SessionMetrics {
 
 impl Job {
     /// Answer the ESME and count.
-    fn finish(self, result: Result<String, CommandStatus>, route: &str) {
+    pub(crate) fn finish(self, result: Result<String, CommandStatus>, route: &str) {
         let status = result.as_ref().err().copied().unwrap_or(CommandStatus::ESME_ROK);
         // Counted before the answer goes out: whoever reads /metrics after the answer sees it.
         self.count(status, route);

@@ -3,6 +3,7 @@
 
 use crate::accounts::{AccountState, BindSlot};
 use crate::core::Core;
+use crate::handlers::BindVerdict;
 use crate::live::Cached;
 use crate::live::Live;
 use crate::metrics::AccountLabel;
@@ -149,7 +150,8 @@ pub async fn serve_with(
 
 fn session_config(core: &Core) -> SessionConfig {
     let cfg = core.config.get();
-    let inbound_window = cfg.accounts.iter().map(|a| a.window).max().unwrap_or(1).max(1);
+    let handlers_window = cfg.handlers.as_ref().map_or(1, |h| h.window);
+    let inbound_window = cfg.accounts.iter().map(|a| a.window).max().unwrap_or(1).max(handlers_window).max(1);
     SessionConfig {
         window: 64,
         inbound_window,
@@ -194,12 +196,31 @@ where
         let _ = incoming.reject(CommandStatus::ESME_RBINDFAIL).await;
         return;
     }
-    let decision = core.accounts.authorize(
-        &incoming.bind.system_id,
-        &incoming.bind.password,
-        incoming.kind,
-        Some(peer.ip()),
-    );
+    // Scripted on_bind (handlers/): accept or reject here, or leave it to the accounts.
+    let mut settings = crate::handlers::bind::Settings::default();
+    let decision = match crate::handlers::bind::ask(core, &incoming.bind, incoming.kind, peer).await {
+        BindVerdict::Reject(status) => {
+            info!(%peer, system_id, %status, "bind refused by on_bind");
+            let _ = incoming.reject(status).await;
+            return;
+        }
+        BindVerdict::Accept { window, throttle } => {
+            settings = crate::handlers::bind::Settings { window, throttle };
+            let default_window = core.handlers.as_ref().map_or(1, |h| h.window());
+            core.accounts.admit(&system_id, default_window).map(|(slot, added)| {
+                if let Some(a) = added {
+                    tokio::spawn(crate::delivery::run(core.clone(), a));
+                }
+                slot
+            })
+        }
+        BindVerdict::Default => core.accounts.authorize(
+            &incoming.bind.system_id,
+            &incoming.bind.password,
+            incoming.kind,
+            Some(peer.ip()),
+        ),
+    };
     let slot = match decision {
         Ok(s) => s,
         Err(refusal) => {
@@ -214,7 +235,8 @@ where
     };
     let kind = incoming.kind;
     let account = slot.account.clone();
-    let handler = InboundHandler::new(core.clone(), slot);
+    let mut handler = InboundHandler::new(core.clone(), slot);
+    handler.hooks = crate::handlers::bind::SessionHooks::new(core, settings, &system_id, peer, kind);
     let session = match incoming.accept(Bytes::from_static(SYSTEM_ID.as_bytes()), Some(0x34), handler).await {
         Ok(s) => s,
         Err(e) => {
@@ -259,6 +281,8 @@ struct InboundHandler {
     sim_ok: Counter,
     /// By route, then status.
     counters: HashMap<String, Vec<(CommandStatus, Counter)>>,
+    /// Scripted handlers of this session and what `on_bind` set for it.
+    hooks: crate::handlers::bind::SessionHooks,
 }
 
 impl InboundHandler {
@@ -277,6 +301,7 @@ impl InboundHandler {
             metrics: Arc::default(),
             sim_ok,
             counters: HashMap::new(),
+            hooks: Default::default(),
         }
     }
 
@@ -293,15 +318,47 @@ impl InboundHandler {
         }
     }
 
+    /// This session's window: what `on_bind` set, else the account's.
+    fn window(&self) -> usize {
+        self.hooks.window.unwrap_or_else(|| self.account.window())
+    }
+
+    /// A deferred submit's job, one of the session's window slots taken.
+    fn job(&self, chain: Arc<[Target]>, responder: smpp::session::Responder) -> crate::dispatch::Job {
+        crate::dispatch::Job {
+            inflight: crate::dispatch::SessionSlot::take(&self.inflight),
+            guard: self.core.inflight_guard(),
+            core: self.core.clone(),
+            account: self.account_name.clone(),
+            chain,
+            responder,
+            started: Instant::now(),
+            budget: crate::dispatch::Budget::new(self.submit_budget),
+            metrics: self.metrics.clone(),
+        }
+    }
+
     fn submit(&mut self, req: Request<'_>) -> Reply {
         if self.core.is_draining() {
             // Transient: the ESME retries, on another replica or after the restart.
             self.count("none", CommandStatus::ESME_RTHROTTLED);
             return Reply::Error(CommandStatus::ESME_RTHROTTLED);
         }
-        if !self.account.throttle.try_take() {
+        if !self.account.throttle.try_take() || !self.hooks.try_take() {
             self.count("none", CommandStatus::ESME_RTHROTTLED);
             return Reply::Error(CommandStatus::ESME_RTHROTTLED);
+        }
+        // Scripted on_pdu("submit_sm") (handlers/): deferred, decided on the handler's thread.
+        if let Some(h) = self.hooks.submit() {
+            if self.inflight.load(Ordering::Acquire) >= self.window() {
+                self.count("none", CommandStatus::ESME_RMSGQFUL);
+                return Reply::Error(CommandStatus::ESME_RMSGQFUL);
+            }
+            let (pdu, responder) = req.defer();
+            let Body::SubmitSm(sm) = pdu.body else { return Reply::Deferred };
+            let job = self.job(Arc::from([]), responder);
+            crate::handlers::submit::start(h, job, sm, self.hooks.view.clone());
+            return Reply::Deferred;
         }
         let Body::SubmitSm(sm) = &req.pdu.body else { return Reply::Error(CommandStatus::ESME_RSYSERR) };
         if let Err(status) = crate::forward::check_times(sm) {
@@ -344,23 +401,13 @@ impl InboundHandler {
                 }))
             }
             Some(Target::Bind(_)) => {
-                if self.inflight.load(Ordering::Acquire) >= self.account.window() {
+                if self.inflight.load(Ordering::Acquire) >= self.window() {
                     self.count("none", CommandStatus::ESME_RMSGQFUL);
                     return Reply::Error(CommandStatus::ESME_RMSGQFUL);
                 }
                 let (pdu, responder) = req.defer();
                 let Body::SubmitSm(sm) = pdu.body else { return Reply::Deferred };
-                let job = crate::dispatch::Job {
-                    inflight: crate::dispatch::SessionSlot::take(&self.inflight),
-                    guard: self.core.inflight_guard(),
-                    core: self.core.clone(),
-                    account: self.account_name.clone(),
-                    chain,
-                    responder,
-                    started: Instant::now(),
-                    budget: crate::dispatch::Budget::new(self.submit_budget),
-                    metrics: self.metrics.clone(),
-                };
+                let job = self.job(chain, responder);
                 crate::dispatch::start(job, sm);
                 Reply::Deferred
             }

@@ -21,6 +21,7 @@ pub mod daemon;
 pub mod delivery;
 pub mod dispatch;
 pub mod forward;
+pub mod handlers;
 pub mod health;
 pub mod http;
 pub mod inbound;

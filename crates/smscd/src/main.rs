@@ -107,6 +107,13 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             for w in &loaded.warnings {
                 eprintln!("warning: {w}");
             }
+            // The handlers script is compiled (not run): a syntax error names its file and line.
+            if let Some(h) = &loaded.config.handlers {
+                if let Err(e) = smscd::handlers::check_script(std::path::Path::new(&h.script)) {
+                    eprintln!("error: handlers.script: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
             match serde_norway::to_string(&config::masked(&loaded.config)) {
                 Ok(yaml) => {
                     print!("{yaml}");

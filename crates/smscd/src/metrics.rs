@@ -37,6 +37,22 @@ pub struct ResultLabel {
     pub result: String,
 }
 
+/// A scripted handler's calls: `handler` is the hook (`on_bind`, `on_pdu:submit_sm`), `result`
+/// `ok` or `error`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandlerLabels {
+    pub handler: String,
+    pub result: String,
+}
+
+/// A scripted handler's failures by hook and kind (`exception`, `wrong_type`, `timeout`,
+/// `unavailable`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandlerErrorLabels {
+    pub handler: String,
+    pub kind: String,
+}
+
 /// Why queued deliveries were dropped or dead-lettered: a fixed set of words (see
 /// docs/smscd-runtime.md), never free text.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -90,6 +106,10 @@ pub struct Metrics {
     pub webhooks: Family<ResultLabel, Counter>,
     /// HTTP API requests by result: the HTTP status class and the route's word.
     pub http_requests: Family<ResultLabel, Counter>,
+    /// Scripted handler calls, failures and script reloads (`applied`, `refused`).
+    pub handler_calls: Family<HandlerLabels, Counter>,
+    pub handler_errors: Family<HandlerErrorLabels, Counter>,
+    pub handler_reloads: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -195,6 +215,24 @@ impl Metrics {
         );
         let http_requests = Family::<ResultLabel, Counter>::default();
         registry.register("http_requests", "HTTP API requests by answer status", http_requests.clone());
+        let handler_calls = Family::<HandlerLabels, Counter>::default();
+        registry.register(
+            "handler_calls",
+            "Scripted handler calls by hook and result",
+            handler_calls.clone(),
+        );
+        let handler_errors = Family::<HandlerErrorLabels, Counter>::default();
+        registry.register(
+            "handler_errors",
+            "Scripted handler failures by hook and kind (exception, wrong_type, timeout, unavailable)",
+            handler_errors.clone(),
+        );
+        let handler_reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "handler_reloads",
+            "Handler script reloads by result (applied, refused)",
+            handler_reloads.clone(),
+        );
         Metrics {
             webhooks,
             http_requests,
@@ -220,6 +258,9 @@ impl Metrics {
             held,
             held_overdue,
             forwarded,
+            handler_calls,
+            handler_errors,
+            handler_reloads,
         }
     }
 

@@ -306,6 +306,7 @@ pub fn render(cluster: &SmscCluster, plan: &Plan) -> Result<Rendered> {
         shutdown: ShutdownConfig { drain_secs: u64::try_from(spec.shutdown.drain_seconds).unwrap_or(0) },
         leader_election,
         http: http(spec)?,
+        handlers: None,
     };
     let yaml = serde_saphyr::to_string(&config).map_err(|e| Error::Render(e.to_string()))?;
     let restart_hash = restart_hash(&config)?;

@@ -86,6 +86,7 @@ pub fn load_str(
         ConfigError::Invalid(vec![Problem { origin: at(line), key, message }])
     })?;
 
+    resolve_script(&mut config, file);
     let mut problems = Vec::new();
     let env_origins = env_binds::apply(&mut config, listed, lookup, &mut problems);
     let locate = |key: &str| -> Origin {
@@ -118,6 +119,18 @@ pub fn load_str(
         .map(|f| Problem { origin: locate(&f.key), key: f.key, message: f.message }.to_string())
         .collect();
     Ok(Loaded { config, warnings })
+}
+
+/// A relative `handlers.script` is taken from the config file's directory (where a ConfigMap
+/// mounts both).
+fn resolve_script(cfg: &mut SmscdConfig, file: &str) {
+    let Some(h) = &mut cfg.handlers else { return };
+    let script = Path::new(&h.script);
+    if script.is_relative() && !h.script.is_empty() {
+        if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
+            h.script = dir.join(script).display().to_string();
+        }
+    }
 }
 
 /// Parses the certificate material, so a file that exists but holds no usable key is refused at

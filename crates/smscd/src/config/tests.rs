@@ -513,3 +513,25 @@ http: { enabled: true, accounts: [{ account: a, mo_url: \"http://127.0.0.1:9/mo\
     assert!(loaded.warnings.iter().any(|w| w.contains("unsigned")), "{:?}", loaded.warnings);
     assert_eq!(masked(&loaded.config).http.accounts[0].tokens, vec![MASK.to_string()]);
 }
+
+/// Issue 15: the handlers section names file, line and key; a relative script is taken from the
+/// config file's directory.
+#[test]
+fn handlers_section_is_checked_and_its_script_resolved() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("smpp_script.py");
+    std::fs::write(&script, "from siphon import smpp\n").expect("script");
+    let file = dir.path().join("smpp.yaml").display().to_string();
+    let text = "routing: { default_chain: [sim] }\nhandlers: { script: smpp_script.py }\n";
+    let l = load_str(text, &file, &[], &|_| None).expect("loads");
+    let h = l.config.handlers.expect("handlers");
+    assert_eq!(h.script, script.display().to_string());
+    assert_eq!((h.timeout_ms, h.on_error), (100, smsc_api::smscd_config::OnHandlerError::Reject));
+    let bad = "handlers:\n  script: nowhere.py\n  timeout_ms: 20000\n  on_error: ignore\n";
+    let e = errors(bad, &[]).join("\n");
+    assert!(e.contains("smpp.yaml:4: handlers.on_error: unknown variant `ignore`"), "{e}");
+    let bad = "handlers:\n  script: nowhere.py\n  timeout_ms: 20000\n";
+    let e = errors(bad, &[]).join("\n");
+    assert!(e.contains("smpp.yaml:2: handlers.script: file `nowhere.py` does not exist"), "{e}");
+    assert!(e.contains("smpp.yaml:3: handlers.timeout_ms: must be below server.submit_timeout_ms"), "{e}");
+}

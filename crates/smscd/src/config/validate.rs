@@ -82,7 +82,36 @@ pub(crate) fn validate(cfg: &SmscdConfig) -> Findings {
     store_and_forward(cfg, &mut f);
     leader(cfg, &mut f);
     http::http(cfg, &mut f);
+    handlers(cfg, &mut f);
     f
+}
+
+fn handlers(cfg: &SmscdConfig, f: &mut Findings) {
+    let Some(h) = &cfg.handlers else { return };
+    file_exists(f, "handlers.script", &h.script);
+    if h.timeout_ms == 0 {
+        f.error("handlers.timeout_ms", "must be at least 1");
+    } else if h.timeout_ms >= cfg.server.submit_timeout_ms {
+        f.error(
+            "handlers.timeout_ms",
+            format!(
+                "must be below server.submit_timeout_ms ({}): the submit's answer waits for it",
+                cfg.server.submit_timeout_ms
+            ),
+        );
+    }
+    if h.import_timeout_ms == 0 {
+        f.error("handlers.import_timeout_ms", "must be at least 1");
+    }
+    at_most(f, "handlers.import_timeout_ms", h.import_timeout_ms, limits::HOUR_SECS * 1000, " ms (1 hour)");
+    if h.window == 0 {
+        f.error("handlers.window", "must be at least 1");
+    }
+    at_most(f, "handlers.window", h.window, limits::MAX_WINDOW, "");
+    if h.reload_interval_ms < 10 {
+        f.error("handlers.reload_interval_ms", "must be at least 10");
+    }
+    at_most(f, "handlers.reload_interval_ms", h.reload_interval_ms, limits::HOUR_SECS * 1000, " ms (1 hour)");
 }
 
 fn port(f: &mut Findings, key: &str, port: u16) {

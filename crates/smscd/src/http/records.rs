@@ -54,7 +54,7 @@ pub enum Records {
     Memory(Mutex<MemoryRecords>),
     Redis {
         /// The store's own kind of connection (one instance, Sentinel or Cluster).
-        link: Link,
+        link: Box<Link>,
         prefix: String,
         ttl: Duration,
     },
@@ -95,7 +95,7 @@ impl Records {
                 }
                 .map_err(unavailable)?;
                 // Connected on first use: smscd starts while Redis is away, like the store.
-                Ok(Records::Redis { link: Link::new(target), prefix: key_prefix.clone(), ttl: *ttl })
+                Ok(Records::Redis { link: Box::new(Link::new(target)), prefix: key_prefix.clone(), ttl: *ttl })
             }
         }
     }

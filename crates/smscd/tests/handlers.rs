@@ -1,0 +1,662 @@
+//! Scripted handlers (issue 15): the document's script run byte for byte by the smscd binary,
+//! on_bind and on_pdu verdicts, the cache shared by two daemons on a real Redis, hot reload
+//! under traffic (through a ConfigMap-style `..data` swap), and bad scripts.
+//!
+//! The carrier here is the smpp crate's SMSC role (it records destinations, which the shared
+//! `Carrier` does not); ESMEs are the smpp crate's ESME role.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use smpp::session::{esme, BindKind, Handler, Reply, Request, SessionConfig, SessionError};
+use smpp::{Bind, Body, CommandStatus, SubmitSmResp};
+use smsc_api::smscd_config::{HandlersConfig, OnHandlerError, SmscdConfig, StoreConfig};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_smscd");
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/document").join(name)
+}
+
+fn handlers(script: &Path) -> HandlersConfig {
+    HandlersConfig {
+        script: script.display().to_string(),
+        timeout_ms: 300,
+        import_timeout_ms: 2000,
+        on_error: OnHandlerError::Reject,
+        window: 64,
+        reload_interval_ms: 20,
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write file");
+    p
+}
+
+/// A config with `script` as its handlers, the sim as default route.
+fn config_with(script: &Path, accounts: Vec<smsc_api::smscd_config::AccountConfig>) -> SmscdConfig {
+    let mut c = base_config(accounts);
+    c.handlers = Some(handlers(script));
+    c
+}
+
+async fn submit_status(e: &Esme, body: Body) -> Result<String, CommandStatus> {
+    let pdu = match within("submit", e.session.request(body)).await {
+        Ok(pdu) => pdu,
+        Err(e) => panic!("submit failed: {e}"),
+    };
+    if !pdu.command_status.is_ok() {
+        return Err(pdu.command_status);
+    }
+    match pdu.body {
+        Body::SubmitSmResp(r) => Ok(String::from_utf8_lossy(&r.message_id).into_owned()),
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+fn bind_status<T>(r: Result<T, SessionError>) -> CommandStatus {
+    match r {
+        Ok(_) => CommandStatus::ESME_ROK,
+        Err(SessionError::BindRejected(s)) => s,
+        Err(e) => panic!("bind failed without a status: {e}"),
+    }
+}
+
+/// Bind from `local` (any 127/8 address) instead of 127.0.0.1.
+async fn bind_from(
+    local: &str,
+    addr: SocketAddr,
+    system_id: &str,
+    password: &str,
+) -> Result<Esme, SessionError> {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind(format!("{local}:0").parse().expect("local addr")).expect("bind local");
+    let stream = within("connect", sock.connect(addr)).await.expect("connect");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let bind = Bind {
+        system_id: Bytes::from(system_id.to_owned()),
+        password: Bytes::from(password.to_owned()),
+        ..Bind::default()
+    };
+    let cfg = SessionConfig { bind_timeout: Duration::from_secs(5), ..SessionConfig::default() };
+    let (session, _) =
+        within("bind", esme::bind(stream, BindKind::Transceiver, bind, cfg, Collect(tx))).await?;
+    Ok(Esme { session, delivered: rx })
+}
+
+// ---- the document's script, by the smscd binary -------------------------------------------------
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+struct Smscd(Child);
+
+impl Drop for Smscd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The document's smpp.yaml and smpp_script.py as its ConfigMap has them, the config with one line
+/// added (`handlers:`, which the document's SIPhon wires up by itself); its upstream `alpha` is
+/// pointed at a closed port on 127.0.0.1 through SMPP_BIND_ALPHA_* (tests talk only to 127/8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn document_script_binds_anyone_and_answers_replace_me() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = std::fs::read_to_string(fixture("smpp.yaml")).expect("fixture");
+    let script = std::fs::read(fixture("smpp_script.py")).expect("fixture");
+    std::fs::write(dir.path().join("smpp_script.py"), &script).expect("script");
+    let cfg = write(dir.path(), "smpp.yaml", &format!("{yaml}handlers: {{ script: smpp_script.py }}\n"));
+    let (smpp_port, admin_port, closed) = (free_port(), free_port(), free_port());
+    let child = Command::new(BIN)
+        .args(["--config", &cfg.display().to_string()])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{smpp_port}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin_port}"),
+        ])
+        .env_clear()
+        .envs([
+            ("SMPP_ALPHA_SYSTEM_ID", "alpha_esme"),
+            ("SMPP_ALPHA_PASSWORD", "changeme"),
+            ("SMPP_BIND_ALPHA_HOST", "127.0.0.1"),
+            ("SMPP_BIND_ALPHA_PORT", &closed.to_string()),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn smscd");
+    let mut child = Smscd(child);
+    let addr: SocketAddr = format!("127.0.0.1:{smpp_port}").parse().expect("addr");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).is_err() {
+        if let Ok(Some(st)) = child.0.try_wait() {
+            panic!("smscd exited: {st}");
+        }
+        assert!(Instant::now() < deadline, "smscd did not listen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // No accounts at all: the script's on_bind accepts any credentials.
+    for (id, pw) in [("anyone", "whatever"), ("x", "")] {
+        let e = bind(addr, BindKind::Transceiver, id, pw).await.expect("the script accepts every bind");
+        for _ in 0..3 {
+            assert_eq!(submit_status(&e, submit("447700900123", 0)).await, Ok("replace-me".to_string()));
+        }
+        within("unbind", e.session.unbind()).await;
+    }
+}
+
+/// check-config compiles the script: a syntax error names the script's file and line.
+#[test]
+fn check_config_reports_script_syntax_errors_with_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = write(dir.path(), "smpp_script.py", "from siphon import smpp\n\ndef broken(:\n    pass\n");
+    let cfg = write(
+        dir.path(),
+        "smpp.yaml",
+        "routing: { default_chain: [sim] }\nhandlers: { script: smpp_script.py }\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check-config", &cfg.display().to_string()])
+        .env_clear()
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let at = format!("{}:3: SyntaxError", script.display());
+    assert!(err.contains(&at), "want {at} in: {err}");
+    // The document's script compiles.
+    std::fs::copy(fixture("smpp_script.py"), &script).expect("copy");
+    let out = Command::new(BIN)
+        .args(["check-config", &cfg.display().to_string()])
+        .env_clear()
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+// ---- on_bind ------------------------------------------------------------------------------------
+
+const BIND_POLICY: &str = r#"from siphon import smpp
+
+@smpp.on_bind
+def authorise(bind):
+    if bind.system_id == "blocked":
+        return bind.reject(smpp.ESME_RINVSYSID)
+    if bind.client_addr == "127.0.0.2":
+        return bind.reject("ESME_RINVPASWD")
+    if bind.system_id.startswith("guest"):
+        return bind.accept(window=2)
+    return None
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_bind_rejects_by_address_and_system_id_and_accepts_unknown_esmes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = write(dir.path(), "policy.py", BIND_POLICY);
+    let mut d = Daemon::start(config_with(&script, vec![account("acct", "pw")])).await;
+    let blocked = bind(d.smpp, BindKind::Transceiver, "blocked", "pw").await;
+    assert_eq!(bind_status(blocked), CommandStatus::ESME_RINVSYSID);
+    // A configured account with the right password, but from an address the script refuses.
+    let other = bind_from("127.0.0.2", d.smpp, "acct", "pw").await;
+    assert_eq!(bind_status(other), CommandStatus::ESME_RINVPASWD);
+    // None: the accounts decide.
+    let wrong = bind(d.smpp, BindKind::Transceiver, "acct", "nope").await;
+    assert_eq!(bind_status(wrong), CommandStatus::ESME_RBINDFAIL);
+    let acct = bind(d.smpp, BindKind::Transceiver, "acct", "pw").await.expect("account binds");
+    assert!(submit_status(&acct, submit("1", 0)).await.is_ok());
+    // Not in accounts, accepted by the script, and served (sim route).
+    let guest = bind(d.smpp, BindKind::Transceiver, "guest-7", "anything").await.expect("guest binds");
+    assert!(submit_status(&guest, submit("1", 0)).await.is_ok());
+    let m = d.metrics().await;
+    assert_eq!(metric_sum(&m, "smscd_handler_calls_total", &["on_bind", "result=\"ok\""]), 5.0, "{m}");
+    d.shutdown().await;
+}
+
+// ---- on_pdu -------------------------------------------------------------------------------------
+
+/// An upstream SMSC that answers every submit_sm and records its destination.
+struct Upstream {
+    port: u16,
+    destinations: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Record(Arc<Mutex<Vec<String>>>, u64);
+
+impl Handler for Record {
+    fn on_request(&mut self, req: Request<'_>) -> Reply {
+        let Body::SubmitSm(sm) = &req.pdu.body else { return Reply::Error(CommandStatus::ESME_RINVCMDID) };
+        self.0.lock().unwrap().push(String::from_utf8_lossy(&sm.destination.addr).into_owned());
+        self.1 += 1;
+        Reply::Ok(Body::SubmitSmResp(SubmitSmResp {
+            message_id: format!("up{}", self.1).into(),
+            ..Default::default()
+        }))
+    }
+}
+
+impl Upstream {
+    async fn start() -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listen");
+        let port = listener.local_addr().expect("addr").port();
+        let destinations = Arc::new(Mutex::new(Vec::new()));
+        let d = destinations.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((s, peer)) = listener.accept().await {
+                let d = d.clone();
+                tokio::spawn(async move {
+                    let Ok(b) = smpp::session::smsc::accept(s, Some(peer), SessionConfig::default()).await
+                    else {
+                        return;
+                    };
+                    if let Ok(session) = b.accept(Bytes::from_static(b"up"), None, Record(d, 0)).await {
+                        session.closed().await;
+                    }
+                });
+            }
+        });
+        Upstream { port, destinations, task }
+    }
+    fn seen(&self) -> Vec<String> {
+        self.destinations.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+const PDU_POLICY: &str = r#"from siphon import smpp
+
+@smpp.on_pdu("submit_sm")
+def on_submit(pdu, session):
+    d = pdu.destination_addr
+    if d.startswith("00"):
+        pdu.destination_addr = "+" + d[2:]
+        pdu.text = "rewritten for " + session.system_id
+        return None
+    if d == "local":
+        return pdu.reply(message_id="local-" + pdu.text)
+    if d == "tosim":
+        return pdu.route(["sim"])
+    if d == "bad":
+        return pdu.reject(smpp.ESME_RINVDSTADR)
+    return None
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_pdu_rewrites_answers_routes_and_rejects() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = write(dir.path(), "policy.py", PDU_POLICY);
+    let mut cfg = config_with(&script, vec![account("acct", "pw")]);
+    cfg.binds = vec![upstream("up", up.port, "u", "p")];
+    cfg.routing.default_chain = vec!["bind:up".into()];
+    let mut d = Daemon::start(cfg).await;
+    eventually("upstream bound", Duration::from_secs(20), || d.core().upstreams.get("up").is_some()).await;
+    let e = bind(d.smpp, BindKind::Transceiver, "acct", "pw").await.expect("bind");
+    // Rewritten destination, default routing: the carrier sees the new number.
+    assert!(submit_status(&e, submit("0031612345678", 0)).await.is_ok());
+    assert_eq!(up.seen(), vec!["+31612345678".to_string()]);
+    // Answered here, nothing sent upstream.
+    assert_eq!(submit_status(&e, submit_text("local", 0, "hi")).await, Ok("local-hi".into()));
+    // A chain of the script's choosing: the sim, not the default bind.
+    assert!(submit_status(&e, submit("tosim", 0)).await.is_ok());
+    assert_eq!(submit_status(&e, submit("bad", 0)).await, Err(CommandStatus::ESME_RINVDSTADR));
+    // Untouched: default routing as it came.
+    assert!(submit_status(&e, submit("4477", 0)).await.is_ok());
+    assert_eq!(up.seen(), vec!["+31612345678".to_string(), "4477".to_string()]);
+    let m = d.metrics().await;
+    assert_eq!(metric_sum(&m, "smscd_submits_total", &["route=\"sim\""]), 1.0, "{m}");
+    assert_eq!(metric_sum(&m, "smscd_submits_total", &["route=\"handler\""]), 2.0, "{m}");
+    d.shutdown().await;
+}
+
+// ---- the cache on a shared Redis ----------------------------------------------------------------
+
+/// redis-server in a temp dir (kept until drop), killed on drop.
+struct RedisServer(Child, #[allow(dead_code)] tempfile::TempDir, u16);
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}): install it with `tools/deps.sh apt`")
+            });
+        let r = RedisServer(child, dir, port);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                let mut buf = [0u8; 16];
+                if s.write_all(b"PING\r\n").is_ok()
+                    && s.read(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+                {
+                    return r;
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not answer");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const COUNTER: &str = r#"from siphon import smpp
+
+@smpp.on_pdu("submit_sm")
+async def count(pdu, session):
+    n = await smpp.cache.incr("sent:" + session.system_id, ttl=600)
+    return pdu.reply(message_id=str(n))
+"#;
+
+/// Two daemons (two engines, two Redis connections) count in one key: the ids they hand out are
+/// exactly 1..=2N, so no increment was lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_handler_counts_in_redis_shared_by_two_replicas() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = write(dir.path(), "count.py", COUNTER);
+    let mut daemons = Vec::new();
+    for _ in 0..2 {
+        let mut cfg = config_with(&script, vec![account("acct", "pw")]);
+        cfg.store = StoreConfig::Redis {
+            url: format!("redis://127.0.0.1:{}/", redis.2),
+            sentinel: None,
+            cluster: None,
+            wait: None,
+            key_prefix: "h15:".into(),
+            ttl: Duration::from_secs(60),
+        };
+        daemons.push(Daemon::start(cfg).await);
+    }
+    let a = bind(daemons[0].smpp, BindKind::Transceiver, "acct", "pw").await.expect("bind a");
+    let b = bind(daemons[1].smpp, BindKind::Transceiver, "acct", "pw").await.expect("bind b");
+    const N: usize = 50;
+    let (ra, rb) = tokio::join!(
+        futures::future::join_all((0..N).map(|_| submit_status(&a, submit("1", 0)))),
+        futures::future::join_all((0..N).map(|_| submit_status(&b, submit("1", 0)))),
+    );
+    let mut ids: Vec<u64> =
+        ra.into_iter().chain(rb).map(|r| r.expect("submit answered").parse().expect("a count")).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=2 * N as u64).collect::<Vec<_>>());
+    for mut d in daemons {
+        d.shutdown().await;
+    }
+}
+
+// ---- bad scripts --------------------------------------------------------------------------------
+
+const BAD: &str = r#"import asyncio
+from siphon import smpp
+
+@smpp.on_pdu("submit_sm")
+def on_submit(pdu, session):
+    d = pdu.destination_addr
+    if d == "raise":
+        raise ValueError("boom")
+    if d == "type":
+        return 42
+    if d == "spin":
+        while True:
+            pass
+    if d == "await":
+        return forever()
+    return pdu.reply(message_id="fine")
+
+async def forever():
+    await asyncio.Event().wait()
+"#;
+
+/// Each failure is answered per on_error (reject: ESME_RSYSERR; continue: routed as it came),
+/// counted by kind, and the next call is served: a busy loop holding the GIL is interrupted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_handlers_are_answered_counted_and_never_hang() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = write(dir.path(), "bad.py", BAD);
+    let mut d = Daemon::start(config_with(&script, vec![account("acct", "pw")])).await;
+    let e = bind(d.smpp, BindKind::Transceiver, "acct", "pw").await.expect("bind");
+    for (dest, kind) in
+        [("raise", "exception"), ("type", "wrong_type"), ("spin", "timeout"), ("await", "timeout")]
+    {
+        assert_eq!(submit_status(&e, submit(dest, 0)).await, Err(CommandStatus::ESME_RSYSERR), "{dest}");
+        assert_eq!(submit_status(&e, submit("ok", 0)).await, Ok("fine".into()), "after {dest}");
+        let m = d.metrics().await;
+        assert!(
+            metric_sum(&m, "smscd_handler_errors_total", &["on_pdu:submit_sm", &format!("kind=\"{kind}\"")])
+                >= 1.0,
+            "{dest}: {m}"
+        );
+    }
+    let m = d.metrics().await;
+    assert_eq!(metric_sum(&m, "smscd_handler_errors_total", &["kind=\"timeout\""]), 2.0, "{m}");
+    // on_error: continue routes the PDU as it came (the sim answers with our id).
+    let mut cfg = d.core().config.get().as_ref().clone();
+    cfg.handlers.as_mut().expect("handlers").on_error = OnHandlerError::Continue;
+    d.reload.send_replace(Arc::new(cfg));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match submit_status(&e, submit("raise", 0)).await {
+            Ok(id) => {
+                assert_ne!(id, "fine");
+                break;
+            }
+            Err(s) => assert_eq!(s, CommandStatus::ESME_RSYSERR),
+        }
+        assert!(Instant::now() < deadline, "on_error: continue not applied");
+    }
+    assert!(submit_status(&e, submit("spin", 0)).await.is_ok(), "a timeout routed on with continue");
+    d.shutdown().await;
+}
+
+/// A script that loops at import is stopped at import_timeout_ms and smscd does not start; one
+/// that raises at import names its file and line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_failing_at_import_are_refused_with_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spin = write(dir.path(), "spin.py", "from siphon import smpp\nwhile True:\n    pass\n");
+    let mut cfg = config_with(&spin, vec![]);
+    cfg.handlers.as_mut().expect("handlers").import_timeout_ms = 300;
+    let (_tx, rx) = tokio::sync::watch::channel(Arc::new(cfg.clone()));
+    let err = match within("start", smscd::start(Arc::new(cfg), rx, Default::default())).await {
+        Ok(_) => panic!("started with a script looping at import"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("import_timeout_ms") && err.contains("spin.py:"), "{err}");
+    let raising = write(dir.path(), "raising.py", "from siphon import smpp\n\n\nundefined_name()\n");
+    let cfg = config_with(&raising, vec![]);
+    let (_tx, rx) = tokio::sync::watch::channel(Arc::new(cfg.clone()));
+    let err = match within("start", smscd::start(Arc::new(cfg), rx, Default::default())).await {
+        Ok(_) => panic!("started with a script raising at import"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains(&format!("{}:4: NameError", raising.display())), "{err}");
+}
+
+// ---- hot reload ---------------------------------------------------------------------------------
+
+/// A ConfigMap volume as the kubelet lays it out: `NAME -> ..data/NAME`, `..data -> ..<version>`,
+/// a new version swapped in by renaming a fresh `..data` link over the old one.
+struct Projected {
+    dir: tempfile::TempDir,
+    version: u32,
+}
+
+impl Projected {
+    fn new(name: &str, text: &str) -> Projected {
+        let mut p = Projected { dir: tempfile::tempdir().expect("tempdir"), version: 0 };
+        p.swap(name, text);
+        std::os::unix::fs::symlink(format!("..data/{name}"), p.dir.path().join(name)).expect("link");
+        p
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn swap(&mut self, name: &str, text: &str) {
+        self.version += 1;
+        let v = format!("..v{}", self.version);
+        std::fs::create_dir(self.dir.path().join(&v)).expect("version dir");
+        std::fs::write(self.dir.path().join(&v).join(name), text).expect("write version");
+        let tmp = self.dir.path().join("..data_tmp");
+        std::os::unix::fs::symlink(&v, &tmp).expect("tmp link");
+        std::fs::rename(&tmp, self.dir.path().join("..data")).expect("swap ..data");
+    }
+}
+
+const V1: &str = r#"from siphon import smpp
+
+@smpp.on_pdu("submit_sm")
+def on_submit(pdu, session):
+    return None
+"#;
+
+const V2: &str = r#"from siphon import smpp
+
+@smpp.on_pdu("submit_sm")
+def on_submit(pdu, session):
+    if pdu.destination_addr.startswith("2"):
+        return pdu.reject(smpp.ESME_RINVDSTADR)
+    return None
+"#;
+
+const BROKEN: &str =
+    "from siphon import smpp\n\n@smpp.on_pdu(\"submit_sm\")\ndef on_submit(pdu, session)\n    return None\n";
+
+/// Traffic runs while the script changes through `..data` swaps: the new behaviour shows, the
+/// bind stays up, every acknowledged submit gets its receipt, and a broken version is refused
+/// while the running one keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reload_under_traffic_keeps_binds_and_receipts() {
+    let mut cm = Projected::new("smpp_script.py", V1);
+    let mut d = Daemon::start(config_with(&cm.path("smpp_script.py"), vec![account("acct", "pw")])).await;
+    let mut e = bind(d.smpp, BindKind::Transceiver, "acct", "pw").await.expect("bind");
+    let mut acked = Vec::new();
+    let mut sent = 0u32;
+    let mut send = async |e: &Esme, dest: &str, acked: &mut Vec<String>| {
+        sent += 1;
+        let r = submit_status(e, submit(dest, 1)).await;
+        if let Ok(id) = &r {
+            acked.push(id.clone());
+        }
+        r
+    };
+    for _ in 0..20 {
+        assert!(send(&e, "2000", &mut acked).await.is_ok(), "v1 routes every submit");
+    }
+    cm.swap("smpp_script.py", V2);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(send(&e, "1000", &mut acked).await.is_ok());
+        match send(&e, "2000", &mut acked).await {
+            Err(s) => {
+                assert_eq!(s, CommandStatus::ESME_RINVDSTADR);
+                break;
+            }
+            Ok(_) => assert!(Instant::now() < deadline, "v2 never took over"),
+        }
+    }
+    cm.swap("smpp_script.py", BROKEN);
+    eventually("broken version refused", Duration::from_secs(20), || {
+        d.core()
+            .metrics
+            .handler_reloads
+            .get_or_create(&smscd::metrics::ResultLabel { result: "refused".into() })
+            .get()
+            == 1
+    })
+    .await;
+    for _ in 0..10 {
+        assert!(send(&e, "1000", &mut acked).await.is_ok(), "the running version keeps serving");
+        assert_eq!(send(&e, "2000", &mut acked).await, Err(CommandStatus::ESME_RINVDSTADR));
+    }
+    assert!(e.session.close_reason().is_none(), "the bind was dropped");
+    let m = d.metrics().await;
+    assert_eq!(metric_sum(&m, "smscd_handler_reloads_total", &["applied"]), 1.0, "{m}");
+    // Every acknowledged submit's receipt arrives (the sim answers each one).
+    let mut want: Vec<String> = acked.clone();
+    want.sort();
+    let mut got = Vec::new();
+    while got.len() < want.len() {
+        let r = within("receipt", e.delivered.recv()).await.expect("receipt");
+        got.push(receipt_id(&r));
+    }
+    got.sort();
+    assert_eq!(got, want, "after {sent} submits");
+    d.shutdown().await;
+}
+
+const OLD: &str = r#"import asyncio
+from siphon import smpp
+
+@smpp.on_pdu("submit_sm")
+async def on_submit(pdu, session):
+    if pdu.destination_addr == "slow":
+        while await smpp.cache.get("released") is None:
+            await asyncio.sleep(0.005)
+        return pdu.reply(message_id="old")
+    return pdu.reply(message_id="old")
+"#;
+
+const NEW: &str = r#"from siphon import smpp
+
+@smpp.on_pdu("submit_sm")
+async def on_submit(pdu, session):
+    await smpp.cache.set("released", "1")
+    return pdu.reply(message_id="new")
+"#;
+
+/// A call running when the script changes finishes on the version it started on: the old
+/// handler waits until the new one has run, then still answers as the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_calls_finish_on_the_old_version() {
+    let mut cm = Projected::new("smpp_script.py", OLD);
+    let mut cfg = config_with(&cm.path("smpp_script.py"), vec![account("acct", "pw")]);
+    cfg.handlers.as_mut().expect("handlers").timeout_ms = 4000;
+    let mut d = Daemon::start(cfg).await;
+    let e = bind(d.smpp, BindKind::Transceiver, "acct", "pw").await.expect("bind");
+    let session = e.session.clone();
+    let slow = tokio::spawn(async move { session.request(submit("slow", 0)).await });
+    assert_eq!(submit_status(&e, submit("x", 0)).await, Ok("old".into()));
+    cm.swap("smpp_script.py", NEW);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while submit_status(&e, submit("x", 0)).await != Ok("new".into()) {
+        assert!(Instant::now() < deadline, "the new version never took over");
+    }
+    let answer = within("slow answer", slow).await.expect("task").expect("slow submit answered");
+    match answer.body {
+        Body::SubmitSmResp(r) => assert_eq!(&r.message_id[..], b"old"),
+        other => panic!("{other:?}"),
+    }
+    d.shutdown().await;
+}
