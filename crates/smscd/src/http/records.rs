@@ -95,7 +95,11 @@ impl Records {
                 }
                 .map_err(unavailable)?;
                 // Connected on first use: smscd starts while Redis is away, like the store.
-                Ok(Records::Redis { link: Box::new(Link::new(target)), prefix: key_prefix.clone(), ttl: *ttl })
+                Ok(Records::Redis {
+                    link: Box::new(Link::new(target)),
+                    prefix: key_prefix.clone(),
+                    ttl: *ttl,
+                })
             }
         }
     }
