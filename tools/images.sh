@@ -33,7 +33,7 @@ REDIS=localhost/smsc-redis:dev
 PAUSE=localhost/smsc-pause:3.10
 # The Python standard library smscd's handlers import (asyncio, traceback, ...), and the shared
 # libraries its C modules load on demand.
-PYTHON_PACKAGES=(libpython3.11-minimal libpython3.11-stdlib media-types libffi8 libexpat1 libmpdec3 zlib1g
+PYTHON_PACKAGES=(libpython3.11-minimal libpython3.11-stdlib media-types libffi8 libexpat1 zlib1g
   libbz2-1.0 liblzma5 libssl3 libuuid1 libsqlite3-0 libncursesw6 libtinfo6 libreadline8 libcrypt1)
 # What `import` loads (the base is only a parent).
 IMAGES=("$SMSCD" "$SMSCD_B" "$OPERATOR" "$REDIS" "$PAUSE")
