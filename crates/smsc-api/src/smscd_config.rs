@@ -540,6 +540,11 @@ pub struct StoreAndForwardConfig {
     /// to query_sm.
     #[serde(default = "default_saf_keep_final", with = "humantime_serde")]
     pub keep_final: Duration,
+    /// How long a submit an upstream took (relayed at once, on any route, or held then sent)
+    /// stays visible to query_sm as ENROUTE, until its final receipt records its final state.
+    /// One store write per relayed submit (and per final receipt); `0s` turns it off.
+    #[serde(default = "default_saf_keep_relayed", with = "humantime_serde")]
+    pub keep_relayed: Duration,
 }
 
 impl Default for StoreAndForwardConfig {
@@ -551,6 +556,7 @@ impl Default for StoreAndForwardConfig {
             retry_max: default_saf_retry_max(),
             lease: default_saf_lease(),
             keep_final: default_saf_keep_final(),
+            keep_relayed: default_saf_keep_relayed(),
         }
     }
 }
@@ -571,6 +577,9 @@ fn default_saf_lease() -> Duration {
     Duration::from_secs(30)
 }
 fn default_saf_keep_final() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_saf_keep_relayed() -> Duration {
     Duration::from_secs(3600)
 }
 

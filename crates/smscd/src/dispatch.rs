@@ -234,7 +234,11 @@ async fn accepted(
     given: Option<String>,
 ) -> Result<String, CommandStatus> {
     let id = given.unwrap_or_else(|| core.ids.next_id());
-    correlate(core, account, upstream, id_format, rd, upstream_id, id, budget).await
+    let id = correlate(core, account, upstream, id_format, rd, upstream_id, id, budget).await?;
+    // ENROUTE for query_sm until its receipt (see crate::message_ops).
+    // Bounded by the budget: a slow store costs the query_sm answer, never the submit's.
+    let _ = tokio::time::timeout_at(budget.deadline, crate::forward::relayed(core, account, &id)).await;
+    Ok(id)
 }
 
 /// [`accepted`] for a submit that has our id `id` already (a held one, see [`crate::forward`]).

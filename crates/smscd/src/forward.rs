@@ -86,18 +86,47 @@ pub fn is_scheduled(sm: &SubmitSm) -> bool {
 /// (ESME_RMSGQFUL at the account's cap, ESME_RSYSERR when the store does not answer, the time
 /// fields' statuses).
 pub async fn hold(core: &Core, account: &str, sm: &SubmitSm) -> Result<String, CommandStatus> {
-    let policy = core.config.get().store_and_forward.clone();
+    let id = core.ids.next_id();
+    hold_with_id(core, account, sm, id).await
+}
+
+/// [`hold`] under our id `id` chosen beforehand (the HTTP API records its messages first; a
+/// submit_multi's destinations share the PDU's id, see [`crate::multi`]).
+pub async fn hold_with_id(
+    core: &Core,
+    account: &str,
+    sm: &SubmitSm,
+    id: String,
+) -> Result<String, CommandStatus> {
+    let max_validity = core.config.get().store_and_forward.max_validity;
     let now = unix_ms();
-    let (due_ms, expires_ms) = times(sm, now, policy.max_validity)?;
+    let (due_ms, expires_ms) = times(sm, now, max_validity)?;
     let submit = Pdu::new(0, Body::SubmitSm(sm.clone())).to_bytes().map_err(|e| {
         tracing::warn!(account, error = %e, "submit not encodable: not held");
         CommandStatus::ESME_RSYSERR
     })?;
-    let id = core.ids.next_id();
-    let m = Queued { id: id.clone(), submit, submitted_ms: now, due_ms, expires_ms, attempts: 0 };
-    match core.queue.put(account, &m, policy.max_per_account).await {
+    hold_as(core, account, sm, id, submit, now, due_ms, expires_ms).await
+}
+
+/// [`hold`] under our id `id` chosen beforehand (the HTTP API records it first), `submit` the
+/// encoded `sm`, its times already resolved.
+#[allow(clippy::too_many_arguments)]
+async fn hold_as(
+    core: &Core,
+    account: &str,
+    sm: &SubmitSm,
+    id: String,
+    submit: Bytes,
+    now: u64,
+    due_ms: u64,
+    expires_ms: u64,
+) -> Result<String, CommandStatus> {
+    let max = core.config.get().store_and_forward.max_per_account;
+    let route = core.router.get().route_label(account, &sm.source.addr, &sm.destination.addr);
+    let m = Queued { id: id.clone(), submit, submitted_ms: now, due_ms, expires_ms, attempts: 0, route };
+    match core.queue.put(account, &m, max).await {
         Ok(()) => {
-            core.metrics.forwarded("held", 1);
+            core.metrics.forwarded(account, &m.route, "held", 1);
             Ok(id)
         }
         Err(StoreError::Full) => Err(CommandStatus::ESME_RMSGQFUL),
@@ -130,11 +159,14 @@ pub async fn run(core: Arc<Core>) {
 }
 
 async fn gauges(core: &Core, account: &str) {
-    let Ok((n, first_due)) = core.queue.depth(account).await else { return };
+    let Ok(stats) = core.queue.stats(account).await else { return };
+    let now = unix_ms();
+    core.metrics.held_by_route(account, &stats.by_route);
     let label = crate::metrics::AccountLabel { account: account.to_owned() };
-    core.metrics.held.get_or_create(&label).set(n as i64);
-    let overdue = first_due.map_or(0, |d| unix_ms().saturating_sub(d) / 1000);
+    let overdue = stats.first_due_ms.map_or(0, |d| now.saturating_sub(d) / 1000);
     core.metrics.held_overdue.get_or_create(&label).set(overdue as i64);
+    let oldest = stats.oldest_ms.map_or(0, |s| now.saturating_sub(s) / 1000);
+    core.metrics.held_oldest.get_or_create(&label).set(oldest as i64);
 }
 
 /// The admin view of held submits: per account, how many, how late the most overdue is, and
@@ -143,7 +175,8 @@ pub async fn view(core: &Core, accounts: &[String], max: usize) -> Result<serde_
     let now = unix_ms();
     let mut out = serde_json::Map::new();
     for account in accounts {
-        let (held, first_due) = core.queue.depth(account).await.map_err(|e| e.to_string())?;
+        let stats = core.queue.stats(account).await.map_err(|e| e.to_string())?;
+        let (held, first_due) = (stats.held, stats.first_due_ms);
         let list = core.queue.list(account, max).await.map_err(|e| e.to_string())?;
         let messages: Vec<serde_json::Value> = list
             .iter()
@@ -157,13 +190,23 @@ pub async fn view(core: &Core, accounts: &[String], max: usize) -> Result<serde_
                     "due": smpp::time::format_absolute(m.due_ms),
                     "expires": smpp::time::format_absolute(m.expires_ms),
                     "attempts": m.attempts,
+                    "route": m.route,
                 })
             })
             .collect();
         let overdue_secs = first_due.map_or(0, |d| now.saturating_sub(d) / 1000);
+        let oldest_secs = stats.oldest_ms.map_or(0, |s| now.saturating_sub(s) / 1000);
+        let routes: serde_json::Map<String, serde_json::Value> =
+            stats.by_route.iter().map(|(r, n)| (r.clone(), serde_json::json!(n))).collect();
         out.insert(
             account.clone(),
-            serde_json::json!({ "held": held, "overdue_secs": overdue_secs, "messages": messages }),
+            serde_json::json!({
+                "held": held,
+                "overdue_secs": overdue_secs,
+                "oldest_secs": oldest_secs,
+                "routes": routes,
+                "messages": messages,
+            }),
         );
     }
     Ok(serde_json::Value::Object(out))
@@ -187,7 +230,7 @@ pub async fn drain_account(core: &Arc<Core>, account: &str) {
         for m in claimed {
             let Some(sm) = decode(&m) else {
                 tracing::warn!(account, id = %m.id, "held submit does not decode: dropped as undeliverable");
-                end(core, account, &m.id, Final::Undeliverable).await;
+                end(core, account, &m, Final::Undeliverable).await;
                 continue;
             };
             let i = *index.entry(sm.destination.addr.clone()).or_insert_with(|| {
@@ -230,11 +273,11 @@ async fn send_in_order(core: &Arc<Core>, account: &str, group: Vec<(Queued, Subm
         let mut out = sm.clone();
         out.schedule_delivery_time = Bytes::new();
         out.validity_period = Bytes::from(smpp::time::format_absolute(m.expires_ms));
-        match send(core, account, &m.id, out).await {
-            Sent::Taken => end(core, account, &m.id, Final::Delivered).await,
+        match send(core, account, public_id(&m.id), out).await {
+            Sent::Taken => taken(core, account, &m).await,
             Sent::Refused(status) => {
                 tracing::info!(account, id = %m.id, %status, "held submit refused by the upstream: undeliverable");
-                end(core, account, &m.id, Final::Undeliverable).await;
+                end(core, account, &m, Final::Undeliverable).await;
                 final_receipt(core, account, &m, &sm, MessageState::Undeliverable).await;
             }
             Sent::NotNow => {
@@ -314,27 +357,72 @@ async fn retry(core: &Core, account: &str, m: &Queued, now: u64, attempted: bool
     if let Err(e) = core.queue.retry(account, &m.id, due, attempts).await {
         tracing::debug!(account, id = %m.id, error = %e, "retry not recorded: the lease brings it back");
     }
-    core.metrics.forwarded("retried", 1);
+    core.metrics.forwarded(account, &m.route, "retried", 1);
 }
 
-async fn end(core: &Core, account: &str, id: &str, state: Final) {
+/// A held submit an upstream took: out of the queue, ENROUTE for query_sm until its receipt.
+async fn taken(core: &Core, account: &str, m: &Queued) {
+    let policy = core.config.get().store_and_forward.clone();
+    // Kept at least as long as a final state would be, even with relayed ids not recorded.
+    let keep = policy.keep_relayed.max(policy.keep_final);
+    if let Err(e) = core.queue.relayed(account, &m.id, unix_ms(), keep).await {
+        // Sent but not recorded: the lease brings it back and it is sent again.
+        tracing::warn!(account, id = %m.id, error = %e, "held submit's outcome not recorded");
+    }
+    core.metrics.forwarded(account, &m.route, "delivered", 1);
+}
+
+async fn end(core: &Core, account: &str, m: &Queued, state: Final) {
     let keep = core.config.get().store_and_forward.keep_final;
-    if let Err(e) = core.queue.finish(account, id, state, unix_ms(), keep).await {
-        // Delivered but not recorded: the lease brings it back and it is sent again.
-        tracing::warn!(account, id, error = %e, "held submit's outcome not recorded");
+    if let Err(e) = core.queue.finish(account, &m.id, state, unix_ms(), keep).await {
+        // Ended but not recorded: the lease brings it back and it is tried again.
+        tracing::warn!(account, id = %m.id, error = %e, "held submit's outcome not recorded");
     }
     let result = match state {
         Final::Delivered => "delivered",
         Final::Expired => "expired",
         Final::Deleted => "cancelled",
-        Final::Undeliverable => "undeliverable",
+        _ => "undeliverable",
     };
-    core.metrics.forwarded(result, 1);
+    core.metrics.forwarded(account, &m.route, result, 1);
+}
+
+/// Record that a submit relayed at once (never held) is with an upstream: ENROUTE for query_sm
+/// until its final receipt, for `store_and_forward.keep_relayed` (0: not recorded). A store
+/// that does not answer costs only the query_sm answer (logged), never the submit.
+pub async fn relayed(core: &Core, account: &str, id: &str) {
+    let keep = core.config.get().store_and_forward.keep_relayed;
+    if keep.is_zero() {
+        return;
+    }
+    if let Err(e) = core.queue.relayed(account, id, unix_ms(), keep).await {
+        tracing::debug!(account, id, error = %e, "relayed message not recorded: query_sm will not find it");
+    }
+}
+
+/// A final receipt for our id `id` of `account`: its state for query_sm, kept for `keep_final`.
+pub async fn receipt(core: &Core, account: &str, id: &str, state: MessageState) {
+    let Some(state) = Final::from_state(state) else { return };
+    let policy = core.config.get().store_and_forward.clone();
+    // Not following relayed messages: no write per receipt either.
+    if policy.keep_relayed.is_zero() {
+        return;
+    }
+    let keep = policy.keep_final;
+    if let Err(e) = core.queue.finish(account, id, state, unix_ms(), keep).await {
+        tracing::debug!(account, id, error = %e, "receipt's state not recorded for query_sm");
+    }
 }
 
 async fn expire(core: &Arc<Core>, account: &str, m: &Queued, sm: &SubmitSm) {
-    end(core, account, &m.id, Final::Expired).await;
+    end(core, account, m, Final::Expired).await;
     final_receipt(core, account, m, sm, MessageState::Expired).await;
+}
+
+/// The id the ESME knows a held message by: its store id, or for a submit_multi destination
+/// (`<id>.<n>`, see [`crate::multi`]) the submit_multi's id.
+pub fn public_id(store_id: &str) -> &str {
+    store_id.split_once('.').map_or(store_id, |(id, _)| id)
 }
 
 /// A receipt we issue ourselves (EXPIRED, UNDELIV) for a held submit that asked for one: it goes
@@ -345,7 +433,8 @@ async fn final_receipt(core: &Arc<Core>, account: &str, m: &Queued, sm: &SubmitS
     }
     let c = Correlation {
         account: account.to_owned(),
-        our_id: m.id.clone(),
+        // Keyed by the store id (unique), carrying the id the ESME knows.
+        our_id: public_id(&m.id).to_owned(),
         submitted_at_ms: m.submitted_ms,
         registered_delivery: sm.registered_delivery,
     };

@@ -32,6 +32,7 @@ pub mod msgid;
 pub mod multi;
 pub mod peers;
 pub mod permits;
+pub mod queue_view;
 pub mod receipts;
 pub mod router;
 pub mod sim;

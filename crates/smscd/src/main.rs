@@ -1,5 +1,6 @@
 //! The smscd binary: `smscd --config FILE` runs the daemon; `smscd check-config FILE` validates a
-//! config and prints it with secrets masked.
+//! config and prints it with secrets masked; `smscd queue` prints what store-and-forward holds,
+//! asking a running daemon's admin listener.
 //!
 //! Exit codes: 0 done, 1 bad config or runtime failure, 2 usage error.
 
@@ -60,6 +61,20 @@ enum Command {
         /// The file; default: --config / SMSCD_CONFIG.
         file: Option<PathBuf>,
     },
+    /// Print what store-and-forward holds (per account: held, oldest, most overdue, per route;
+    /// then the first messages, earliest due first), from a running smscd's admin listener.
+    Queue {
+        /// One account; default: every configured account (the first 20 messages of each).
+        account: Option<String>,
+        /// The admin listener, HOST:PORT. Default: --admin-listen / SMSCD_ADMIN_LISTEN, else the
+        /// admin address of --config / SMSCD_CONFIG (0.0.0.0 asked on 127.0.0.1), else
+        /// 127.0.0.1 and the default admin port.
+        #[arg(long, value_name = "HOST:PORT")]
+        admin: Option<String>,
+        /// Print the daemon's JSON as it is.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -71,6 +86,9 @@ enum LogFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
+        Some(Command::Queue { account, admin, json }) => {
+            queue(&cli, account.as_deref(), admin.clone(), *json)
+        }
         Some(Command::CheckConfig { file }) => match file.clone().or_else(|| cli.config.clone()) {
             Some(path) => check_config(&path),
             None => usage("check-config needs a FILE (or --config / SMSCD_CONFIG)"),
@@ -92,6 +110,47 @@ fn main() -> ExitCode {
             };
             let listen = Listen { smpp: cli.listen, admin: cli.admin_listen };
             rt.block_on(run(path, Duration::from_millis(cli.reload_interval_ms.max(10)), listen))
+        }
+    }
+}
+
+fn queue(cli: &Cli, account: Option<&str>, admin: Option<String>, json: bool) -> ExitCode {
+    let addr = match admin.or_else(|| cli.admin_listen.map(|a| a.to_string())) {
+        Some(a) => a,
+        None => match &cli.config {
+            Some(path) => match config::load_from_env_file(path) {
+                Ok(loaded) => {
+                    let a = &loaded.config.admin;
+                    let host = match a.bind_address.as_str() {
+                        "0.0.0.0" => "127.0.0.1",
+                        "::" => "::1",
+                        h => h,
+                    };
+                    match host.parse::<std::net::IpAddr>() {
+                        Ok(ip) => std::net::SocketAddr::new(ip, a.port).to_string(),
+                        Err(_) => format!("{host}:{}", a.port),
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => format!("127.0.0.1:{}", smsc_api::names::ADMIN_PORT),
+        },
+    };
+    match smscd::queue_view::fetch(&addr, account) {
+        Ok(v) if json => {
+            println!("{v:#}");
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            print!("{}", smscd::queue_view::render(&v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

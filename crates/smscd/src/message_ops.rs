@@ -1,10 +1,14 @@
 //! query_sm, cancel_sm and replace_sm against the message store of held submits
 //! ([`crate::store::queue`]), for the bound account's own messages only.
 //!
-//! What the store knows: submits held by store-and-forward while they wait, and their final
-//! state for `store_and_forward.keep_final` afterwards. A submit relayed upstream at once was
-//! never held: query_sm answers ESME_RQUERYFAIL for it as for an unknown id (the carrier holds
-//! it, and its receipt tells the outcome).
+//! What the store knows: submits held by store-and-forward while they wait; submits an upstream
+//! took (relayed at once, or held then sent), ENROUTE until their final receipt, for
+//! `store_and_forward.keep_relayed`; and final states (a receipt's, or expired, cancelled,
+//! undeliverable by us) for `store_and_forward.keep_final`. With the Redis store every replica
+//! reads the same records. A relayed submit that asked for no receipt stays ENROUTE; with
+//! `keep_relayed: 0s` relayed submits are not recorded and query_sm answers ESME_RQUERYFAIL for
+//! them as for an unknown id. cancel_sm / replace_sm of a relayed submit: the upstream has it,
+//! ESME_RCANCELFAIL / ESME_RREPLACEFAIL.
 //!
 //! Statuses (SMPP 3.4 sections 4.8, 4.9, 4.10): query_sm of an unknown id: ESME_RQUERYFAIL;
 //! cancel_sm / replace_sm of an unknown id: ESME_RINVMSGID; of a message already final or
@@ -38,7 +42,7 @@ pub async fn query(core: &Core, account: &str, q: &QuerySm) -> Result<Body, Comm
     })?;
     let (final_date, message_state) = match found {
         None => return Err(CommandStatus::ESME_RQUERYFAIL),
-        Some(Lookup::Waiting { .. }) => (Bytes::new(), ENROUTE),
+        Some(Lookup::Waiting { .. }) | Some(Lookup::Relayed { .. }) => (Bytes::new(), ENROUTE),
         Some(Lookup::Ended { state, at_ms }) => {
             (Bytes::from(smpp::time::format_absolute(at_ms)), state.message_state())
         }
@@ -58,13 +62,18 @@ pub async fn cancel(core: &Core, account: &str, message_id: &Bytes) -> Result<Bo
     }
     let id = id_text(message_id)?;
     let keep = core.config.get().store_and_forward.keep_final;
+    // Its route, for the metric's label (a rare operation: one more read is fine).
+    let route = match core.queue.lookup(account, &id, unix_ms()).await {
+        Ok(Some(Lookup::Waiting { message, .. })) => message.route,
+        _ => "default".to_owned(),
+    };
     let change = core.queue.cancel(account, &id, unix_ms(), keep).await.map_err(|e| {
         tracing::warn!(account, error = %e, "cancel_sm: store unavailable");
         CommandStatus::ESME_RSYSERR
     })?;
     match change {
         Change::Done => {
-            core.metrics.forwarded("cancelled", 1);
+            core.metrics.forwarded(account, &route, "cancelled", 1);
             Ok(Body::CancelSmResp)
         }
         Change::Unknown => Err(CommandStatus::ESME_RINVMSGID),
@@ -81,11 +90,12 @@ pub async fn replace(core: &Core, account: &str, r: &ReplaceSm) -> Result<Body, 
     };
     let message = match core.queue.lookup(account, &id, now).await.map_err(unavailable)? {
         None => return Err(CommandStatus::ESME_RINVMSGID),
-        Some(Lookup::Ended { .. }) | Some(Lookup::Waiting { claimed: true, .. }) => {
-            return Err(CommandStatus::ESME_RREPLACEFAIL)
-        }
+        Some(Lookup::Ended { .. })
+        | Some(Lookup::Relayed { .. })
+        | Some(Lookup::Waiting { claimed: true, .. }) => return Err(CommandStatus::ESME_RREPLACEFAIL),
         Some(Lookup::Waiting { message, .. }) => message,
     };
+    let route = message.route.clone();
     let Ok(Pdu { body: Body::SubmitSm(mut sm), .. }) = Pdu::decode(message.submit.clone()) else {
         return Err(CommandStatus::ESME_RREPLACEFAIL);
     };
@@ -115,7 +125,7 @@ pub async fn replace(core: &Core, account: &str, r: &ReplaceSm) -> Result<Body, 
         .map_err(unavailable)?;
     match change {
         Change::Done => {
-            core.metrics.forwarded("replaced", 1);
+            core.metrics.forwarded(account, &route, "replaced", 1);
             Ok(Body::ReplaceSmResp)
         }
         Change::Unknown => Err(CommandStatus::ESME_RINVMSGID),

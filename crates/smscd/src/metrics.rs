@@ -32,6 +32,21 @@ pub struct UpstreamSubmitLabels {
     pub status: String,
 }
 
+/// Store-and-forward by account and route: `route` is `rule-<n>` (the n-th routing rule, from
+/// 0) or `default`, so the series are bounded by accounts x (rules + 1).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub account: String,
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteResultLabels {
+    pub account: String,
+    pub route: String,
+    pub result: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: String,
@@ -95,13 +110,18 @@ pub struct Metrics {
     pub dead_lettered: Family<ReasonLabel, Counter>,
     /// Dead letters held, by account.
     pub dead_letters: Family<AccountLabel, Gauge>,
-    /// Store-and-forward: submits held, by account (queued, scheduled or being sent).
-    pub held: Family<AccountLabel, Gauge>,
+    /// Store-and-forward: submits held, by account and route (queued, scheduled or being sent).
+    pub held: Family<RouteLabels, Gauge>,
+    /// The (account, route) series of `held` set non-zero, so that they go back to 0 when their
+    /// route has nothing held any more.
+    held_seen: std::sync::Mutex<std::collections::HashSet<RouteLabels>>,
     /// Store-and-forward: how late the most overdue held submit of an account is, in seconds.
     pub held_overdue: Family<AccountLabel, Gauge>,
-    /// Store-and-forward events by result: `held`, `delivered`, `retried`, `expired`,
-    /// `undeliverable`, `cancelled`, `replaced`.
-    pub forwarded: Family<ResultLabel, Counter>,
+    /// Store-and-forward: age of the oldest held submit of an account, in seconds.
+    pub held_oldest: Family<AccountLabel, Gauge>,
+    /// Store-and-forward events by account, route and result: `held`, `delivered`, `retried`,
+    /// `expired`, `undeliverable`, `cancelled`, `replaced`.
+    pub forwarded: Family<RouteResultLabels, Counter>,
     /// HTTP API webhooks (receipts, MO) by result: queued, delivered, retried, dead_lettered.
     pub webhooks: Family<ResultLabel, Counter>,
     /// HTTP API requests by result: the HTTP status class and the route's word.
@@ -193,18 +213,28 @@ impl Metrics {
         );
         let dead_letters = Family::<AccountLabel, Gauge>::default();
         registry.register("dead_letters", "Dead letters held, by account", dead_letters.clone());
-        let held = Family::<AccountLabel, Gauge>::default();
-        registry.register("held_submits", "Submits held for store-and-forward, by account", held.clone());
+        let held = Family::<RouteLabels, Gauge>::default();
+        registry.register(
+            "held_submits",
+            "Submits held for store-and-forward, by account and route (rule-<n> or default)",
+            held.clone(),
+        );
+        let held_oldest = Family::<AccountLabel, Gauge>::default();
+        registry.register(
+            "held_oldest_seconds",
+            "Age of the oldest submit held for store-and-forward, by account (0: none held)",
+            held_oldest.clone(),
+        );
         let held_overdue = Family::<AccountLabel, Gauge>::default();
         registry.register(
             "held_overdue_seconds",
             "How late the most overdue held submit of an account is (0: none overdue)",
             held_overdue.clone(),
         );
-        let forwarded = Family::<ResultLabel, Counter>::default();
+        let forwarded = Family::<RouteResultLabels, Counter>::default();
         registry.register(
             "store_and_forward",
-            "Store-and-forward events by result (held, delivered, retried, expired, undeliverable, cancelled, replaced)",
+            "Store-and-forward events by account, route and result (held, delivered, retried, expired, undeliverable, cancelled, replaced)",
             forwarded.clone(),
         );
         let webhooks = Family::<ResultLabel, Counter>::default();
@@ -256,7 +286,9 @@ impl Metrics {
             dead_lettered,
             dead_letters,
             held,
+            held_seen: Default::default(),
             held_overdue,
+            held_oldest,
             forwarded,
             handler_calls,
             handler_errors,
@@ -264,9 +296,38 @@ impl Metrics {
         }
     }
 
-    pub fn forwarded(&self, result: &str, n: u64) {
+    pub fn forwarded(&self, account: &str, route: &str, result: &str, n: u64) {
         if n > 0 {
-            self.forwarded.get_or_create(&ResultLabel { result: result.to_owned() }).inc_by(n);
+            let l = RouteResultLabels {
+                account: account.to_owned(),
+                route: route.to_owned(),
+                result: result.to_owned(),
+            };
+            self.forwarded.get_or_create(&l).inc_by(n);
+        }
+    }
+
+    /// Set `account`'s held gauges from its per-route counts; routes it had before and has no
+    /// more go to 0. Every account has its `default` series (0 when none held there).
+    pub fn held_by_route(&self, account: &str, by_route: &[(String, usize)]) {
+        let mut seen = self.held_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let now: std::collections::HashSet<RouteLabels> = by_route
+            .iter()
+            .map(|(r, _)| RouteLabels { account: account.to_owned(), route: r.clone() })
+            .chain(std::iter::once(RouteLabels { account: account.to_owned(), route: "default".into() }))
+            .collect();
+        seen.retain(|l| {
+            if l.account == account && !now.contains(l) {
+                self.held.get_or_create(l).set(0);
+                return false;
+            }
+            true
+        });
+        self.held.get_or_create(&RouteLabels { account: account.to_owned(), route: "default".into() }).set(0);
+        for (route, n) in by_route {
+            let l = RouteLabels { account: account.to_owned(), route: route.clone() };
+            self.held.get_or_create(&l).set(i64::try_from(*n).unwrap_or(i64::MAX));
+            seen.insert(l);
         }
     }
 

@@ -4,8 +4,13 @@
 //! all under one message id (ours, in the submit_multi_resp; the receipts carry it too and tell
 //! the destinations apart by their source address). Destinations no target takes are listed in
 //! unsuccess_smes with their status (the upstream's, or ESME_RSUBMITFAIL when no target could
-//! take it now); held fan-out (store-and-forward of single destinations) is not done: each is
-//! relayed or reported. None taken: the whole PDU gets the first failure's status. A
+//! take it now). On a route that stores and forwards, a destination no target can take now (or
+//! every destination, when the submit_multi is scheduled) is held like a submit_sm instead
+//! ([`crate::forward`]): accepted, not in unsuccess_smes. Each held destination is a message of
+//! its own in the store, under `<id>.<n>` (`n` its place in the destination list, from 0; our
+//! ids never hold a `.`); it is sent, and its receipts come, under the submit_multi's id
+//! (see [`crate::forward::public_id`]); query_sm / cancel_sm / replace_sm reach it by
+//! `<id>.<n>`. None taken: the whole PDU gets the first failure's status. A
 //! distribution list is refused as a whole with ESME_RINVDLNAME (we keep no lists), no
 //! destination at all with ESME_RINVNUMDESTS; nothing is sent then.
 //!
@@ -61,6 +66,13 @@ fn part(m: &SubmitMulti, destination: smpp::Address) -> SubmitSm {
     }
 }
 
+/// What became of one destination.
+enum Outcome {
+    Sent(Sent),
+    /// Held for store-and-forward: its store id, or why not.
+    Held(Result<String, CommandStatus>),
+}
+
 /// Answer a submit_multi from `account`.
 pub async fn submit_multi(core: &Arc<Core>, account: &str, m: SubmitMulti) -> Result<Body, CommandStatus> {
     if m.destinations.is_empty() || m.destinations.len() > 254 {
@@ -76,23 +88,42 @@ pub async fn submit_multi(core: &Arc<Core>, account: &str, m: SubmitMulti) -> Re
         DestAddress::Sme(a) => Some(a.clone()),
         DestAddress::DistributionList(_) => None,
     });
-    let sends = parts.map(|address| {
+    let scheduled = crate::forward::is_scheduled(&first);
+    let sends = parts.enumerate().map(|(n, address)| {
         let sm = part(&m, address.clone());
         let id = id.clone();
         async move {
-            let outcome = crate::forward::send(core, account, &id, sm).await;
+            let holds = crate::forward::holds(core, account, &sm);
+            let outcome = if scheduled && holds {
+                Outcome::Held(crate::forward::hold_with_id(core, account, &sm, format!("{id}.{n}")).await)
+            } else {
+                match crate::forward::send(core, account, &id, sm.clone()).await {
+                    Sent::NotNow if holds => Outcome::Held(
+                        crate::forward::hold_with_id(core, account, &sm, format!("{id}.{n}")).await,
+                    ),
+                    sent => Outcome::Sent(sent),
+                }
+            };
             (address, outcome)
         }
     });
     let outcomes = futures::future::join_all(sends).await;
     let mut unsuccess = Vec::new();
+    let mut relayed = false;
     for (address, outcome) in outcomes {
         let status = match outcome {
-            Sent::Taken => continue,
-            Sent::Refused(s) => s,
-            Sent::NotNow => CommandStatus::ESME_RSUBMITFAIL,
+            Outcome::Sent(Sent::Taken) => {
+                relayed = true;
+                continue;
+            }
+            Outcome::Held(Ok(_)) => continue,
+            Outcome::Held(Err(s)) | Outcome::Sent(Sent::Refused(s)) => s,
+            Outcome::Sent(Sent::NotNow) => CommandStatus::ESME_RSUBMITFAIL,
         };
         unsuccess.push(UnsuccessSme { address, error_status_code: status });
+    }
+    if relayed {
+        crate::forward::relayed(core, account, &id).await;
     }
     if unsuccess.len() == m.destinations.len() {
         return Err(unsuccess.first().map_or(CommandStatus::ESME_RSUBMITFAIL, |u| u.error_status_code));

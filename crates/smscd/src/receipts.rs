@@ -251,6 +251,10 @@ async fn matched(core: &Core, p: Pending, corr: Correlation) -> Result<(), Comma
     // Only an SMSC receipt in a known final state ends the correlation; acknowledgements,
     // notifications and states we do not know leave it for the final receipt.
     let final_ = kind == kind::SMSC_RECEIPT && is_final(state);
+    // The final state for query_sm, whether or not the ESME wanted this receipt.
+    if let (true, Some(st)) = (final_, state) {
+        crate::forward::receipt(core, &corr.account, &corr.our_id, st).await;
+    }
     // A final receipt's correlation goes with its queueing (enqueue_final); one not wanted
     // goes now.
     if !wanted(corr.registered_delivery, kind, state) {

@@ -83,17 +83,30 @@ impl Router {
         }
     }
 
-    fn rule(&self, account: &str, source: &[u8], destination: &[u8]) -> Option<&Rule> {
-        self.rules.iter().find(|r| {
+    /// The index of the first rule matching a submit.
+    fn rule_index(&self, account: &str, source: &[u8], destination: &[u8]) -> Option<usize> {
+        self.rules.iter().position(|r| {
             r.account.as_deref().is_none_or(|a| a == account)
                 && r.destination_prefix.as_deref().is_none_or(|p| destination.starts_with(p.as_bytes()))
                 && r.source_prefix.as_deref().is_none_or(|p| source.starts_with(p.as_bytes()))
         })
     }
 
+    fn rule(&self, account: &str, source: &[u8], destination: &[u8]) -> Option<&Rule> {
+        self.rule_index(account, source, destination).and_then(|i| self.rules.get(i))
+    }
+
     /// The chain for a submit; empty when nothing is configured.
     pub fn route(&self, account: &str, source: &[u8], destination: &[u8]) -> &Arc<[Target]> {
         self.rule(account, source, destination).map_or(&self.default_chain, |r| &r.chain)
+    }
+
+    /// The metrics label of a submit's route: `rule-<n>` for the n-th rule of `routing.rules`
+    /// (from 0) that matches it, `default` for the default chain. Bounded by the config, unlike
+    /// destinations.
+    pub fn route_label(&self, account: &str, source: &[u8], destination: &[u8]) -> String {
+        self.rule_index(account, source, destination)
+            .map_or_else(|| "default".to_owned(), |i| format!("rule-{i}"))
     }
 
     /// Whether the route of a submit stores and forwards (see [`crate::forward`]).

@@ -630,6 +630,236 @@ async fn submit_multi_fans_out_with_unsuccess_smes_and_data_sm_goes_both_ways() 
     assert_eq!(&got.source.addr[..], b"3161005");
 }
 
+// ---- observability: per-route depth, oldest age, retries, expiries; `smscd queue` ------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_metrics_per_account_and_route_oldest_age_retries_expiries_and_the_queue_cli() {
+    let port = free_port();
+    let mut cfg = relay_config(port);
+    // Destinations 3162... go by rule 0 (same carrier), the rest by the default chain.
+    cfg.routing.rules = vec![smsc_api::smscd_config::RoutingRule {
+        matches: smsc_api::smscd_config::RuleMatch {
+            destination_prefix: Some("3162".into()),
+            ..Default::default()
+        },
+        chain: vec!["bind:carrier".into()],
+        store_and_forward: Some(true),
+    }];
+    let relay = Daemon::start(cfg).await;
+    let esme = bind(relay.smpp, BindKind::Transceiver, "esme", "secret").await.expect("bind");
+    let kept = submit_held(&esme, 3, "3161000", "").await;
+    // Two on the rule's route that expire in 2 s.
+    submit_held(&esme, 2, "3162000", "000000000002000R").await;
+    let held = |route: &str| format!("route=\"{route}\"");
+    let (default, rule) = (held("default"), held("rule-0"));
+    wait_metric(&relay, "smscd_held_submits", &["account=\"esme\"", &default], 3.0, Duration::from_secs(10))
+        .await;
+    wait_metric(&relay, "smscd_held_submits", &["account=\"esme\"", &rule], 2.0, Duration::from_secs(10))
+        .await;
+    // The rule's two expire; the default's three stay, retried while the carrier is down.
+    wait_metric(&relay, "smscd_held_submits", &["account=\"esme\"", &rule], 0.0, Duration::from_secs(20))
+        .await;
+    let expired = ["account=\"esme\"", rule.as_str(), "result=\"expired\""];
+    assert_eq!(metric(&relay, "smscd_store_and_forward_total", &expired).await, 2.0);
+    let retried = ["account=\"esme\"", default.as_str(), "result=\"retried\""];
+    assert!(
+        metric(&relay, "smscd_store_and_forward_total", &retried).await >= 3.0,
+        "each retried at least once"
+    );
+    let expired_default = ["account=\"esme\"", default.as_str(), "result=\"expired\""];
+    assert_eq!(metric(&relay, "smscd_store_and_forward_total", &expired_default).await, 0.0);
+    // The oldest held submit was accepted more than 2 s ago (the expiries took that long).
+    let oldest = metric(&relay, "smscd_held_oldest_seconds", &["account=\"esme\""]).await;
+    assert!(oldest >= 2.0, "oldest held submit's age: {oldest}");
+
+    // `smscd queue` asks the admin listener and prints a table.
+    let admin = relay.admin.to_string();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(BIN).args(&args).env_clear().output().expect("smscd queue")
+        })
+    };
+    let out = run(vec!["queue".into(), "--admin".into(), admin.clone()]).await.expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Vec<&str>> = stdout.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(lines[0], ["ACCOUNT", "HELD", "OLDEST", "OVERDUE", "ROUTES"], "{stdout}");
+    let row = lines.iter().find(|l| l.first() == Some(&"esme")).expect("esme's row");
+    assert_eq!((row[1], row[4]), ("3", "default=3"), "{stdout}");
+    for id in &kept {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(id.as_str()))
+            .unwrap_or_else(|| panic!("{id} listed\n{stdout}"));
+        assert!(line.contains("3161000") && line.contains("default"), "{line}");
+    }
+    // One account, and a daemon that is not there: exit 1 with the reason.
+    let out = run(vec!["queue".into(), "esme".into(), "--admin".into(), admin]).await.expect("join");
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&kept[0]));
+    let out = run(vec!["queue".into(), "--admin".into(), format!("127.0.0.1:{}", free_port())])
+        .await
+        .expect("join");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"), "{out:?}");
+}
+
+// ---- query_sm for relayed messages; submit_multi held ------------------------------------------
+
+fn query_of(id: &str) -> Body {
+    Body::QuerySm(QuerySm { message_id: Bytes::from(id.to_owned()), ..Default::default() })
+}
+
+/// query_sm's (status, message_state, final_date).
+async fn query_state(e: &Esme, id: &str) -> (CommandStatus, u8, String) {
+    let q = send(e, query_of(id)).await;
+    match q.body {
+        Body::QuerySmResp(r) => {
+            (q.command_status, r.message_state, String::from_utf8_lossy(&r.final_date).into_owned())
+        }
+        _ => (q.command_status, 0, String::new()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_sm_answers_for_relayed_messages_enroute_until_the_receipt_then_final() {
+    let port = free_port();
+    // The carrier's receipts come 1.5 s after the submit: long enough to see ENROUTE first.
+    let mut up = account("up", "uppw");
+    up.window = 64;
+    let mut ccfg = base_config(vec![up]);
+    ccfg.server.port = port;
+    ccfg.sim.receipt_delay_ms = 1500;
+    let _carrier = Daemon::start(ccfg).await;
+    let mut cfg = relay_config(port);
+    // Relayed at once: this route does not even store and forward.
+    cfg.routing.store_and_forward = false;
+    let relay = Daemon::start(cfg).await;
+    let core = relay.core().clone();
+    eventually("relay bound", Duration::from_secs(10), || {
+        core.upstreams.get("carrier").is_some_and(|u| u.bound_sessions() == 1)
+    })
+    .await;
+    let mut esme = bind(relay.smpp, BindKind::Transceiver, "esme", "secret").await.expect("bind");
+    let with_receipt = message_id(&send(&esme, submit_text("3161000", 1, "r")).await).expect("accepted");
+    let without = message_id(&send(&esme, submit_text("3161000", 0, "n")).await).expect("accepted");
+    for id in [&with_receipt, &without] {
+        assert_eq!(query_state(&esme, id).await, (CommandStatus::ESME_ROK, 1, String::new()), "ENROUTE");
+    }
+    let want: BTreeSet<String> = [with_receipt.clone()].into();
+    let (got, _) = receipts(&mut esme.delivered, &want, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 1, "the receipt");
+    let (status, state, final_date) = query_state(&esme, &with_receipt).await;
+    assert_eq!((status, state), (CommandStatus::ESME_ROK, 2), "DELIVERED after the receipt");
+    assert_eq!(final_date.len(), 16, "final_date: {final_date:?}");
+    // No receipt asked for: nothing tells the outcome, it stays ENROUTE.
+    assert_eq!(query_state(&esme, &without).await.1, 1);
+    // With the submit relayed, cancel and replace are too late.
+    let cancel =
+        Body::CancelSm(smpp::CancelSm { message_id: Bytes::from(without.clone()), ..Default::default() });
+    assert_eq!(send(&esme, cancel).await.command_status, CommandStatus::ESME_RCANCELFAIL);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_sm_of_a_relayed_message_answers_on_either_replica_on_redis() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let mut up = account("up", "uppw");
+    up.window = 64;
+    let mut ccfg = base_config(vec![up]);
+    ccfg.server.port = port;
+    ccfg.sim.receipt_delay_ms = 1500;
+    let _carrier = Daemon::start(ccfg).await;
+    let a = Replica::start("q-a", dir.path(), redis.port, port).await;
+    let b = Replica::start("q-b", dir.path(), redis.port, port).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while a.metric("smscd_upstream_binds", &["upstream=\"carrier\""]).await < 1.0 {
+        assert!(Instant::now() < deadline, "A not bound to the carrier\n{}", a.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut rx = bind(b.smpp, BindKind::Receiver, "esme", "secret").await.expect("bind B");
+    // Transmitters: the receipt must go to `rx` only.
+    let tx = bind(a.smpp, BindKind::Transmitter, "esme", "secret").await.expect("bind A");
+    let qb = bind(b.smpp, BindKind::Transmitter, "esme", "secret").await.expect("bind B tx");
+    let id = message_id(&send(&tx, submit_text("3161000", 1, "r")).await).expect("accepted");
+    // Relayed by A, asked of B.
+    assert_eq!(query_state(&qb, &id).await, (CommandStatus::ESME_ROK, 1, String::new()), "ENROUTE on B");
+    let want: BTreeSet<String> = [id.clone()].into();
+    let (got, stat) = receipts(&mut rx.delivered, &want, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 1, "the receipt, at B");
+    let (_, state) = stat.into_iter().next().expect("stat");
+    assert_eq!(state, "DELIVRD");
+    for (e, name) in [(&tx, "A"), (&qb, "B")] {
+        let (status, state, final_date) = query_state(e, &id).await;
+        assert_eq!(
+            (status, state, final_date.len()),
+            (CommandStatus::ESME_ROK, 2, 16),
+            "DELIVERED on {name}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_multi_holds_the_destinations_no_target_takes_now_when_the_route_opts_in() {
+    use smpp::{Address, DestAddress, SubmitMulti};
+    let now = Carrier::start(Answer::After(Duration::ZERO)).await;
+    let later_port = free_port();
+    let mut cfg = relay_config(now.port);
+    cfg.routing.store_and_forward = false;
+    cfg.binds.push(upstream("later", later_port, "x", "y"));
+    // 999... go to a carrier that is down, on a route that stores and forwards.
+    cfg.routing.rules = vec![smsc_api::smscd_config::RoutingRule {
+        matches: smsc_api::smscd_config::RuleMatch {
+            destination_prefix: Some("999".into()),
+            ..Default::default()
+        },
+        chain: vec!["bind:later".into()],
+        store_and_forward: Some(true),
+    }];
+    let relay = Daemon::start(cfg).await;
+    let core = relay.core().clone();
+    eventually("relay bound", Duration::from_secs(10), || {
+        core.upstreams.get("carrier").is_some_and(|u| u.bound_sessions() == 1)
+    })
+    .await;
+    let esme = bind(relay.smpp, BindKind::Transceiver, "esme", "secret").await.expect("bind");
+    let sme = |a: &str| DestAddress::Sme(Address::new(1, 1, a.to_owned()));
+    let multi = Body::SubmitMulti(SubmitMulti {
+        source: Address::new(0, 0, "12345"),
+        destinations: vec![sme("3161001"), sme("99900")],
+        short_message: Bytes::from_static(b"fan"),
+        ..Default::default()
+    });
+    let r = send(&esme, multi).await;
+    let id = match r.body {
+        Body::SubmitMultiResp(resp) if r.command_status.is_ok() => {
+            assert!(resp.unsuccess_smes.is_empty(), "held, not unsuccessful: {resp:?}");
+            String::from_utf8_lossy(&resp.message_id).into_owned()
+        }
+        other => panic!("submit_multi: {:?} {other:?}", r.command_status),
+    };
+    eventually("the first at its carrier", Duration::from_secs(10), || now.count() == 1).await;
+    wait_metric(
+        &relay,
+        "smscd_held_submits",
+        &["account=\"esme\"", "route=\"rule-0\""],
+        1.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    let held = format!("{id}.1");
+    let (code, body) = http_get(relay.admin, "/queue/esme").await;
+    assert_eq!(code, 200);
+    assert!(body.contains(&held) && body.contains("99900"), "{body}");
+    assert_eq!(query_state(&esme, &held).await.1, 1, "held: ENROUTE");
+    // Its carrier comes up: it is sent there, under the submit_multi's id.
+    let later = Carrier::start_on(later_port, Answer::After(Duration::ZERO)).await;
+    eventually("the held one at its carrier", Duration::from_secs(30), || later.count() == 1).await;
+    wait_metric(&relay, "smscd_held_submits", &["account=\"esme\""], 0.0, Duration::from_secs(10)).await;
+    assert_eq!(later.texts(), vec!["fan".to_owned()]);
+    assert_eq!(now.count(), 1, "nothing sent twice");
+}
+
 // ---- a third-party ESME (npm smpp) --------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -663,7 +893,8 @@ async fn node_esme_queries_replaces_and_cancels_a_held_message_and_gets_spec_sta
         ("cancel", 0x11, None),
         ("cancel_unknown", 0x0C, None),
         ("query_unknown", 0x67, None),
-        ("multi", 0x45, None),
+        // Both destinations held (the route stores and forwards, the carrier is down).
+        ("multi", 0, None),
         ("multi_dl", 0x34, None),
         ("data_sm", 0, None),
     ];

@@ -492,6 +492,7 @@ fn store_and_forward(cfg: &SmscdConfig, f: &mut Findings) {
     at_most(f, "store_and_forward.retry_max", secs(s.retry_max), limits::DAY_SECS, " s (1 day)");
     at_most(f, "store_and_forward.lease", secs(s.lease), limits::HOUR_SECS, " s (1 hour)");
     at_most(f, "store_and_forward.keep_final", secs(s.keep_final), limits::MAX_TTL_SECS, " s (365 days)");
+    at_most(f, "store_and_forward.keep_relayed", secs(s.keep_relayed), limits::MAX_TTL_SECS, " s (365 days)");
     if s.max_validity.is_zero() {
         f.error("store_and_forward.max_validity", "must be above 0");
     }

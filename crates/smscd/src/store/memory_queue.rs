@@ -1,7 +1,7 @@
 //! [`MessageQueue`] in this process (one replica): held submits are lost at a restart, which the
 //! config validation warns about.
 
-use super::queue::{Change, Final, Lookup, MessageQueue, Queued, Replacement};
+use super::queue::{Change, Final, Lookup, MessageQueue, Queued, Replacement, Stats};
 use super::StoreError;
 use futures::future::BoxFuture;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -15,21 +15,36 @@ struct Held {
     claimed_until: u64,
 }
 
+/// Ids relayed or ended that one account's store remembers at most (the oldest go first beyond
+/// it): about 150 bytes each, so a busy relay does not hold `keep_relayed` of ids in memory.
+pub const MAX_KEPT: usize = 1_000_000;
+
 #[derive(Default)]
 struct Account {
     held: HashMap<String, Held>,
     order: BTreeSet<(u64, u64, String)>,
-    ended: HashMap<String, (Final, u64)>,
-    /// (forget at, id), oldest first.
+    /// (accepted at, insertion sequence, id) of the held ones: the oldest first.
+    oldest: BTreeSet<(u64, u64, String)>,
+    /// Held per route label.
+    routes: HashMap<String, usize>,
+    /// Relayed (None: ENROUTE) or ended: (state, at, forget at).
+    ended: HashMap<String, (Option<Final>, u64, u64)>,
+    /// (forget at, id), oldest first; an id written again has a later entry too, and only the
+    /// entry matching its current forget time removes it.
     forget: VecDeque<(u64, String)>,
 }
 
 impl Account {
     fn prune(&mut self, now_ms: u64) {
-        while self.forget.front().is_some_and(|(at, _)| *at <= now_ms) {
-            if let Some((_, id)) = self.forget.pop_front() {
-                self.ended.remove(&id);
+        while let Some((at, id)) = self.forget.front() {
+            let over = self.forget.len() > MAX_KEPT;
+            if *at > now_ms && !over {
+                break;
             }
+            if over || self.ended.get(id).is_some_and(|(_, _, f)| f <= at) {
+                self.ended.remove(id);
+            }
+            self.forget.pop_front();
         }
     }
 
@@ -41,13 +56,34 @@ impl Account {
         }
     }
 
-    fn end(&mut self, id: &str, state: Final, now_ms: u64, keep: Duration) {
+    fn unhold(&mut self, id: &str) {
         if let Some(h) = self.held.remove(id) {
             self.order.remove(&(h.key.0, h.key.1, id.to_owned()));
+            self.oldest.remove(&(h.m.submitted_ms, h.key.1, id.to_owned()));
+            if let Some(n) = self.routes.get_mut(&h.m.route) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.routes.remove(&h.m.route);
+                }
+            }
         }
-        self.ended.insert(id.to_owned(), (state, now_ms));
-        self.forget.push_back((now_ms.saturating_add(keep.as_millis() as u64), id.to_owned()));
+    }
+
+    fn keep(&mut self, id: &str, state: Option<Final>, now_ms: u64, keep: Duration) {
+        let forget_at = now_ms.saturating_add(keep.as_millis() as u64);
+        self.ended.insert(id.to_owned(), (state, now_ms, forget_at));
+        self.forget.push_back((forget_at, id.to_owned()));
         self.prune(now_ms);
+    }
+
+    fn end(&mut self, id: &str, state: Final, now_ms: u64, keep: Duration) {
+        self.unhold(id);
+        self.keep(id, Some(state), now_ms, keep);
+    }
+
+    /// Held, or ended (a relayed id is neither: cancel/replace cannot reach it).
+    fn ended_state(&self, id: &str) -> Option<Option<Final>> {
+        self.ended.get(id).map(|(s, _, _)| *s)
     }
 }
 
@@ -81,6 +117,8 @@ impl MessageQueue for MemoryQueue {
                 return Err(StoreError::Full);
             }
             a.order.insert((m.due_ms, seq, m.id.clone()));
+            a.oldest.insert((m.submitted_ms, seq, m.id.clone()));
+            *a.routes.entry(m.route.clone()).or_insert(0) += 1;
             a.held.insert(m.id.clone(), Held { m: m.clone(), key: (m.due_ms, seq), claimed_until: 0 });
             Ok(())
         }))
@@ -132,6 +170,23 @@ impl MessageQueue for MemoryQueue {
         }))
     }
 
+    fn relayed<'a>(
+        &'a self,
+        account: &'a str,
+        id: &'a str,
+        now_ms: u64,
+        keep: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        ready(self.with(account, |a| {
+            a.unhold(id);
+            // A final receipt that came first stays.
+            if !matches!(a.ended_state(id), Some(Some(_))) {
+                a.keep(id, None, now_ms, keep);
+            }
+            Ok(())
+        }))
+    }
+
     fn finish<'a>(
         &'a self,
         account: &'a str,
@@ -157,7 +212,10 @@ impl MessageQueue for MemoryQueue {
             if let Some(h) = a.held.get(id) {
                 return Ok(Some(Lookup::Waiting { message: h.m.clone(), claimed: h.claimed_until > now_ms }));
             }
-            Ok(a.ended.get(id).map(|(state, at_ms)| Lookup::Ended { state: *state, at_ms: *at_ms }))
+            Ok(a.ended.get(id).map(|(state, at_ms, _)| match state {
+                Some(state) => Lookup::Ended { state: *state, at_ms: *at_ms },
+                None => Lookup::Relayed { at_ms: *at_ms },
+            }))
         }))
     }
 
@@ -213,6 +271,19 @@ impl MessageQueue for MemoryQueue {
 
     fn depth<'a>(&'a self, account: &'a str) -> BoxFuture<'a, Result<(usize, Option<u64>), StoreError>> {
         ready(self.with(account, |a| Ok((a.held.len(), a.order.first().map(|(d, _, _)| *d)))))
+    }
+
+    fn stats<'a>(&'a self, account: &'a str) -> BoxFuture<'a, Result<Stats, StoreError>> {
+        ready(self.with(account, |a| {
+            let mut by_route: Vec<(String, usize)> = a.routes.iter().map(|(r, n)| (r.clone(), *n)).collect();
+            by_route.sort();
+            Ok(Stats {
+                held: a.held.len(),
+                first_due_ms: a.order.first().map(|(d, _, _)| *d),
+                oldest_ms: a.oldest.first().map(|(s, _, _)| *s),
+                by_route,
+            })
+        }))
     }
 
     fn list<'a>(&'a self, account: &'a str, max: usize) -> BoxFuture<'a, Result<Vec<Queued>, StoreError>> {

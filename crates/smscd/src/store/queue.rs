@@ -30,6 +30,9 @@ pub struct Queued {
     pub expires_ms: u64,
     /// Attempts made so far.
     pub attempts: u32,
+    /// The route it was held on, for metrics: `rule-<n>` (the n-th routing rule, from 0) or
+    /// `default` (see [`crate::router::Router::route_label`]).
+    pub route: String,
 }
 
 /// How a held submit ended.
@@ -41,6 +44,10 @@ pub enum Final {
     Deleted,
     /// Refused for good by the upstream.
     Undeliverable,
+    /// The rest come only from a relayed message's final receipt (SMPP 3.4 section 5.2.28).
+    Accepted,
+    Unknown,
+    Rejected,
 }
 
 impl Final {
@@ -50,6 +57,9 @@ impl Final {
             Final::Expired => "X",
             Final::Deleted => "C",
             Final::Undeliverable => "U",
+            Final::Accepted => "A",
+            Final::Unknown => "K",
+            Final::Rejected => "R",
         }
     }
 
@@ -59,6 +69,9 @@ impl Final {
             "X" => Final::Expired,
             "C" => Final::Deleted,
             "U" => Final::Undeliverable,
+            "A" => Final::Accepted,
+            "K" => Final::Unknown,
+            "R" => Final::Rejected,
             _ => return None,
         })
     }
@@ -70,8 +83,39 @@ impl Final {
             Final::Expired => 3,
             Final::Deleted => 4,
             Final::Undeliverable => 5,
+            Final::Accepted => 6,
+            Final::Unknown => 7,
+            Final::Rejected => 8,
         }
     }
+
+    /// The final state a receipt reports; None for ENROUTE (not final).
+    pub fn from_state(s: smpp::receipt::MessageState) -> Option<Final> {
+        use smpp::receipt::MessageState as S;
+        Some(match s {
+            S::Enroute => return None,
+            S::Delivered => Final::Delivered,
+            S::Expired => Final::Expired,
+            S::Deleted => Final::Deleted,
+            S::Undeliverable => Final::Undeliverable,
+            S::Accepted => Final::Accepted,
+            S::Unknown => Final::Unknown,
+            S::Rejected => Final::Rejected,
+        })
+    }
+}
+
+/// What the metrics and the admin view read of one account's held submits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Held (waiting or claimed).
+    pub held: usize,
+    /// The earliest due time among them (unix ms).
+    pub first_due_ms: Option<u64>,
+    /// When the oldest of them was accepted (unix ms).
+    pub oldest_ms: Option<u64>,
+    /// Held per route label (see [`Queued::route`]), routes with none left out.
+    pub by_route: Vec<(String, usize)>,
 }
 
 /// What the store knows of one id.
@@ -79,6 +123,9 @@ impl Final {
 pub enum Lookup {
     /// Waiting (queued or scheduled), or being sent now (`claimed`).
     Waiting { message: Queued, claimed: bool },
+    /// Taken by an upstream (relayed at once, or a held one sent) at unix ms `at`, and no final
+    /// receipt seen yet: ENROUTE.
+    Relayed { at_ms: u64 },
     /// Ended at unix ms `at`.
     Ended { state: Final, at_ms: u64 },
 }
@@ -130,7 +177,19 @@ pub trait MessageQueue: Send + Sync + 'static {
         attempts: u32,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    /// End a message: out of the queue, its state kept for `keep` (query_sm).
+    /// Record that `id` was taken by an upstream at `now_ms` (ENROUTE for query_sm) and keep that
+    /// for `keep`: out of the queue if it was held; a final state already recorded (a receipt
+    /// that came first) stays.
+    fn relayed<'a>(
+        &'a self,
+        account: &'a str,
+        id: &'a str,
+        now_ms: u64,
+        keep: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// End a message: out of the queue, its state kept for `keep` (query_sm). Also for an id
+    /// that was never held (a relayed message's final receipt).
     fn finish<'a>(
         &'a self,
         account: &'a str,
@@ -168,6 +227,9 @@ pub trait MessageQueue: Send + Sync + 'static {
 
     /// Messages held for `account` (waiting or claimed) and the earliest due time among them.
     fn depth<'a>(&'a self, account: &'a str) -> BoxFuture<'a, Result<(usize, Option<u64>), StoreError>>;
+
+    /// Counts for the metrics: held, earliest due, oldest accepted, held per route.
+    fn stats<'a>(&'a self, account: &'a str) -> BoxFuture<'a, Result<Stats, StoreError>>;
 
     /// Up to `max` held messages of `account`, earliest due first (the admin view).
     fn list<'a>(&'a self, account: &'a str, max: usize) -> BoxFuture<'a, Result<Vec<Queued>, StoreError>>;

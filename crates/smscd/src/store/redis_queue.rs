@@ -7,14 +7,18 @@
 //!   claim moves the score to the lease's end, so the id is out of reach of other claimers
 //!   until then and comes back by itself if the claimer never reports.
 //! - `P:saf:{A}:m:<id>`: hash `pdu` (the encoded submit_sm), `sub`, `due`, `exp` (unix ms),
-//!   `att` (attempts), `cl` (claimed until, unix ms); once final `st` (see [`Final::code`]) and
-//!   `fin` (unix ms), the `pdu` dropped and the key expiring after `keep_final`.
+//!   `att` (attempts), `cl` (claimed until, unix ms), `rt` (route label); once final `st` (see
+//!   [`Final::code`]) and `fin` (unix ms), the `pdu` dropped and the key expiring after
+//!   `keep_final`. A relayed id (taken by an upstream, no final receipt yet) has `rl` (unix ms)
+//!   and no `pdu`, expiring after `keep_relayed`.
+//! - `P:saf:{A}:sub`: sorted set of the held ids by accepted time (the oldest one's age).
+//! - `P:saf:{A}:routes`: hash route label -> held count (the per-route depth gauge).
 //!
 //! Each operation is one Lua script (atomic, one round trip). The claim script reads the hashes
 //! of the ids it claims by name (built from the prefix, same slot) rather than from KEYS, since
 //! which ids are due is only known inside the script.
 
-use super::queue::{Change, Final, Lookup, MessageQueue, Queued, Replacement};
+use super::queue::{Change, Final, Lookup, MessageQueue, Queued, Replacement, Stats};
 use super::redis::RedisStore;
 use super::StoreError;
 use bytes::Bytes;
@@ -23,30 +27,48 @@ use redis::{Script, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// KEYS: zset, hash. ARGV: max, id, due, then field/value pairs. 1 added, 0 full, -1 id taken.
+/// KEYS: zset, hash, sub zset, routes. ARGV: max, id, due, submitted, route, then field/value
+/// pairs. 1 added, 0 full, -1 id taken.
 const PUT_LUA: &str = r#"
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+redis.call('HSET', KEYS[2], unpack(ARGV, 6))
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
 return 1
 "#;
 
-/// KEYS: zset. ARGV: now, lease end, max, hash key prefix. Flat reply, 6 per message:
-/// id, pdu, sub, due, exp, att.
+/// Lua shared by the scripts that take a held message out of the queue: KEYS[1] zset, KEYS[2]
+/// hash, KEYS[3] sub zset, KEYS[4] routes; `id`. Only when it is still held (has a `pdu`).
+const UNHOLD_LUA: &str = r#"
+local function unhold(id)
+  local r = redis.call('HMGET', KEYS[2], 'pdu', 'rt')
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[3], id)
+  if r[1] then
+    redis.call('HDEL', KEYS[2], 'pdu')
+    if r[2] and redis.call('HINCRBY', KEYS[4], r[2], -1) <= 0 then redis.call('HDEL', KEYS[4], r[2]) end
+  end
+end
+"#;
+
+/// KEYS: zset, sub zset. ARGV: now, lease end, max, hash key prefix. Flat reply, 7 per message:
+/// id, pdu, sub, due, exp, att, rt.
 const CLAIM_LUA: &str = r#"
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {}
 for _, id in ipairs(ids) do
   local k = ARGV[4] .. id
-  local r = redis.call('HMGET', k, 'pdu', 'sub', 'due', 'exp', 'att', 'st')
-  if r[1] and not r[6] then
+  local r = redis.call('HMGET', k, 'pdu', 'sub', 'due', 'exp', 'att', 'rt', 'st')
+  if r[1] and not r[7] then
     redis.call('ZADD', KEYS[1], ARGV[2], id)
     redis.call('HSET', k, 'cl', ARGV[2])
     table.insert(out, id)
-    for i = 1, 5 do table.insert(out, r[i]) end
+    for i = 1, 6 do table.insert(out, r[i] or '') end
   else
     redis.call('ZREM', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
   end
 end
 return out
@@ -60,25 +82,34 @@ redis.call('HSET', KEYS[2], 'due', ARGV[2], 'att', ARGV[3], 'cl', 0)
 return 1
 "#;
 
-/// KEYS: zset, hash. ARGV: id, state code, now, keep ms.
+/// KEYS: zset, hash, sub zset, routes. ARGV: id, state code, now, keep ms.
 const FINISH_LUA: &str = r#"
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], 'pdu')
+unhold(ARGV[1])
 redis.call('HSET', KEYS[2], 'st', ARGV[2], 'fin', ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return 1
 "#;
 
-/// KEYS: zset, hash. ARGV: id, now, keep ms, then (replace only) pdu, due or '', exp or ''.
-/// 1 done, 0 unknown, 2 ended, 3 in flight.
+/// KEYS: zset, hash, sub zset, routes. ARGV: id, now, keep ms. A final state already there
+/// (its receipt came first) stays.
+const RELAYED_LUA: &str = r#"
+unhold(ARGV[1])
+if redis.call('HEXISTS', KEYS[2], 'st') == 1 then return 0 end
+redis.call('HSET', KEYS[2], 'rl', ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+"#;
+
+/// KEYS: zset, hash, sub zset, routes. ARGV: id, now, keep ms, then (replace only) pdu, due or
+/// '', exp or ''. 1 done, 0 unknown, 2 ended (or relayed: with the upstream, out of reach),
+/// 3 in flight.
 const CHANGE_LUA: &str = r#"
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-local r = redis.call('HMGET', KEYS[2], 'st', 'cl')
-if r[1] then return 2 end
+local r = redis.call('HMGET', KEYS[2], 'st', 'cl', 'pdu')
+if r[1] or not r[3] then return 2 end
 if tonumber(r[2] or '0') > tonumber(ARGV[2]) then return 3 end
 if ARGV[4] == nil then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  redis.call('HDEL', KEYS[2], 'pdu')
+  unhold(ARGV[1])
   redis.call('HSET', KEYS[2], 'st', 'C', 'fin', ARGV[2])
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
   return 1
@@ -99,6 +130,7 @@ pub struct RedisQueue {
     claim: Script,
     retry: Script,
     finish: Script,
+    relayed: Script,
     change: Script,
 }
 
@@ -111,13 +143,30 @@ impl RedisQueue {
             put: Script::new(PUT_LUA),
             claim: Script::new(CLAIM_LUA),
             retry: Script::new(RETRY_LUA),
-            finish: Script::new(FINISH_LUA),
-            change: Script::new(CHANGE_LUA),
+            finish: Script::new(&format!("{UNHOLD_LUA}{FINISH_LUA}")),
+            relayed: Script::new(&format!("{UNHOLD_LUA}{RELAYED_LUA}")),
+            change: Script::new(&format!("{UNHOLD_LUA}{CHANGE_LUA}")),
         }
     }
 
     fn due_key(&self, account: &str) -> String {
         format!("{}:saf:{{{account}}}:due", self.prefix)
+    }
+
+    fn sub_key(&self, account: &str) -> String {
+        format!("{}:saf:{{{account}}}:sub", self.prefix)
+    }
+
+    fn routes_key(&self, account: &str) -> String {
+        format!("{}:saf:{{{account}}}:routes", self.prefix)
+    }
+
+    /// The four keys of the scripts that change one message.
+    fn keys(&self, inv: &mut redis::ScriptInvocation<'_>, account: &str, id: &str) {
+        inv.key(self.due_key(account))
+            .key(self.msg_key(account, id))
+            .key(self.sub_key(account))
+            .key(self.routes_key(account));
     }
 
     fn msg_prefix(&self, account: &str) -> String {
@@ -149,7 +198,7 @@ impl RedisQueue {
         account: &str,
         id: &str,
     ) -> Result<Change, StoreError> {
-        inv.key(self.due_key(account)).key(self.msg_key(account, id));
+        self.keys(&mut inv, account, id);
         let code: i64 = self.invoke(inv).await?;
         Ok(match code {
             1 => Change::Done,
@@ -179,16 +228,18 @@ fn text(v: &Value) -> Option<String> {
     bytes(v).map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
-/// A message from `id` and the HMGET reply `pdu, sub, due, exp, att`.
+/// A message from `id` and the HMGET reply `pdu, sub, due, exp, att, rt`.
 fn message(id: String, f: &[Value]) -> Option<Queued> {
-    let [pdu, sub, due, exp, att, ..] = f else { return None };
+    let [pdu, sub, due, exp, att, rt, ..] = f else { return None };
     Some(Queued {
         id,
-        submit: bytes(pdu)?,
+        submit: bytes(pdu).filter(|b| !b.is_empty())?,
         submitted_ms: num(sub),
         due_ms: num(due),
         expires_ms: num(exp),
         attempts: u32::try_from(num(att)).unwrap_or(u32::MAX),
+        // Held before routes were recorded: `default`.
+        route: text(rt).filter(|r| !r.is_empty()).unwrap_or_else(|| "default".to_owned()),
     })
 }
 
@@ -201,9 +252,10 @@ impl MessageQueue for RedisQueue {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let mut inv = self.put.prepare_invoke();
-            inv.key(self.due_key(account)).key(self.msg_key(account, &m.id));
+            self.keys(&mut inv, account, &m.id);
             inv.arg(max.min(i64::MAX as usize) as i64).arg(&m.id).arg(m.due_ms);
-            inv.arg("pdu").arg(m.submit.as_ref()).arg("sub").arg(m.submitted_ms);
+            inv.arg(m.submitted_ms).arg(&m.route);
+            inv.arg("rt").arg(&m.route).arg("pdu").arg(m.submit.as_ref()).arg("sub").arg(m.submitted_ms);
             inv.arg("due")
                 .arg(m.due_ms)
                 .arg("exp")
@@ -230,11 +282,11 @@ impl MessageQueue for RedisQueue {
         Box::pin(async move {
             let until = now_ms.saturating_add(lease.as_millis() as u64);
             let mut inv = self.claim.prepare_invoke();
-            inv.key(self.due_key(account));
+            inv.key(self.due_key(account)).key(self.sub_key(account));
             inv.arg(now_ms).arg(until).arg(max).arg(self.msg_prefix(account));
             let flat: Vec<Value> = self.invoke(inv).await?;
             Ok(flat
-                .chunks(6)
+                .chunks(7)
                 .filter_map(|c| {
                     let (id, rest) = c.split_first()?;
                     message(text(id)?, rest)
@@ -268,8 +320,23 @@ impl MessageQueue for RedisQueue {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let mut inv = self.finish.prepare_invoke();
-            inv.key(self.due_key(account)).key(self.msg_key(account, id));
+            self.keys(&mut inv, account, id);
             inv.arg(id).arg(state.code()).arg(now_ms).arg(keep.as_millis().max(1) as u64);
+            self.invoke::<i64>(inv).await.map(|_| ())
+        })
+    }
+
+    fn relayed<'a>(
+        &'a self,
+        account: &'a str,
+        id: &'a str,
+        now_ms: u64,
+        keep: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut inv = self.relayed.prepare_invoke();
+            self.keys(&mut inv, account, id);
+            inv.arg(id).arg(now_ms).arg(keep.as_millis().max(1) as u64);
             self.invoke::<i64>(inv).await.map(|_| ())
         })
     }
@@ -283,14 +350,17 @@ impl MessageQueue for RedisQueue {
         Box::pin(async move {
             let cmd = redis::cmd("HMGET")
                 .arg(self.msg_key(account, id))
-                .arg(&["pdu", "sub", "due", "exp", "att", "cl", "st", "fin"])
+                .arg(&["pdu", "sub", "due", "exp", "att", "rt", "cl", "st", "fin", "rl"])
                 .clone();
             let f: Vec<Value> = self.query(&cmd).await?;
-            if let Some(state) = f.get(6).and_then(text).and_then(|s| Final::from_code(&s)) {
-                return Ok(Some(Lookup::Ended { state, at_ms: f.get(7).map_or(0, num) }));
+            if let Some(state) = f.get(7).and_then(text).and_then(|s| Final::from_code(&s)) {
+                return Ok(Some(Lookup::Ended { state, at_ms: f.get(8).map_or(0, num) }));
             }
-            let claimed = f.get(5).map_or(0, num) > now_ms;
-            Ok(message(id.to_owned(), &f).map(|message| Lookup::Waiting { message, claimed }))
+            let claimed = f.get(6).map_or(0, num) > now_ms;
+            if let Some(message) = message(id.to_owned(), &f) {
+                return Ok(Some(Lookup::Waiting { message, claimed }));
+            }
+            Ok(f.get(9).and_then(bytes).map(|_| Lookup::Relayed { at_ms: f.get(9).map_or(0, num) }))
         })
     }
 
@@ -333,6 +403,33 @@ impl MessageQueue for RedisQueue {
         })
     }
 
+    fn stats<'a>(&'a self, account: &'a str) -> BoxFuture<'a, Result<Stats, StoreError>> {
+        Box::pin(async move {
+            let due = self.due_key(account);
+            let mut pipe = redis::pipe();
+            pipe.cmd("ZCARD").arg(&due);
+            pipe.cmd("ZRANGE").arg(&due).arg(0).arg(0).arg("WITHSCORES");
+            pipe.cmd("ZRANGE").arg(self.sub_key(account)).arg(0).arg(0).arg("WITHSCORES");
+            pipe.cmd("HGETALL").arg(self.routes_key(account));
+            let mut conn = self.store.conn().await?;
+            let r = pipe.query_async(&mut conn).await;
+            type Reply =
+                (usize, Vec<(String, f64)>, Vec<(String, f64)>, std::collections::HashMap<String, i64>);
+            let (held, first, oldest, routes): Reply = self.store.note(r)?;
+            let mut by_route: Vec<(String, usize)> = routes
+                .into_iter()
+                .filter_map(|(r, n)| usize::try_from(n).ok().filter(|n| *n > 0).map(|n| (r, n)))
+                .collect();
+            by_route.sort();
+            Ok(Stats {
+                held,
+                first_due_ms: first.first().map(|(_, s)| *s as u64),
+                oldest_ms: oldest.first().map(|(_, s)| *s as u64),
+                by_route,
+            })
+        })
+    }
+
     fn list<'a>(&'a self, account: &'a str, max: usize) -> BoxFuture<'a, Result<Vec<Queued>, StoreError>> {
         Box::pin(async move {
             if max == 0 {
@@ -342,7 +439,9 @@ impl MessageQueue for RedisQueue {
                 self.query(redis::cmd("ZRANGE").arg(self.due_key(account)).arg(0).arg(max - 1)).await?;
             let mut pipe = redis::pipe();
             for id in &ids {
-                pipe.cmd("HMGET").arg(self.msg_key(account, id)).arg(&["pdu", "sub", "due", "exp", "att"]);
+                pipe.cmd("HMGET")
+                    .arg(self.msg_key(account, id))
+                    .arg(&["pdu", "sub", "due", "exp", "att", "rt"]);
             }
             let mut conn = self.store.conn().await?;
             let r = pipe.query_async(&mut conn).await;
