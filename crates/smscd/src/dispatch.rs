@@ -360,7 +360,11 @@ async fn dispatch_from(
     let status = if busy { CommandStatus::ESME_RTHROTTLED } else { last };
     // Store-and-forward's seam: no target can take it now; a route that holds accepts it for later.
     if crate::forward::holds(core, account, &sm) {
-        let held = tokio::time::timeout_at(budget.deadline, crate::forward::hold(core, account, &sm)).await;
+        // Under the id chosen beforehand when there is one (the HTTP API recorded it already).
+        let id = given.unwrap_or_else(|| core.ids.next_id());
+        let held =
+            tokio::time::timeout_at(budget.deadline, crate::forward::hold_with_id(core, account, &sm, id))
+                .await;
         return (held.unwrap_or(Err(CommandStatus::ESME_RSYSERR)), "held".to_owned());
     }
     (Err(status), "none".to_owned())

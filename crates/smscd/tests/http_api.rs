@@ -861,3 +861,144 @@ async fn mo_for_an_account_with_an_mo_url_is_posted_signed() {
         "{j}"
     );
 }
+
+// ---- HTTPS; validity and schedule through store-and-forward ------------------------------------
+
+/// RFC 3339 UTC for unix ms `ms` (via the SMPP absolute form, `YYMMDDhhmmss...`).
+fn rfc3339(ms: u64) -> String {
+    let t = smpp::time::format_absolute(ms);
+    format!("20{}-{}-{}T{}:{}:{}Z", &t[0..2], &t[2..4], &t[4..6], &t[6..8], &t[8..10], &t[10..12])
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_submits_with_a_real_client_and_plain_http_to_the_tls_port_fails() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("rcgen");
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, ck.cert.pem()).expect("write cert");
+    std::fs::write(&key, ck.signing_key.serialize_pem()).expect("write key");
+    let mut cfg = http_config(None);
+    cfg.http.tls = Some(smsc_api::smscd_config::HttpTlsConfig {
+        cert_file: cert.display().to_string(),
+        key_file: key.display().to_string(),
+    });
+    let d = Daemon::start(cfg).await;
+    let api = http_addr(&d);
+    let sent = || async { metric_sum(&d.metrics().await, "smscd_submits_total", &[]) };
+    let body = r#"{"from":"Shop","to":"+31611111111","text":"over TLS"}"#;
+    // curl checks the certificate against the CA it is given (the self-signed one) and the name.
+    let url = format!("https://localhost:{}/v1/messages", api.port());
+    let resolve = format!("localhost:{}:127.0.0.1", api.port());
+    let cacert = cert.display().to_string();
+    let args: Vec<&str> = vec![
+        "--cacert",
+        &cacert,
+        "--resolve",
+        &resolve,
+        "-u",
+        "acme:acmepw",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        body,
+        &url,
+    ];
+    let (code, resp) = curl_i(&args);
+    assert_eq!(code, 202, "{resp}");
+    let ids = ids_of(&json_body(&resp));
+    assert_eq!(ids.len(), 1, "{resp}");
+    assert_eq!(sent().await, 1.0);
+    // The message is there over TLS too.
+    let get = format!("https://localhost:{}/v1/messages/{}", api.port(), ids[0]);
+    let (code, resp) = curl(&["--cacert", &cacert, "--resolve", &resolve, "-u", "acme:acmepw", &get]);
+    assert_eq!(code, 200, "{resp}");
+    // Without the CA, curl refuses the self-signed certificate: nothing is sent.
+    let (code, _) = curl(&[
+        "--resolve",
+        &resolve,
+        "-u",
+        "acme:acmepw",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        body,
+        &url,
+    ]);
+    assert_eq!(code, 0, "an untrusted certificate must fail the handshake");
+    // Plain HTTP to the TLS port: no HTTP answer, nothing sent.
+    let plain = format!("http://{api}/v1/messages");
+    let (code, resp) =
+        curl(&["-u", "acme:acmepw", "-H", "Content-Type: application/json", "--data-binary", body, &plain]);
+    assert_eq!(code, 0, "plain HTTP to the TLS port answered: {resp}");
+    assert_eq!(sent().await, 1.0, "only the TLS submit was sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_schedule_waits_in_the_store_until_due_and_bad_times_name_their_field() {
+    let recv = Receiver::start().await;
+    let mut cfg = http_config(Some(recv.url("/dlr")));
+    cfg.routing.store_and_forward = true;
+    let d = Daemon::start(cfg).await;
+    let api = http_addr(&d);
+    // Sent by store-and-forward (the sim takes it).
+    let forwarded = || async {
+        metric_sum(&d.metrics().await, "smscd_store_and_forward_total", &["result=\"delivered\""])
+    };
+
+    // Scheduled after its validity ends; validity 0: 422 naming the field, nothing sent or held.
+    let later = rfc3339(unix_ms() + 2 * 3600 * 1000);
+    for (body, field) in [
+        (
+            format!(
+                r#"{{"from":"Shop","to":"+31611111111","text":"x","schedule":"{later}","validity":3600}}"#
+            ),
+            "/schedule",
+        ),
+        (r#"{"from":"Shop","to":"+31611111111","text":"x","validity":0}"#.to_owned(), "/validity"),
+    ] {
+        let (code, resp) = post_json(api, "acme:acmepw", &body);
+        assert_eq!(code, 422, "{resp}");
+        assert!(resp.contains("application/problem+json"), "{resp}");
+        assert_eq!(json_body(&resp)["field"], field, "{resp}");
+    }
+    assert_eq!(metric_sum(&d.metrics().await, "smscd_submits_total", &[]), 0.0);
+
+    // Due in 3 s: accepted, held in the store (the admin view and GET say so), sent then.
+    let accepted = Instant::now();
+    let due = unix_ms() + 3000;
+    let body = format!(
+        r#"{{"from":"Shop","to":"+31611111111","text":"later","schedule":"{}","receipt":true}}"#,
+        rfc3339(due)
+    );
+    let (code, resp) = post_json(api, "acme:acmepw", &body);
+    assert_eq!(code, 202, "{resp}");
+    let ids = ids_of(&json_body(&resp));
+    assert_eq!(ids.len(), 1, "{resp}");
+    let (code, view) = http_get(d.admin, "/queue/acme").await;
+    assert_eq!(code, 200);
+    assert!(view.contains(&ids[0]), "held under the id the client got: {view}");
+    let (code, got) = curl(&["-u", "acme:acmepw", &format!("http://{api}/v1/messages/{}", ids[0])]);
+    assert_eq!(code, 200, "{got}");
+    assert_eq!(serde_json::from_str::<Value>(&got).expect("json")["state"], "scheduled", "{got}");
+    // The gauge follows the store every 100 ms.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while metric_sum(&d.metrics().await, "smscd_held_submits", &["account=\"acme\""]) != 1.0 {
+        assert!(Instant::now() < deadline, "the held gauge does not show it");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(forwarded().await, 0.0, "not sent before it is due");
+    // Its receipt reaches the webhook once it was sent, not before it was due.
+    wait_for("the receipt of the scheduled message", Duration::from_secs(30), || {
+        recv.receipt_ids().contains(&ids[0])
+    })
+    .await;
+    let waited = accepted.elapsed();
+    // The schedule has whole seconds: due at the start of its second at the earliest.
+    assert!(waited >= Duration::from_millis(2000), "sent after {waited:?}, scheduled for 3 s");
+    assert!(unix_ms() >= due - due % 1000, "receipt before the due time");
+    assert_eq!(forwarded().await, 1.0, "sent once");
+}

@@ -206,7 +206,13 @@ async fn handle(http: &Http, peer: SocketAddr, p: &HashMap<String, String>) -> R
     let schedule = minutes("deferred", submit::relative_time)?;
     let to: Vec<String> = to.split([' ', '+']).filter(|t| !t.is_empty()).map(str::to_owned).collect();
     let s = Submit { from, to, content, registered_delivery: rd, validity, schedule, callback };
-    let fields = Fields { from: "from", to: |_| "to".to_owned(), text: "text" };
+    let fields = Fields {
+        from: "from",
+        to: |_| "to".to_owned(),
+        text: "text",
+        validity: "validity",
+        schedule: "deferred",
+    };
     let outcome = submit::submit(http, &account, s, &fields).await?;
     if outcome.accepted() == 0 {
         return Err(super::refused(outcome.first_error()));

@@ -4,6 +4,7 @@ use super::problem::Problem;
 use super::records::Callback;
 use super::submit::{self, Content, Fields, Submit, TextEncoding};
 use super::Http;
+use crate::store::queue::Lookup;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -204,7 +205,7 @@ async fn post_inner(
     let s = to_submit(http, &account.system_id, req)?;
     let multi = s.to.len() > 1;
     let to: fn(usize) -> String = if multi { to_field } else { |_| "/to".to_owned() };
-    let fields = Fields { from: "/from", to, text: "/text" };
+    let fields = Fields { from: "/from", to, text: "/text", validity: "/validity", schedule: "/schedule" };
     let fields = match s.content {
         Content::Binary { .. } => Fields { text: "/binary", ..fields },
         _ => fields,
@@ -246,13 +247,25 @@ pub async fn get(
             .ok_or_else(|| {
                 Problem::not_found(format!("no message `{id}` of this account (or it expired)"))
             })?;
+        // Held by store-and-forward: waiting for its schedule, or queued for a retry.
+        let mut state = rec.state.clone();
+        if state == "accepted" {
+            let now = crate::sim::unix_ms();
+            if let Ok(Some(Lookup::Waiting { message, .. })) =
+                http.core.queue.lookup(&account.system_id, &id, now).await
+            {
+                let waiting =
+                    if message.attempts == 0 && message.due_ms > now { "scheduled" } else { "queued" };
+                state = waiting.to_owned();
+            }
+        }
         let body = json!({
             "id": rec.id,
             "from": rec.from,
             "to": rec.to,
             "part": rec.part,
             "parts": rec.parts,
-            "state": rec.state,
+            "state": state,
             "error": rec.error,
             "receipt_error": rec.receipt_error,
             "submitted_at_ms": rec.submitted_at_ms,

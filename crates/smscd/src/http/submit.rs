@@ -1,7 +1,10 @@
 //! One HTTP submit, whatever its form (the JSON API or Kannel's sendsms): checked whole first
 //! (numbers, text and its parts, the throttle), so a bad request sends nothing; then each part
 //! to each destination goes through the same routing, chains and receipts as an ESME's
-//! submit_sm ([`crate::dispatch::submit_as`]), under our id recorded beforehand.
+//! submit_sm ([`crate::dispatch::submit_as`]), under our id recorded beforehand. Validity and
+//! schedule go through store-and-forward the same way too: checked like an SMPP submit's
+//! (a schedule at or after the expiry is refused, naming the field), and a scheduled part on a
+//! route that stores and forwards waits in the store until due ([`crate::forward::hold_with_id`]).
 
 use super::problem::Problem;
 use super::records::{Callback, Record};
@@ -52,6 +55,8 @@ pub struct Fields {
     pub from: &'static str,
     pub to: fn(usize) -> String,
     pub text: &'static str,
+    pub validity: &'static str,
+    pub schedule: &'static str,
 }
 
 /// One part's outcome.
@@ -188,6 +193,28 @@ pub async fn submit(
             "the receipt store does not answer: submits wanting a receipt are refused",
         ));
     }
+    // The time fields as an SMPP submit's: a bad pair is the request's fault, before anything
+    // is sent or counted against the throttle.
+    let times = SubmitSm {
+        validity_period: Bytes::from(s.validity.clone().unwrap_or_default()),
+        schedule_delivery_time: Bytes::from(s.schedule.clone().unwrap_or_default()),
+        ..SubmitSm::default()
+    };
+    if let Err(status) =
+        crate::forward::times(&times, crate::sim::unix_ms(), cfg.store_and_forward.max_validity)
+    {
+        return Err(match status {
+            CommandStatus::ESME_RINVSCHED => Problem::invalid(
+                fields.schedule,
+                format!(
+                    "the schedule is not before the message expires (its validity, at most store_and_forward.max_validity = {})",
+                    humantime_secs(cfg.store_and_forward.max_validity)
+                ),
+            ),
+            _ => Problem::invalid(fields.validity, "the validity has already ended"),
+        });
+    }
+    let scheduled = crate::forward::is_scheduled(&times);
     let n = u32::try_from(parts.len() * dests.len()).unwrap_or(u32::MAX);
     account.throttle.try_take_n(n).map_err(Problem::throttled)?;
 
@@ -243,8 +270,13 @@ pub async fn submit(
             let id = id.clone();
             let name = account.system_id.as_str();
             sends.push(async move {
-                let (r, route) =
-                    crate::dispatch::submit_as(core, name, sm, &chain, &budget, id.clone()).await;
+                // Scheduled on a route that stores and forwards: it waits in the store until due,
+                // as an SMPP submit would.
+                let (r, route) = if scheduled && crate::forward::holds(core, name, &sm) {
+                    (crate::forward::hold_with_id(core, name, &sm, id.clone()).await, "held".to_owned())
+                } else {
+                    crate::dispatch::submit_as(core, name, sm, &chain, &budget, id.clone()).await
+                };
                 let status = r.as_ref().err().copied().unwrap_or(CommandStatus::ESME_ROK);
                 core.metrics.submit(name, &route, status).inc();
                 PartResult { id, result: r.map(|_| ()) }
@@ -274,6 +306,11 @@ pub async fn submit(
         }
     }
     Ok(out)
+}
+
+/// `d` in whole seconds, for messages (`3600s`).
+fn humantime_secs(d: Duration) -> String {
+    format!("{}s", d.as_secs())
 }
 
 /// SMPP relative time (`YYMMDDhhmmss000R`) for `secs` from now; None above 99 days.
