@@ -942,6 +942,16 @@ async fn http_schedule_waits_in_the_store_until_due_and_bad_times_name_their_fie
     let recv = Receiver::start().await;
     let mut cfg = http_config(Some(recv.url("/dlr")));
     cfg.routing.store_and_forward = true;
+    // +3169... go to a carrier that is down: held at the end of the chain.
+    cfg.binds.push(upstream("down", free_port(), "x", "y"));
+    cfg.routing.rules = vec![smsc_api::smscd_config::RoutingRule {
+        matches: smsc_api::smscd_config::RuleMatch {
+            destination_prefix: Some("3169".into()),
+            ..Default::default()
+        },
+        chain: vec!["bind:down".into()],
+        store_and_forward: None,
+    }];
     let d = Daemon::start(cfg).await;
     let api = http_addr(&d);
     // Sent by store-and-forward (the sim takes it).
@@ -1001,4 +1011,11 @@ async fn http_schedule_waits_in_the_store_until_due_and_bad_times_name_their_fie
     assert!(waited >= Duration::from_millis(2000), "sent after {waited:?}, scheduled for 3 s");
     assert!(unix_ms() >= due - due % 1000, "receipt before the due time");
     assert_eq!(forwarded().await, 1.0, "sent once");
+
+    // Not scheduled, its carrier down: held too, under the id the client got.
+    let (code, resp) = post_json(api, "acme:acmepw", r#"{"from":"Shop","to":"+31690000000","text":"down"}"#);
+    assert_eq!(code, 202, "{resp}");
+    let ids = ids_of(&json_body(&resp));
+    let (_, view) = http_get(d.admin, "/queue/acme").await;
+    assert!(ids.len() == 1 && view.contains(&ids[0]), "held under {ids:?}: {view}");
 }
