@@ -15,6 +15,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::Router;
 use bytes::Bytes;
+use common::replicas::{free_port, Ports, Ready, RedisServer, Replica};
 use common::*;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
@@ -23,21 +24,13 @@ use smsc_api::smscd_config::{HttpAccountConfig, SmscdConfig};
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-const BIN: &str = env!("CARGO_BIN_EXE_smscd");
 const SECRET: &str = "whs3cret";
 const TOKEN: &str = "tok-acme-1";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 // ---- the webhook receiver ----------------------------------------------------------------------
 
@@ -621,60 +614,11 @@ async fn bad_input_table_each_gets_its_status_and_nothing_is_sent() {
 
 // ---- two replicas on Redis -----------------------------------------------------------------------
 
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
-            .args(["--protected-mode", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start redis-server ({e}): install it with tools/deps.sh apt"));
-        let r = RedisServer { child: Some(child), port, dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        r
-    }
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = self.dir.path();
-    }
-}
-
-/// An smscd replica from the built binary (SIGKILLable), HTTP API on, sim target, Redis store.
-struct Replica {
-    child: Option<Child>,
-    admin: SocketAddr,
-    http: SocketAddr,
-    log: PathBuf,
-}
-
-impl Replica {
-    async fn start(name: &str, dir: &Path, redis: &str, dlr_url: &str) -> Replica {
-        let (smpp, admin, http) = (free_port(), free_port(), free_port());
-        let cfg = format!(
+/// An smscd replica with the HTTP API on, the sim target and the Redis store at `redis`,
+/// receipts of `acme` to `dlr_url`; ready (store up, HTTP listening).
+async fn replica(name: &str, dir: &Path, redis: &str, dlr_url: &str) -> Replica {
+    let config = |p: Ports| {
+        format!(
             r#"server: {{ bind_address: 127.0.0.1, port: {smpp} }}
 admin: {{ bind_address: 127.0.0.1, port: {admin} }}
 accounts:
@@ -690,65 +634,14 @@ http:
   webhooks: {{ min_backoff_ms: 100, max_backoff_ms: 500, max_attempts: 1000 }}
   accounts:
     - {{ account: acme, dlr_url: "{dlr_url}", secret: {SECRET} }}
-"#
-        );
-        let path = dir.join(format!("{name}.yaml"));
-        std::fs::write(&path, cfg).expect("config");
-        let log = dir.join(format!("{name}.log"));
-        let child = Command::new(BIN)
-            .arg("--config")
-            .arg(&path)
-            .env_clear()
-            .env("POD_NAME", name)
-            .env(smscd::store::redis::CLAIM_IDLE_ENV, "1")
-            .env("SMSCD_LOG_LEVEL", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(&log).expect("log")))
-            .spawn()
-            .expect("spawn smscd");
-        let mut r = Replica {
-            child: Some(child),
-            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
-            http: SocketAddr::from(([127, 0, 0, 1], http)),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(Ok(Some(st))) = r.child.as_mut().map(|c| c.try_wait()) {
-                panic!("replica {name} exited: {st}\n{}", r.logs());
-            }
-            if TcpStream::connect(r.admin).is_ok() && TcpStream::connect(r.http).is_ok() {
-                let (code, body) = http_get(r.admin, "/readyz").await;
-                if code == 200 && body.trim() == "ready" {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "replica {name} not ready\n{}", r.logs());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        r
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn metric(&self, name: &str, filters: &[&str]) -> f64 {
-        metric_sum(&http_get(self.admin, "/metrics").await.1, name, filters)
-    }
-
-    fn sigkill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.sigkill();
-    }
+"#,
+            smpp = p.smpp,
+            admin = p.admin,
+            http = p.http
+        )
+    };
+    let env = [(smscd::store::redis::CLAIM_IDLE_ENV, "1".to_owned())];
+    Replica::start(name, dir, config, &env, Ready { store_up: true, http: true, ..Ready::default() }).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -758,7 +651,7 @@ async fn two_replicas_on_redis_the_other_delivers_the_webhooks_of_a_killed_one()
     let mut recv = Receiver::start().await;
     let dlr = recv.url("/dlr");
     recv.down().await;
-    let mut a = Replica::start("http-a", dir.path(), &redis.url(), &dlr).await;
+    let mut a = replica("http-a", dir.path(), &redis.url(), &dlr).await;
     let mut want = BTreeSet::new();
     for i in 0..5 {
         let body = format!(r#"{{"from":"Shop","to":"+3168000{i:04}","text":"r{i}","receipt":true}}"#);
@@ -775,7 +668,7 @@ async fn two_replicas_on_redis_the_other_delivers_the_webhooks_of_a_killed_one()
     assert_eq!(a.metric("smscd_webhooks_total", &["result=\"queued\""]).await, 5.0);
     a.sigkill();
     recv.up().await;
-    let b = Replica::start("http-b", dir.path(), &redis.url(), &dlr).await;
+    let b = replica("http-b", dir.path(), &redis.url(), &dlr).await;
     wait_for("replica B delivers what A queued", Duration::from_secs(30), || recv.receipt_ids() == want)
         .await;
     assert!(recv.all().iter().all(Got::signed_ok));

@@ -11,27 +11,18 @@
 
 mod common;
 
+use common::replicas::{free_port, Ports, Ready, Replica};
 use common::*;
 use smpp::session::BindKind;
 use smpp::{Body, CommandStatus};
 use smscd::store::StoreError;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-
-const BIN: &str = env!("CARGO_BIN_EXE_smscd");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 // ---- redis processes ------------------------------------------------------------------------------
 
@@ -296,25 +287,11 @@ async fn upstream_sim() -> Daemon {
     Daemon::start(cfg).await
 }
 
-/// An smscd replica from the built binary with `store` as its store config; killed on drop.
-struct Replica {
-    name: String,
-    child: Option<Child>,
-    smpp: SocketAddr,
-    admin: SocketAddr,
-    log: PathBuf,
-}
-
-impl Replica {
-    async fn start(name: &str, dir: &Path, store: &str, upstream: u16) -> Replica {
-        let mut r = Replica::spawn(name, dir, store, upstream);
-        r.wait_ready().await;
-        r
-    }
-
-    fn spawn(name: &str, dir: &Path, store: &str, upstream: u16) -> Replica {
-        let (smpp, admin) = (free_port(), free_port());
-        let cfg = format!(
+/// An smscd replica with `store` as its store config, its only upstream `up` on `upstream`;
+/// ready (store up) and bound upstream.
+async fn replica(name: &str, dir: &Path, store: &str, upstream: u16) -> Replica {
+    let config = |p: Ports| {
+        format!(
             r#"server: {{ bind_address: 127.0.0.1, port: {smpp}, bind_timeout_secs: 5 }}
 admin: {{ bind_address: 127.0.0.1, port: {admin} }}
 accounts:
@@ -325,69 +302,14 @@ binds:
 routing: {{ default_chain: ["bind:up"] }}
 store: {store}
 shutdown: {{ drain_secs: 2 }}
-"#
-        );
-        let path = dir.join(format!("{name}.yaml"));
-        std::fs::write(&path, cfg).expect("write config");
-        let log = dir.join(format!("{name}.log"));
-        let child = Command::new(BIN)
-            .arg("--config")
-            .arg(&path)
-            .env_clear()
-            .env("POD_NAME", name)
-            .env(smscd::store::redis::CLAIM_IDLE_ENV, "5")
-            .env("SMSCD_LOG_LEVEL", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")))
-            .spawn()
-            .expect("spawn smscd");
-        Replica {
-            name: name.into(),
-            child: Some(child),
-            smpp: SocketAddr::from(([127, 0, 0, 1], smpp)),
-            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
-            log,
-        }
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// /readyz 200, store up and bound upstream.
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("replica {} exited: {st}\n{}", self.name, self.logs());
-            }
-            if TcpStream::connect(self.admin).is_ok() {
-                let (code, body) = http_get(self.admin, "/readyz").await;
-                let m = http_get(self.admin, "/metrics").await.1;
-                if code == 200
-                    && body == "ready\n"
-                    && metric_sum(&m, "smscd_upstream_binds", &["upstream=\"up\""]) >= 1.0
-                {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "replica {} not ready\n{}", self.name, self.logs());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn metric(&self, name: &str, filters: &[&str]) -> f64 {
-        metric_sum(&http_get(self.admin, "/metrics").await.1, name, filters)
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+"#,
+            smpp = p.smpp,
+            admin = p.admin
+        )
+    };
+    let env = [(smscd::store::redis::CLAIM_IDLE_ENV, "5".to_owned())];
+    Replica::start(name, dir, config, &env, Ready { store_up: true, bound: Some("up"), ..Ready::default() })
+        .await
 }
 
 fn message_id(p: &smpp::Pdu) -> Option<String> {
@@ -532,8 +454,8 @@ async fn sentinel_failover_under_traffic_loses_no_acknowledged_receipt() {
          sentinel: {{ master_name: mymaster, sentinels: [{}] }} }}",
         set.sentinels_yaml()
     );
-    let a = Replica::start("replica-a", dir.path(), &store, up.smpp.port()).await;
-    let b = Replica::start("replica-b", dir.path(), &store, up.smpp.port()).await;
+    let a = replica("replica-a", dir.path(), &store, up.smpp.port()).await;
+    let b = replica("replica-b", dir.path(), &store, up.smpp.port()).await;
     let run = relay_through(&a, &b, || set.master.kill()).await;
     let promoted = set.master_port();
     println!(
@@ -584,8 +506,8 @@ async fn cluster_master_killed_loses_no_acknowledged_receipt() {
         "{{ type: redis, key_prefix: c, ttl: 1h, wait: {{ replicas: 1, timeout_ms: 200 }}, cluster: {{ nodes: [{}] }} }}",
         cluster.nodes_yaml()
     );
-    let a = Replica::start("replica-a", dir.path(), &store, up.smpp.port()).await;
-    let b = Replica::start("replica-b", dir.path(), &store, up.smpp.port()).await;
+    let a = replica("replica-a", dir.path(), &store, up.smpp.port()).await;
+    let b = replica("replica-b", dir.path(), &store, up.smpp.port()).await;
     let victim = cluster.master_of("c:q:{esme}").expect("the queue's master");
     let run = relay_through(&a, &b, || {
         cluster.nodes[victim].kill();

@@ -7,108 +7,19 @@
 
 mod common;
 
+use common::replicas::{free_port, Ports, Ready, RedisServer, Replica};
 use common::*;
 use smpp::session::{esme, BindKind, Handler, Reply, Request, SessionConfig};
 use smpp::{Bind, Body, CommandStatus, DeliverSm};
 use smscd::store::redis::{pack_id, RedisStore};
 use smscd::store::{Correlation, Delivery, Store, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-
-const BIN: &str = env!("CARGO_BIN_EXE_smscd");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-// ---- redis-server, started here ------------------------------------------------------------------
-
-/// A redis-server on 127.0.0.1 in a temp dir, with an append-only file synced on every write
-/// (so a restart keeps everything Redis acknowledged); killed on drop.
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut r = RedisServer { child: None, port: free_port(), dir };
-        r.spawn();
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let spawned = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::from(std::fs::File::create(self.dir.path().join("redis.log")).expect("log file")))
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match spawned {
-            Ok(c) => c,
-            Err(e) => panic!(
-                "cannot start redis-server ({e}): install it with `tools/deps.sh apt` (make test does)"
-            ),
-        };
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.pings() {
-            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("redis-server exited: {st}; log:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer on {}; log:\n{}",
-                self.port,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn pings(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut buf = [0u8; 64];
-        s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
-    }
-
-    /// SIGKILL (no shutdown save: only the append-only file survives).
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
     let client = redis::Client::open(url).expect("redis url");
@@ -559,19 +470,11 @@ async fn upstream_sim_with_delay(receipt_delay_ms: u64) -> Daemon {
     Daemon::start(cfg).await
 }
 
-/// An smscd replica run from the built binary (so it can be SIGKILLed); killed on drop.
-struct Replica {
-    name: String,
-    child: Option<Child>,
-    smpp: SocketAddr,
-    admin: SocketAddr,
-    log: PathBuf,
-}
-
-impl Replica {
-    async fn start(name: &str, dir: &Path, redis_url: &str, upstream: u16, claim_idle_secs: u64) -> Replica {
-        let (smpp, admin) = (free_port(), free_port());
-        let cfg = format!(
+/// An smscd replica on the Redis store at `redis_url`, its only upstream `up` on `upstream`,
+/// `claim_idle_secs` for taking over a dead replica's deliveries; ready and bound upstream.
+async fn replica(name: &str, dir: &Path, redis_url: &str, upstream: u16, claim_idle_secs: u64) -> Replica {
+    let config = |p: Ports| {
+        format!(
             r#"server: {{ bind_address: 127.0.0.1, port: {smpp}, bind_timeout_secs: 5 }}
 admin: {{ bind_address: 127.0.0.1, port: {admin} }}
 accounts:
@@ -582,73 +485,16 @@ binds:
 routing: {{ default_chain: ["bind:up"] }}
 store: {{ type: redis, url: "${{TEST_REDIS_URL}}", key_prefix: t, ttl: 1h }}
 shutdown: {{ drain_secs: 2 }}
-"#
-        );
-        let path = dir.join(format!("{name}.yaml"));
-        std::fs::write(&path, cfg).expect("write config");
-        let log = dir.join(format!("{name}.log"));
-        let child = Command::new(BIN)
-            .arg("--config")
-            .arg(&path)
-            .env_clear()
-            .env("POD_NAME", name)
-            .env("TEST_REDIS_URL", redis_url)
-            .env(smscd::store::redis::CLAIM_IDLE_ENV, claim_idle_secs.to_string())
-            .env("SMSCD_LOG_LEVEL", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")))
-            .spawn()
-            .expect("spawn smscd");
-        let mut r = Replica {
-            name: name.into(),
-            child: Some(child),
-            smpp: SocketAddr::from(([127, 0, 0, 1], smpp)),
-            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
-            log,
-        };
-        r.wait_ready().await;
-        r
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Ready (store up) and bound upstream.
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("replica {} exited: {st}\n{}", self.name, self.logs());
-            }
-            if TcpStream::connect(self.admin).is_ok() {
-                let (code, _) = http_get(self.admin, "/readyz").await;
-                let m = http_get(self.admin, "/metrics").await.1;
-                if code == 200 && metric_sum(&m, "smscd_upstream_binds", &["upstream=\"up\""]) >= 1.0 {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "replica {} not ready\n{}", self.name, self.logs());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn metric(&self, name: &str, filters: &[&str]) -> f64 {
-        metric_sum(&http_get(self.admin, "/metrics").await.1, name, filters)
-    }
-
-    fn sigkill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.sigkill();
-    }
+"#,
+            smpp = p.smpp,
+            admin = p.admin
+        )
+    };
+    let env = [
+        ("TEST_REDIS_URL", redis_url.to_owned()),
+        (smscd::store::redis::CLAIM_IDLE_ENV, claim_idle_secs.to_string()),
+    ];
+    Replica::start(name, dir, config, &env, Ready { bound: Some("up"), ..Ready::default() }).await
 }
 
 fn message_id(p: &smpp::Pdu) -> Option<String> {
@@ -699,8 +545,8 @@ async fn transmitter_on_a_receiver_on_b_gets_every_receipt() {
     let r = RedisServer::start();
     let dir = tempfile::tempdir().expect("dir");
     let up = upstream_sim().await;
-    let a = Replica::start("replica-a", dir.path(), &r.url(), up.smpp.port(), 30).await;
-    let b = Replica::start("replica-b", dir.path(), &r.url(), up.smpp.port(), 30).await;
+    let a = replica("replica-a", dir.path(), &r.url(), up.smpp.port(), 30).await;
+    let b = replica("replica-b", dir.path(), &r.url(), up.smpp.port(), 30).await;
     let mut rx = bind(b.smpp, BindKind::Receiver, "esme", "secret").await.expect("receiver on B");
     let tx = bind(a.smpp, BindKind::Transmitter, "esme", "secret").await.expect("transmitter on A");
     let n = 60;
@@ -738,8 +584,8 @@ async fn receipt_racing_the_correlation_write_still_arrives() {
     let r = RedisServer::start();
     let dir = tempfile::tempdir().expect("dir");
     let up = upstream_sim_with_delay(0).await;
-    let a = Replica::start("replica-a", dir.path(), &r.url(), up.smpp.port(), 30).await;
-    let b = Replica::start("replica-b", dir.path(), &r.url(), up.smpp.port(), 30).await;
+    let a = replica("replica-a", dir.path(), &r.url(), up.smpp.port(), 30).await;
+    let b = replica("replica-b", dir.path(), &r.url(), up.smpp.port(), 30).await;
     let mut rx = bind(b.smpp, BindKind::Receiver, "esme", "secret").await.expect("receiver on B");
     let tx = bind(a.smpp, BindKind::Transmitter, "esme", "secret").await.expect("transmitter on A");
     let ids = submit_n(&tx, 60).await;
@@ -764,8 +610,8 @@ async fn esme_rebinding_to_the_other_replica_gets_every_receipt() {
     let up = upstream_sim().await;
     // Entries A handed out when the ESME left are retried by A, or claimed by B after this.
     let claim_idle = 3;
-    let a = Replica::start("replica-a", dir.path(), &r.url(), up.smpp.port(), claim_idle).await;
-    let b = Replica::start("replica-b", dir.path(), &r.url(), up.smpp.port(), claim_idle).await;
+    let a = replica("replica-a", dir.path(), &r.url(), up.smpp.port(), claim_idle).await;
+    let b = replica("replica-b", dir.path(), &r.url(), up.smpp.port(), claim_idle).await;
     let e = bind(a.smpp, BindKind::Transceiver, "esme", "secret").await.expect("bind A");
     // Unbind before any receipt can be delivered... (sim delay 20 ms: some may go out first; the
     // ESME keeps those.)
@@ -827,8 +673,8 @@ async fn killed_replica_holding_unacknowledged_receipts_the_other_delivers_them(
     let dir = tempfile::tempdir().expect("dir");
     let up = upstream_sim().await;
     let claim_idle = 2;
-    let mut a = Replica::start("replica-a", dir.path(), &r.url(), up.smpp.port(), claim_idle).await;
-    let b = Replica::start("replica-b", dir.path(), &r.url(), up.smpp.port(), claim_idle).await;
+    let mut a = replica("replica-a", dir.path(), &r.url(), up.smpp.port(), claim_idle).await;
+    let b = replica("replica-b", dir.path(), &r.url(), up.smpp.port(), claim_idle).await;
     // A refusing receiver on A: A reads every receipt and holds it unacknowledged.
     let refused = Arc::new(AtomicUsize::new(0));
     let bind_pdu = smpp::Bind {
@@ -876,8 +722,8 @@ async fn redis_restart_mid_traffic_loses_no_acknowledged_receipt() {
     let mut r = RedisServer::start();
     let dir = tempfile::tempdir().expect("dir");
     let up = upstream_sim().await;
-    let a = Replica::start("replica-a", dir.path(), &r.url(), up.smpp.port(), 5).await;
-    let b = Replica::start("replica-b", dir.path(), &r.url(), up.smpp.port(), 5).await;
+    let a = replica("replica-a", dir.path(), &r.url(), up.smpp.port(), 5).await;
+    let b = replica("replica-b", dir.path(), &r.url(), up.smpp.port(), 5).await;
     let mut rx = bind(b.smpp, BindKind::Receiver, "esme", "secret").await.expect("receiver on B");
     let tx = Arc::new(bind(a.smpp, BindKind::Transmitter, "esme", "secret").await.expect("transmitter on A"));
     // Submit in the background, before, during and after the restart, until told to stop; a

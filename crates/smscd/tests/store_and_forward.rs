@@ -10,27 +10,17 @@
 mod common;
 
 use bytes::Bytes;
+use common::replicas::{free_port, Ports, Ready, RedisServer, Replica, BIN};
 use common::*;
 use smpp::session::BindKind;
 use smpp::{Body, CommandStatus, DeliverSm, Pdu, QuerySm, ReplaceSm, SubmitSm};
 use smsc_api::smscd_config::SmscdConfig;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-
-const BIN: &str = env!("CARGO_BIN_EXE_smscd");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 /// smscd for account `esme`, its only upstream `carrier` on `carrier_port`, store-and-forward on
 /// for the default chain, retries fast.
@@ -348,65 +338,11 @@ async fn routes_without_store_and_forward_still_refuse_while_down() {
 
 // ---- two replicas on one Redis ------------------------------------------------------------------
 
-/// A redis-server on 127.0.0.1 in a temp dir (append-only, fsync always); killed on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start redis-server ({e}): install it with `tools/deps.sh apt`")
-            });
-        let r = RedisServer { child, port, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !r.pings() {
-            assert!(Instant::now() < deadline, "redis-server did not answer on {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        r
-    }
-
-    fn pings(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut buf = [0u8; 64];
-        s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// An smscd replica from the built binary (so it can be SIGKILLed); killed on drop.
-struct Replica {
-    name: String,
-    child: Option<Child>,
-    smpp: SocketAddr,
-    admin: SocketAddr,
-    log: PathBuf,
-}
-
-impl Replica {
-    async fn start(name: &str, dir: &Path, redis_port: u16, carrier: u16) -> Replica {
-        let (smpp, admin) = (free_port(), free_port());
-        let cfg = format!(
+/// An smscd replica on the Redis store at `redis_port`, its only upstream `carrier` on
+/// `carrier`, store-and-forward on; ready (its carrier may be down).
+async fn replica(name: &str, dir: &Path, redis_port: u16, carrier: u16) -> Replica {
+    let config = |p: Ports| {
+        format!(
             r#"server: {{ bind_address: 127.0.0.1, port: {smpp}, bind_timeout_secs: 5, submit_timeout_ms: 2000 }}
 admin: {{ bind_address: 127.0.0.1, port: {admin} }}
 accounts:
@@ -418,61 +354,12 @@ routing: {{ default_chain: ["bind:carrier"], store_and_forward: true }}
 store_and_forward: {{ retry_min: 100ms, retry_max: 500ms, lease: 3s }}
 store: {{ type: redis, url: "redis://127.0.0.1:{redis_port}/", key_prefix: saf, ttl: 1h }}
 shutdown: {{ drain_secs: 2 }}
-"#
-        );
-        let path = dir.join(format!("{name}.yaml"));
-        std::fs::write(&path, cfg).expect("write config");
-        let log = dir.join(format!("{name}.log"));
-        let child = Command::new(BIN)
-            .arg("--config")
-            .arg(&path)
-            .env_clear()
-            .env("POD_NAME", name)
-            .env("SMSCD_LOG_LEVEL", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")))
-            .spawn()
-            .expect("spawn smscd");
-        let mut r = Replica {
-            name: name.into(),
-            child: Some(child),
-            smpp: SocketAddr::from(([127, 0, 0, 1], smpp)),
-            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(Ok(Some(st))) = r.child.as_mut().map(|c| c.try_wait()) {
-                panic!("replica {} exited: {st}\n{}", r.name, r.logs());
-            }
-            if TcpStream::connect(r.admin).is_ok() && http_get(r.admin, "/readyz").await.0 == 200 {
-                return r;
-            }
-            assert!(Instant::now() < deadline, "replica {} not ready\n{}", r.name, r.logs());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn metric(&self, name: &str, filters: &[&str]) -> f64 {
-        metric_sum(&http_get(self.admin, "/metrics").await.1, name, filters)
-    }
-
-    fn sigkill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.sigkill();
-    }
+"#,
+            smpp = p.smpp,
+            admin = p.admin
+        )
+    };
+    Replica::start(name, dir, config, &[], Ready::default()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -480,8 +367,8 @@ async fn two_replicas_on_redis_the_accepting_one_sigkilled_the_other_delivers_ev
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().expect("dir");
     let port = free_port();
-    let mut a = Replica::start("saf-a", dir.path(), redis.port, port).await;
-    let b = Replica::start("saf-b", dir.path(), redis.port, port).await;
+    let mut a = replica("saf-a", dir.path(), redis.port, port).await;
+    let b = replica("saf-b", dir.path(), redis.port, port).await;
     // The ESME's receiver is on B; A only accepts.
     let mut rx = bind(b.smpp, BindKind::Receiver, "esme", "secret").await.expect("bind B");
     let tx = bind(a.smpp, BindKind::Transmitter, "esme", "secret").await.expect("bind A");
@@ -770,8 +657,8 @@ async fn query_sm_of_a_relayed_message_answers_on_either_replica_on_redis() {
     ccfg.server.port = port;
     ccfg.sim.receipt_delay_ms = 1500;
     let _carrier = Daemon::start(ccfg).await;
-    let a = Replica::start("q-a", dir.path(), redis.port, port).await;
-    let b = Replica::start("q-b", dir.path(), redis.port, port).await;
+    let a = replica("q-a", dir.path(), redis.port, port).await;
+    let b = replica("q-b", dir.path(), redis.port, port).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while a.metric("smscd_upstream_binds", &["upstream=\"carrier\""]).await < 1.0 {
         assert!(Instant::now() < deadline, "A not bound to the carrier\n{}", a.logs());

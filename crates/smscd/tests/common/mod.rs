@@ -3,6 +3,8 @@
 //! waits. A missing peer or dependency fails the test with a message; nothing is skipped.
 #![allow(dead_code)]
 
+pub mod replicas;
+
 use bytes::Bytes;
 use serde_json::Value;
 use smpp::session::{esme, BindKind, Handler, Reply, Request, Session, SessionConfig, SessionError};
