@@ -72,7 +72,9 @@ def where(exc, tb=None):
 CoroutineType = types.CoroutineType
 "#;
 
-/// What the engine thread is asked to do.
+/// What the engine thread is asked to do. Nearly every job is a `Pdu`, so the queue holds them
+/// by value: boxing the large variant would only add an allocation per call.
+#[allow(clippy::large_enum_variant)]
 enum Job {
     Bind {
         info: BindInfo,
@@ -479,11 +481,13 @@ fn run(py: Python<'_>, ctx: &Rc<Ctx>, job: Job) {
                     return;
                 }
             };
+            let from_upstream = session.upstream.is_some();
             let session = PySession {
                 system_id: session.system_id,
                 client_addr: session.client_addr,
                 client_port: session.client_port,
                 bind_type: session.bind_type,
+                upstream: session.upstream.map(|u| u.to_string()),
             };
             let id = ctx.begin(timeout);
             let r = f.call1(py, (pdu.clone_ref(py), session));
@@ -493,10 +497,10 @@ fn run(py: Python<'_>, ctx: &Rc<Ctx>, job: Job) {
                     let _ = tx.send(Err(ctx.failure_of(py, &e, hit)));
                 }
                 Ok(obj) if is_coroutine(py, ctx, &obj) => {
-                    spawn_task(py, ctx, obj, Pending::Pdu { tx, pdu, hook }, timeout);
+                    spawn_task(py, ctx, obj, Pending::Pdu { tx, pdu, hook, from_upstream }, timeout);
                 }
                 Ok(obj) => {
-                    let _ = tx.send(pdu_verdict(py, hook, obj.bind(py), &pdu));
+                    let _ = tx.send(pdu_verdict(py, hook, from_upstream, obj.bind(py), &pdu));
                 }
             }
         }
@@ -604,7 +608,7 @@ fn load(py: Python<'_>, ctx: &Rc<Ctx>, path: &Path, source: Vec<u8>, limit: Dura
 /// An async call in flight, answered when its task ends.
 enum Pending {
     Bind { tx: oneshot::Sender<Result<BindVerdict, Failure>> },
-    Pdu { tx: oneshot::Sender<Result<PduVerdict, Failure>>, pdu: Py<PyPdu>, hook: Hook },
+    Pdu { tx: oneshot::Sender<Result<PduVerdict, Failure>>, pdu: Py<PyPdu>, hook: Hook, from_upstream: bool },
 }
 
 fn spawn_task(py: Python<'_>, ctx: &Ctx, coro: Py<PyAny>, pending: Pending, timeout: Duration) {
@@ -652,8 +656,8 @@ impl Done {
             Pending::Bind { tx } => {
                 let _ = tx.send(outcome.and_then(|v| bind_verdict(&v)));
             }
-            Pending::Pdu { tx, pdu, hook } => {
-                let _ = tx.send(outcome.and_then(|v| pdu_verdict(py, hook, &v, &pdu)));
+            Pending::Pdu { tx, pdu, hook, from_upstream } => {
+                let _ = tx.send(outcome.and_then(|v| pdu_verdict(py, hook, from_upstream, &v, &pdu)));
             }
         }
         Ok(())
@@ -681,9 +685,12 @@ fn bind_verdict(v: &Bound<'_, PyAny>) -> Result<BindVerdict, Failure> {
     Err(wrong_type(Hook::Bind, v, "bind.accept(), bind.reject(status) or None"))
 }
 
+/// The verdict `v` for a PDU; `from_upstream`: a deliver_sm / data_sm from an upstream, which
+/// has no chain to choose (it goes to an ESME by `routing.mo` or its receipt's correlation).
 fn pdu_verdict(
     py: Python<'_>,
     hook: Hook,
+    from_upstream: bool,
     v: &Bound<'_, PyAny>,
     pdu: &Py<PyPdu>,
 ) -> Result<PduVerdict, Failure> {
@@ -697,9 +704,16 @@ fn pdu_verdict(
                 return Ok(PduVerdict::Reply { message_id: message_id.clone(), status: *status })
             }
             Inner::Reject(s) => return Ok(PduVerdict::Reject(*s)),
-            Inner::Route(chain) => return Ok(PduVerdict::Route(chain.clone(), take())),
+            Inner::Route(chain) if !from_upstream => return Ok(PduVerdict::Route(chain.clone(), take())),
             _ => {}
         }
+    }
+    if from_upstream {
+        return Err(wrong_type(
+            hook,
+            v,
+            "pdu.reply(...), pdu.reject(status) or None (no pdu.route for a PDU from an upstream)",
+        ));
     }
     Err(wrong_type(hook, v, "pdu.reply(...), pdu.reject(status), pdu.route([...]) or None"))
 }
@@ -724,6 +738,7 @@ fn install_modules(py: Python<'_>) -> PyResult<()> {
     m.add_class::<PyBind>()?;
     m.add_class::<PyPdu>()?;
     m.add_class::<PySession>()?;
+    m.add_class::<PyReceipt>()?;
     m.add_class::<Verdict>()?;
     for v in 0..=0xFFu32 {
         if let Some(name) = CommandStatus(v).name() {
@@ -903,6 +918,75 @@ struct PySession {
     client_port: u16,
     #[pyo3(get)]
     bind_type: &'static str,
+    /// The upstream bind's name (in `binds`) for a PDU from an upstream; None from an ESME.
+    #[pyo3(get)]
+    upstream: Option<String>,
+}
+
+/// The fields of a delivery receipt (`pdu.receipt`), read from the receipted_message_id and
+/// message_state TLVs where present, else from the text (`id:... stat:... err:...`). Ids are
+/// the upstream's: the ESME gets smscd's in their place after the handler.
+#[pyclass(frozen, name = "Receipt")]
+struct PyReceipt {
+    #[pyo3(get)]
+    id: Option<String>,
+    /// The `stat:` word of the text, or the TLV state's word.
+    #[pyo3(get)]
+    stat: Option<String>,
+    /// SMPP message_state (1 ENROUTE .. 8 REJECTD), None when not known.
+    #[pyo3(get)]
+    message_state: Option<u8>,
+    #[pyo3(get)]
+    err: Option<String>,
+    #[pyo3(get)]
+    sub: Option<String>,
+    #[pyo3(get)]
+    dlvrd: Option<String>,
+    #[pyo3(get)]
+    submit_date: Option<String>,
+    #[pyo3(get)]
+    done_date: Option<String>,
+    #[pyo3(get)]
+    text: Option<String>,
+}
+
+#[pymethods]
+impl PyReceipt {
+    fn __repr__(&self) -> String {
+        format!("<Receipt id={:?} stat={:?} err={:?}>", self.id, self.stat, self.err)
+    }
+}
+
+impl PyReceipt {
+    fn of(sm: &SubmitSm) -> PyReceipt {
+        let parsed =
+            smpp::receipt::Receipt::parse(&crate::receipts::decode_text(sm.data_coding, sm.payload())).ok();
+        let tlv_id = sm
+            .tlvs
+            .receipted_message_id()
+            .map(|b| {
+                String::from_utf8_lossy(b).trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_owned()
+            })
+            .filter(|s| !s.is_empty());
+        let tlv_state = sm.tlvs.message_state().and_then(smpp::receipt::MessageState::from_u8);
+        let state = tlv_state.or_else(|| parsed.as_ref().and_then(|r| r.stat.state()));
+        let stat = parsed
+            .as_ref()
+            .map(|r| r.stat.to_string())
+            .or_else(|| tlv_state.map(|s| s.stat_word().to_owned()));
+        let p = parsed.as_ref();
+        PyReceipt {
+            id: tlv_id.or_else(|| p.map(|r| r.id.clone())),
+            stat,
+            message_state: state.map(|s| s.as_u8()),
+            err: p.and_then(|r| r.err.clone()),
+            sub: p.and_then(|r| r.sub.clone()),
+            dlvrd: p.and_then(|r| r.dlvrd.clone()),
+            submit_date: p.and_then(|r| r.submit_date.clone()),
+            done_date: p.and_then(|r| r.done_date.clone()),
+            text: p.and_then(|r| r.text.clone()),
+        }
+    }
 }
 
 /// A submit_sm (or deliver_sm / data_sm) a handler may read and change.
@@ -910,6 +994,15 @@ struct PySession {
 struct PyPdu {
     hook: Hook,
     sm: SubmitSm,
+}
+
+/// esm_class message types that report on a message (see `receipts::kind`).
+fn is_report(esm_class: u8) -> bool {
+    use crate::receipts::kind;
+    matches!(
+        esm_class & smpp::pdu::esm_class::MESSAGE_TYPE_MASK,
+        kind::SMSC_RECEIPT | kind::SME_DELIVERY_ACK | kind::SME_MANUAL_ACK | kind::INTERMEDIATE
+    )
 }
 
 fn text_of(b: &[u8]) -> String {
@@ -932,6 +1025,17 @@ impl PyPdu {
             Hook::DataSm => "data_sm",
             _ => "submit_sm",
         }
+    }
+    /// Whether this is a delivery receipt or another report on a submitted message (esm_class
+    /// message type SMSC receipt, SME acknowledgement or intermediate notification), not MO.
+    #[getter]
+    fn is_receipt(&self) -> bool {
+        self.hook != Hook::SubmitSm && is_report(self.sm.esm_class)
+    }
+    /// The receipt's fields ([`PyReceipt`]) when `is_receipt`, else None.
+    #[getter]
+    fn receipt(&self) -> Option<PyReceipt> {
+        self.is_receipt().then(|| PyReceipt::of(&self.sm))
     }
     #[getter]
     fn service_type(&self) -> String {
@@ -1126,10 +1230,14 @@ impl PyPdu {
         }
         Ok(Verdict(Inner::Reply { message_id, status }))
     }
-    /// Refuse with `status` (default ESME_RSUBMITFAIL).
+    /// Refuse with `status` (default ESME_RSUBMITFAIL; ESME_RX_R_APPN for a deliver_sm).
     #[pyo3(signature = (status=None))]
     fn reject(&self, status: Option<Bound<'_, PyAny>>) -> PyResult<Verdict> {
-        let s = status_arg(status.as_ref(), CommandStatus::ESME_RSUBMITFAIL)?;
+        let default = match self.hook {
+            Hook::DeliverSm => CommandStatus::ESME_RX_R_APPN,
+            _ => CommandStatus::ESME_RSUBMITFAIL,
+        };
+        let s = status_arg(status.as_ref(), default)?;
         if s.is_ok() {
             return Err(PyValueError::new_err("reject: status must not be ESME_ROK"));
         }
