@@ -597,6 +597,47 @@ async fn async_handler_counts_in_redis_shared_by_two_replicas() {
     }
 }
 
+const ASYNC_SEMANTICS: &str = r#"import asyncio, traceback
+from siphon import smpp
+
+def first_step():
+    # Called from smscd's eager start (<smscd-runtime>'s `start`), not from a loop iteration.
+    return any(f.name == "start" and f.filename == "<smscd-runtime>" for f in traceback.extract_stack())
+
+@smpp.on_pdu("submit_sm")
+async def on_submit(pdu, session):
+    d = pdu.destination_addr
+    async with asyncio.timeout(1):
+        if d == "suspend":
+            await asyncio.sleep(0)
+        if d == "cache":
+            await smpp.cache.set("k", d)
+    if d == "raise":
+        raise ValueError("boom")
+    return pdu.reply(message_id=f"{d}-{asyncio.current_task() is not None}-{first_step()}")
+"#;
+
+/// An async handler's first step runs at once, so one that never suspends (an await on the
+/// memory cache does not) finishes with no loop iteration; yet it runs inside its own Task:
+/// current_task() and asyncio.timeout() work whether or not it suspends, and an exception in
+/// the first step is an exception like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_handlers_run_in_their_task_whether_or_not_they_suspend() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = write(dir.path(), "semantics.py", ASYNC_SEMANTICS);
+    let mut d = Daemon::start(config_with(&script, vec![account("acct", "pw")])).await;
+    let e = bind(d.smpp, BindKind::Transceiver, "acct", "pw").await.expect("bind");
+    // In the first step: answered from the eager start. Suspended: from a later loop iteration.
+    for (dest, first) in [("now", "True"), ("cache", "True"), ("suspend", "False")] {
+        assert_eq!(submit_status(&e, submit(dest, 0)).await, Ok(format!("{dest}-True-{first}")));
+    }
+    assert_eq!(submit_status(&e, submit("raise", 0)).await, Err(CommandStatus::ESME_RSYSERR));
+    let m = d.metrics().await;
+    assert_eq!(metric_sum(&m, "smscd_handler_errors_total", &["kind=\"exception\""]), 1.0, "{m}");
+    assert_eq!(metric_sum(&m, "smscd_handler_calls_total", &["result=\"ok\""]), 3.0, "{m}");
+    d.shutdown().await;
+}
+
 // ---- bad scripts --------------------------------------------------------------------------------
 
 const BAD: &str = r#"import asyncio

@@ -13,6 +13,11 @@
 //! pure Python code (`while True: pass`), which holds the GIL and could not be stopped any other
 //! way; code blocked in C (`time.sleep`) is not interruptible this way, and is covered by the
 //! caller's own timeout. Async handlers are also cancelled by a loop timer at `timeout_ms`.
+//!
+//! Async handlers start eagerly (PRELUDE's `start`, what 3.12's eager tasks do): the Task's
+//! first step runs inside the job's own batch, timed like a sync call, so a handler that never
+//! suspends (returns at once, or awaits only the memory cache) is answered with no loop
+//! iteration, timer or done callback; only one that suspends gets those.
 
 use super::cache::{Cache, CacheValue, Op};
 use super::{BindInfo, BindVerdict, Failure, FailureKind, Hook, PduVerdict, SessionView};
@@ -70,6 +75,24 @@ def where(exc, tb=None):
     return f"{name}: {exc}"
 
 CoroutineType = types.CoroutineType
+
+def start(loop, coro):
+    # The coroutine's Task, with its first step run now, as 3.12's eager tasks do: create_task
+    # schedules the step through loop.call_soon, which is caught here and called at once, inside
+    # the Task (current_task(), asyncio.timeout() and contextvars behave as usual). A handler that
+    # never suspends is done on return: no loop iteration, timer or done callback for it.
+    box = []
+    loop.call_soon = lambda cb, *args, context=None: box.append((cb, args, context))
+    try:
+        task = loop.create_task(coro)
+    finally:
+        del loop.call_soon
+    for cb, args, context in box:
+        if context is None:
+            cb(*args)
+        else:
+            context.run(cb, *args)
+    return task
 "#;
 
 /// What the engine thread is asked to do. Nearly every job is a `Pdu`, so the queue holds them
@@ -329,6 +352,8 @@ struct Ctx {
     event_loop: Py<PyAny>,
     where_fn: Py<PyAny>,
     coroutine_type: Py<PyAny>,
+    /// PRELUDE's `start`: a coroutine's Task with its first step run.
+    start_fn: Py<PyAny>,
     registry: RefCell<Registry>,
     /// Some while a script is being imported: the decorators register here.
     loading: RefCell<Option<Registry>>,
@@ -405,6 +430,7 @@ fn thread_main(shared: Arc<Shared>, read: OwnedFd, ready: std::sync::mpsc::Sende
             read,
             where_fn: prelude.getattr("where")?.unbind(),
             coroutine_type: prelude.getattr("CoroutineType")?.unbind(),
+            start_fn: prelude.getattr("start")?.unbind(),
             event_loop,
             registry: RefCell::new(Registry::default()),
             loading: RefCell::new(None),
@@ -611,9 +637,20 @@ enum Pending {
     Pdu { tx: oneshot::Sender<Result<PduVerdict, Failure>>, pdu: Py<PyPdu>, hook: Hook, from_upstream: bool },
 }
 
+/// Run an async handler's coroutine: its first step at once (timed like a sync call), and only
+/// if it suspends, the rest on the loop with a timeout timer and a done callback.
 fn spawn_task(py: Python<'_>, ctx: &Ctx, coro: Py<PyAny>, pending: Pending, timeout: Duration) {
+    let id = ctx.begin(timeout);
+    let task = ctx.start_fn.bind(py).call1((ctx.event_loop.bind(py), coro));
+    let hit = ctx.end(py, id);
+    let task = match task {
+        Ok(t) => t,
+        Err(e) => return pending.answer(py, Err(ctx.failure_of(py, &e, hit))),
+    };
+    if task.call_method0("done").and_then(|d| d.is_truthy()).unwrap_or(false) {
+        return pending.answer(py, outcome(py, ctx, &task, hit));
+    }
     let started = (|| -> PyResult<()> {
-        let task = ctx.event_loop.bind(py).call_method1("create_task", (coro,))?;
         let timer = ctx
             .event_loop
             .bind(py)
@@ -644,15 +681,27 @@ impl Done {
         };
         let _ = self.timer.call_method0(py, "cancel");
         let ctx = ctx()?;
-        let outcome: Result<Bound<'_, PyAny>, Failure> = if task.call_method0("cancelled")?.is_truthy()? {
-            Err(failure(FailureKind::Timeout, "async handler ran past timeout_ms and was cancelled"))
-        } else {
-            match task.call_method0("result") {
-                Ok(v) => Ok(v),
-                Err(e) => Err(ctx.failure_of(py, &e, false)),
-            }
-        };
-        match pending {
+        pending.answer(py, outcome(py, &ctx, &task, false));
+        Ok(())
+    }
+}
+
+/// What a finished task of an async handler gave; `interrupted`: the watchdog hit its first step.
+fn outcome<'py>(
+    py: Python<'py>,
+    ctx: &Ctx,
+    task: &Bound<'py, PyAny>,
+    interrupted: bool,
+) -> Result<Bound<'py, PyAny>, Failure> {
+    if task.call_method0("cancelled").and_then(|c| c.is_truthy()).unwrap_or(false) {
+        return Err(failure(FailureKind::Timeout, "async handler ran past timeout_ms and was cancelled"));
+    }
+    task.call_method0("result").map_err(|e| ctx.failure_of(py, &e, interrupted))
+}
+
+impl Pending {
+    fn answer(self, py: Python<'_>, outcome: Result<Bound<'_, PyAny>, Failure>) {
+        match self {
             Pending::Bind { tx } => {
                 let _ = tx.send(outcome.and_then(|v| bind_verdict(&v)));
             }
@@ -660,7 +709,6 @@ impl Done {
                 let _ = tx.send(outcome.and_then(|v| pdu_verdict(py, hook, from_upstream, &v, &pdu)));
             }
         }
-        Ok(())
     }
 }
 
