@@ -378,11 +378,25 @@ pub async fn submit(
     sm: SubmitSm,
     budget: &Budget,
 ) -> Result<String, CommandStatus> {
+    submit_via(core, account, sm, None, budget).await
+}
+
+/// [`submit`] along `chain` (a handler's `pdu.route`) instead of the routing rules' when given.
+pub async fn submit_via(
+    core: &Core,
+    account: &str,
+    sm: SubmitSm,
+    chain: Option<Arc<[Target]>>,
+    budget: &Budget,
+) -> Result<String, CommandStatus> {
     crate::forward::check_times(&sm)?;
     if crate::forward::is_scheduled(&sm) && crate::forward::holds(core, account, &sm) {
         return crate::forward::hold(core, account, &sm).await;
     }
-    let chain = core.router.get().route(account, &sm.source.addr, &sm.destination.addr).clone();
+    let chain = match chain {
+        Some(c) => c,
+        None => core.router.get().route(account, &sm.source.addr, &sm.destination.addr).clone(),
+    };
     if chain.is_empty() {
         return Err(CommandStatus::ESME_RINVDSTADR);
     }

@@ -450,6 +450,13 @@ impl InboundHandler {
         let (pdu, responder) = req.defer();
         let (core, account, budget) = (self.core.clone(), self.account_name.clone(), self.submit_budget);
         let guard = self.core.inflight_guard();
+        // Scripted on_pdu("data_sm") (handlers/), only looked up for a data_sm.
+        let data_hook = match &pdu.body {
+            Body::DataSm(_) => {
+                self.hooks.hook(crate::handlers::Hook::DataSm).map(|h| (h, self.hooks.view.clone()))
+            }
+            _ => None,
+        };
         tokio::spawn(async move {
             let _guard = guard;
             let r = match &pdu.body {
@@ -459,14 +466,19 @@ impl InboundHandler {
                 Body::SubmitMulti(m) => crate::multi::submit_multi(&core, &account, m.clone()).await,
                 Body::DataSm(d) => {
                     let sm = crate::multi::data_to_submit(d.clone());
-                    crate::dispatch::submit(&core, &account, sm, &crate::dispatch::Budget::new(budget))
-                        .await
-                        .map(|id| {
-                            Body::DataSmResp(smpp::DataSmResp {
-                                message_id: Bytes::from(id),
-                                ..Default::default()
-                            })
+                    let budget = crate::dispatch::Budget::new(budget);
+                    let r = match data_hook {
+                        Some((h, view)) => {
+                            crate::handlers::submit::data_sm(&h, &core, &account, sm, view, &budget).await
+                        }
+                        None => crate::dispatch::submit(&core, &account, sm, &budget).await,
+                    };
+                    r.map(|id| {
+                        Body::DataSmResp(smpp::DataSmResp {
+                            message_id: Bytes::from(id),
+                            ..Default::default()
                         })
+                    })
                 }
                 _ => Err(CommandStatus::ESME_RINVCMDID),
             };

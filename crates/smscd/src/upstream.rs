@@ -535,6 +535,7 @@ async fn supervise(core: Weak<Core>, u: Arc<Upstream>, slot: usize) {
             core: Arc::downgrade(&c),
             name: u.name.clone(),
             id_format: crate::receipts::id_format(u.cfg.message_id_format),
+            view: session_view(&u),
         };
         drop(c);
         let bind = Bind {
@@ -640,6 +641,18 @@ struct UpstreamHandler {
     name: Arc<str>,
     /// How this upstream's receipt ids relate to its submit_sm_resp ids.
     id_format: smpp::receipt::MessageIdFormat,
+    /// This bind as scripted handlers see it (`session` of `on_pdu("deliver_sm")`).
+    view: crate::handlers::SessionView,
+}
+
+fn session_view(u: &Upstream) -> crate::handlers::SessionView {
+    crate::handlers::SessionView {
+        system_id: u.cfg.system_id.clone(),
+        client_addr: u.cfg.host.clone(),
+        client_port: u.cfg.port,
+        bind_type: crate::handlers::bind::kind_name(kind(u.cfg.bind_type)),
+        upstream: Some(u.name.clone()),
+    }
 }
 
 impl Handler for UpstreamHandler {
@@ -667,6 +680,22 @@ impl Handler for UpstreamHandler {
         };
         let name = self.name.clone();
         let id_format = self.id_format;
+        // Scripted on_pdu("deliver_sm" / "data_sm") (handlers/): decided on the handler's thread.
+        if let Some((h, hook)) = crate::handlers::deliver::wanted(&core, data) {
+            let (_, responder) = req.defer();
+            let view = self.view.clone();
+            tokio::spawn(async move {
+                let r = crate::handlers::deliver::deliver(&core, &h, hook, &name, id_format, dsm, view).await;
+                let sent = match r {
+                    Ok(()) => responder.respond(ok()),
+                    Err(status) => responder.reject(status),
+                };
+                if let Err(e) = sent {
+                    debug!(upstream = %name, error = %e, "deliver_sm_resp not sent");
+                }
+            });
+            return Reply::Deferred;
+        }
         let mut work =
             Box::pin(async move { crate::receipts::on_upstream_deliver(&core, &name, id_format, dsm).await });
         // One poll here: with the memory store it is done at once, answered without a task or

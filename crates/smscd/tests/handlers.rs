@@ -229,10 +229,12 @@ async fn on_bind_rejects_by_address_and_system_id_and_accepts_unknown_esmes() {
 
 // ---- on_pdu -------------------------------------------------------------------------------------
 
-/// An upstream SMSC that answers every submit_sm and records its destination.
+/// An upstream SMSC that answers every submit_sm (ids `up1`, `up2`, ... per session) and records
+/// its destination; `session` is its latest session to smscd, for sending deliver_sm / data_sm.
 struct Upstream {
     port: u16,
     destinations: Arc<Mutex<Vec<String>>>,
+    session: Arc<Mutex<Option<smpp::session::Session>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -255,22 +257,28 @@ impl Upstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listen");
         let port = listener.local_addr().expect("addr").port();
         let destinations = Arc::new(Mutex::new(Vec::new()));
-        let d = destinations.clone();
+        let session = Arc::new(Mutex::new(None));
+        let (d, latest) = (destinations.clone(), session.clone());
         let task = tokio::spawn(async move {
             while let Ok((s, peer)) = listener.accept().await {
-                let d = d.clone();
+                let (d, latest) = (d.clone(), latest.clone());
                 tokio::spawn(async move {
                     let Ok(b) = smpp::session::smsc::accept(s, Some(peer), SessionConfig::default()).await
                     else {
                         return;
                     };
                     if let Ok(session) = b.accept(Bytes::from_static(b"up"), None, Record(d, 0)).await {
+                        *latest.lock().unwrap() = Some(session.clone());
                         session.closed().await;
                     }
                 });
             }
         });
-        Upstream { port, destinations, task }
+        Upstream { port, destinations, session, task }
+    }
+    /// The upstream's session to smscd (once bound).
+    fn session(&self) -> smpp::session::Session {
+        self.session.lock().unwrap().clone().expect("upstream session")
     }
     fn seen(&self) -> Vec<String> {
         self.destinations.lock().unwrap().clone()
@@ -326,6 +334,179 @@ async fn on_pdu_rewrites_answers_routes_and_rejects() {
     let m = d.metrics().await;
     assert_eq!(metric_sum(&m, "smscd_submits_total", &["route=\"sim\""]), 1.0, "{m}");
     assert_eq!(metric_sum(&m, "smscd_submits_total", &["route=\"handler\""]), 2.0, "{m}");
+    d.shutdown().await;
+}
+
+// ---- deliver_sm and data_sm ---------------------------------------------------------------------
+
+const DELIVER_POLICY: &str = r#"from siphon import smpp
+
+@smpp.on_pdu("deliver_sm")
+async def on_deliver(pdu, session):
+    if pdu.is_receipt:
+        r = pdu.receipt
+        # Observed, and marked for the ESME in a vendor TLV; the id is the upstream's here.
+        pdu.set_tlv(0x1400, f"{session.upstream}:{r.id}:{r.stat}:{r.message_state}:{r.err}".encode())
+        return None
+    if pdu.text.startswith("spam"):
+        return pdu.reject(smpp.ESME_RX_R_APPN)
+    if pdu.text == "local":
+        return pdu.reply()
+    if pdu.source_addr.startswith("0"):
+        pdu.source_addr = "+44" + pdu.source_addr[1:]
+        pdu.text = pdu.text.upper() + " via " + session.upstream
+    return None
+
+@smpp.on_pdu("data_sm")
+def on_data(pdu, session):
+    if session.upstream is not None:
+        pdu.text = "data from " + session.upstream + ": " + pdu.text
+        return None
+    if pdu.destination_addr == "bad":
+        return pdu.reject(smpp.ESME_RINVDSTADR)
+    if pdu.destination_addr == "local":
+        return pdu.reply(message_id="data-" + session.system_id + "-" + pdu.text)
+    return None
+"#;
+
+/// smscd with DELIVER_POLICY, account `acct` (every MO routed to it, submits to the upstream),
+/// the upstream bound, and `acct` bound as a transceiver.
+async fn deliver_setup() -> (Daemon, Upstream, Esme, tempfile::TempDir) {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = write(dir.path(), "policy.py", DELIVER_POLICY);
+    let mut cfg = config_with(&script, vec![account("acct", "pw")]);
+    cfg.binds = vec![upstream("up", up.port, "u", "p")];
+    cfg.routing.default_chain = vec!["bind:up".into()];
+    cfg.routing.mo = vec![smsc_api::smscd_config::MoRule {
+        destination_prefix: None,
+        upstream: None,
+        account: "acct".into(),
+    }];
+    let d = Daemon::start(cfg).await;
+    let core = d.core().clone();
+    eventually("upstream bound", Duration::from_secs(20), || {
+        core.upstreams.get("up").is_some_and(|u| u.bound_sessions() == 1)
+            && up.session.lock().unwrap().is_some()
+    })
+    .await;
+    let e = bind(d.smpp, BindKind::Transceiver, "acct", "pw").await.expect("bind");
+    (d, up, e, dir)
+}
+
+/// An MO deliver_sm from the upstream: its deliver_sm_resp status.
+async fn mo(up: &smpp::session::Session, source: &str, text: &str) -> CommandStatus {
+    let d = smpp::DeliverSm {
+        source: smpp::Address::new(1, 1, source.to_owned()),
+        destination: smpp::Address::new(0, 0, "12345"),
+        short_message: Bytes::from(text.to_owned()),
+        ..Default::default()
+    };
+    within("deliver_sm", up.request(Body::DeliverSm(d))).await.expect("deliver_sm_resp").command_status
+}
+
+async fn next_delivered(e: &mut Esme) -> smpp::DeliverSm {
+    within("deliver_sm at the ESME", e.delivered.recv()).await.expect("deliver_sm")
+}
+
+/// on_pdu("deliver_sm") on MO from an upstream: a rewrite reaches the ESME rewritten, a reject
+/// goes back to the upstream as its status and a local answer is 0, neither reaching the ESME
+/// (the queue is in order: the next MO is the next the ESME gets).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_sm_handler_rewrites_rejects_and_answers_mo() {
+    let (mut d, up, mut e, _dir) = deliver_setup().await;
+    let s = up.session();
+    assert_eq!(mo(&s, "07700900123", "hello").await, CommandStatus::ESME_ROK);
+    let got = next_delivered(&mut e).await;
+    assert_eq!(&got.source.addr[..], b"+447700900123");
+    assert_eq!(String::from_utf8_lossy(got.payload()), "HELLO via up");
+    // Rejected: the upstream gets the script's status, the ESME nothing.
+    assert_eq!(mo(&s, "447700900123", "spam offer").await, CommandStatus::ESME_RX_R_APPN);
+    // Answered here: 0 to the upstream, nothing forwarded.
+    assert_eq!(mo(&s, "447700900123", "local").await, CommandStatus::ESME_ROK);
+    // None, nothing changed: as it came.
+    assert_eq!(mo(&s, "447700900123", "plain").await, CommandStatus::ESME_ROK);
+    let got = next_delivered(&mut e).await;
+    assert_eq!((&got.source.addr[..], &got.short_message[..]), (&b"447700900123"[..], &b"plain"[..]));
+    // data_sm from the upstream goes through on_pdu("data_sm") and reaches the ESME.
+    let mut data = smpp::DataSm {
+        source: smpp::Address::new(1, 1, "447700900123"),
+        destination: smpp::Address::new(0, 0, "12345"),
+        ..Default::default()
+    };
+    data.tlvs.set_message_payload(&b"hi"[..]);
+    let r = within("data_sm", s.request(Body::DataSm(data))).await.expect("data_sm_resp");
+    assert_eq!(r.command_status, CommandStatus::ESME_ROK);
+    let got = next_delivered(&mut e).await;
+    assert_eq!(String::from_utf8_lossy(got.payload()), "data from up: hi");
+    assert!(e.delivered.try_recv().is_err(), "the rejected or answered MO reached the ESME");
+    let m = d.metrics().await;
+    assert_eq!(
+        metric_sum(&m, "smscd_handler_calls_total", &["on_pdu:deliver_sm", "result=\"ok\""]),
+        4.0,
+        "{m}"
+    );
+    d.shutdown().await;
+}
+
+/// A delivery receipt goes through on_pdu("deliver_sm") with is_receipt and its parsed fields
+/// (the upstream's id), and still reaches the ESME with smscd's id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_sm_handler_observes_receipts_which_still_reach_the_esme() {
+    let (mut d, up, mut e, _dir) = deliver_setup().await;
+    let ours = submit_status(&e, submit("3161", 1)).await.expect("submit relayed");
+    assert_eq!(up.seen(), vec!["3161".to_string()]);
+    let receipt = smpp::DeliverSm {
+        source: smpp::Address::new(1, 1, "3161"),
+        destination: smpp::Address::new(0, 0, "12345"),
+        esm_class: 0x04,
+        short_message: Bytes::from_static(
+            b"id:up1 sub:001 dlvrd:001 submit date:2601011200 done date:2601011201 stat:DELIVRD err:000 text:hello",
+        ),
+        ..Default::default()
+    };
+    let r = within("receipt", up.session().request(Body::DeliverSm(receipt))).await.expect("resp");
+    assert_eq!(r.command_status, CommandStatus::ESME_ROK);
+    let got = next_delivered(&mut e).await;
+    assert_eq!(got.esm_class, 0x04);
+    let text = String::from_utf8_lossy(got.payload()).into_owned();
+    let id = smpp::receipt::Receipt::parse(&text).map(|r| r.id).unwrap_or_default();
+    assert_eq!(id, ours, "the ESME gets our id: {text}");
+    let seen = got.tlvs.get(smpp::Tag(0x1400)).map(|b| String::from_utf8_lossy(b).into_owned());
+    assert_eq!(seen.as_deref(), Some("up:up1:DELIVRD:2:000"), "what the handler saw");
+    d.shutdown().await;
+}
+
+/// data_sm from an ESME goes through on_pdu("data_sm"): answered there, rejected, or routed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_sm_from_an_esme_goes_through_on_pdu_data_sm() {
+    let (mut d, up, e, _dir) = deliver_setup().await;
+    let data = |dest: &str, text: &str| {
+        let mut d = smpp::DataSm {
+            source: smpp::Address::new(0, 0, "12345"),
+            destination: smpp::Address::new(1, 1, dest.to_owned()),
+            ..Default::default()
+        };
+        d.tlvs.set_message_payload(text.as_bytes().to_vec());
+        Body::DataSm(d)
+    };
+    let ask = async |body: Body| {
+        let r = within("data_sm", e.session.request(body)).await.expect("data_sm_resp");
+        match r.body {
+            Body::DataSmResp(b) if r.command_status.is_ok() => {
+                Ok(String::from_utf8_lossy(&b.message_id).into_owned())
+            }
+            _ => Err(r.command_status),
+        }
+    };
+    assert_eq!(ask(data("local", "hi")).await, Ok("data-acct-hi".into()));
+    assert_eq!(ask(data("bad", "hi")).await, Err(CommandStatus::ESME_RINVDSTADR));
+    assert!(up.seen().is_empty(), "answered or rejected by the handler, yet relayed");
+    // None: the default chain (the upstream) takes it.
+    assert!(ask(data("3161", "hi")).await.is_ok());
+    assert_eq!(up.seen(), vec!["3161".to_string()]);
+    let m = d.metrics().await;
+    assert_eq!(metric_sum(&m, "smscd_handler_calls_total", &["on_pdu:data_sm", "result=\"ok\""]), 3.0, "{m}");
     d.shutdown().await;
 }
 
@@ -414,6 +595,47 @@ async fn async_handler_counts_in_redis_shared_by_two_replicas() {
     for mut d in daemons {
         d.shutdown().await;
     }
+}
+
+const ASYNC_SEMANTICS: &str = r#"import asyncio, traceback
+from siphon import smpp
+
+def first_step():
+    # Called from smscd's eager start (<smscd-runtime>'s `start`), not from a loop iteration.
+    return any(f.name == "start" and f.filename == "<smscd-runtime>" for f in traceback.extract_stack())
+
+@smpp.on_pdu("submit_sm")
+async def on_submit(pdu, session):
+    d = pdu.destination_addr
+    async with asyncio.timeout(1):
+        if d == "suspend":
+            await asyncio.sleep(0)
+        if d == "cache":
+            await smpp.cache.set("k", d)
+    if d == "raise":
+        raise ValueError("boom")
+    return pdu.reply(message_id=f"{d}-{asyncio.current_task() is not None}-{first_step()}")
+"#;
+
+/// An async handler's first step runs at once, so one that never suspends (an await on the
+/// memory cache does not) finishes with no loop iteration; yet it runs inside its own Task:
+/// current_task() and asyncio.timeout() work whether or not it suspends, and an exception in
+/// the first step is an exception like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_handlers_run_in_their_task_whether_or_not_they_suspend() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = write(dir.path(), "semantics.py", ASYNC_SEMANTICS);
+    let mut d = Daemon::start(config_with(&script, vec![account("acct", "pw")])).await;
+    let e = bind(d.smpp, BindKind::Transceiver, "acct", "pw").await.expect("bind");
+    // In the first step: answered from the eager start. Suspended: from a later loop iteration.
+    for (dest, first) in [("now", "True"), ("cache", "True"), ("suspend", "False")] {
+        assert_eq!(submit_status(&e, submit(dest, 0)).await, Ok(format!("{dest}-True-{first}")));
+    }
+    assert_eq!(submit_status(&e, submit("raise", 0)).await, Err(CommandStatus::ESME_RSYSERR));
+    let m = d.metrics().await;
+    assert_eq!(metric_sum(&m, "smscd_handler_errors_total", &["kind=\"exception\""]), 1.0, "{m}");
+    assert_eq!(metric_sum(&m, "smscd_handler_calls_total", &["result=\"ok\""]), 3.0, "{m}");
+    d.shutdown().await;
 }
 
 // ---- bad scripts --------------------------------------------------------------------------------

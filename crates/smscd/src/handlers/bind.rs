@@ -72,6 +72,7 @@ impl SessionHooks {
                 client_addr: peer.ip().to_canonical().to_string(),
                 client_port: peer.port(),
                 bind_type: kind_name(kind),
+                upstream: None,
             },
         }
     }
@@ -83,6 +84,11 @@ impl SessionHooks {
 
     /// The handlers, when the script registered `on_pdu("submit_sm")`.
     pub fn submit(&self) -> Option<Arc<Handlers>> {
-        self.handlers.as_ref().filter(|h| h.wants(Hook::SubmitSm)).cloned()
+        self.hook(Hook::SubmitSm)
+    }
+
+    /// The handlers, when the script registered `hook`.
+    pub fn hook(&self, hook: Hook) -> Option<Arc<Handlers>> {
+        self.handlers.as_ref().filter(|h| h.wants(hook)).cloned()
     }
 }

@@ -1,5 +1,6 @@
-//! Scripted handlers: a Python file whose `@smpp.on_bind` and `@smpp.on_pdu("submit_sm")`
-//! functions decide binds and submits (docs/handlers.md is the user's guide).
+//! Scripted handlers: a Python file whose `@smpp.on_bind` and `@smpp.on_pdu(...)` functions
+//! decide binds, submits and data_sm from ESMEs, and deliver_sm / data_sm from upstreams (MO and
+//! receipts) before they are routed (docs/handlers.md is the user's guide).
 //!
 //! The rest of smscd sees only [`Handlers`]: `on_bind` and `on_pdu` are async calls that answer a
 //! verdict or a [`Failure`], and [`Handlers::wants`] says (one atomic load) whether a hook is
@@ -30,6 +31,7 @@
 
 pub mod bind;
 pub mod cache;
+pub mod deliver;
 mod python;
 pub mod script;
 pub mod submit;
@@ -110,13 +112,15 @@ pub struct BindInfo {
     pub client_port: u16,
 }
 
-/// The ESME session a PDU came on, as `on_pdu` sees it.
+/// The session a PDU came on, as `on_pdu` sees it: an ESME's, or one of our upstream binds
+/// (`upstream` names it; `system_id` is ours at the upstream, the address the upstream's).
 #[derive(Clone, Debug, Default)]
 pub struct SessionView {
     pub system_id: String,
     pub client_addr: String,
     pub client_port: u16,
     pub bind_type: &'static str,
+    pub upstream: Option<std::sync::Arc<str>>,
 }
 
 /// `on_bind`'s answer.
@@ -135,9 +139,10 @@ pub enum BindVerdict {
 pub enum PduVerdict {
     /// None: default routing of the (possibly changed) PDU.
     Continue(SubmitSm),
-    /// `pdu.route([...])`: this chain instead of the routing rules.
+    /// `pdu.route([...])`: this chain instead of the routing rules (PDUs from ESMEs only).
     Route(Arc<[Target]>, SubmitSm),
-    /// `pdu.reply(message_id=..., status=...)`: answered here; no message_id: ours.
+    /// `pdu.reply(message_id=..., status=...)`: answered here; no message_id: ours. For a PDU
+    /// from an upstream: answered (the status) and not forwarded.
     Reply { message_id: Option<String>, status: CommandStatus },
     /// `pdu.reject(status)`.
     Reject(CommandStatus),

@@ -13,6 +13,11 @@
 //! pure Python code (`while True: pass`), which holds the GIL and could not be stopped any other
 //! way; code blocked in C (`time.sleep`) is not interruptible this way, and is covered by the
 //! caller's own timeout. Async handlers are also cancelled by a loop timer at `timeout_ms`.
+//!
+//! Async handlers start eagerly (PRELUDE's `start`, what 3.12's eager tasks do): the Task's
+//! first step runs inside the job's own batch, timed like a sync call, so a handler that never
+//! suspends (returns at once, or awaits only the memory cache) is answered with no loop
+//! iteration, timer or done callback; only one that suspends gets those.
 
 use super::cache::{Cache, CacheValue, Op};
 use super::{BindInfo, BindVerdict, Failure, FailureKind, Hook, PduVerdict, SessionView};
@@ -70,9 +75,29 @@ def where(exc, tb=None):
     return f"{name}: {exc}"
 
 CoroutineType = types.CoroutineType
+
+def start(loop, coro):
+    # The coroutine's Task, with its first step run now, as 3.12's eager tasks do: create_task
+    # schedules the step through loop.call_soon, which is caught here and called at once, inside
+    # the Task (current_task(), asyncio.timeout() and contextvars behave as usual). A handler that
+    # never suspends is done on return: no loop iteration, timer or done callback for it.
+    box = []
+    loop.call_soon = lambda cb, *args, context=None: box.append((cb, args, context))
+    try:
+        task = loop.create_task(coro)
+    finally:
+        del loop.call_soon
+    for cb, args, context in box:
+        if context is None:
+            cb(*args)
+        else:
+            context.run(cb, *args)
+    return task
 "#;
 
-/// What the engine thread is asked to do.
+/// What the engine thread is asked to do. Nearly every job is a `Pdu`, so the queue holds them
+/// by value: boxing the large variant would only add an allocation per call.
+#[allow(clippy::large_enum_variant)]
 enum Job {
     Bind {
         info: BindInfo,
@@ -327,6 +352,8 @@ struct Ctx {
     event_loop: Py<PyAny>,
     where_fn: Py<PyAny>,
     coroutine_type: Py<PyAny>,
+    /// PRELUDE's `start`: a coroutine's Task with its first step run.
+    start_fn: Py<PyAny>,
     registry: RefCell<Registry>,
     /// Some while a script is being imported: the decorators register here.
     loading: RefCell<Option<Registry>>,
@@ -403,6 +430,7 @@ fn thread_main(shared: Arc<Shared>, read: OwnedFd, ready: std::sync::mpsc::Sende
             read,
             where_fn: prelude.getattr("where")?.unbind(),
             coroutine_type: prelude.getattr("CoroutineType")?.unbind(),
+            start_fn: prelude.getattr("start")?.unbind(),
             event_loop,
             registry: RefCell::new(Registry::default()),
             loading: RefCell::new(None),
@@ -479,11 +507,13 @@ fn run(py: Python<'_>, ctx: &Rc<Ctx>, job: Job) {
                     return;
                 }
             };
+            let from_upstream = session.upstream.is_some();
             let session = PySession {
                 system_id: session.system_id,
                 client_addr: session.client_addr,
                 client_port: session.client_port,
                 bind_type: session.bind_type,
+                upstream: session.upstream.map(|u| u.to_string()),
             };
             let id = ctx.begin(timeout);
             let r = f.call1(py, (pdu.clone_ref(py), session));
@@ -493,10 +523,10 @@ fn run(py: Python<'_>, ctx: &Rc<Ctx>, job: Job) {
                     let _ = tx.send(Err(ctx.failure_of(py, &e, hit)));
                 }
                 Ok(obj) if is_coroutine(py, ctx, &obj) => {
-                    spawn_task(py, ctx, obj, Pending::Pdu { tx, pdu, hook }, timeout);
+                    spawn_task(py, ctx, obj, Pending::Pdu { tx, pdu, hook, from_upstream }, timeout);
                 }
                 Ok(obj) => {
-                    let _ = tx.send(pdu_verdict(py, hook, obj.bind(py), &pdu));
+                    let _ = tx.send(pdu_verdict(py, hook, from_upstream, obj.bind(py), &pdu));
                 }
             }
         }
@@ -604,12 +634,23 @@ fn load(py: Python<'_>, ctx: &Rc<Ctx>, path: &Path, source: Vec<u8>, limit: Dura
 /// An async call in flight, answered when its task ends.
 enum Pending {
     Bind { tx: oneshot::Sender<Result<BindVerdict, Failure>> },
-    Pdu { tx: oneshot::Sender<Result<PduVerdict, Failure>>, pdu: Py<PyPdu>, hook: Hook },
+    Pdu { tx: oneshot::Sender<Result<PduVerdict, Failure>>, pdu: Py<PyPdu>, hook: Hook, from_upstream: bool },
 }
 
+/// Run an async handler's coroutine: its first step at once (timed like a sync call), and only
+/// if it suspends, the rest on the loop with a timeout timer and a done callback.
 fn spawn_task(py: Python<'_>, ctx: &Ctx, coro: Py<PyAny>, pending: Pending, timeout: Duration) {
+    let id = ctx.begin(timeout);
+    let task = ctx.start_fn.bind(py).call1((ctx.event_loop.bind(py), coro));
+    let hit = ctx.end(py, id);
+    let task = match task {
+        Ok(t) => t,
+        Err(e) => return pending.answer(py, Err(ctx.failure_of(py, &e, hit))),
+    };
+    if task.call_method0("done").and_then(|d| d.is_truthy()).unwrap_or(false) {
+        return pending.answer(py, outcome(py, ctx, &task, hit));
+    }
     let started = (|| -> PyResult<()> {
-        let task = ctx.event_loop.bind(py).call_method1("create_task", (coro,))?;
         let timer = ctx
             .event_loop
             .bind(py)
@@ -640,23 +681,34 @@ impl Done {
         };
         let _ = self.timer.call_method0(py, "cancel");
         let ctx = ctx()?;
-        let outcome: Result<Bound<'_, PyAny>, Failure> = if task.call_method0("cancelled")?.is_truthy()? {
-            Err(failure(FailureKind::Timeout, "async handler ran past timeout_ms and was cancelled"))
-        } else {
-            match task.call_method0("result") {
-                Ok(v) => Ok(v),
-                Err(e) => Err(ctx.failure_of(py, &e, false)),
-            }
-        };
-        match pending {
+        pending.answer(py, outcome(py, &ctx, &task, false));
+        Ok(())
+    }
+}
+
+/// What a finished task of an async handler gave; `interrupted`: the watchdog hit its first step.
+fn outcome<'py>(
+    py: Python<'py>,
+    ctx: &Ctx,
+    task: &Bound<'py, PyAny>,
+    interrupted: bool,
+) -> Result<Bound<'py, PyAny>, Failure> {
+    if task.call_method0("cancelled").and_then(|c| c.is_truthy()).unwrap_or(false) {
+        return Err(failure(FailureKind::Timeout, "async handler ran past timeout_ms and was cancelled"));
+    }
+    task.call_method0("result").map_err(|e| ctx.failure_of(py, &e, interrupted))
+}
+
+impl Pending {
+    fn answer(self, py: Python<'_>, outcome: Result<Bound<'_, PyAny>, Failure>) {
+        match self {
             Pending::Bind { tx } => {
                 let _ = tx.send(outcome.and_then(|v| bind_verdict(&v)));
             }
-            Pending::Pdu { tx, pdu, hook } => {
-                let _ = tx.send(outcome.and_then(|v| pdu_verdict(py, hook, &v, &pdu)));
+            Pending::Pdu { tx, pdu, hook, from_upstream } => {
+                let _ = tx.send(outcome.and_then(|v| pdu_verdict(py, hook, from_upstream, &v, &pdu)));
             }
         }
-        Ok(())
     }
 }
 
@@ -681,9 +733,12 @@ fn bind_verdict(v: &Bound<'_, PyAny>) -> Result<BindVerdict, Failure> {
     Err(wrong_type(Hook::Bind, v, "bind.accept(), bind.reject(status) or None"))
 }
 
+/// The verdict `v` for a PDU; `from_upstream`: a deliver_sm / data_sm from an upstream, which
+/// has no chain to choose (it goes to an ESME by `routing.mo` or its receipt's correlation).
 fn pdu_verdict(
     py: Python<'_>,
     hook: Hook,
+    from_upstream: bool,
     v: &Bound<'_, PyAny>,
     pdu: &Py<PyPdu>,
 ) -> Result<PduVerdict, Failure> {
@@ -697,9 +752,16 @@ fn pdu_verdict(
                 return Ok(PduVerdict::Reply { message_id: message_id.clone(), status: *status })
             }
             Inner::Reject(s) => return Ok(PduVerdict::Reject(*s)),
-            Inner::Route(chain) => return Ok(PduVerdict::Route(chain.clone(), take())),
+            Inner::Route(chain) if !from_upstream => return Ok(PduVerdict::Route(chain.clone(), take())),
             _ => {}
         }
+    }
+    if from_upstream {
+        return Err(wrong_type(
+            hook,
+            v,
+            "pdu.reply(...), pdu.reject(status) or None (no pdu.route for a PDU from an upstream)",
+        ));
     }
     Err(wrong_type(hook, v, "pdu.reply(...), pdu.reject(status), pdu.route([...]) or None"))
 }
@@ -724,6 +786,7 @@ fn install_modules(py: Python<'_>) -> PyResult<()> {
     m.add_class::<PyBind>()?;
     m.add_class::<PyPdu>()?;
     m.add_class::<PySession>()?;
+    m.add_class::<PyReceipt>()?;
     m.add_class::<Verdict>()?;
     for v in 0..=0xFFu32 {
         if let Some(name) = CommandStatus(v).name() {
@@ -903,6 +966,75 @@ struct PySession {
     client_port: u16,
     #[pyo3(get)]
     bind_type: &'static str,
+    /// The upstream bind's name (in `binds`) for a PDU from an upstream; None from an ESME.
+    #[pyo3(get)]
+    upstream: Option<String>,
+}
+
+/// The fields of a delivery receipt (`pdu.receipt`), read from the receipted_message_id and
+/// message_state TLVs where present, else from the text (`id:... stat:... err:...`). Ids are
+/// the upstream's: the ESME gets smscd's in their place after the handler.
+#[pyclass(frozen, name = "Receipt")]
+struct PyReceipt {
+    #[pyo3(get)]
+    id: Option<String>,
+    /// The `stat:` word of the text, or the TLV state's word.
+    #[pyo3(get)]
+    stat: Option<String>,
+    /// SMPP message_state (1 ENROUTE .. 8 REJECTD), None when not known.
+    #[pyo3(get)]
+    message_state: Option<u8>,
+    #[pyo3(get)]
+    err: Option<String>,
+    #[pyo3(get)]
+    sub: Option<String>,
+    #[pyo3(get)]
+    dlvrd: Option<String>,
+    #[pyo3(get)]
+    submit_date: Option<String>,
+    #[pyo3(get)]
+    done_date: Option<String>,
+    #[pyo3(get)]
+    text: Option<String>,
+}
+
+#[pymethods]
+impl PyReceipt {
+    fn __repr__(&self) -> String {
+        format!("<Receipt id={:?} stat={:?} err={:?}>", self.id, self.stat, self.err)
+    }
+}
+
+impl PyReceipt {
+    fn of(sm: &SubmitSm) -> PyReceipt {
+        let parsed =
+            smpp::receipt::Receipt::parse(&crate::receipts::decode_text(sm.data_coding, sm.payload())).ok();
+        let tlv_id = sm
+            .tlvs
+            .receipted_message_id()
+            .map(|b| {
+                String::from_utf8_lossy(b).trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_owned()
+            })
+            .filter(|s| !s.is_empty());
+        let tlv_state = sm.tlvs.message_state().and_then(smpp::receipt::MessageState::from_u8);
+        let state = tlv_state.or_else(|| parsed.as_ref().and_then(|r| r.stat.state()));
+        let stat = parsed
+            .as_ref()
+            .map(|r| r.stat.to_string())
+            .or_else(|| tlv_state.map(|s| s.stat_word().to_owned()));
+        let p = parsed.as_ref();
+        PyReceipt {
+            id: tlv_id.or_else(|| p.map(|r| r.id.clone())),
+            stat,
+            message_state: state.map(|s| s.as_u8()),
+            err: p.and_then(|r| r.err.clone()),
+            sub: p.and_then(|r| r.sub.clone()),
+            dlvrd: p.and_then(|r| r.dlvrd.clone()),
+            submit_date: p.and_then(|r| r.submit_date.clone()),
+            done_date: p.and_then(|r| r.done_date.clone()),
+            text: p.and_then(|r| r.text.clone()),
+        }
+    }
 }
 
 /// A submit_sm (or deliver_sm / data_sm) a handler may read and change.
@@ -910,6 +1042,15 @@ struct PySession {
 struct PyPdu {
     hook: Hook,
     sm: SubmitSm,
+}
+
+/// esm_class message types that report on a message (see `receipts::kind`).
+fn is_report(esm_class: u8) -> bool {
+    use crate::receipts::kind;
+    matches!(
+        esm_class & smpp::pdu::esm_class::MESSAGE_TYPE_MASK,
+        kind::SMSC_RECEIPT | kind::SME_DELIVERY_ACK | kind::SME_MANUAL_ACK | kind::INTERMEDIATE
+    )
 }
 
 fn text_of(b: &[u8]) -> String {
@@ -932,6 +1073,17 @@ impl PyPdu {
             Hook::DataSm => "data_sm",
             _ => "submit_sm",
         }
+    }
+    /// Whether this is a delivery receipt or another report on a submitted message (esm_class
+    /// message type SMSC receipt, SME acknowledgement or intermediate notification), not MO.
+    #[getter]
+    fn is_receipt(&self) -> bool {
+        self.hook != Hook::SubmitSm && is_report(self.sm.esm_class)
+    }
+    /// The receipt's fields ([`PyReceipt`]) when `is_receipt`, else None.
+    #[getter]
+    fn receipt(&self) -> Option<PyReceipt> {
+        self.is_receipt().then(|| PyReceipt::of(&self.sm))
     }
     #[getter]
     fn service_type(&self) -> String {
@@ -1126,10 +1278,14 @@ impl PyPdu {
         }
         Ok(Verdict(Inner::Reply { message_id, status }))
     }
-    /// Refuse with `status` (default ESME_RSUBMITFAIL).
+    /// Refuse with `status` (default ESME_RSUBMITFAIL; ESME_RX_R_APPN for a deliver_sm).
     #[pyo3(signature = (status=None))]
     fn reject(&self, status: Option<Bound<'_, PyAny>>) -> PyResult<Verdict> {
-        let s = status_arg(status.as_ref(), CommandStatus::ESME_RSUBMITFAIL)?;
+        let default = match self.hook {
+            Hook::DeliverSm => CommandStatus::ESME_RX_R_APPN,
+            _ => CommandStatus::ESME_RSUBMITFAIL,
+        };
+        let s = status_arg(status.as_ref(), default)?;
         if s.is_ok() {
             return Err(PyValueError::new_err("reject: status must not be ESME_ROK"));
         }

@@ -1,9 +1,12 @@
 //! The submit seam: a submit_sm deferred by the ESME session goes through `on_pdu("submit_sm")`,
 //! then is answered here (`reply`, `reject`) or routed on (`route`, None) through
 //! [`crate::dispatch::start`] like any other deferred submit, with the PDU as the handler left it.
+//! A data_sm from an ESME (a submit in another layout) goes through `on_pdu("data_sm")` the same
+//! way ([`data_sm`]).
 
 use super::{Handlers, Hook, PduVerdict, SessionView};
-use crate::dispatch::Job;
+use crate::core::Core;
+use crate::dispatch::{Budget, Job};
 use crate::router::Target;
 use smpp::{CommandStatus, SubmitSm};
 use smsc_api::smscd_config::OnHandlerError;
@@ -50,4 +53,31 @@ fn route(mut job: Job, chain: Arc<[Target]>, sm: SubmitSm) {
     }
     job.chain = chain;
     crate::dispatch::start(job, sm);
+}
+
+/// Run `on_pdu("data_sm")` for a data_sm from `account` (as a submit_sm: `sm`), then answer or
+/// route it as [`start`] does a submit: our message id or the status for the data_sm_resp.
+pub async fn data_sm(
+    h: &Handlers,
+    core: &Core,
+    account: &str,
+    sm: SubmitSm,
+    session: SessionView,
+    budget: &Budget,
+) -> Result<String, CommandStatus> {
+    let original = (h.on_error() == OnHandlerError::Continue).then(|| sm.clone());
+    match h.on_pdu(Hook::DataSm, sm, session).await {
+        Ok(PduVerdict::Reply { message_id, status }) if status.is_ok() => {
+            Ok(message_id.unwrap_or_else(|| core.ids.next_id()))
+        }
+        Ok(PduVerdict::Reply { status, .. } | PduVerdict::Reject(status)) => Err(status),
+        Ok(PduVerdict::Route(chain, sm)) => {
+            crate::dispatch::submit_via(core, account, sm, Some(chain), budget).await
+        }
+        Ok(PduVerdict::Continue(sm)) => crate::dispatch::submit(core, account, sm, budget).await,
+        Err(_) => match original {
+            Some(sm) => crate::dispatch::submit(core, account, sm, budget).await,
+            None => Err(CommandStatus::ESME_RSYSERR),
+        },
+    }
 }
