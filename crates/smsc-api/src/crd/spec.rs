@@ -127,6 +127,11 @@ pub struct SmscClusterSpec {
     /// The HTTP API (submit over HTTP, receipts and MO to webhooks); off by default.
     #[serde(default)]
     pub http: super::HttpSpec,
+    /// Python handlers (`@smpp.on_bind`, `@smpp.on_pdu`), inline or from a ConfigMap; absent:
+    /// none (no interpreter runs). An edit of the script reaches the running Pods without a
+    /// restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handlers: Option<super::HandlersSpec>,
 }
 
 fn default_replicas() -> i32 {
