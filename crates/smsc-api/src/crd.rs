@@ -12,7 +12,7 @@ mod spec;
 mod status;
 
 pub use handlers::{ConfigMapKeyRef, HandlerOnError, HandlersSpec};
-pub use http::HttpSpec;
+pub use http::{HttpAccountSpec, HttpSpec};
 pub use spec::*;
 pub use status::*;
 

@@ -13,7 +13,7 @@ use smsc_api::smscd_config::{
     ServerTlsConfig, ShutdownConfig, SimConfig, SmscdConfig, StoreAndForwardConfig, StoreConfig,
     UpstreamTlsConfig,
 };
-use smsc_api::smscd_config::{HandlersConfig, HttpConfig, HttpTlsConfig};
+use smsc_api::smscd_config::{HandlersConfig, HttpAccountConfig, HttpConfig, HttpTlsConfig};
 
 use super::{port, Plan};
 use crate::error::{Error, Result};
@@ -99,6 +99,11 @@ pub const HTTP_TOKENS_DIR: &str = "/etc/smscd-http-tokens";
 pub const HANDLERS_SCRIPT_KEY: &str = "handlers.py";
 /// Where `spec.handlers.configMapRef` is mounted, its key as the file name.
 pub const HANDLERS_DIR: &str = "/etc/smscd-handlers";
+
+/// `SMSC_HTTP_ACCOUNT_<N>_SECRET`, N the index in `spec.http.accounts`: the webhook signing key.
+pub fn http_account_secret_env(index: usize) -> String {
+    format!("SMSC_HTTP_ACCOUNT_{index}_SECRET")
+}
 
 /// `SMPP_BIND_<NAME>_<FIELD>`, with NAME as smscd derives it from the bind name.
 pub fn bind_env(upstream: &str, field: &str) -> String {
@@ -192,8 +197,29 @@ fn http(spec: &smsc_api::crd::SmscClusterSpec) -> Result<HttpConfig> {
             key_file: format!("{HTTP_TLS_DIR}/tls.key"),
         }),
         tokens_file: h.tokens_secret_ref.as_ref().map(|_| format!("{HTTP_TOKENS_DIR}/tokens")),
+        accounts: h
+            .accounts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| HttpAccountConfig {
+                account: a.account.clone(),
+                dlr_url: a.dlr_url.clone(),
+                mo_url: a.mo_url.clone(),
+                secret: a.secret_ref.as_ref().map(|_| var(&http_account_secret_env(i))),
+                tokens: Vec::new(),
+            })
+            .collect(),
         ..HttpConfig::default()
     })
+}
+
+/// `spec.http.accounts` that are rendered (the HTTP API is on), with their index.
+pub fn http_accounts(spec: &smsc_api::crd::SmscClusterSpec) -> &[smsc_api::crd::HttpAccountSpec] {
+    if spec.http.enabled {
+        spec.http.accounts.as_slice()
+    } else {
+        &[]
+    }
 }
 
 /// `spec.handlers` as smscd's `handlers:` section: the script is a file of the config volume
@@ -362,18 +388,19 @@ pub fn render(cluster: &SmscCluster, plan: &Plan) -> Result<Rendered> {
 }
 
 /// Hash of the settings smscd reads only at start (listeners, TLS files, admin port, store,
-/// election, drain, whether handlers run at all); accounts, routing, binds, throttles and
-/// everything of the handlers but their presence (script, timeouts)
+/// election, drain, whether handlers run at all); accounts, routing, binds, throttles, the HTTP
+/// accounts' webhooks and everything of the handlers but their presence (script, timeouts)
 /// hot-reload and are left out, so changing them does not roll the Pods. The script's text is
 /// not in the config at all: it is a file smscd polls.
 pub fn restart_hash(config: &SmscdConfig) -> Result<String> {
+    let http = HttpConfig { accounts: Vec::new(), ..config.http.clone() };
     let mut restart_only = serde_json::json!({
         "server": config.server,
         "admin": config.admin,
         "store": config.store,
         "leader_election": config.leader_election,
         "shutdown": config.shutdown,
-        "http": config.http,
+        "http": http,
     });
     // Only when present, so clusters without handlers keep the hash they had before them.
     if config.handlers.is_some() {
@@ -600,7 +627,7 @@ mod tests {
         assert_eq!(data3.keys().collect::<Vec<_>>(), ["smscd.yaml"]);
     }
 
-    /// Without `spec.handlers` the hash is the one the operator
+    /// Without `spec.handlers` and `spec.http.accounts` the hash is the one the operator
     /// computed before they existed, so upgrading the operator rolls no Pod (the value is what
     /// `smsc-operator render -f tests/fixtures/<fixture>` printed before them).
     #[test]
@@ -640,6 +667,36 @@ mod tests {
         assert!(e.contains("spec.handlers.timeoutMs"), "{e}");
     }
 
+    /// Issue 17: `spec.http.accounts` become smscd's `http.accounts` with the signing key as a
+    /// reference; they hot-reload, so they stay out of the restart hash; with the API off they
+    /// are not rendered.
+    #[test]
+    fn http_accounts_render_with_secret_references() {
+        let c = load("http-accounts.yaml");
+        let plan = plan_for(&c);
+        let r = render(&c, &plan).unwrap_or_else(|e| panic!("{e}"));
+        let a = &r.config.http.accounts;
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0].account, "bank");
+        assert_eq!(a[0].dlr_url.as_deref(), Some("https://bank.example.com/sms/dlr"));
+        assert_eq!(a[0].mo_url.as_deref(), Some("https://bank.example.com/sms/mo"));
+        assert_eq!(a[0].secret.as_deref(), Some("${SMSC_HTTP_ACCOUNT_0_SECRET}"));
+        assert_eq!(
+            (a[1].account.as_str(), a[1].secret.as_deref(), a[1].mo_url.as_deref()),
+            ("shop", None, None)
+        );
+        let back: SmscdConfig = serde_saphyr::from_str(&r.yaml).unwrap_or_else(|e| panic!("{e}\n{}", r.yaml));
+        assert_eq!(back, r.config);
+        let mut fewer = c.clone();
+        fewer.spec.http.accounts.truncate(1);
+        fewer.spec.http.accounts[0].dlr_url = Some("https://elsewhere.example/dlr".into());
+        assert_eq!(render(&fewer, &plan).unwrap_or_else(|e| panic!("{e}")).restart_hash, r.restart_hash);
+        let mut off = c;
+        off.spec.http.enabled = false;
+        let r2 = render(&off, &plan).unwrap_or_else(|e| panic!("{e}"));
+        assert!(r2.config.http.accounts.is_empty() && !r2.yaml.contains("http:"), "{}", r2.yaml);
+    }
+
     #[test]
     fn ttl_formats() {
         assert_eq!(parse_ttl("72h").ok(), Some(Duration::from_secs(72 * 3600)));
@@ -655,5 +712,6 @@ mod tests {
     fn env_names() {
         assert_eq!(bind_env("eu-west", "PASSWORD"), "SMPP_BIND_EU_WEST_PASSWORD");
         assert_eq!(account_password_env(3), "SMSC_ACCOUNT_3_PASSWORD");
+        assert_eq!(http_account_secret_env(1), "SMSC_HTTP_ACCOUNT_1_SECRET");
     }
 }

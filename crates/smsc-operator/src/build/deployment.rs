@@ -39,8 +39,8 @@ use smsc_api::crd::{DlrStoreType, SmscCluster, Topology};
 use smsc_api::names::{ADMIN_PORT, ROLE_ACTIVE, ROLE_LABEL};
 
 use super::configmap::{
-    account_password_env, bind_env, redis_secret_envs, Rendered, HANDLERS_DIR, HTTP_TLS_DIR, HTTP_TOKENS_DIR,
-    TLS_DIR, UPSTREAM_CA_DIR,
+    account_password_env, bind_env, http_account_secret_env, http_accounts, redis_secret_envs, Rendered,
+    HANDLERS_DIR, HTTP_TLS_DIR, HTTP_TOKENS_DIR, TLS_DIR, UPSTREAM_CA_DIR,
 };
 use super::{port, Plan};
 use crate::checklist::Rollout;
@@ -204,6 +204,11 @@ pub fn env(cluster: &SmscCluster) -> Vec<EnvVar> {
     if let (DlrStoreType::Redis, Some(r)) = (spec.dlr_store.type_, &spec.dlr_store.redis) {
         for (name, s) in redis_secret_envs(r) {
             env.push(secret_env(name.to_string(), &s.name, &s.key));
+        }
+    }
+    for (i, a) in http_accounts(spec).iter().enumerate() {
+        if let Some(s) = &a.secret_ref {
+            env.push(secret_env(http_account_secret_env(i), &s.name, &s.key));
         }
     }
     env
@@ -636,6 +641,7 @@ mod tests {
                 name: "api".into(),
                 key: "tokens.txt".into(),
             }),
+            accounts: Vec::new(),
         };
         let r = render(&c, &plan).unwrap_or_else(|e| panic!("{e}"));
         let h = &r.config.http;
@@ -705,6 +711,29 @@ mod tests {
             deployment(&inline).spec.map(|s| s.template),
             deployment(&edited).spec.map(|s| s.template)
         );
+    }
+
+    /// Issue 17: each `spec.http.accounts[].secretRef` reaches smscd as the variable its config
+    /// names; none while the HTTP API is off.
+    #[test]
+    fn http_account_secrets_come_from_their_secret_refs() {
+        let c = load("http-accounts.yaml");
+        let secret = |c: &SmscCluster, n: &str| {
+            pod_spec(&deployment(c)).containers[0]
+                .env
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .find(|e| e.name == n)
+                .and_then(|e| e.value_from)
+                .and_then(|v| v.secret_key_ref)
+                .map(|s| (s.name, s.key))
+        };
+        assert_eq!(secret(&c, "SMSC_HTTP_ACCOUNT_0_SECRET"), Some(("bank-webhooks".into(), "hmac".into())));
+        assert_eq!(secret(&c, "SMSC_HTTP_ACCOUNT_1_SECRET"), None, "shop signs nothing");
+        let mut off = c;
+        off.spec.http.enabled = false;
+        assert_eq!(secret(&off, "SMSC_HTTP_ACCOUNT_0_SECRET"), None);
     }
 
     #[test]
