@@ -6,11 +6,13 @@
 //! at `kubectl apply` time rather than discovered by the controller.
 //! `cargo run -p smsc-api --bin crdgen` (`make crds`) writes the YAML.
 
+mod handlers;
 mod http;
 mod spec;
 mod status;
 
-pub use http::HttpSpec;
+pub use handlers::{ConfigMapKeyRef, HandlerOnError, HandlersSpec};
+pub use http::{HttpAccountSpec, HttpSpec};
 pub use spec::*;
 pub use status::*;
 

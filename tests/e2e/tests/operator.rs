@@ -930,3 +930,77 @@ async fn a_rotated_secret_rolls_the_pods() -> anyhow::Result<()> {
     op.stop().await;
     Ok(())
 }
+
+/// Issue 15 item 5: `spec.handlers` on the control plane. An inline script lands in the
+/// operator's ConfigMap beside smscd.yaml, which names it; editing it changes the ConfigMap only:
+/// the restart hash and the Deployment's generation stay (no Pod restarts; the kubelet swaps the
+/// mounted file and smscd reloads it). A configMapRef script is mounted as a volume, no subPath.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_script_edits_change_the_config_map_and_roll_no_pods() -> anyhow::Result<()> {
+    let (ns, op) = setup("op-handlers").await?;
+    let script = |id: &str| {
+        format!(
+            "from siphon import smpp\n@smpp.on_pdu(\"submit_sm\")\nasync def on_submit(pdu, session):\n    return pdu.reply(message_id=\"{id}\")\n"
+        )
+    };
+    let mut c = cluster("sms", 2, None, false)?;
+    c.spec.handlers = Some(serde_json::from_value(json!({ "script": script("first"), "timeoutMs": 200 }))?);
+    create_cluster(&ns, &c).await?;
+    let cm: ConfigMap = wait_obj(&ns, "sms-config", "the ConfigMap with the script", |cm: &ConfigMap| {
+        cm.data.as_ref().is_some_and(|d| d.contains_key("handlers.py"))
+    })
+    .await?;
+    let data = cm.data.unwrap_or_default();
+    assert_eq!(data.get("handlers.py"), Some(&script("first")));
+    let config = data.get("smscd.yaml").context("smscd.yaml")?;
+    assert!(
+        config.contains("script: /etc/smscd/handlers.py") && config.contains("timeout_ms: 200"),
+        "{config}"
+    );
+    let d0: Deployment = wait_obj(&ns, "sms", "the Deployment", |_| true).await?;
+    let hash0 = template_hash(&d0).context("hash")?;
+
+    patch_spec(&ns, "sms", json!({ "handlers": { "script": script("second"), "onError": "Continue" } }))
+        .await?;
+    wait_obj(&ns, "sms-config", "the edited script", |cm: &ConfigMap| {
+        cm.data.as_ref().and_then(|d| d.get("handlers.py")).is_some_and(|s| s.contains("\"second\""))
+            && cm
+                .data
+                .as_ref()
+                .and_then(|d| d.get("smscd.yaml"))
+                .is_some_and(|s| s.contains("on_error: continue"))
+    })
+    .await?;
+    let d1: Deployment = ns.api::<Deployment>().get("sms").await?;
+    assert_eq!(template_hash(&d1).as_deref(), Some(hash0.as_str()));
+    assert_eq!(d1.metadata.generation, d0.metadata.generation, "a script edit rolled the Pods");
+
+    // From a ConfigMap of the user's: a directory mount of that key (the template changes once,
+    // for the new volume), and the operator's ConfigMap no longer carries a script.
+    patch_spec(
+        &ns,
+        "sms",
+        json!({ "handlers": { "script": null, "configMapRef": { "name": "policy", "key": "rules.py" } } }),
+    )
+    .await?;
+    let d2: Deployment = wait_obj(&ns, "sms", "the handlers volume", |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.volumes.as_ref())
+            .is_some_and(|v| v.iter().any(|v| v.config_map.as_ref().is_some_and(|c| c.name == "policy")))
+    })
+    .await?;
+    let pod = d2.spec.and_then(|s| s.template.spec).context("pod spec")?;
+    let mount =
+        pod.containers[0].volume_mounts.iter().flatten().find(|m| m.name == "handlers").context("mount")?;
+    assert_eq!((mount.mount_path.as_str(), mount.sub_path.as_deref()), ("/etc/smscd-handlers", None));
+    let cm: ConfigMap = wait_obj(&ns, "sms-config", "the ConfigMap without the script", |cm: &ConfigMap| {
+        cm.data.as_ref().is_some_and(|d| !d.contains_key("handlers.py"))
+    })
+    .await?;
+    let config = cm.data.unwrap_or_default().get("smscd.yaml").cloned().unwrap_or_default();
+    assert!(config.contains("script: /etc/smscd-handlers/rules.py"), "{config}");
+    op.stop().await;
+    Ok(())
+}

@@ -3,6 +3,7 @@
 //! port named `http`.
 
 use kube::KubeSchema;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::SecretKeyRef;
@@ -30,6 +31,33 @@ pub struct HttpSpec {
     /// A Secret key holding bearer tokens, one `<account>:<token>` a line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_secret_ref: Option<SecretKeyRef>,
+    /// Per-account webhooks: where receipts of HTTP submits and MO are POSTed, and the key they
+    /// are signed with. Each `account` must be in `spec.smpp.accounts`. Used while `enabled`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["account"]))]
+    pub accounts: Vec<HttpAccountSpec>,
+}
+
+/// One account's webhooks.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpAccountSpec {
+    /// The account's systemId (in `spec.smpp.accounts`).
+    #[schemars(length(min = 1, max = 15))]
+    pub account: String,
+    /// Where receipts of this account's HTTP submits are POSTed (a message's own callback URL
+    /// wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s/?#]+[^\s]*$"))]
+    pub dlr_url: Option<String>,
+    /// Where MO that routing gives this account is POSTed, instead of its SMPP receivers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s/?#]+[^\s]*$"))]
+    pub mo_url: Option<String>,
+    /// A Secret key holding the HMAC-SHA256 key this account's webhooks are signed with; absent:
+    /// they go unsigned. Read through the environment: a rotation rolls the Pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
 }
 
 impl Default for HttpSpec {
@@ -40,6 +68,7 @@ impl Default for HttpSpec {
             service_port: None,
             tls_secret_name: None,
             tokens_secret_ref: None,
+            accounts: Vec::new(),
         }
     }
 }

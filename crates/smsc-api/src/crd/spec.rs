@@ -68,6 +68,9 @@ use super::SmscClusterStatus;
 #[x_kube(validation = Rule::new(
     "!has(self.autoscaling) || !has(self.autoscaling.enabled) || !self.autoscaling.enabled || (has(self.pod) && has(self.pod.resources) && has(self.pod.resources.requests) && 'cpu' in self.pod.resources.requests)"
 ).message("spec.pod.resources.requests.cpu is required when autoscaling is enabled: the autoscaler scales on CPU utilization, a percentage of the request").field_path(".pod.resources").reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new(
+    "!has(self.http) || !has(self.http.accounts) || self.http.accounts.all(a, has(self.smpp) && has(self.smpp.accounts) && self.smpp.accounts.exists(s, s.systemId == a.account))"
+).message("spec.http.accounts[].account must name an account declared in spec.smpp.accounts").field_path(".http.accounts"))]
 #[serde(rename_all = "camelCase")]
 pub struct SmscClusterSpec {
     /// smscd replicas. With the autoscaler enabled this is its starting point.
@@ -127,6 +130,11 @@ pub struct SmscClusterSpec {
     /// The HTTP API (submit over HTTP, receipts and MO to webhooks); off by default.
     #[serde(default)]
     pub http: super::HttpSpec,
+    /// Python handlers (`@smpp.on_bind`, `@smpp.on_pdu`), inline or from a ConfigMap; absent:
+    /// none (no interpreter runs). An edit of the script reaches the running Pods without a
+    /// restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handlers: Option<super::HandlersSpec>,
 }
 
 fn default_replicas() -> i32 {

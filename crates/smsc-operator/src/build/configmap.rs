@@ -13,7 +13,7 @@ use smsc_api::smscd_config::{
     ServerTlsConfig, ShutdownConfig, SimConfig, SmscdConfig, StoreAndForwardConfig, StoreConfig,
     UpstreamTlsConfig,
 };
-use smsc_api::smscd_config::{HttpConfig, HttpTlsConfig};
+use smsc_api::smscd_config::{HandlersConfig, HttpAccountConfig, HttpConfig, HttpTlsConfig};
 
 use super::{port, Plan};
 use crate::error::{Error, Result};
@@ -93,6 +93,18 @@ pub const HTTP_TLS_DIR: &str = "/etc/smscd-http-tls";
 /// Where `spec.http.tokensSecretRef` is mounted, as the file `tokens`.
 pub const HTTP_TOKENS_DIR: &str = "/etc/smscd-http-tokens";
 
+/// The key of the operator's ConfigMap holding an inline `spec.handlers.script`; the config
+/// volume mounts the whole ConfigMap (no subPath), so it is `CONFIG_DIR/handlers.py` in the Pod
+/// and the kubelet swaps it in place with the config.
+pub const HANDLERS_SCRIPT_KEY: &str = "handlers.py";
+/// Where `spec.handlers.configMapRef` is mounted, its key as the file name.
+pub const HANDLERS_DIR: &str = "/etc/smscd-handlers";
+
+/// `SMSC_HTTP_ACCOUNT_<N>_SECRET`, N the index in `spec.http.accounts`: the webhook signing key.
+pub fn http_account_secret_env(index: usize) -> String {
+    format!("SMSC_HTTP_ACCOUNT_{index}_SECRET")
+}
+
 /// `SMPP_BIND_<NAME>_<FIELD>`, with NAME as smscd derives it from the bind name.
 pub fn bind_env(upstream: &str, field: &str) -> String {
     format!("{}{}_{field}", smsc_api::names::BIND_ENV_PREFIX, upstream.to_ascii_uppercase().replace('-', "_"))
@@ -113,6 +125,8 @@ pub struct Rendered {
     pub config: SmscdConfig,
     pub yaml: String,
     pub restart_hash: String,
+    /// An inline `spec.handlers.script`, for the ConfigMap's [`HANDLERS_SCRIPT_KEY`].
+    pub handlers_script: Option<String>,
 }
 
 /// `72h`, `1h30m`, `500ms`, `2d`: the formats the CRD schema admits.
@@ -183,8 +197,67 @@ fn http(spec: &smsc_api::crd::SmscClusterSpec) -> Result<HttpConfig> {
             key_file: format!("{HTTP_TLS_DIR}/tls.key"),
         }),
         tokens_file: h.tokens_secret_ref.as_ref().map(|_| format!("{HTTP_TOKENS_DIR}/tokens")),
+        accounts: h
+            .accounts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| HttpAccountConfig {
+                account: a.account.clone(),
+                dlr_url: a.dlr_url.clone(),
+                mo_url: a.mo_url.clone(),
+                secret: a.secret_ref.as_ref().map(|_| var(&http_account_secret_env(i))),
+                tokens: Vec::new(),
+            })
+            .collect(),
         ..HttpConfig::default()
     })
+}
+
+/// `spec.http.accounts` that are rendered (the HTTP API is on), with their index.
+pub fn http_accounts(spec: &smsc_api::crd::SmscClusterSpec) -> &[smsc_api::crd::HttpAccountSpec] {
+    if spec.http.enabled {
+        spec.http.accounts.as_slice()
+    } else {
+        &[]
+    }
+}
+
+/// `spec.handlers` as smscd's `handlers:` section: the script is a file of the config volume
+/// (inline) or of the user's ConfigMap's volume; never part of the restart hash.
+fn handlers(spec: &smsc_api::crd::SmscClusterSpec) -> Result<Option<HandlersConfig>> {
+    let Some(h) = &spec.handlers else {
+        return Ok(None);
+    };
+    let script = match (&h.script, &h.config_map_ref) {
+        (Some(_), None) => format!("{}/{HANDLERS_SCRIPT_KEY}", labels::CONFIG_DIR),
+        (None, Some(r)) => format!("{HANDLERS_DIR}/{}", r.key),
+        _ => {
+            return Err(Error::InvalidSpec(
+                "spec.handlers: set exactly one of script (the script inline) or configMapRef".into(),
+            ))
+        }
+    };
+    let ms = |v: i32, field: &str, min: i32| {
+        u64::try_from(v)
+            .ok()
+            .filter(|v| *v >= u64::from(min.unsigned_abs()))
+            .ok_or_else(|| Error::InvalidSpec(format!("spec.handlers.{field}: {v} is below {min}")))
+    };
+    let timeout_ms = ms(h.timeout_ms, "timeoutMs", 1)?;
+    let submit_timeout_ms = ServerConfig::default().submit_timeout_ms;
+    if timeout_ms >= submit_timeout_ms {
+        return Err(Error::InvalidSpec(format!(
+            "spec.handlers.timeoutMs: must be below smscd's submit timeout ({submit_timeout_ms} ms)"
+        )));
+    }
+    Ok(Some(HandlersConfig {
+        script,
+        timeout_ms,
+        import_timeout_ms: ms(h.import_timeout_ms, "importTimeoutMs", 1)?,
+        on_error: h.on_error.into(),
+        window: usize::try_from(ms(h.window, "window", 1)?).unwrap_or(1),
+        reload_interval_ms: ms(h.reload_interval_ms, "reloadIntervalMs", 10)?,
+    }))
 }
 
 pub fn render(cluster: &SmscCluster, plan: &Plan) -> Result<Rendered> {
@@ -306,25 +379,33 @@ pub fn render(cluster: &SmscCluster, plan: &Plan) -> Result<Rendered> {
         shutdown: ShutdownConfig { drain_secs: u64::try_from(spec.shutdown.drain_seconds).unwrap_or(0) },
         leader_election,
         http: http(spec)?,
-        handlers: None,
+        handlers: handlers(spec)?,
     };
     let yaml = serde_saphyr::to_string(&config).map_err(|e| Error::Render(e.to_string()))?;
     let restart_hash = restart_hash(&config)?;
-    Ok(Rendered { config, yaml, restart_hash })
+    let handlers_script = spec.handlers.as_ref().and_then(|h| h.script.clone());
+    Ok(Rendered { config, yaml, restart_hash, handlers_script })
 }
 
 /// Hash of the settings smscd reads only at start (listeners, TLS files, admin port, store,
-/// election, drain); accounts, routing, binds and throttles hot-reload and are left out, so
-/// changing them does not roll the Pods.
+/// election, drain, whether handlers run at all); accounts, routing, binds, throttles, the HTTP
+/// accounts' webhooks and everything of the handlers but their presence (script, timeouts)
+/// hot-reload and are left out, so changing them does not roll the Pods. The script's text is
+/// not in the config at all: it is a file smscd polls.
 pub fn restart_hash(config: &SmscdConfig) -> Result<String> {
-    let restart_only = serde_json::json!({
+    let http = HttpConfig { accounts: Vec::new(), ..config.http.clone() };
+    let mut restart_only = serde_json::json!({
         "server": config.server,
         "admin": config.admin,
         "store": config.store,
         "leader_election": config.leader_election,
         "shutdown": config.shutdown,
-        "http": config.http,
+        "http": http,
     });
+    // Only when present, so clusters without handlers keep the hash they had before them.
+    if config.handlers.is_some() {
+        restart_only["handlers"] = serde_json::Value::Bool(true);
+    }
     let bytes = serde_json::to_vec(&restart_only).map_err(|e| Error::Render(e.to_string()))?;
     let digest = Sha256::digest(&bytes);
     Ok(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
@@ -333,7 +414,15 @@ pub fn restart_hash(config: &SmscdConfig) -> Result<String> {
 pub fn build(plan: &Plan, rendered: &Rendered) -> Result<ConfigMap> {
     Ok(ConfigMap {
         metadata: plan.meta(labels::config_map_name(&plan.name)),
-        data: Some(BTreeMap::from([(labels::CONFIG_KEY.to_string(), rendered.yaml.clone())])),
+        data: Some(
+            [
+                (labels::CONFIG_KEY, Some(&rendered.yaml)),
+                (HANDLERS_SCRIPT_KEY, rendered.handlers_script.as_ref()),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v?.clone())))
+            .collect::<BTreeMap<_, _>>(),
+        ),
         ..ConfigMap::default()
     })
 }
@@ -493,6 +582,121 @@ mod tests {
         assert_ne!(render(&cold, &plan_for(&cold)).unwrap_or_else(|e| panic!("{e}")).restart_hash, base);
     }
 
+    /// Issue 15 item 5: an inline script is a key of the operator's ConfigMap beside the config,
+    /// which names it; neither its text nor the hot-reloadable settings are in the restart hash.
+    #[test]
+    fn inline_handlers_script_is_a_config_map_key_outside_the_restart_hash() {
+        let c = load("handlers-inline.yaml");
+        let plan = plan_for(&c);
+        let r = render(&c, &plan).unwrap_or_else(|e| panic!("{e}"));
+        let h = r.config.handlers.clone().unwrap_or_else(|| panic!("no handlers:\n{}", r.yaml));
+        assert_eq!(h.script, "/etc/smscd/handlers.py");
+        assert_eq!(
+            (h.timeout_ms, h.import_timeout_ms, h.window, h.reload_interval_ms),
+            (250, 5000, 64, 1000)
+        );
+        assert_eq!(h.on_error, smsc_api::smscd_config::OnHandlerError::Continue);
+        assert!(!r.yaml.contains("replace-me"), "the script is not in smscd.yaml:\n{}", r.yaml);
+        let back: SmscdConfig = serde_saphyr::from_str(&r.yaml).unwrap_or_else(|e| panic!("{e}\n{}", r.yaml));
+        assert_eq!(back, r.config);
+        let data = build(&plan, &r).unwrap_or_else(|e| panic!("{e}")).data.unwrap_or_default();
+        let script = data.get(HANDLERS_SCRIPT_KEY).cloned().unwrap_or_default();
+        assert!(
+            script.starts_with("from siphon import smpp\n") && script.contains("\"replace-me\""),
+            "{script}"
+        );
+
+        // An edit of the script or of a setting smscd reloads: same hash, new ConfigMap.
+        let mut edited = c.clone();
+        if let Some(h) = edited.spec.handlers.as_mut() {
+            h.script = h.script.as_ref().map(|s| s.replace("replace-me", "edited"));
+            h.timeout_ms = 50;
+            h.on_error = smsc_api::crd::HandlerOnError::Reject;
+        }
+        let r2 = render(&edited, &plan).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r2.restart_hash, r.restart_hash);
+        let data2 = build(&plan, &r2).unwrap_or_else(|e| panic!("{e}")).data.unwrap_or_default();
+        assert!(data2.get(HANDLERS_SCRIPT_KEY).is_some_and(|s| s.contains("\"edited\"")));
+        // smscd starts its interpreter only at start: adding or removing the section rolls.
+        let mut none = c.clone();
+        none.spec.handlers = None;
+        let r3 = render(&none, &plan).unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(r3.restart_hash, r.restart_hash);
+        assert!(r3.config.handlers.is_none() && r3.handlers_script.is_none());
+        let data3 = build(&plan, &r3).unwrap_or_else(|e| panic!("{e}")).data.unwrap_or_default();
+        assert_eq!(data3.keys().collect::<Vec<_>>(), ["smscd.yaml"]);
+    }
+
+    /// Without `spec.handlers` and `spec.http.accounts` the hash is the one the operator
+    /// computed before they existed, so upgrading the operator rolls no Pod (the value is what
+    /// `smsc-operator render -f tests/fixtures/<fixture>` printed before them).
+    #[test]
+    fn no_handlers_keeps_the_earlier_restart_hash() {
+        for (fixture, hash) in [("full.yaml", "4dff781f193276a4"), ("single-bind.yaml", "f6f87718ea412055")] {
+            let c = load(fixture);
+            let r = render(&c, &plan_for(&c)).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(r.restart_hash, hash, "{fixture}");
+        }
+    }
+
+    #[test]
+    fn handlers_from_a_config_map_and_both_or_neither_refused() {
+        let c = load("handlers-configmap.yaml");
+        let r = render(&c, &plan_for(&c)).unwrap_or_else(|e| panic!("{e}"));
+        let h = r.config.handlers.clone().unwrap_or_else(|| panic!("no handlers"));
+        assert_eq!(h.script, "/etc/smscd-handlers/smpp_script.py");
+        assert_eq!((h.timeout_ms, h.on_error), (100, smsc_api::smscd_config::OnHandlerError::Reject));
+        assert!(r.handlers_script.is_none());
+        let mut both = c.clone();
+        if let Some(h) = both.spec.handlers.as_mut() {
+            h.script = Some("pass".into());
+        }
+        let mut neither = c.clone();
+        if let Some(h) = neither.spec.handlers.as_mut() {
+            h.config_map_ref = None;
+        }
+        for bad in [both, neither] {
+            let e = render(&bad, &plan_for(&bad)).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("spec.handlers: set exactly one of script"), "{e}");
+        }
+        let mut slow = c;
+        if let Some(h) = slow.spec.handlers.as_mut() {
+            h.timeout_ms = 10_000;
+        }
+        let e = render(&slow, &plan_for(&slow)).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("spec.handlers.timeoutMs"), "{e}");
+    }
+
+    /// Issue 17: `spec.http.accounts` become smscd's `http.accounts` with the signing key as a
+    /// reference; they hot-reload, so they stay out of the restart hash; with the API off they
+    /// are not rendered.
+    #[test]
+    fn http_accounts_render_with_secret_references() {
+        let c = load("http-accounts.yaml");
+        let plan = plan_for(&c);
+        let r = render(&c, &plan).unwrap_or_else(|e| panic!("{e}"));
+        let a = &r.config.http.accounts;
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0].account, "bank");
+        assert_eq!(a[0].dlr_url.as_deref(), Some("https://bank.example.com/sms/dlr"));
+        assert_eq!(a[0].mo_url.as_deref(), Some("https://bank.example.com/sms/mo"));
+        assert_eq!(a[0].secret.as_deref(), Some("${SMSC_HTTP_ACCOUNT_0_SECRET}"));
+        assert_eq!(
+            (a[1].account.as_str(), a[1].secret.as_deref(), a[1].mo_url.as_deref()),
+            ("shop", None, None)
+        );
+        let back: SmscdConfig = serde_saphyr::from_str(&r.yaml).unwrap_or_else(|e| panic!("{e}\n{}", r.yaml));
+        assert_eq!(back, r.config);
+        let mut fewer = c.clone();
+        fewer.spec.http.accounts.truncate(1);
+        fewer.spec.http.accounts[0].dlr_url = Some("https://elsewhere.example/dlr".into());
+        assert_eq!(render(&fewer, &plan).unwrap_or_else(|e| panic!("{e}")).restart_hash, r.restart_hash);
+        let mut off = c;
+        off.spec.http.enabled = false;
+        let r2 = render(&off, &plan).unwrap_or_else(|e| panic!("{e}"));
+        assert!(r2.config.http.accounts.is_empty() && !r2.yaml.contains("http:"), "{}", r2.yaml);
+    }
+
     #[test]
     fn ttl_formats() {
         assert_eq!(parse_ttl("72h").ok(), Some(Duration::from_secs(72 * 3600)));
@@ -508,5 +712,6 @@ mod tests {
     fn env_names() {
         assert_eq!(bind_env("eu-west", "PASSWORD"), "SMPP_BIND_EU_WEST_PASSWORD");
         assert_eq!(account_password_env(3), "SMSC_ACCOUNT_3_PASSWORD");
+        assert_eq!(http_account_secret_env(1), "SMSC_HTTP_ACCOUNT_1_SECRET");
     }
 }

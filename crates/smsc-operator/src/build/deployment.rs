@@ -39,8 +39,8 @@ use smsc_api::crd::{DlrStoreType, SmscCluster, Topology};
 use smsc_api::names::{ADMIN_PORT, ROLE_ACTIVE, ROLE_LABEL};
 
 use super::configmap::{
-    account_password_env, bind_env, redis_secret_envs, Rendered, HTTP_TLS_DIR, HTTP_TOKENS_DIR, TLS_DIR,
-    UPSTREAM_CA_DIR,
+    account_password_env, bind_env, http_account_secret_env, http_accounts, redis_secret_envs, Rendered,
+    HANDLERS_DIR, HTTP_TLS_DIR, HTTP_TOKENS_DIR, TLS_DIR, UPSTREAM_CA_DIR,
 };
 use super::{port, Plan};
 use crate::checklist::Rollout;
@@ -204,6 +204,11 @@ pub fn env(cluster: &SmscCluster) -> Vec<EnvVar> {
     if let (DlrStoreType::Redis, Some(r)) = (spec.dlr_store.type_, &spec.dlr_store.redis) {
         for (name, s) in redis_secret_envs(r) {
             env.push(secret_env(name.to_string(), &s.name, &s.key));
+        }
+    }
+    for (i, a) in http_accounts(spec).iter().enumerate() {
+        if let Some(s) = &a.secret_ref {
+            env.push(secret_env(http_account_secret_env(i), &s.name, &s.key));
         }
     }
     env
@@ -373,6 +378,26 @@ pub fn build(cluster: &SmscCluster, plan: &Plan, rendered: &Rendered) -> Result<
             volumes.push(v);
             mounts.push(m);
         }
+    }
+    // The user's ConfigMap as a directory (never subPath: the kubelet does not update a subPath
+    // mount), so an edited script reaches the running smscd, which polls it. An inline script is
+    // a key of the config volume already.
+    if let Some(r) = spec.handlers.as_ref().and_then(|h| h.config_map_ref.as_ref()) {
+        volumes.push(Volume {
+            name: "handlers".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: r.name.clone(),
+                items: Some(vec![KeyToPath { key: r.key.clone(), path: r.key.clone(), mode: None }]),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: "handlers".into(),
+            mount_path: HANDLERS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
     }
     ports.push(container_port("admin", ADMIN_PORT));
 
@@ -616,6 +641,7 @@ mod tests {
                 name: "api".into(),
                 key: "tokens.txt".into(),
             }),
+            accounts: Vec::new(),
         };
         let r = render(&c, &plan).unwrap_or_else(|e| panic!("{e}"));
         let h = &r.config.http;
@@ -647,6 +673,67 @@ mod tests {
         c.spec.http.port = c.spec.smpp.port;
         let e = render(&c, &plan).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("spec.http.port"), "{e}");
+    }
+
+    /// Issue 15 item 5: a configMapRef script is the user's ConfigMap mounted as a directory
+    /// (no subPath: the kubelet updates it in place); an inline one adds no volume; editing an
+    /// inline script leaves the Pod template as it was (no restart).
+    #[test]
+    fn handlers_script_is_mounted_without_sub_path_and_edits_keep_the_pod_template() {
+        let c = load("handlers-configmap.yaml");
+        let p = pod_spec(&deployment(&c));
+        let vol = p.volumes.clone().unwrap_or_default().into_iter().find(|v| v.name == "handlers");
+        let cm = vol.and_then(|v| v.config_map).unwrap_or_else(|| panic!("no handlers volume"));
+        assert_eq!(cm.name, "policy");
+        let items = cm.items.unwrap_or_default();
+        assert_eq!(
+            items.iter().map(|i| (i.key.as_str(), i.path.as_str())).collect::<Vec<_>>(),
+            [("smpp_script.py", "smpp_script.py")]
+        );
+        let mounts = p.containers[0].volume_mounts.clone().unwrap_or_default();
+        let m = mounts.iter().find(|m| m.name == "handlers").unwrap_or_else(|| panic!("no handlers mount"));
+        assert_eq!(
+            (m.mount_path.as_str(), m.sub_path.as_deref(), m.read_only),
+            ("/etc/smscd-handlers", None, Some(true))
+        );
+        assert!(mounts.iter().all(|m| m.sub_path.is_none()), "{mounts:?}");
+
+        let inline = load("handlers-inline.yaml");
+        let p = pod_spec(&deployment(&inline));
+        let vols: Vec<_> = p.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect();
+        assert_eq!(vols, vec!["config", "tmp"], "the script is a key of the config volume");
+        let mut edited = inline.clone();
+        if let Some(h) = edited.spec.handlers.as_mut() {
+            h.script = Some("from siphon import smpp\n".into());
+            h.timeout_ms = 20;
+        }
+        assert_eq!(
+            deployment(&inline).spec.map(|s| s.template),
+            deployment(&edited).spec.map(|s| s.template)
+        );
+    }
+
+    /// Issue 17: each `spec.http.accounts[].secretRef` reaches smscd as the variable its config
+    /// names; none while the HTTP API is off.
+    #[test]
+    fn http_account_secrets_come_from_their_secret_refs() {
+        let c = load("http-accounts.yaml");
+        let secret = |c: &SmscCluster, n: &str| {
+            pod_spec(&deployment(c)).containers[0]
+                .env
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .find(|e| e.name == n)
+                .and_then(|e| e.value_from)
+                .and_then(|v| v.secret_key_ref)
+                .map(|s| (s.name, s.key))
+        };
+        assert_eq!(secret(&c, "SMSC_HTTP_ACCOUNT_0_SECRET"), Some(("bank-webhooks".into(), "hmac".into())));
+        assert_eq!(secret(&c, "SMSC_HTTP_ACCOUNT_1_SECRET"), None, "shop signs nothing");
+        let mut off = c;
+        off.spec.http.enabled = false;
+        assert_eq!(secret(&off, "SMSC_HTTP_ACCOUNT_0_SECRET"), None);
     }
 
     #[test]

@@ -52,6 +52,11 @@ pub(super) async fn secrets(ctx: &Context, cluster: &SmscCluster, ns: &str) -> R
             refs.push((s.name.clone(), Some(s.key.clone()), true));
         }
     }
+    for a in crate::build::configmap::http_accounts(spec) {
+        if let Some(s) = &a.secret_ref {
+            refs.push((s.name.clone(), Some(s.key.clone()), true));
+        }
+    }
     if let Some(t) = &spec.smpp.tls {
         refs.push((t.secret_name.clone(), None, false));
     }
