@@ -43,11 +43,7 @@ impl Cache {
         match store {
             StoreConfig::Memory { .. } => Cache::Memory(Mutex::new(HashMap::new())),
             StoreConfig::Redis { url, sentinel, cluster, key_prefix, .. } => {
-                let target = match (sentinel, cluster) {
-                    (Some(s), _) => Target::sentinel(s),
-                    (None, Some(c)) => Target::cluster(c),
-                    (None, None) => Target::url(url),
-                };
+                let target = Target::configured(url, sentinel.as_ref(), cluster.as_ref());
                 let link = match target {
                     Ok(t) => Some(Box::new(Link::new(t))),
                     Err(e) => {

@@ -88,12 +88,8 @@ impl Records {
                 Ok(Records::Memory(Mutex::new(MemoryRecords { ttl: *ttl, ..Default::default() })))
             }
             StoreConfig::Redis { url, sentinel, cluster, key_prefix, ttl, .. } => {
-                let target = match (sentinel, cluster) {
-                    (Some(s), _) => Target::sentinel(s),
-                    (None, Some(c)) => Target::cluster(c),
-                    (None, None) => Target::url(url),
-                }
-                .map_err(unavailable)?;
+                let target =
+                    Target::configured(url, sentinel.as_ref(), cluster.as_ref()).map_err(unavailable)?;
                 // Connected on first use: smscd starts while Redis is away, like the store.
                 Ok(Records::Redis {
                     link: Box::new(Link::new(target)),

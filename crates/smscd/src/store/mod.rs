@@ -303,20 +303,10 @@ pub fn build(config: &StoreConfig, identity: &str) -> Result<Built, StoreError> 
             let n = BUILT.fetch_add(1, Ordering::Relaxed);
             let consumer = if n == 0 { identity.to_owned() } else { format!("{identity}-{n}") };
             let claim_idle = self::redis::claim_idle_from_env();
-            let target = match (sentinel, cluster) {
-                (Some(s), _) => self::redis::Target::sentinel(s),
-                (None, Some(c)) => self::redis::Target::cluster(c),
-                (None, None) => self::redis::Target::url(url),
-            }
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let target = self::redis::Target::configured(url, sentinel.as_ref(), cluster.as_ref())
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let form = target.form();
             let link = self::redis::Link::new(target);
-            let form = if sentinel.is_some() {
-                "sentinel"
-            } else if cluster.is_some() {
-                "cluster"
-            } else {
-                "url"
-            };
             let r = self::redis::RedisStore::with_link(
                 link,
                 key_prefix,

@@ -96,6 +96,30 @@ pub struct SentinelTarget {
 }
 
 impl Target {
+    /// The store's Redis as configured: Sentinel when set, else Cluster when set, else the
+    /// single instance at `url`. Every user of the store's Redis (the store, HTTP records,
+    /// `smpp.cache`) takes this one choice.
+    pub fn configured(
+        url: &str,
+        sentinel: Option<&RedisSentinelConfig>,
+        cluster: Option<&RedisClusterConfig>,
+    ) -> RedisResult<Target> {
+        match (sentinel, cluster) {
+            (Some(s), _) => Target::sentinel(s),
+            (None, Some(c)) => Target::cluster(c),
+            (None, None) => Target::url(url),
+        }
+    }
+
+    /// How the target was named, for logs: `sentinel`, `cluster` or `url`.
+    pub fn form(&self) -> &'static str {
+        match self {
+            Target::Url(_) => "url",
+            Target::Sentinel(_) => "sentinel",
+            Target::Cluster(_) => "cluster",
+        }
+    }
+
     /// A single instance from a `redis://`, `rediss://` or `unix://` URL.
     pub fn url(url: &str) -> RedisResult<Target> {
         Ok(Target::Url(Client::open(url)?))
