@@ -318,10 +318,15 @@ async fn on_pdu_rewrites_answers_routes_and_rejects() {
     cfg.binds = vec![upstream("up", up.port, "u", "p")];
     cfg.routing.default_chain = vec!["bind:up".into()];
     let mut d = Daemon::start(cfg).await;
-    eventually("upstream bound", Duration::from_secs(20), || d.core().upstreams.get("up").is_some()).await;
+    // Bound, not only registered: a submit before the session is up is refused.
+    eventually("upstream bound", Duration::from_secs(20), || {
+        d.core().upstreams.get("up").is_some_and(|u| u.bound_sessions() == 1)
+    })
+    .await;
     let e = bind(d.smpp, BindKind::Transceiver, "acct", "pw").await.expect("bind");
     // Rewritten destination, default routing: the carrier sees the new number.
-    assert!(submit_status(&e, submit("0031612345678", 0)).await.is_ok());
+    let first = submit_status(&e, submit("0031612345678", 0)).await;
+    assert!(first.is_ok(), "{first:?}");
     assert_eq!(up.seen(), vec!["+31612345678".to_string()]);
     // Answered here, nothing sent upstream.
     assert_eq!(submit_status(&e, submit_text("local", 0, "hi")).await, Ok("local-hi".into()));
