@@ -431,14 +431,7 @@ async fn submit_multi_fans_out_with_unsuccess_smes_and_data_sm_goes_both_ways() 
     cfg.routing.store_and_forward = false;
     // Destinations 999... go to an upstream nobody listens for: never taken.
     cfg.binds.push(upstream("nowhere", free_port(), "x", "y"));
-    cfg.routing.rules = vec![smsc_api::smscd_config::RoutingRule {
-        matches: smsc_api::smscd_config::RuleMatch {
-            destination_prefix: Some("999".into()),
-            ..Default::default()
-        },
-        chain: vec!["bind:nowhere".into()],
-        store_and_forward: None,
-    }];
+    cfg.routing.rules = vec![prefix_rule("999", "bind:nowhere", None)];
     cfg.routing.mo = vec![smsc_api::smscd_config::MoRule {
         destination_prefix: None,
         upstream: None,
@@ -524,14 +517,7 @@ async fn held_metrics_per_account_and_route_oldest_age_retries_expiries_and_the_
     let port = free_port();
     let mut cfg = relay_config(port);
     // Destinations 3162... go by rule 0 (same carrier), the rest by the default chain.
-    cfg.routing.rules = vec![smsc_api::smscd_config::RoutingRule {
-        matches: smsc_api::smscd_config::RuleMatch {
-            destination_prefix: Some("3162".into()),
-            ..Default::default()
-        },
-        chain: vec!["bind:carrier".into()],
-        store_and_forward: Some(true),
-    }];
+    cfg.routing.rules = vec![prefix_rule("3162", "bind:carrier", Some(true))];
     let relay = Daemon::start(cfg).await;
     let esme = bind(relay.smpp, BindKind::Transceiver, "esme", "secret").await.expect("bind");
     let kept = submit_held(&esme, 3, "3161000", "").await;
@@ -695,14 +681,7 @@ async fn submit_multi_holds_the_destinations_no_target_takes_now_when_the_route_
     cfg.routing.store_and_forward = false;
     cfg.binds.push(upstream("later", later_port, "x", "y"));
     // 999... go to a carrier that is down, on a route that stores and forwards.
-    cfg.routing.rules = vec![smsc_api::smscd_config::RoutingRule {
-        matches: smsc_api::smscd_config::RuleMatch {
-            destination_prefix: Some("999".into()),
-            ..Default::default()
-        },
-        chain: vec!["bind:later".into()],
-        store_and_forward: Some(true),
-    }];
+    cfg.routing.rules = vec![prefix_rule("999", "bind:later", Some(true))];
     let relay = Daemon::start(cfg).await;
     let core = relay.core().clone();
     eventually("relay bound", Duration::from_secs(10), || {
@@ -807,5 +786,22 @@ async fn node_esme_queries_replaces_and_cancels_a_held_message_and_gets_spec_sta
         let resp = esme.events_named("submit_resp");
         assert_eq!(resp.len(), 1, "{}", esme.context());
         assert_eq!(resp[0]["status"], status, "{}", esme.context());
+    }
+}
+
+/// A routing rule: destinations starting with `prefix` go to `target`, with its own
+/// store-and-forward choice (None: the default chain's).
+fn prefix_rule(
+    prefix: &str,
+    target: &str,
+    store_and_forward: Option<bool>,
+) -> smsc_api::smscd_config::RoutingRule {
+    smsc_api::smscd_config::RoutingRule {
+        matches: smsc_api::smscd_config::RuleMatch {
+            destination_prefix: Some(prefix.into()),
+            ..Default::default()
+        },
+        chain: vec![target.into()],
+        store_and_forward,
     }
 }
