@@ -8,6 +8,7 @@
 #   BENCH_SCENARIOS  which of: term peers relay redis redis-ha latency mix saf http handlers (default: all)
 #   BENCH_HA_CELLS   binds:window cells of redis-ha (Sentinel with and without WAIT, Cluster;
 #                default 4:64, the single-instance headline cell)
+#   BENCH_REDIS_EXTRA  YAML appended to the redis scenario's two relay configs
 #   BENCH_GEN_CPUS / BENCH_SRV_CPUS  taskset cpu lists for the generator and the server under
 #                test in single-server scenarios (default: empty, no pinning: on the shared
 #                2-core box pinning cost up to 20x, see docs/benchmarks.md; e.g. 0 and 1 on a quiet one)
@@ -213,6 +214,9 @@ if has redis; then
     up='binds:
   - { name: up, host: 127.0.0.1, port: '"$((P + 40))"', system_id: relay, password: relaypw, window: 256, binds: 4 }'
     store='store: { type: redis, url: "redis://127.0.0.1:'"$((P + 90))"'", key_prefix: bench }'
+    # BENCH_REDIS_EXTRA: more YAML for both relays, e.g. 'store_and_forward: { keep_relayed: 0s }'
+    # (what the per-message query_sm record costs).
+    store+=${BENCH_REDIS_EXTRA:+$'\n'$BENCH_REDIS_EXTRA}
     smscd_cfg "$CFG/upstream.yaml" $((P + 40)) $((P + 41)) '"sim"'
     smscd_cfg "$CFG/redis-a.yaml" $((P + 50)) $((P + 51)) '"bind:up"' "$up
 $store"
