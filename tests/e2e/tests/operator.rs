@@ -37,8 +37,12 @@ struct Operator {
 
 impl Operator {
     async fn start(ns: &TestNamespace) -> anyhow::Result<Operator> {
-        let client = control_plane().await?.client().await?;
         let metrics = Arc::new(Metrics::default());
+        // Counted like the binary's client (main.rs), so tests can see what it asked for.
+        let config = control_plane().await?.config().await?;
+        let client = kube::client::ClientBuilder::try_from(config)?
+            .with_layer(&smsc_operator::requests::layer(metrics.clone()))
+            .build();
         let settings = Settings {
             smscd_image: "smscd:e2e".into(),
             namespace: Some(ns.name().to_string()),
@@ -54,6 +58,12 @@ impl Operator {
 
     fn reconciles(&self) -> u64 {
         self.metrics.reconciles.get()
+    }
+
+    /// Requests sent so far with this verb on this resource.
+    fn requests(&self, verb: &str, resource: &str) -> u64 {
+        let labels = smsc_operator::metrics::RequestLabels { verb: verb.into(), resource: resource.into() };
+        self.metrics.requests.get_or_create(&labels).get()
     }
 
     async fn stop(mut self) {
@@ -1001,6 +1011,63 @@ async fn handlers_script_edits_change_the_config_map_and_roll_no_pods() -> anyho
     .await?;
     let config = cm.data.unwrap_or_default().get("smscd.yaml").cloned().unwrap_or_default();
     assert!(config.contains("script: /etc/smscd-handlers/rules.py"), "{config}");
+    op.stop().await;
+    Ok(())
+}
+
+/// A Pod whose container is stuck (here CrashLoopBackOff, written to its status as a kubelet
+/// would: kwok runs no containers) degrades its cluster, and the cluster recovers with the Pod.
+/// The waiting reason comes from the operator's Pod watch: no Pod is listed besides the watch's
+/// own list, however long the Pod stays unready (a LIST per reconcile, every 10 s per unready
+/// cluster, was what kept the operator busy at 1,000 clusters).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_pod_degrades_the_cluster_from_the_pod_watch_without_listing_pods() -> anyhow::Result<()> {
+    let (ns, op) = setup("op-stuck").await?;
+    create_cluster(&ns, &cluster("sms", 1, None, false)?).await?;
+    let pod = wait_for("the cluster's Pod", WAIT, || async {
+        let pods =
+            ns.api::<Pod>().list(&ListParams::default().labels("app.kubernetes.io/instance=sms")).await?;
+        Ok::<_, anyhow::Error>(
+            pods.items.into_iter().find(|p| p.status.as_ref().is_some_and(|s| s.pod_ip.is_some())),
+        )
+    })
+    .await?;
+    wait_status(&ns, "sms", "not degraded", |s| {
+        cond(s, ConditionType::Degraded).is_some_and(|c| c.0 == ConditionStatus::False)
+    })
+    .await?;
+    let lists_before = op.requests("list", "pods");
+
+    let status = |ready: bool, state: serde_json::Value| {
+        json!({ "status": {
+            "conditions": [{ "type": "Ready", "status": if ready { "True" } else { "False" } },
+                           { "type": "ContainersReady", "status": if ready { "True" } else { "False" } }],
+            "containerStatuses": [{ "name": "smscd", "image": "smscd:e2e", "imageID": "", "ready": ready,
+                "restartCount": 3, "state": state }],
+        } })
+    };
+    let crash = status(
+        false,
+        json!({ "waiting": { "reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container" } }),
+    );
+    ns.api::<Pod>().patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&crash)).await?;
+    let st = wait_status(&ns, "sms", "Degraded CrashLoopBackOff", |s| {
+        cond(s, ConditionType::Degraded) == Some((ConditionStatus::True, "CrashLoopBackOff".into()))
+    })
+    .await?;
+    let msg = st.conditions.iter().find(|c| c.type_ == ConditionType::Degraded).map(|c| c.message.clone());
+    ensure!(
+        msg.as_deref().is_some_and(|m| m.contains(&pod.name_any()) && m.contains("back-off 40s")),
+        "{msg:?}"
+    );
+
+    let running = status(true, json!({ "running": { "startedAt": "2026-01-01T00:00:00Z" } }));
+    ns.api::<Pod>().patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&running)).await?;
+    wait_status(&ns, "sms", "not degraded once the container runs", |s| {
+        cond(s, ConditionType::Degraded).is_some_and(|c| c.0 == ConditionStatus::False)
+    })
+    .await?;
+    assert_eq!(op.requests("list", "pods"), lists_before, "Pods were listed outside the watch");
     op.stop().await;
     Ok(())
 }

@@ -17,7 +17,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DynamicObject};
-use kube::core::{ApiResource, GroupVersionKind, PartialObjectMeta};
+use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
@@ -42,8 +42,8 @@ pub struct Stores {
     pub(super) services: Store<Service>,
     pub(super) pdbs: Store<PodDisruptionBudget>,
     pub(super) hpas: Store<HorizontalPodAutoscaler>,
-    /// Only metadata: the role label is all a reconcile needs of a Pod.
-    pub(super) pods: Store<PartialObjectMeta<Pod>>,
+    /// Trimmed to metadata and the containers' waiting reasons ([`super::observe::trim_pod`]).
+    pub(super) pods: Store<Pod>,
     pub(super) leases: Store<Lease>,
 }
 
@@ -56,7 +56,7 @@ pub(super) struct Writers {
     pub(super) services: reflector::store::Writer<Service>,
     pub(super) pdbs: reflector::store::Writer<PodDisruptionBudget>,
     pub(super) hpas: reflector::store::Writer<HorizontalPodAutoscaler>,
-    pub(super) pods: reflector::store::Writer<PartialObjectMeta<Pod>>,
+    pub(super) pods: reflector::store::Writer<Pod>,
     pub(super) leases: reflector::store::Writer<Lease>,
 }
 

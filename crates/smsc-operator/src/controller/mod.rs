@@ -31,12 +31,10 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DynamicObject};
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as RuntimeConfig, Controller};
 use kube::runtime::reflector;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
-use smsc_api::names::ROLE_LABEL;
 
 pub use cache::{api_resource, Cached, Stores};
 pub use context::{Context, Settings};
@@ -108,13 +106,24 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             },
         )
         .watches_stream(
-            // Api<PartialObjectMeta<_>> watches metadata only.
-            reflect(api_for::<PartialObjectMeta<Pod>>(c, &ns), &children, w.pods, trim),
-            move |pod: PartialObjectMeta<Pod>| {
-                let role = pod.labels().get(ROLE_LABEL).cloned().unwrap_or_default();
+            // Whole Pods are listed and trimmed on arrival: the waiting reasons are in the status.
+            watcher(api_for::<Pod>(c, &ns), children.clone())
+                .default_backoff()
+                .modify(observe::trim_pod)
+                .reflect(w.pods)
+                .touched_objects(),
+            move |pod: Pod| {
                 let cluster = pod.labels().get(labels::INSTANCE_LABEL).cloned();
                 let cached = |k: &str| in_store(&pod_store, k);
-                changed_filter(&pod_seen, &pod, role, cluster, &ar_p, cached, pod_store.len())
+                changed_filter(
+                    &pod_seen,
+                    &pod,
+                    observe::pod_material(&pod),
+                    cluster,
+                    &ar_p,
+                    cached,
+                    pod_store.len(),
+                )
             },
         )
         .graceful_shutdown_on(shutdown)

@@ -17,7 +17,6 @@ use super::cache::cached;
 use super::context::{key, Context};
 use super::observe::{
     active_active_selects_role, autoscaler_obs, deployment_obs, lease_holder, pod_problem, secrets,
-    unready_pods,
 };
 use super::pods::fix_role_labels;
 use crate::build;
@@ -26,10 +25,9 @@ use crate::error::{Error, Result, Verb};
 use crate::labels::{self, MANAGER};
 use crate::status::{self, AutoscalerObs, Inputs};
 
-/// Resync period of a settled cluster.
+/// Resync period. Pods that stop or start being stuck trigger a reconcile through their watch
+/// (see `observe::pod_material`), so unready Pods need no faster polling.
 const RESYNC: Duration = Duration::from_secs(300);
-/// Resync period while some of the Deployment's Pods are not ready.
-const UNSETTLED_RESYNC: Duration = Duration::from_secs(10);
 
 /// Exponential back-off per object: 1 s, 2 s, 4 s ... capped at 5 min.
 pub fn backoff(failures: u32) -> Duration {
@@ -222,7 +220,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
     // A missing Secret explains Pods that cannot start: it comes first.
     let problem = match secrets_problem {
         Some(p) => Some(p),
-        None => pod_problem(ctx, &ns, &name, observed.as_ref()).await?,
+        None => pod_problem(ctx, &ns, &name, observed.as_ref()),
     };
     if let Some((reason, message)) = &problem {
         if !was(old, ConditionType::Degraded, reason) {
@@ -246,10 +244,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
     if let Some(t) = new.topology {
         ctx.set_written_topology(key(obj), t);
     }
-    // Pod waiting reasons trigger no watch event the reconcile sees: look again soon while
-    // Pods are not ready.
-    let unsettled = observed.as_ref().is_some_and(unready_pods);
-    Ok(Action::requeue(if unsettled { UNSETTLED_RESYNC } else { RESYNC }))
+    Ok(Action::requeue(RESYNC))
 }
 
 pub fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> Action {
