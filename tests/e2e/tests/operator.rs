@@ -1011,6 +1011,29 @@ async fn handlers_script_edits_change_the_config_map_and_roll_no_pods() -> anyho
     .await?;
     let config = cm.data.unwrap_or_default().get("smscd.yaml").cloned().unwrap_or_default();
     assert!(config.contains("script: /etc/smscd-handlers/rules.py"), "{config}");
+
+    // "policy" does not exist: the Pods could not mount it, and the status says which key.
+    let st = wait_status(&ns, "sms", "Degraded ConfigMapMissing", |s| {
+        cond(s, ConditionType::Degraded) == Some((ConditionStatus::True, "ConfigMapMissing".into()))
+    })
+    .await?;
+    let msg = st.conditions.iter().find(|c| c.type_ == ConditionType::Degraded).map(|c| c.message.clone());
+    ensure!(
+        msg.as_deref()
+            .is_some_and(|m| m.contains("policy/rules.py") && m.contains("spec.handlers.configMapRef")),
+        "{msg:?}"
+    );
+    let policy: ConfigMap = serde_json::from_value(json!({
+        "metadata": { "name": "policy" }, "data": { "rules.py": script("third") },
+    }))?;
+    ns.api::<ConfigMap>().create(&PostParams::default(), &policy).await?;
+    // Like a Secret, a user's ConfigMap is not watched: ask for a reconcile as after a rotation.
+    let ask = json!({ "metadata": { "annotations": { smsc_operator::labels::RECONCILE_REQUEST_ANNOTATION: "1" } } });
+    ns.api::<SmscCluster>().patch("sms", &PatchParams::default(), &Patch::Merge(&ask)).await?;
+    wait_status(&ns, "sms", "not degraded once the ConfigMap exists", |s| {
+        cond(s, ConditionType::Degraded).is_some_and(|c| c.0 == ConditionStatus::False)
+    })
+    .await?;
     op.stop().await;
     Ok(())
 }

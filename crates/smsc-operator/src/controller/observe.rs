@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateWaiting, ContainerStatus, Pod, PodStatus, Secret, Service,
+    ConfigMap, ContainerState, ContainerStateWaiting, ContainerStatus, Pod, PodStatus, Secret, Service,
 };
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
@@ -96,6 +96,31 @@ pub(super) async fn secrets(ctx: &Context, cluster: &SmscCluster, ns: &str) -> R
         }
     }
     Ok(SecretsObs { missing, env_version: env_version(&versions) })
+}
+
+/// The `spec.handlers.configMapRef` ConfigMap or key, as `name/key`, when it does not exist: the
+/// kubelet cannot mount the script, and the Pods wait in ContainerCreating with no reason a Pod
+/// status shows. Read by name (GET) like the Secrets: the user's ConfigMap is not one of the
+/// children the operator watches.
+pub(super) async fn handlers_config_map_missing(
+    ctx: &Context,
+    cluster: &SmscCluster,
+    ns: &str,
+) -> Result<Option<String>> {
+    let Some(r) = cluster.spec.handlers.as_ref().and_then(|h| h.config_map_ref.as_ref()) else {
+        return Ok(None);
+    };
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let cm = api.get_opt(&r.name).await.map_err(|e| Error::kube(Verb::Get, "ConfigMap", &r.name, e))?;
+    Ok(config_map_key_missing(cm.as_ref(), &r.key).then(|| format!("{}/{}", r.name, r.key)))
+}
+
+/// Is `key` absent from the ConfigMap (or the ConfigMap itself absent)?
+fn config_map_key_missing(cm: Option<&ConfigMap>, key: &str) -> bool {
+    !cm.is_some_and(|cm| {
+        cm.data.as_ref().is_some_and(|d| d.contains_key(key))
+            || cm.binary_data.as_ref().is_some_and(|d| d.contains_key(key))
+    })
 }
 
 /// A short digest of (name, uid, resourceVersion) triples, in name order.
@@ -472,6 +497,24 @@ mod tests {
         let mut active = pod("a", None);
         active.metadata.labels = Some([(ROLE_LABEL.to_string(), ROLE_ACTIVE.to_string())].into());
         assert_ne!(base, pod_material(&active));
+    }
+}
+
+#[cfg(test)]
+mod config_map_tests {
+    use super::config_map_key_missing;
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    #[test]
+    fn a_missing_config_map_or_key_is_missing() {
+        let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "h" }, "data": { "smpp_script.py": "" }, "binaryData": { "b.py": "" },
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(config_map_key_missing(None, "smpp_script.py"));
+        assert!(config_map_key_missing(Some(&cm), "other.py"));
+        assert!(!config_map_key_missing(Some(&cm), "smpp_script.py"));
+        assert!(!config_map_key_missing(Some(&cm), "b.py"));
     }
 }
 

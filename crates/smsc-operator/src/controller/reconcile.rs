@@ -16,7 +16,8 @@ use super::apply::apply_children;
 use super::cache::cached;
 use super::context::{key, Context};
 use super::observe::{
-    active_active_selects_role, autoscaler_obs, deployment_obs, lease_holder, pod_problem, secrets,
+    active_active_selects_role, autoscaler_obs, deployment_obs, handlers_config_map_missing, lease_holder,
+    pod_problem, secrets,
 };
 use super::pods::fix_role_labels;
 use crate::build;
@@ -164,6 +165,11 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
     let secrets_problem = (!missing.is_empty()).then(|| {
         ("SecretMissing".to_string(), format!("referenced Secret keys do not exist: {}", missing.join(", ")))
     });
+    let config_map_problem = handlers_config_map_missing(ctx, &cluster, &ns).await?.map(|item| {
+        let what =
+            format!("the handlers script ConfigMap key {item} (spec.handlers.configMapRef) does not exist");
+        ("ConfigMapMissing".to_string(), what)
+    });
 
     let deployment = match &plan.decision {
         d @ Decision::Refused { .. } => {
@@ -217,8 +223,8 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
     }
 
     let observed = deployment.as_ref().map(deployment_obs);
-    // A missing Secret explains Pods that cannot start: it comes first.
-    let problem = match secrets_problem {
+    // A missing Secret or ConfigMap explains Pods that cannot start: it comes first.
+    let problem = match secrets_problem.or(config_map_problem) {
         Some(p) => Some(p),
         None => pod_problem(ctx, &ns, &name, observed.as_ref()),
     };
