@@ -342,6 +342,84 @@ async fn on_pdu_rewrites_answers_routes_and_rejects() {
     d.shutdown().await;
 }
 
+/// A submit_multi of `dests` (TON/NPI 1/1) with text "fan".
+fn multi(dests: &[&str]) -> Body {
+    Body::SubmitMulti(smpp::SubmitMulti {
+        source: smpp::Address::new(0, 0, "12345"),
+        destinations: dests
+            .iter()
+            .map(|d| smpp::DestAddress::Sme(smpp::Address::new(1, 1, d.to_string())))
+            .collect(),
+        short_message: Bytes::from_static(b"fan"),
+        ..Default::default()
+    })
+}
+
+/// Each destination of a submit_multi goes through on_pdu("submit_sm") as the submit_sm it
+/// becomes, so the script's policy cannot be bypassed: rewritten (the carrier sees the new
+/// number), answered here, routed to the script's chain, or rejected (in unsuccess_smes with the
+/// script's status, named as the ESME wrote it); every destination rejected refuses the PDU
+/// with that status. The npm smpp ESME gets the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_multi_destinations_go_through_on_pdu_submit_sm() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = write(dir.path(), "policy.py", PDU_POLICY);
+    let mut cfg = config_with(&script, vec![account("acct", "pw")]);
+    cfg.binds = vec![upstream("up", up.port, "u", "p")];
+    cfg.routing.default_chain = vec!["bind:up".into()];
+    let mut d = Daemon::start(cfg).await;
+    eventually("upstream bound", Duration::from_secs(20), || {
+        d.core().upstreams.get("up").is_some_and(|u| u.bound_sessions() == 1)
+    })
+    .await;
+    let e = bind(d.smpp, BindKind::Transceiver, "acct", "pw").await.expect("bind");
+    let dests = ["0031612345678", "local", "tosim", "bad", "4477"];
+    let r = within("submit_multi", e.session.request(multi(&dests))).await.expect("submit_multi_resp");
+    match r.body {
+        Body::SubmitMultiResp(resp) if r.command_status.is_ok() => {
+            assert!(!resp.message_id.is_empty());
+            let unsuccess: Vec<(String, CommandStatus)> = resp
+                .unsuccess_smes
+                .iter()
+                .map(|u| (String::from_utf8_lossy(&u.address.addr).into_owned(), u.error_status_code))
+                .collect();
+            assert_eq!(unsuccess, vec![("bad".to_string(), CommandStatus::ESME_RINVDSTADR)]);
+        }
+        other => panic!("submit_multi: {:?} {other:?}", r.command_status),
+    }
+    // Only the rewritten and the untouched destinations reach the carrier (in either order).
+    let mut seen = up.seen();
+    seen.sort();
+    assert_eq!(seen, vec!["+31612345678".to_string(), "4477".to_string()]);
+    // Every destination refused by the script: the PDU gets the script's status, nothing is sent.
+    let r = within("submit_multi", e.session.request(multi(&["bad"]))).await.expect("submit_multi_resp");
+    assert_eq!(r.command_status, CommandStatus::ESME_RINVDSTADR);
+    assert_eq!(up.seen().len(), 2);
+    let m = d.metrics().await;
+    assert_eq!(
+        metric_sum(&m, "smscd_handler_calls_total", &["on_pdu:submit_sm", "result=\"ok\""]),
+        6.0,
+        "{m}"
+    );
+    // A third-party ESME: its submit_multi to `bad` and `bad1` gets `bad` back in unsuccess_smes.
+    let args =
+        esme_args(d.smpp.port(), "acct", "pw", &["--ops", "multi", "--dest-addr", "bad", "--timeout", "20"]);
+    let mut esme = Peer::spawn(Lang::Node, "esme_node.js", &args);
+    assert_eq!(esme.finish().await, 0, "ESME run failed\n{}", esme.context());
+    let ops = esme.events_named("op");
+    assert_eq!(ops.len(), 1, "{}", esme.context());
+    assert_eq!(ops[0]["status"], 0, "{}", esme.context());
+    assert_eq!(
+        ops[0]["unsuccess"],
+        serde_json::json!([{ "addr": "bad", "status": 0x0B }]),
+        "{}",
+        esme.context()
+    );
+    assert!(up.seen().contains(&"bad1".to_string()), "{:?}", up.seen());
+    d.shutdown().await;
+}
+
 // ---- deliver_sm and data_sm ---------------------------------------------------------------------
 
 const DELIVER_POLICY: &str = r#"from siphon import smpp
