@@ -501,7 +501,8 @@ impl Handler for InboundHandler {
             Body::SubmitSm(_) => self.submit(req),
             Body::QuerySm(_) | Body::CancelSm(_) | Body::ReplaceSm(_) => self.message_op(req),
             Body::SubmitMulti(_) | Body::DataSm(_) => {
-                if self.core.is_draining() || !self.account.throttle.try_take() {
+                // The session's own throttle (on_bind's `accept(throttle=)`) too, as for submit_sm.
+                if self.core.is_draining() || !self.account.throttle.try_take() || !self.hooks.try_take() {
                     return Reply::Error(CommandStatus::ESME_RTHROTTLED);
                 }
                 self.message_op(req)

@@ -420,6 +420,40 @@ async fn submit_multi_destinations_go_through_on_pdu_submit_sm() {
     d.shutdown().await;
 }
 
+/// on_bind's `accept(throttle=1)` holds for submit_multi and data_sm as for submit_sm: sent
+/// back to back, at most one a second (plus the first) is taken, the rest ESME_RTHROTTLED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_throttle_from_on_bind_covers_submit_multi_and_data_sm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = write(
+        dir.path(),
+        "throttle.py",
+        "from siphon import smpp\n@smpp.on_bind\ndef b(bind):\n    return bind.accept(throttle=1)\n",
+    );
+    let mut d = Daemon::start(config_with(&script, vec![])).await;
+    let e = bind(d.smpp, BindKind::Transceiver, "anyone", "x").await.expect("bind");
+    let data = || {
+        let mut d = smpp::DataSm {
+            source: smpp::Address::new(0, 0, "12345"),
+            destination: smpp::Address::new(1, 1, "3161"),
+            ..Default::default()
+        };
+        d.tlvs.set_message_payload(&b"hi"[..]);
+        Body::DataSm(d)
+    };
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for n in 0..6 {
+        let body = if n % 2 == 0 { multi(&["3161", "3162"]) } else { data() };
+        statuses.push(within("request", e.session.request(body)).await.expect("response").command_status);
+    }
+    let allowed = 1 + started.elapsed().as_secs_f64().ceil() as usize;
+    let taken = statuses.iter().filter(|s| s.is_ok()).count();
+    assert!(taken >= 1 && taken <= allowed, "{taken} taken in {:?}: {statuses:?}", started.elapsed());
+    assert!(statuses.iter().all(|s| s.is_ok() || *s == CommandStatus::ESME_RTHROTTLED), "{statuses:?}");
+    d.shutdown().await;
+}
+
 // ---- deliver_sm and data_sm ---------------------------------------------------------------------
 
 const DELIVER_POLICY: &str = r#"from siphon import smpp
