@@ -462,8 +462,13 @@ const DELIVER_POLICY: &str = r#"from siphon import smpp
 async def on_deliver(pdu, session):
     if pdu.is_receipt:
         r = pdu.receipt
-        # Observed, and marked for the ESME in a vendor TLV; the id is the upstream's here.
-        pdu.set_tlv(0x1400, f"{session.upstream}:{r.id}:{r.stat}:{r.message_state}:{r.err}".encode())
+        if r.account is None and r.id.startswith("vendor-"):
+            # An upstream that prefixes its ids: repaired here, then matched.
+            pdu.text = pdu.text.replace("id:vendor-", "id:", 1)
+            return None
+        # Observed, and marked for the ESME in a vendor TLV: the id the ESME knows (TLV, and
+        # the text's first word), the upstream's and the account.
+        pdu.set_tlv(0x1400, f"{session.upstream}:{r.id}:{pdu.text.split()[0]}:{r.upstream_id}:{r.account}:{r.stat}:{r.message_state}:{r.err}".encode())
         return None
     if pdu.text.startswith("spam"):
         return pdu.reject(smpp.ESME_RX_R_APPN)
@@ -566,31 +571,53 @@ async fn deliver_sm_handler_rewrites_rejects_and_answers_mo() {
     d.shutdown().await;
 }
 
-/// A delivery receipt goes through on_pdu("deliver_sm") with is_receipt and its parsed fields
-/// (the upstream's id), and still reaches the ESME with smscd's id.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deliver_sm_handler_observes_receipts_which_still_reach_the_esme() {
-    let (mut d, up, mut e, _dir) = deliver_setup().await;
-    let ours = submit_status(&e, submit("3161", 1)).await.expect("submit relayed");
-    assert_eq!(up.seen(), vec!["3161".to_string()]);
-    let receipt = smpp::DeliverSm {
+/// An upstream's receipt for message `upstream_id` (in the text; also in receipted_message_id
+/// when `tlv`).
+fn upstream_receipt(upstream_id: &str, tlv: bool) -> Body {
+    let mut r = smpp::DeliverSm {
         source: smpp::Address::new(1, 1, "3161"),
         destination: smpp::Address::new(0, 0, "12345"),
         esm_class: 0x04,
-        short_message: Bytes::from_static(
-            b"id:up1 sub:001 dlvrd:001 submit date:2601011200 done date:2601011201 stat:DELIVRD err:000 text:hello",
-        ),
+        short_message: Bytes::from(format!(
+            "id:{upstream_id} sub:001 dlvrd:001 submit date:2601011200 done date:2601011201 stat:DELIVRD err:000 text:hello"
+        )),
         ..Default::default()
     };
-    let r = within("receipt", up.session().request(Body::DeliverSm(receipt))).await.expect("resp");
+    if tlv {
+        r.tlvs.set_receipted_message_id(upstream_id.as_bytes());
+    }
+    Body::DeliverSm(r)
+}
+
+/// A delivery receipt goes through on_pdu("deliver_sm") matched first: the handler sees the id
+/// the ESME knows (smscd's, in receipted_message_id and in the text), with the upstream's id and
+/// the submitting account beside it, so a hook keyed on the ESME's id matches. A receipt that
+/// matches nothing is shown as it came, and the id the script repairs is matched after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_sm_handler_sees_receipts_with_our_id_the_upstream_id_and_the_account() {
+    let (mut d, up, mut e, _dir) = deliver_setup().await;
+    let ours = submit_status(&e, submit("3161", 1)).await.expect("submit relayed");
+    assert_eq!(up.seen(), vec!["3161".to_string()]);
+    let r = within("receipt", up.session().request(upstream_receipt("up1", true))).await.expect("resp");
     assert_eq!(r.command_status, CommandStatus::ESME_ROK);
     let got = next_delivered(&mut e).await;
     assert_eq!(got.esm_class, 0x04);
     let text = String::from_utf8_lossy(got.payload()).into_owned();
     let id = smpp::receipt::Receipt::parse(&text).map(|r| r.id).unwrap_or_default();
     assert_eq!(id, ours, "the ESME gets our id: {text}");
+    assert_eq!(receipt_id(&got), ours);
     let seen = got.tlvs.get(smpp::Tag(0x1400)).map(|b| String::from_utf8_lossy(b).into_owned());
-    assert_eq!(seen.as_deref(), Some("up:up1:DELIVRD:2:000"), "what the handler saw");
+    let want = format!("up:{ours}:id:{ours}:up1:acct:DELIVRD:2:000");
+    assert_eq!(seen.as_deref(), Some(want.as_str()), "what the handler saw");
+    // An id the upstream mangled: unmatched, repaired by the script, then matched.
+    let second = submit_status(&e, submit("3161", 1)).await.expect("submit relayed");
+    let r =
+        within("receipt", up.session().request(upstream_receipt("vendor-up2", false))).await.expect("resp");
+    assert_eq!(r.command_status, CommandStatus::ESME_ROK);
+    let got = next_delivered(&mut e).await;
+    let text = String::from_utf8_lossy(got.payload()).into_owned();
+    let id = smpp::receipt::Receipt::parse(&text).map(|r| r.id).unwrap_or_default();
+    assert_eq!(id, second, "the repaired receipt matched: {text}");
     d.shutdown().await;
 }
 
