@@ -621,6 +621,47 @@ async fn deliver_sm_handler_sees_receipts_with_our_id_the_upstream_id_and_the_ac
     d.shutdown().await;
 }
 
+const SIM_POLICY: &str = r#"from siphon import smpp
+
+@smpp.on_pdu("deliver_sm")
+def on_deliver(pdu, session):
+    if not pdu.is_receipt:
+        return None
+    r = pdu.receipt
+    if pdu.source_addr == "drop":
+        return pdu.reply()
+    pdu.set_tlv(0x1400, f"{session.upstream}:{r.id}:{r.account}:{r.stat}".encode())
+    return None
+"#;
+
+/// The sim's receipts go through on_pdu("deliver_sm") as an upstream's do (session.upstream is
+/// "sim"), with the id the ESME knows: marked, or answered there and never forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_receipts_go_through_on_pdu_deliver_sm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = write(dir.path(), "policy.py", SIM_POLICY);
+    let mut cfg = config_with(&script, vec![account("acct", "pw")]);
+    cfg.sim.outcomes = [("DELIVRD".to_string(), 1.0)].into_iter().collect();
+    let mut d = Daemon::start(cfg).await;
+    let mut e = bind(d.smpp, BindKind::Transceiver, "acct", "pw").await.expect("bind");
+    // The sim makes its receipts in order: once the second is here, the first was decided.
+    let dropped = submit_status(&e, submit("drop", 1)).await.expect("submit to the sim");
+    let ours = submit_status(&e, submit("keep", 1)).await.expect("submit to the sim");
+    let got = next_delivered(&mut e).await;
+    assert_eq!(receipt_id(&got), ours, "the receipt the handler dropped ({dropped}) reached the ESME");
+    let seen = got.tlvs.get(smpp::Tag(0x1400)).map(|b| String::from_utf8_lossy(b).into_owned());
+    let want = format!("sim:{ours}:acct:DELIVRD");
+    assert_eq!(seen.as_deref(), Some(want.as_str()), "what the handler saw");
+    let m = d.metrics().await;
+    assert_eq!(
+        metric_sum(&m, "smscd_handler_calls_total", &["on_pdu:deliver_sm", "result=\"ok\""]),
+        2.0,
+        "{m}"
+    );
+    assert!(e.delivered.try_recv().is_err(), "the dropped receipt reached the ESME");
+    d.shutdown().await;
+}
+
 /// data_sm from an ESME goes through on_pdu("data_sm"): answered there, rejected, or routed on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_sm_from_an_esme_goes_through_on_pdu_data_sm() {
