@@ -235,20 +235,28 @@ struct Upstream {
     port: u16,
     destinations: Arc<Mutex<Vec<String>>>,
     session: Arc<Mutex<Option<smpp::session::Session>>>,
+    /// Submits not answered yet (while `hold` is set), with the id each is to get.
+    held: Held,
     task: tokio::task::JoinHandle<()>,
 }
 
-struct Record(Arc<Mutex<Vec<String>>>, u64);
+type Held = Arc<Mutex<(bool, Vec<(smpp::session::Responder, String)>)>>;
+
+struct Record(Arc<Mutex<Vec<String>>>, u64, Held);
 
 impl Handler for Record {
     fn on_request(&mut self, req: Request<'_>) -> Reply {
         let Body::SubmitSm(sm) = &req.pdu.body else { return Reply::Error(CommandStatus::ESME_RINVCMDID) };
         self.0.lock().unwrap().push(String::from_utf8_lossy(&sm.destination.addr).into_owned());
         self.1 += 1;
-        Reply::Ok(Body::SubmitSmResp(SubmitSmResp {
-            message_id: format!("up{}", self.1).into(),
-            ..Default::default()
-        }))
+        let id = format!("up{}", self.1);
+        let mut held = self.2.lock().unwrap();
+        if held.0 {
+            let (_, responder) = req.defer();
+            held.1.push((responder, id));
+            return Reply::Deferred;
+        }
+        Reply::Ok(Body::SubmitSmResp(SubmitSmResp { message_id: id.into(), ..Default::default() }))
     }
 }
 
@@ -258,23 +266,38 @@ impl Upstream {
         let port = listener.local_addr().expect("addr").port();
         let destinations = Arc::new(Mutex::new(Vec::new()));
         let session = Arc::new(Mutex::new(None));
-        let (d, latest) = (destinations.clone(), session.clone());
+        let held: Held = Arc::default();
+        let (d, latest, h) = (destinations.clone(), session.clone(), held.clone());
         let task = tokio::spawn(async move {
             while let Ok((s, peer)) = listener.accept().await {
-                let (d, latest) = (d.clone(), latest.clone());
+                let (d, latest, h) = (d.clone(), latest.clone(), h.clone());
                 tokio::spawn(async move {
                     let Ok(b) = smpp::session::smsc::accept(s, Some(peer), SessionConfig::default()).await
                     else {
                         return;
                     };
-                    if let Ok(session) = b.accept(Bytes::from_static(b"up"), None, Record(d, 0)).await {
+                    if let Ok(session) = b.accept(Bytes::from_static(b"up"), None, Record(d, 0, h)).await {
                         *latest.lock().unwrap() = Some(session.clone());
                         session.closed().await;
                     }
                 });
             }
         });
-        Upstream { port, destinations, session, task }
+        Upstream { port, destinations, session, held, task }
+    }
+    /// Hold the next submits unanswered (`true`), or answer them as they come.
+    fn hold(&self, on: bool) {
+        self.held.lock().unwrap().0 = on;
+    }
+    fn held(&self) -> usize {
+        self.held.lock().unwrap().1.len()
+    }
+    /// Answer every held submit with its id.
+    fn release(&self) {
+        for (r, id) in std::mem::take(&mut self.held.lock().unwrap().1) {
+            r.respond(Body::SubmitSmResp(SubmitSmResp { message_id: id.into(), ..Default::default() }))
+                .expect("submit_sm_resp sent");
+        }
     }
     /// The upstream's session to smscd (once bound).
     fn session(&self) -> smpp::session::Session {
@@ -618,6 +641,47 @@ async fn deliver_sm_handler_sees_receipts_with_our_id_the_upstream_id_and_the_ac
     let text = String::from_utf8_lossy(got.payload()).into_owned();
     let id = smpp::receipt::Receipt::parse(&text).map(|r| r.id).unwrap_or_default();
     assert_eq!(id, second, "the repaired receipt matched: {text}");
+    d.shutdown().await;
+}
+
+/// A receipt that overtakes its submit_sm_resp is parked (the upstream answered 0 at once) and
+/// reaches the handler once matched, still with our id and the account; one that never matches
+/// reaches it as it came when its wait ends, and the id the script repairs is matched then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_receipts_reach_the_deliver_handler_matched_or_as_they_came() {
+    let (mut d, up, mut e, _dir) = deliver_setup().await;
+    for (n, upstream_id) in [(1, "up1"), (2, "vendor-up2")] {
+        up.hold(true);
+        let submitted = tokio::spawn({
+            let session = e.session.clone();
+            async move { within("submit", session.request(submit("3161", 1))).await }
+        });
+        eventually("submit held by the upstream", Duration::from_secs(10), || up.held() == 1).await;
+        let r = within("receipt", up.session().request(upstream_receipt(upstream_id, n == 1)))
+            .await
+            .expect("resp");
+        assert_eq!(r.command_status, CommandStatus::ESME_ROK, "{upstream_id}: parked, answered at once");
+        up.hold(false);
+        up.release();
+        let resp = submitted.await.expect("task").expect("submit_sm_resp");
+        let ours = match resp.body {
+            Body::SubmitSmResp(r) if resp.command_status.is_ok() => {
+                String::from_utf8_lossy(&r.message_id).into_owned()
+            }
+            other => panic!("submit: {:?} {other:?}", resp.command_status),
+        };
+        let got = next_delivered(&mut e).await;
+        let text = String::from_utf8_lossy(got.payload()).into_owned();
+        let id = smpp::receipt::Receipt::parse(&text).map(|r| r.id).unwrap_or_default();
+        assert_eq!(id, ours, "{upstream_id}: the ESME gets our id: {text}");
+        let seen = got.tlvs.get(smpp::Tag(0x1400)).map(|b| String::from_utf8_lossy(b).into_owned());
+        if n == 1 {
+            let want = format!("up:{ours}:id:{ours}:up1:acct:DELIVRD:2:000");
+            assert_eq!(seen.as_deref(), Some(want.as_str()), "what the handler saw");
+        }
+    }
+    let m = d.metrics().await;
+    assert_eq!(metric_sum(&m, "smscd_upstream_receipts_total", &["result=\"parked\""]), 2.0, "{m}");
     d.shutdown().await;
 }
 
