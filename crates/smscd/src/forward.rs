@@ -297,7 +297,21 @@ pub(crate) enum Sent {
 
 /// Try the chain of `sm` once under our id `id` (a held message, or a submit_multi's part).
 pub(crate) async fn send(core: &Arc<Core>, account: &str, id: &str, sm: SubmitSm) -> Sent {
-    let chain = core.router.get().route(account, &sm.source.addr, &sm.destination.addr).clone();
+    send_via(core, account, id, sm, None).await
+}
+
+/// [`send`] along `chain` (a handler's `pdu.route`) instead of the routing rules' when given.
+pub(crate) async fn send_via(
+    core: &Arc<Core>,
+    account: &str,
+    id: &str,
+    sm: SubmitSm,
+    chain: Option<Arc<[Target]>>,
+) -> Sent {
+    let chain = match chain {
+        Some(c) => c,
+        None => core.router.get().route(account, &sm.source.addr, &sm.destination.addr).clone(),
+    };
     let budget = {
         let cfg = core.config.get();
         crate::dispatch::Budget::new(Duration::from_millis(cfg.server.submit_timeout_ms.max(1)))

@@ -450,24 +450,25 @@ impl InboundHandler {
         let (pdu, responder) = req.defer();
         let (core, account, budget) = (self.core.clone(), self.account_name.clone(), self.submit_budget);
         let guard = self.core.inflight_guard();
-        // Scripted on_pdu("data_sm") (handlers/), only looked up for a data_sm.
-        let data_hook = match &pdu.body {
-            Body::DataSm(_) => {
-                self.hooks.hook(crate::handlers::Hook::DataSm).map(|h| (h, self.hooks.view.clone()))
-            }
+        // Scripted on_pdu("data_sm") (handlers/) for a data_sm, on_pdu("submit_sm") for each
+        // destination of a submit_multi; only looked up for those.
+        let hook = match &pdu.body {
+            Body::DataSm(_) => Some(crate::handlers::Hook::DataSm),
+            Body::SubmitMulti(_) => Some(crate::handlers::Hook::SubmitSm),
             _ => None,
         };
+        let hook = hook.and_then(|k| self.hooks.hook(k)).map(|h| (h, self.hooks.view.clone()));
         tokio::spawn(async move {
             let _guard = guard;
             let r = match &pdu.body {
                 Body::QuerySm(q) => crate::message_ops::query(&core, &account, q).await,
                 Body::CancelSm(c) => crate::message_ops::cancel(&core, &account, &c.message_id).await,
                 Body::ReplaceSm(r) => crate::message_ops::replace(&core, &account, r).await,
-                Body::SubmitMulti(m) => crate::multi::submit_multi(&core, &account, m.clone()).await,
+                Body::SubmitMulti(m) => crate::multi::submit_multi(&core, &account, m.clone(), hook).await,
                 Body::DataSm(d) => {
                     let sm = crate::multi::data_to_submit(d.clone());
                     let budget = crate::dispatch::Budget::new(budget);
-                    let r = match data_hook {
+                    let r = match hook {
                         Some((h, view)) => {
                             crate::handlers::submit::data_sm(&h, &core, &account, sm, view, &budget).await
                         }
@@ -500,7 +501,8 @@ impl Handler for InboundHandler {
             Body::SubmitSm(_) => self.submit(req),
             Body::QuerySm(_) | Body::CancelSm(_) | Body::ReplaceSm(_) => self.message_op(req),
             Body::SubmitMulti(_) | Body::DataSm(_) => {
-                if self.core.is_draining() || !self.account.throttle.try_take() {
+                // The session's own throttle (on_bind's `accept(throttle=)`) too, as for submit_sm.
+                if self.core.is_draining() || !self.account.throttle.try_take() || !self.hooks.try_take() {
                     return Reply::Error(CommandStatus::ESME_RTHROTTLED);
                 }
                 self.message_op(req)

@@ -14,6 +14,13 @@
 //! distribution list is refused as a whole with ESME_RINVDLNAME (we keep no lists), no
 //! destination at all with ESME_RINVNUMDESTS; nothing is sent then.
 //!
+//! With the script's `on_pdu("submit_sm")`, each destination goes through it as the submit_sm
+//! it becomes (so a policy written for submit_sm cannot be bypassed by a submit_multi): None
+//! sends it with the handler's changes, `route` along its chain, `reply()` counts it accepted
+//! and sends nothing, `reject(status)` (or a reply with an error status) lists it in
+//! unsuccess_smes with that status, as does ESME_RSYSERR for a failed call under `on_error:
+//! reject`. unsuccess_smes names the destination as the ESME wrote it.
+//!
 //! data_sm from an ESME is a submit: it goes the submit_sm way ([`crate::dispatch`], including
 //! store-and-forward) as a submit_sm whose content is the message_payload TLV, and is answered
 //! data_sm_resp. data_sm from an upstream is a deliver_sm (receipt or MO) the same way; the ESME
@@ -21,10 +28,13 @@
 
 use crate::core::Core;
 use crate::forward::Sent;
+use crate::handlers::{Handlers, Hook, PduVerdict, SessionView};
+use crate::router::Target;
 use bytes::Bytes;
 use smpp::{
     Body, CommandStatus, DataSm, DeliverSm, DestAddress, SubmitMulti, SubmitMultiResp, SubmitSm, UnsuccessSme,
 };
+use smsc_api::smscd_config::OnHandlerError;
 use std::sync::Arc;
 
 /// The submit_sm a data_sm stands for.
@@ -71,10 +81,45 @@ enum Outcome {
     Sent(Sent),
     /// Held for store-and-forward: its store id, or why not.
     Held(Result<String, CommandStatus>),
+    /// Answered by the script's handler (`pdu.reply()`): accepted, nothing sent.
+    Answered,
+    /// Refused by the script's handler with this status.
+    Refused(CommandStatus),
 }
 
-/// Answer a submit_multi from `account`.
-pub async fn submit_multi(core: &Arc<Core>, account: &str, m: SubmitMulti) -> Result<Body, CommandStatus> {
+/// One destination's submit_sm through the script's `on_pdu("submit_sm")`: what to send and
+/// the chain the handler chose, or what became of it.
+async fn ask(
+    h: &Handlers,
+    sm: SubmitSm,
+    session: SessionView,
+) -> Result<(SubmitSm, Option<Arc<[Target]>>), Outcome> {
+    // Only `continue` needs the PDU as it came, should the handler fail.
+    let original = (h.on_error() == OnHandlerError::Continue).then(|| sm.clone());
+    match h.on_pdu(Hook::SubmitSm, sm, session).await {
+        Ok(PduVerdict::Continue(sm)) => Ok((sm, None)),
+        Ok(PduVerdict::Route(chain, _)) if chain.is_empty() => {
+            Err(Outcome::Refused(CommandStatus::ESME_RINVDSTADR))
+        }
+        Ok(PduVerdict::Route(chain, sm)) => Ok((sm, Some(chain))),
+        Ok(PduVerdict::Reply { status, .. }) if status.is_ok() => Err(Outcome::Answered),
+        Ok(PduVerdict::Reply { status, .. } | PduVerdict::Reject(status)) => Err(Outcome::Refused(status)),
+        Err(_) => match original {
+            Some(sm) => Ok((sm, None)),
+            // on_error: reject. System error, as for a submit_sm.
+            None => Err(Outcome::Refused(CommandStatus::ESME_RSYSERR)),
+        },
+    }
+}
+
+/// Answer a submit_multi from `account`; `hook`: the script's `on_pdu("submit_sm")` and the
+/// ESME's session, when registered.
+pub async fn submit_multi(
+    core: &Arc<Core>,
+    account: &str,
+    m: SubmitMulti,
+    hook: Option<(Arc<Handlers>, SessionView)>,
+) -> Result<Body, CommandStatus> {
     if m.destinations.is_empty() || m.destinations.len() > 254 {
         return Err(CommandStatus::ESME_RINVNUMDESTS);
     }
@@ -92,12 +137,20 @@ pub async fn submit_multi(core: &Arc<Core>, account: &str, m: SubmitMulti) -> Re
     let sends = parts.enumerate().map(|(n, address)| {
         let sm = part(&m, address.clone());
         let id = id.clone();
+        let hook = hook.clone();
         async move {
+            let (sm, chain) = match hook {
+                None => (sm, None),
+                Some((h, session)) => match ask(&h, sm, session).await {
+                    Ok(asked) => asked,
+                    Err(outcome) => return (address, outcome),
+                },
+            };
             let holds = crate::forward::holds(core, account, &sm);
             let outcome = if scheduled && holds {
                 Outcome::Held(crate::forward::hold_with_id(core, account, &sm, format!("{id}.{n}")).await)
             } else {
-                match crate::forward::send(core, account, &id, sm.clone()).await {
+                match crate::forward::send_via(core, account, &id, sm.clone(), chain).await {
                     Sent::NotNow if holds => Outcome::Held(
                         crate::forward::hold_with_id(core, account, &sm, format!("{id}.{n}")).await,
                     ),
@@ -116,8 +169,8 @@ pub async fn submit_multi(core: &Arc<Core>, account: &str, m: SubmitMulti) -> Re
                 relayed = true;
                 continue;
             }
-            Outcome::Held(Ok(_)) => continue,
-            Outcome::Held(Err(s)) | Outcome::Sent(Sent::Refused(s)) => s,
+            Outcome::Held(Ok(_)) | Outcome::Answered => continue,
+            Outcome::Held(Err(s)) | Outcome::Sent(Sent::Refused(s)) | Outcome::Refused(s) => s,
             Outcome::Sent(Sent::NotNow) => CommandStatus::ESME_RSUBMITFAIL,
         };
         unsuccess.push(UnsuccessSme { address, error_status_code: status });

@@ -15,12 +15,18 @@
 //! [`MAX_PARKED`] wait at once; beyond that the upstream gets ESME_RX_T_APPN and redelivers
 //! later. Nothing in flight: unmatched at once (an expired or foreign id).
 //!
+//! With the script's deliver hook ([`crate::handlers::deliver`]), a receipt is shown to the
+//! handler once matched, with our id already in it; one that matches nothing, as it came (its
+//! repaired id is matched once more).
+//!
 //! Receipt texts are read by their data_coding: UCS2 (0x08 and the GSM UCS2 groups) as
 //! UTF-16BE, anything else one octet per character, so every octet the upstream wrote comes
 //! back unchanged except the id. A rewritten text longer than the 254 octets short_message can
 //! hold moves to message_payload.
 
 use crate::core::Core;
+use crate::handlers::deliver::{Asked, Hooked};
+use crate::handlers::ReceiptMatch;
 use crate::store::{Correlation, Delivery, StoreError};
 use bytes::{Bytes, BytesMut};
 use smpp::receipt::{MessageIdFormat, MessageState, Receipt};
@@ -50,6 +56,14 @@ pub mod kind {
     pub const SME_MANUAL_ACK: u8 = 0x10;
     /// Intermediate delivery notification.
     pub const INTERMEDIATE: u8 = 0x20;
+}
+
+/// Whether esm_class says a report on a message we submitted (one of [`kind`]), not MO.
+pub fn is_report(esm_class: u8) -> bool {
+    matches!(
+        esm_class & smpp::pdu::esm_class::MESSAGE_TYPE_MASK,
+        kind::SMSC_RECEIPT | kind::SME_DELIVERY_ACK | kind::SME_MANUAL_ACK | kind::INTERMEDIATE
+    )
 }
 
 /// Whether a receipt in this state ends the message's life: a known final `message_state`.
@@ -97,7 +111,7 @@ pub async fn on_upstream_deliver(
 ) -> Result<(), CommandStatus> {
     match dsm.esm_class & smpp::pdu::esm_class::MESSAGE_TYPE_MASK {
         kind::SMSC_RECEIPT | kind::SME_DELIVERY_ACK | kind::SME_MANUAL_ACK | kind::INTERMEDIATE => {
-            on_receipt(core, upstream, id_format, dsm).await
+            on_receipt(core, upstream, id_format, dsm, None).await
         }
         // Default message type, and Conversation Abort (0x18): the subscriber's side.
         0x00 | 0x18 => on_mo(core, upstream, dsm).await,
@@ -138,10 +152,23 @@ struct Pending {
     upstream_id: String,
     /// The correlation key: the id in the base of the submit_sm_resp id.
     key: String,
+    id_format: MessageIdFormat,
     state: Option<MessageState>,
     kind: u8,
     /// The text parsed, when it was (the TLVs leave something out).
     parsed: Option<Option<Receipt>>,
+}
+
+/// A receipt (see [`is_report`]) from `upstream` for the script's deliver hook: matched first,
+/// then shown to the handler as the ESME will get it (see [`crate::handlers::deliver`]).
+pub async fn on_receipt_hooked(
+    core: &Arc<Core>,
+    upstream: &str,
+    id_format: MessageIdFormat,
+    dsm: DeliverSm,
+    hooked: Hooked,
+) -> Result<(), CommandStatus> {
+    on_receipt(core, upstream, id_format, dsm, Some(hooked)).await
 }
 
 async fn on_receipt(
@@ -149,6 +176,7 @@ async fn on_receipt(
     upstream: &str,
     id_format: MessageIdFormat,
     dsm: DeliverSm,
+    hooked: Option<Hooked>,
 ) -> Result<(), CommandStatus> {
     let tlv_id = dsm
         .tlvs
@@ -163,6 +191,9 @@ async fn on_receipt(
     }
     let from_text = parsed.as_ref().and_then(Option::as_ref);
     let Some(upstream_id) = tlv_id.or_else(|| from_text.map(|r| r.id.clone())) else {
+        if let Some(hooked) = hooked {
+            return unmatched(core, upstream, id_format, dsm, hooked).await;
+        }
         tracing::warn!(upstream, "receipt without a message id: dropped");
         core.metrics.receipt("no_id");
         return Ok(());
@@ -171,12 +202,15 @@ async fn on_receipt(
     let kind = dsm.esm_class & smpp::pdu::esm_class::MESSAGE_TYPE_MASK;
     // One key, in the base of the submit_sm_resp id: never a guess at another base.
     let Some(key) = id_format.receipt_key(&upstream_id) else {
+        if let Some(hooked) = hooked {
+            return unmatched(core, upstream, id_format, dsm, hooked).await;
+        }
         tracing::warn!(upstream, id = %upstream_id, format = ?id_format,
             "receipt id not in the declared message_id_format: dropped");
         core.metrics.receipt("unmatched");
         return Ok(());
     };
-    let p = Pending { upstream: upstream.to_owned(), dsm, upstream_id, key, state, kind, parsed };
+    let p = Pending { upstream: upstream.to_owned(), dsm, upstream_id, key, id_format, state, kind, parsed };
     let corr = match core.store.find_correlation(upstream, std::slice::from_ref(&p.key)).await {
         Ok(found) => found.map(|(_, c)| c),
         Err(e) => {
@@ -185,10 +219,11 @@ async fn on_receipt(
             return Err(CommandStatus::ESME_RX_T_APPN);
         }
     };
-    match corr {
-        Some(c) => matched(core, p, c).await,
-        None if could_be_in_flight(core) => park(core, p),
-        None => {
+    match (corr, hooked) {
+        (Some(c), hooked) => matched(core, p, c, hooked, false).await,
+        (None, hooked) if could_be_in_flight(core) => park(core, p, hooked),
+        (None, Some(hooked)) => unmatched(core, upstream, id_format, p.dsm, hooked).await,
+        (None, None) => {
             tracing::warn!(upstream, id = %p.upstream_id, "receipt for an unknown message: dropped");
             core.metrics.receipt("unmatched");
             Ok(())
@@ -202,8 +237,41 @@ fn could_be_in_flight(core: &Core) -> bool {
     core.store.shared() || core.inflight() > 0
 }
 
+/// A receipt that matches no message of ours, shown to the script's handler as it came (no
+/// account): answered as it says, and what it forwards is matched once more, without the
+/// handler (the script may have repaired the id).
+async fn unmatched(
+    core: &Arc<Core>,
+    upstream: &str,
+    id_format: MessageIdFormat,
+    dsm: DeliverSm,
+    hooked: Hooked,
+) -> Result<(), CommandStatus> {
+    match hooked.ask(dsm, None, false).await {
+        Asked::Forward(dsm) => again(core, upstream, id_format, dsm).await,
+        Asked::Drop => {
+            core.metrics.receipt("handler_answered");
+            Ok(())
+        }
+        Asked::Refuse(status) => {
+            core.metrics.receipt("handler_rejected");
+            Err(status)
+        }
+    }
+}
+
+/// [`on_upstream_deliver`] boxed: called from inside it (a handler's repaired receipt).
+fn again<'a>(
+    core: &'a Arc<Core>,
+    upstream: &'a str,
+    id_format: MessageIdFormat,
+    dsm: DeliverSm,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CommandStatus>> + Send + 'a>> {
+    Box::pin(on_upstream_deliver(core, upstream, id_format, dsm))
+}
+
 /// Answer the upstream now and match the receipt again from a task (see the module doc).
-fn park(core: &Arc<Core>, p: Pending) -> Result<(), CommandStatus> {
+fn park(core: &Arc<Core>, p: Pending, hooked: Option<Hooked>) -> Result<(), CommandStatus> {
     if PARKED.fetch_add(1, Ordering::AcqRel) >= MAX_PARKED {
         PARKED.fetch_sub(1, Ordering::AcqRel);
         core.metrics.receipt("park_full");
@@ -212,13 +280,13 @@ fn park(core: &Arc<Core>, p: Pending) -> Result<(), CommandStatus> {
     core.metrics.receipt("parked");
     let core = core.clone();
     tokio::spawn(async move {
-        rematch(&core, p).await;
+        rematch(&core, p, hooked).await;
         PARKED.fetch_sub(1, Ordering::AcqRel);
     });
     Ok(())
 }
 
-async fn rematch(core: &Arc<Core>, p: Pending) {
+async fn rematch(core: &Arc<Core>, p: Pending, hooked: Option<Hooked>) {
     for ms in PARK_RETRIES {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
@@ -227,7 +295,7 @@ async fn rematch(core: &Arc<Core>, p: Pending) {
         match core.store.find_correlation(&p.upstream, std::slice::from_ref(&p.key)).await {
             Ok(Some((_, c))) => {
                 let (upstream, id) = (p.upstream.clone(), p.upstream_id.clone());
-                if let Err(status) = matched(core, p, c).await {
+                if let Err(status) = matched(core, p, c, hooked, true).await {
                     // Answered already: nobody left to refuse it to.
                     tracing::warn!(upstream, id, %status, "parked receipt matched but not queued: lost");
                     core.metrics.receipt("parked_lost");
@@ -239,15 +307,72 @@ async fn rematch(core: &Arc<Core>, p: Pending) {
             Err(e) => tracing::debug!(error = %e, "store lookup of a parked receipt failed"),
         }
     }
+    if let Some(hooked) = hooked {
+        // Still nothing: the script sees it as it came (it may repair the id), with nobody left
+        // to refuse it to.
+        match hooked.ask(p.dsm, None, true).await {
+            Asked::Forward(dsm) => {
+                if let Err(status) = again(core, &p.upstream, p.id_format, dsm).await {
+                    tracing::warn!(upstream = %p.upstream, %status, "parked receipt not queued: lost");
+                    core.metrics.receipt("parked_lost");
+                }
+            }
+            Asked::Drop => core.metrics.receipt("handler_answered"),
+            Asked::Refuse(_) => core.metrics.receipt("handler_rejected"),
+        }
+        return;
+    }
     tracing::warn!(upstream = %p.upstream, id = %p.upstream_id, "receipt for an unknown message: dropped");
     core.metrics.receipt("unmatched");
 }
 
 /// A receipt whose correlation `corr` was found: forwarded with our id, or dropped when its
-/// submit did not ask for it.
-async fn matched(core: &Core, p: Pending, corr: Correlation) -> Result<(), CommandStatus> {
-    let Pending { upstream, mut dsm, upstream_id, key, state, kind, parsed } = p;
+/// submit did not ask for it. With the script's deliver hook, the handler sees it with our id
+/// first; `answered`: the upstream has its answer already (parked).
+async fn matched(
+    core: &Core,
+    p: Pending,
+    corr: Correlation,
+    hooked: Option<Hooked>,
+    answered: bool,
+) -> Result<(), CommandStatus> {
+    let Pending { upstream, mut dsm, upstream_id, key, mut state, kind, mut parsed, .. } = p;
     let upstream = upstream.as_str();
+    let mut rewritten = false;
+    if let Some(hooked) = hooked {
+        set_our_id(&mut dsm, &upstream_id, &corr.our_id, parsed.take());
+        rewritten = true;
+        let m = ReceiptMatch { account: corr.account.clone(), upstream_id: upstream_id.clone() };
+        match hooked.ask(dsm, Some(m), answered).await {
+            Asked::Forward(changed) => {
+                dsm = changed;
+                // A changed stat (a script normalising an upstream's words) counts as such.
+                state = dsm.tlvs.message_state().and_then(MessageState::from_u8).or_else(|| {
+                    Receipt::parse(&decode_text(dsm.data_coding, dsm.payload())).ok().and_then(|r| r.state())
+                });
+            }
+            Asked::Refuse(status) if !answered => {
+                core.metrics.receipt("handler_rejected");
+                return Err(status);
+            }
+            // Not forwarded; what it reports is still recorded, as for a receipt not asked for.
+            dropped => {
+                let why =
+                    if matches!(dropped, Asked::Drop) { "handler_answered" } else { "handler_rejected" };
+                let final_ = kind == kind::SMSC_RECEIPT && is_final(state);
+                if let (true, Some(st)) = (final_, state) {
+                    crate::forward::receipt(core, &corr.account, &corr.our_id, st).await;
+                    if let Err(e) =
+                        core.store.take_correlation(upstream, std::slice::from_ref(&key), true).await
+                    {
+                        tracing::debug!(error = %e, "correlation of a dropped receipt not removed: it expires");
+                    }
+                }
+                core.metrics.receipt(why);
+                return Ok(());
+            }
+        }
+    }
     // Only an SMSC receipt in a known final state ends the correlation; acknowledgements,
     // notifications and states we do not know leave it for the final receipt.
     let final_ = kind == kind::SMSC_RECEIPT && is_final(state);
@@ -267,20 +392,8 @@ async fn matched(core: &Core, p: Pending, corr: Correlation) -> Result<(), Comma
         return Ok(());
     }
     // The ESME must only ever see our id: TLV and text.
-    let new_text = rewrite_text(dsm.data_coding, dsm.payload(), &upstream_id, &corr.our_id, parsed);
-    if dsm.tlvs.receipted_message_id().is_some() || new_text.is_none() {
-        dsm.tlvs.set_receipted_message_id(corr.our_id.as_bytes());
-    }
-    if let Some(new_text) = new_text {
-        if dsm.short_message.is_empty() && dsm.tlvs.message_payload().is_some() {
-            dsm.tlvs.set_message_payload(new_text);
-        } else if new_text.len() > MAX_SHORT_MESSAGE {
-            // Our id is longer than the upstream's and the text was near the limit.
-            dsm.short_message = Bytes::new();
-            dsm.tlvs.set_message_payload(new_text);
-        } else {
-            dsm.short_message = new_text;
-        }
+    if !rewritten {
+        set_our_id(&mut dsm, &upstream_id, &corr.our_id, parsed);
     }
     let forget = final_.then_some((upstream, key.as_str()));
     if let Some(sink) = core.sink.get() {
@@ -293,6 +406,25 @@ async fn matched(core: &Core, p: Pending, corr: Correlation) -> Result<(), Comma
     enqueue(core, &corr.account, dsm, Some(corr.our_id), forget).await?;
     core.metrics.receipt("queued");
     Ok(())
+}
+
+/// Put `our_id` in place of the upstream's in the receipted_message_id TLV and the text.
+fn set_our_id(dsm: &mut DeliverSm, upstream_id: &str, our_id: &str, parsed: Option<Option<Receipt>>) {
+    let new_text = rewrite_text(dsm.data_coding, dsm.payload(), upstream_id, our_id, parsed);
+    if dsm.tlvs.receipted_message_id().is_some() || new_text.is_none() {
+        dsm.tlvs.set_receipted_message_id(our_id.as_bytes());
+    }
+    if let Some(new_text) = new_text {
+        if dsm.short_message.is_empty() && dsm.tlvs.message_payload().is_some() {
+            dsm.tlvs.set_message_payload(new_text);
+        } else if new_text.len() > MAX_SHORT_MESSAGE {
+            // Our id is longer than the upstream's and the text was near the limit.
+            dsm.short_message = Bytes::new();
+            dsm.tlvs.set_message_payload(new_text);
+        } else {
+            dsm.short_message = new_text;
+        }
+    }
 }
 
 /// The receipt text with our id in place of the upstream's, in the text's own data_coding;

@@ -5,7 +5,10 @@
 //! benchmark path). A requested receipt becomes a [`SimJob`] on a queue; the sim task stores the
 //! correlation under upstream `sim` with the sim's own message id (not ours) and, when due, hands
 //! an upstream-style deliver_sm to [`crate::receipts`], the same path as a real upstream's
-//! receipt, so correlation and id rewriting are exercised end to end.
+//! receipt (through the script's `on_pdu("deliver_sm")` when there is one, see
+//! [`crate::handlers::deliver`]), so correlation, id rewriting and handlers are exercised end to
+//! end. A receipt refused (queue full, a handler's reject) is logged and dropped: the sim does
+//! not redeliver as an upstream would.
 
 use crate::core::Core;
 use crate::store::Correlation;
@@ -131,9 +134,19 @@ pub async fn run(core: Arc<Core>, drain: tokio_util::sync::CancellationToken) {
             _ = drain.cancelled() => {}
         }
         let dsm = receipt_pdu(&core.sim, &job);
-        if let Err(status) =
-            crate::receipts::on_upstream_deliver(&core, SIM_UPSTREAM, MessageIdFormat::Same, dsm).await
-        {
+        // The script's on_pdu("deliver_sm") sees the sim's receipts as it sees an upstream's.
+        let r = match crate::handlers::deliver::wanted(&core, false) {
+            Some((h, hook)) => {
+                let session = crate::handlers::deliver::sim_session();
+                let hooked = crate::handlers::deliver::Hooked { h, hook, session };
+                crate::handlers::deliver::deliver(&core, hooked, SIM_UPSTREAM, MessageIdFormat::Same, dsm)
+                    .await
+            }
+            None => {
+                crate::receipts::on_upstream_deliver(&core, SIM_UPSTREAM, MessageIdFormat::Same, dsm).await
+            }
+        };
+        if let Err(status) = r {
             tracing::warn!(%status, sim_id = %job.sim_id, "sim receipt not accepted");
         }
         core.sim.pending.fetch_sub(1, Ordering::AcqRel);

@@ -685,7 +685,8 @@ impl Handler for UpstreamHandler {
             let (_, responder) = req.defer();
             let view = self.view.clone();
             tokio::spawn(async move {
-                let r = crate::handlers::deliver::deliver(&core, &h, hook, &name, id_format, dsm, view).await;
+                let hooked = crate::handlers::deliver::Hooked { h, hook, session: view };
+                let r = crate::handlers::deliver::deliver(&core, hooked, &name, id_format, dsm).await;
                 let sent = match r {
                     Ok(()) => responder.respond(ok()),
                     Err(status) => responder.reject(status),

@@ -235,20 +235,28 @@ struct Upstream {
     port: u16,
     destinations: Arc<Mutex<Vec<String>>>,
     session: Arc<Mutex<Option<smpp::session::Session>>>,
+    /// Submits not answered yet (while `hold` is set), with the id each is to get.
+    held: Held,
     task: tokio::task::JoinHandle<()>,
 }
 
-struct Record(Arc<Mutex<Vec<String>>>, u64);
+type Held = Arc<Mutex<(bool, Vec<(smpp::session::Responder, String)>)>>;
+
+struct Record(Arc<Mutex<Vec<String>>>, u64, Held);
 
 impl Handler for Record {
     fn on_request(&mut self, req: Request<'_>) -> Reply {
         let Body::SubmitSm(sm) = &req.pdu.body else { return Reply::Error(CommandStatus::ESME_RINVCMDID) };
         self.0.lock().unwrap().push(String::from_utf8_lossy(&sm.destination.addr).into_owned());
         self.1 += 1;
-        Reply::Ok(Body::SubmitSmResp(SubmitSmResp {
-            message_id: format!("up{}", self.1).into(),
-            ..Default::default()
-        }))
+        let id = format!("up{}", self.1);
+        let mut held = self.2.lock().unwrap();
+        if held.0 {
+            let (_, responder) = req.defer();
+            held.1.push((responder, id));
+            return Reply::Deferred;
+        }
+        Reply::Ok(Body::SubmitSmResp(SubmitSmResp { message_id: id.into(), ..Default::default() }))
     }
 }
 
@@ -258,23 +266,38 @@ impl Upstream {
         let port = listener.local_addr().expect("addr").port();
         let destinations = Arc::new(Mutex::new(Vec::new()));
         let session = Arc::new(Mutex::new(None));
-        let (d, latest) = (destinations.clone(), session.clone());
+        let held: Held = Arc::default();
+        let (d, latest, h) = (destinations.clone(), session.clone(), held.clone());
         let task = tokio::spawn(async move {
             while let Ok((s, peer)) = listener.accept().await {
-                let (d, latest) = (d.clone(), latest.clone());
+                let (d, latest, h) = (d.clone(), latest.clone(), h.clone());
                 tokio::spawn(async move {
                     let Ok(b) = smpp::session::smsc::accept(s, Some(peer), SessionConfig::default()).await
                     else {
                         return;
                     };
-                    if let Ok(session) = b.accept(Bytes::from_static(b"up"), None, Record(d, 0)).await {
+                    if let Ok(session) = b.accept(Bytes::from_static(b"up"), None, Record(d, 0, h)).await {
                         *latest.lock().unwrap() = Some(session.clone());
                         session.closed().await;
                     }
                 });
             }
         });
-        Upstream { port, destinations, session, task }
+        Upstream { port, destinations, session, held, task }
+    }
+    /// Hold the next submits unanswered (`true`), or answer them as they come.
+    fn hold(&self, on: bool) {
+        self.held.lock().unwrap().0 = on;
+    }
+    fn held(&self) -> usize {
+        self.held.lock().unwrap().1.len()
+    }
+    /// Answer every held submit with its id.
+    fn release(&self) {
+        for (r, id) in std::mem::take(&mut self.held.lock().unwrap().1) {
+            r.respond(Body::SubmitSmResp(SubmitSmResp { message_id: id.into(), ..Default::default() }))
+                .expect("submit_sm_resp sent");
+        }
     }
     /// The upstream's session to smscd (once bound).
     fn session(&self) -> smpp::session::Session {
@@ -342,6 +365,118 @@ async fn on_pdu_rewrites_answers_routes_and_rejects() {
     d.shutdown().await;
 }
 
+/// A submit_multi of `dests` (TON/NPI 1/1) with text "fan".
+fn multi(dests: &[&str]) -> Body {
+    Body::SubmitMulti(smpp::SubmitMulti {
+        source: smpp::Address::new(0, 0, "12345"),
+        destinations: dests
+            .iter()
+            .map(|d| smpp::DestAddress::Sme(smpp::Address::new(1, 1, d.to_string())))
+            .collect(),
+        short_message: Bytes::from_static(b"fan"),
+        ..Default::default()
+    })
+}
+
+/// Each destination of a submit_multi goes through on_pdu("submit_sm") as the submit_sm it
+/// becomes, so the script's policy cannot be bypassed: rewritten (the carrier sees the new
+/// number), answered here, routed to the script's chain, or rejected (in unsuccess_smes with the
+/// script's status, named as the ESME wrote it); every destination rejected refuses the PDU
+/// with that status. The npm smpp ESME gets the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_multi_destinations_go_through_on_pdu_submit_sm() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = write(dir.path(), "policy.py", PDU_POLICY);
+    let mut cfg = config_with(&script, vec![account("acct", "pw")]);
+    cfg.binds = vec![upstream("up", up.port, "u", "p")];
+    cfg.routing.default_chain = vec!["bind:up".into()];
+    let mut d = Daemon::start(cfg).await;
+    eventually("upstream bound", Duration::from_secs(20), || {
+        d.core().upstreams.get("up").is_some_and(|u| u.bound_sessions() == 1)
+    })
+    .await;
+    let e = bind(d.smpp, BindKind::Transceiver, "acct", "pw").await.expect("bind");
+    let dests = ["0031612345678", "local", "tosim", "bad", "4477"];
+    let r = within("submit_multi", e.session.request(multi(&dests))).await.expect("submit_multi_resp");
+    match r.body {
+        Body::SubmitMultiResp(resp) if r.command_status.is_ok() => {
+            assert!(!resp.message_id.is_empty());
+            let unsuccess: Vec<(String, CommandStatus)> = resp
+                .unsuccess_smes
+                .iter()
+                .map(|u| (String::from_utf8_lossy(&u.address.addr).into_owned(), u.error_status_code))
+                .collect();
+            assert_eq!(unsuccess, vec![("bad".to_string(), CommandStatus::ESME_RINVDSTADR)]);
+        }
+        other => panic!("submit_multi: {:?} {other:?}", r.command_status),
+    }
+    // Only the rewritten and the untouched destinations reach the carrier (in either order).
+    let mut seen = up.seen();
+    seen.sort();
+    assert_eq!(seen, vec!["+31612345678".to_string(), "4477".to_string()]);
+    // Every destination refused by the script: the PDU gets the script's status, nothing is sent.
+    let r = within("submit_multi", e.session.request(multi(&["bad"]))).await.expect("submit_multi_resp");
+    assert_eq!(r.command_status, CommandStatus::ESME_RINVDSTADR);
+    assert_eq!(up.seen().len(), 2);
+    let m = d.metrics().await;
+    assert_eq!(
+        metric_sum(&m, "smscd_handler_calls_total", &["on_pdu:submit_sm", "result=\"ok\""]),
+        6.0,
+        "{m}"
+    );
+    // A third-party ESME: its submit_multi to `bad` and `bad1` gets `bad` back in unsuccess_smes.
+    let args =
+        esme_args(d.smpp.port(), "acct", "pw", &["--ops", "multi", "--dest-addr", "bad", "--timeout", "20"]);
+    let mut esme = Peer::spawn(Lang::Node, "esme_node.js", &args);
+    assert_eq!(esme.finish().await, 0, "ESME run failed\n{}", esme.context());
+    let ops = esme.events_named("op");
+    assert_eq!(ops.len(), 1, "{}", esme.context());
+    assert_eq!(ops[0]["status"], 0, "{}", esme.context());
+    assert_eq!(
+        ops[0]["unsuccess"],
+        serde_json::json!([{ "addr": "bad", "status": 0x0B }]),
+        "{}",
+        esme.context()
+    );
+    assert!(up.seen().contains(&"bad1".to_string()), "{:?}", up.seen());
+    d.shutdown().await;
+}
+
+/// on_bind's `accept(throttle=1)` holds for submit_multi and data_sm as for submit_sm: sent
+/// back to back, at most one a second (plus the first) is taken, the rest ESME_RTHROTTLED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_throttle_from_on_bind_covers_submit_multi_and_data_sm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = write(
+        dir.path(),
+        "throttle.py",
+        "from siphon import smpp\n@smpp.on_bind\ndef b(bind):\n    return bind.accept(throttle=1)\n",
+    );
+    let mut d = Daemon::start(config_with(&script, vec![])).await;
+    let e = bind(d.smpp, BindKind::Transceiver, "anyone", "x").await.expect("bind");
+    let data = || {
+        let mut d = smpp::DataSm {
+            source: smpp::Address::new(0, 0, "12345"),
+            destination: smpp::Address::new(1, 1, "3161"),
+            ..Default::default()
+        };
+        d.tlvs.set_message_payload(&b"hi"[..]);
+        Body::DataSm(d)
+    };
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for n in 0..6 {
+        let body = if n % 2 == 0 { multi(&["3161", "3162"]) } else { data() };
+        statuses.push(within("request", e.session.request(body)).await.expect("response").command_status);
+    }
+    let allowed = 1 + started.elapsed().as_secs_f64().ceil() as usize;
+    let taken = statuses.iter().filter(|s| s.is_ok()).count();
+    assert!(taken >= 1 && taken <= allowed, "{taken} taken in {:?}: {statuses:?}", started.elapsed());
+    assert!(statuses.iter().all(|s| s.is_ok() || *s == CommandStatus::ESME_RTHROTTLED), "{statuses:?}");
+    d.shutdown().await;
+}
+
 // ---- deliver_sm and data_sm ---------------------------------------------------------------------
 
 const DELIVER_POLICY: &str = r#"from siphon import smpp
@@ -350,8 +485,13 @@ const DELIVER_POLICY: &str = r#"from siphon import smpp
 async def on_deliver(pdu, session):
     if pdu.is_receipt:
         r = pdu.receipt
-        # Observed, and marked for the ESME in a vendor TLV; the id is the upstream's here.
-        pdu.set_tlv(0x1400, f"{session.upstream}:{r.id}:{r.stat}:{r.message_state}:{r.err}".encode())
+        if r.account is None and r.id.startswith("vendor-"):
+            # An upstream that prefixes its ids: repaired here, then matched.
+            pdu.text = pdu.text.replace("id:vendor-", "id:", 1)
+            return None
+        # Observed, and marked for the ESME in a vendor TLV: the id the ESME knows (TLV, and
+        # the text's first word), the upstream's and the account.
+        pdu.set_tlv(0x1400, f"{session.upstream}:{r.id}:{pdu.text.split()[0]}:{r.upstream_id}:{r.account}:{r.stat}:{r.message_state}:{r.err}".encode())
         return None
     if pdu.text.startswith("spam"):
         return pdu.reject(smpp.ESME_RX_R_APPN)
@@ -454,31 +594,135 @@ async fn deliver_sm_handler_rewrites_rejects_and_answers_mo() {
     d.shutdown().await;
 }
 
-/// A delivery receipt goes through on_pdu("deliver_sm") with is_receipt and its parsed fields
-/// (the upstream's id), and still reaches the ESME with smscd's id.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deliver_sm_handler_observes_receipts_which_still_reach_the_esme() {
-    let (mut d, up, mut e, _dir) = deliver_setup().await;
-    let ours = submit_status(&e, submit("3161", 1)).await.expect("submit relayed");
-    assert_eq!(up.seen(), vec!["3161".to_string()]);
-    let receipt = smpp::DeliverSm {
+/// An upstream's receipt for message `upstream_id` (in the text; also in receipted_message_id
+/// when `tlv`).
+fn upstream_receipt(upstream_id: &str, tlv: bool) -> Body {
+    let mut r = smpp::DeliverSm {
         source: smpp::Address::new(1, 1, "3161"),
         destination: smpp::Address::new(0, 0, "12345"),
         esm_class: 0x04,
-        short_message: Bytes::from_static(
-            b"id:up1 sub:001 dlvrd:001 submit date:2601011200 done date:2601011201 stat:DELIVRD err:000 text:hello",
-        ),
+        short_message: Bytes::from(format!(
+            "id:{upstream_id} sub:001 dlvrd:001 submit date:2601011200 done date:2601011201 stat:DELIVRD err:000 text:hello"
+        )),
         ..Default::default()
     };
-    let r = within("receipt", up.session().request(Body::DeliverSm(receipt))).await.expect("resp");
+    if tlv {
+        r.tlvs.set_receipted_message_id(upstream_id.as_bytes());
+    }
+    Body::DeliverSm(r)
+}
+
+/// A delivery receipt goes through on_pdu("deliver_sm") matched first: the handler sees the id
+/// the ESME knows (smscd's, in receipted_message_id and in the text), with the upstream's id and
+/// the submitting account beside it, so a hook keyed on the ESME's id matches. A receipt that
+/// matches nothing is shown as it came, and the id the script repairs is matched after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_sm_handler_sees_receipts_with_our_id_the_upstream_id_and_the_account() {
+    let (mut d, up, mut e, _dir) = deliver_setup().await;
+    let ours = submit_status(&e, submit("3161", 1)).await.expect("submit relayed");
+    assert_eq!(up.seen(), vec!["3161".to_string()]);
+    let r = within("receipt", up.session().request(upstream_receipt("up1", true))).await.expect("resp");
     assert_eq!(r.command_status, CommandStatus::ESME_ROK);
     let got = next_delivered(&mut e).await;
     assert_eq!(got.esm_class, 0x04);
     let text = String::from_utf8_lossy(got.payload()).into_owned();
     let id = smpp::receipt::Receipt::parse(&text).map(|r| r.id).unwrap_or_default();
     assert_eq!(id, ours, "the ESME gets our id: {text}");
+    assert_eq!(receipt_id(&got), ours);
     let seen = got.tlvs.get(smpp::Tag(0x1400)).map(|b| String::from_utf8_lossy(b).into_owned());
-    assert_eq!(seen.as_deref(), Some("up:up1:DELIVRD:2:000"), "what the handler saw");
+    let want = format!("up:{ours}:id:{ours}:up1:acct:DELIVRD:2:000");
+    assert_eq!(seen.as_deref(), Some(want.as_str()), "what the handler saw");
+    // An id the upstream mangled: unmatched, repaired by the script, then matched.
+    let second = submit_status(&e, submit("3161", 1)).await.expect("submit relayed");
+    let r =
+        within("receipt", up.session().request(upstream_receipt("vendor-up2", false))).await.expect("resp");
+    assert_eq!(r.command_status, CommandStatus::ESME_ROK);
+    let got = next_delivered(&mut e).await;
+    let text = String::from_utf8_lossy(got.payload()).into_owned();
+    let id = smpp::receipt::Receipt::parse(&text).map(|r| r.id).unwrap_or_default();
+    assert_eq!(id, second, "the repaired receipt matched: {text}");
+    d.shutdown().await;
+}
+
+/// A receipt that overtakes its submit_sm_resp is parked (the upstream answered 0 at once) and
+/// reaches the handler once matched, still with our id and the account; one that never matches
+/// reaches it as it came when its wait ends, and the id the script repairs is matched then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_receipts_reach_the_deliver_handler_matched_or_as_they_came() {
+    let (mut d, up, mut e, _dir) = deliver_setup().await;
+    for (n, upstream_id) in [(1, "up1"), (2, "vendor-up2")] {
+        up.hold(true);
+        let submitted = tokio::spawn({
+            let session = e.session.clone();
+            async move { within("submit", session.request(submit("3161", 1))).await }
+        });
+        eventually("submit held by the upstream", Duration::from_secs(10), || up.held() == 1).await;
+        let r = within("receipt", up.session().request(upstream_receipt(upstream_id, n == 1)))
+            .await
+            .expect("resp");
+        assert_eq!(r.command_status, CommandStatus::ESME_ROK, "{upstream_id}: parked, answered at once");
+        up.hold(false);
+        up.release();
+        let resp = submitted.await.expect("task").expect("submit_sm_resp");
+        let ours = match resp.body {
+            Body::SubmitSmResp(r) if resp.command_status.is_ok() => {
+                String::from_utf8_lossy(&r.message_id).into_owned()
+            }
+            other => panic!("submit: {:?} {other:?}", resp.command_status),
+        };
+        let got = next_delivered(&mut e).await;
+        let text = String::from_utf8_lossy(got.payload()).into_owned();
+        let id = smpp::receipt::Receipt::parse(&text).map(|r| r.id).unwrap_or_default();
+        assert_eq!(id, ours, "{upstream_id}: the ESME gets our id: {text}");
+        let seen = got.tlvs.get(smpp::Tag(0x1400)).map(|b| String::from_utf8_lossy(b).into_owned());
+        if n == 1 {
+            let want = format!("up:{ours}:id:{ours}:up1:acct:DELIVRD:2:000");
+            assert_eq!(seen.as_deref(), Some(want.as_str()), "what the handler saw");
+        }
+    }
+    let m = d.metrics().await;
+    assert_eq!(metric_sum(&m, "smscd_upstream_receipts_total", &["result=\"parked\""]), 2.0, "{m}");
+    d.shutdown().await;
+}
+
+const SIM_POLICY: &str = r#"from siphon import smpp
+
+@smpp.on_pdu("deliver_sm")
+def on_deliver(pdu, session):
+    if not pdu.is_receipt:
+        return None
+    r = pdu.receipt
+    if pdu.source_addr == "drop":
+        return pdu.reply()
+    pdu.set_tlv(0x1400, f"{session.upstream}:{r.id}:{r.account}:{r.stat}".encode())
+    return None
+"#;
+
+/// The sim's receipts go through on_pdu("deliver_sm") as an upstream's do (session.upstream is
+/// "sim"), with the id the ESME knows: marked, or answered there and never forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_receipts_go_through_on_pdu_deliver_sm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = write(dir.path(), "policy.py", SIM_POLICY);
+    let mut cfg = config_with(&script, vec![account("acct", "pw")]);
+    cfg.sim.outcomes = [("DELIVRD".to_string(), 1.0)].into_iter().collect();
+    let mut d = Daemon::start(cfg).await;
+    let mut e = bind(d.smpp, BindKind::Transceiver, "acct", "pw").await.expect("bind");
+    // The sim makes its receipts in order: once the second is here, the first was decided.
+    let dropped = submit_status(&e, submit("drop", 1)).await.expect("submit to the sim");
+    let ours = submit_status(&e, submit("keep", 1)).await.expect("submit to the sim");
+    let got = next_delivered(&mut e).await;
+    assert_eq!(receipt_id(&got), ours, "the receipt the handler dropped ({dropped}) reached the ESME");
+    let seen = got.tlvs.get(smpp::Tag(0x1400)).map(|b| String::from_utf8_lossy(b).into_owned());
+    let want = format!("sim:{ours}:acct:DELIVRD");
+    assert_eq!(seen.as_deref(), Some(want.as_str()), "what the handler saw");
+    let m = d.metrics().await;
+    assert_eq!(
+        metric_sum(&m, "smscd_handler_calls_total", &["on_pdu:deliver_sm", "result=\"ok\""]),
+        2.0,
+        "{m}"
+    );
+    assert!(e.delivered.try_recv().is_err(), "the dropped receipt reached the ESME");
     d.shutdown().await;
 }
 

@@ -1,6 +1,8 @@
 //! Scripted handlers: a Python file whose `@smpp.on_bind` and `@smpp.on_pdu(...)` functions
-//! decide binds, submits and data_sm from ESMEs, and deliver_sm / data_sm from upstreams (MO and
-//! receipts) before they are routed (docs/handlers.md is the user's guide).
+//! decide binds, submits (each destination of a submit_multi as a submit_sm, see
+//! [`crate::multi`]) and data_sm from ESMEs, and deliver_sm / data_sm from upstreams (MO and
+//! receipts, and the sim's receipts) before they are routed (docs/handlers.md is the user's
+//! guide).
 //!
 //! The rest of smscd sees only [`Handlers`]: `on_bind` and `on_pdu` are async calls that answer a
 //! verdict or a [`Failure`], and [`Handlers::wants`] says (one atomic load) whether a hook is
@@ -121,6 +123,14 @@ pub struct SessionView {
     pub client_port: u16,
     pub bind_type: &'static str,
     pub upstream: Option<std::sync::Arc<str>>,
+}
+
+/// The message a receipt reports on, when smscd matched it before the handler
+/// (`pdu.receipt.upstream_id` and `pdu.receipt.account`; the PDU carries our id already).
+#[derive(Clone, Debug)]
+pub struct ReceiptMatch {
+    pub account: String,
+    pub upstream_id: String,
 }
 
 /// `on_bind`'s answer.
@@ -319,8 +329,19 @@ impl Handlers {
         sm: SubmitSm,
         session: SessionView,
     ) -> Result<PduVerdict, Failure> {
+        self.on_pdu_matched(hook, sm, session, None).await
+    }
+
+    /// [`Handlers::on_pdu`] for a receipt that matched a message of ours (`matched`).
+    pub async fn on_pdu_matched(
+        &self,
+        hook: Hook,
+        sm: SubmitSm,
+        session: SessionView,
+        matched: Option<ReceiptMatch>,
+    ) -> Result<PduVerdict, Failure> {
         let timeout = self.settings().timeout;
-        let r = self.engine.call_pdu(hook, sm, session, timeout).await;
+        let r = self.engine.call_pdu(hook, sm, session, matched, timeout).await;
         self.count(hook, r.as_ref().err());
         r
     }

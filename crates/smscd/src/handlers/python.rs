@@ -20,7 +20,7 @@
 //! iteration, timer or done callback; only one that suspends gets those.
 
 use super::cache::{Cache, CacheValue, Op};
-use super::{BindInfo, BindVerdict, Failure, FailureKind, Hook, PduVerdict, SessionView};
+use super::{BindInfo, BindVerdict, Failure, FailureKind, Hook, PduVerdict, ReceiptMatch, SessionView};
 use crate::router::Target;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -109,6 +109,7 @@ enum Job {
         hook: Hook,
         sm: SubmitSm,
         session: SessionView,
+        matched: Option<ReceiptMatch>,
         deadline: Instant,
         timeout: Duration,
         tx: oneshot::Sender<Result<PduVerdict, Failure>>,
@@ -275,11 +276,12 @@ impl Engine {
         hook: Hook,
         sm: SubmitSm,
         session: SessionView,
+        matched: Option<ReceiptMatch>,
         timeout: Duration,
     ) -> Result<PduVerdict, Failure> {
         let (tx, rx) = oneshot::channel();
         let deadline = Instant::now() + timeout;
-        if !self.shared.push(Job::Pdu { hook, sm, session, deadline, timeout, tx }) {
+        if !self.shared.push(Job::Pdu { hook, sm, session, matched, deadline, timeout, tx }) {
             return Err(failure(FailureKind::Unavailable, "the Python thread has stopped"));
         }
         answer(rx, timeout).await
@@ -489,7 +491,7 @@ impl Pump {
 
 fn run(py: Python<'_>, ctx: &Rc<Ctx>, job: Job) {
     match job {
-        Job::Pdu { hook, sm, session, deadline, timeout, tx } => {
+        Job::Pdu { hook, sm, session, matched, deadline, timeout, tx } => {
             ctx.shared.loop_limit.store(timeout.as_nanos() as u64, Ordering::Relaxed);
             if Instant::now() > deadline {
                 let _ =
@@ -500,7 +502,7 @@ fn run(py: Python<'_>, ctx: &Rc<Ctx>, job: Job) {
                 let _ = tx.send(Ok(PduVerdict::Continue(sm)));
                 return;
             };
-            let pdu = match Py::new(py, PyPdu { hook, sm }) {
+            let pdu = match Py::new(py, PyPdu { hook, sm, matched }) {
                 Ok(p) => p,
                 Err(e) => {
                     let _ = tx.send(Err(failure(FailureKind::Exception, e.to_string())));
@@ -972,12 +974,19 @@ struct PySession {
 }
 
 /// The fields of a delivery receipt (`pdu.receipt`), read from the receipted_message_id and
-/// message_state TLVs where present, else from the text (`id:... stat:... err:...`). Ids are
-/// the upstream's: the ESME gets smscd's in their place after the handler.
+/// message_state TLVs where present, else from the text (`id:... stat:... err:...`). A receipt
+/// that matched a message of ours is shown with our id in place of the upstream's (as the ESME
+/// gets it); `upstream_id` and `account` come from the match.
 #[pyclass(frozen, name = "Receipt")]
 struct PyReceipt {
     #[pyo3(get)]
     id: Option<String>,
+    /// The upstream's id for the message (the same as `id` when the receipt matched nothing).
+    #[pyo3(get)]
+    upstream_id: Option<String>,
+    /// The account that submitted the message; None when the receipt matched nothing.
+    #[pyo3(get)]
+    account: Option<String>,
     /// The `stat:` word of the text, or the TLV state's word.
     #[pyo3(get)]
     stat: Option<String>,
@@ -1001,12 +1010,15 @@ struct PyReceipt {
 #[pymethods]
 impl PyReceipt {
     fn __repr__(&self) -> String {
-        format!("<Receipt id={:?} stat={:?} err={:?}>", self.id, self.stat, self.err)
+        format!(
+            "<Receipt id={:?} upstream_id={:?} account={:?} stat={:?} err={:?}>",
+            self.id, self.upstream_id, self.account, self.stat, self.err
+        )
     }
 }
 
 impl PyReceipt {
-    fn of(sm: &SubmitSm) -> PyReceipt {
+    fn of(sm: &SubmitSm, matched: Option<&ReceiptMatch>) -> PyReceipt {
         let parsed =
             smpp::receipt::Receipt::parse(&crate::receipts::decode_text(sm.data_coding, sm.payload())).ok();
         let tlv_id = sm
@@ -1023,8 +1035,11 @@ impl PyReceipt {
             .map(|r| r.stat.to_string())
             .or_else(|| tlv_state.map(|s| s.stat_word().to_owned()));
         let p = parsed.as_ref();
+        let id = tlv_id.or_else(|| p.map(|r| r.id.clone()));
         PyReceipt {
-            id: tlv_id.or_else(|| p.map(|r| r.id.clone())),
+            upstream_id: matched.map(|m| m.upstream_id.clone()).or_else(|| id.clone()),
+            account: matched.map(|m| m.account.clone()),
+            id,
             stat,
             message_state: state.map(|s| s.as_u8()),
             err: p.and_then(|r| r.err.clone()),
@@ -1042,6 +1057,8 @@ impl PyReceipt {
 struct PyPdu {
     hook: Hook,
     sm: SubmitSm,
+    /// The message a receipt matched, when it did.
+    matched: Option<ReceiptMatch>,
 }
 
 /// esm_class message types that report on a message (see `receipts::kind`).
@@ -1083,7 +1100,7 @@ impl PyPdu {
     /// The receipt's fields ([`PyReceipt`]) when `is_receipt`, else None.
     #[getter]
     fn receipt(&self) -> Option<PyReceipt> {
-        self.is_receipt().then(|| PyReceipt::of(&self.sm))
+        self.is_receipt().then(|| PyReceipt::of(&self.sm, self.matched.as_ref()))
     }
     #[getter]
     fn service_type(&self) -> String {
