@@ -191,24 +191,17 @@ async fn on_receipt(
     }
     let from_text = parsed.as_ref().and_then(Option::as_ref);
     let Some(upstream_id) = tlv_id.or_else(|| from_text.map(|r| r.id.clone())) else {
-        if let Some(hooked) = hooked {
-            return unmatched(core, upstream, id_format, dsm, hooked).await;
-        }
-        tracing::warn!(upstream, "receipt without a message id: dropped");
-        core.metrics.receipt("no_id");
-        return Ok(());
+        let why = || format!("receipt from {upstream} without a message id: dropped");
+        return no_key(core, upstream, id_format, dsm, hooked, "no_id", why).await;
     };
     let state = tlv_state.or_else(|| from_text.and_then(Receipt::state));
     let kind = dsm.esm_class & smpp::pdu::esm_class::MESSAGE_TYPE_MASK;
     // One key, in the base of the submit_sm_resp id: never a guess at another base.
     let Some(key) = id_format.receipt_key(&upstream_id) else {
-        if let Some(hooked) = hooked {
-            return unmatched(core, upstream, id_format, dsm, hooked).await;
-        }
-        tracing::warn!(upstream, id = %upstream_id, format = ?id_format,
-            "receipt id not in the declared message_id_format: dropped");
-        core.metrics.receipt("unmatched");
-        return Ok(());
+        let why = || {
+            format!("receipt id {upstream_id} from {upstream} not in the declared message_id_format {id_format:?}: dropped")
+        };
+        return no_key(core, upstream, id_format, dsm, hooked, "unmatched", why).await;
     };
     let p = Pending { upstream: upstream.to_owned(), dsm, upstream_id, key, id_format, state, kind, parsed };
     let corr = match core.store.find_correlation(upstream, std::slice::from_ref(&p.key)).await {
@@ -231,6 +224,25 @@ async fn on_receipt(
     }
 }
 
+/// A receipt with no id to match on: the script's handler sees it as it came (it may repair
+/// the id), or it is dropped, logged with `why` and counted as `metric`.
+async fn no_key(
+    core: &Arc<Core>,
+    upstream: &str,
+    id_format: MessageIdFormat,
+    dsm: DeliverSm,
+    hooked: Option<Hooked>,
+    metric: &str,
+    why: impl FnOnce() -> String,
+) -> Result<(), CommandStatus> {
+    if let Some(hooked) = hooked {
+        return unmatched(core, upstream, id_format, dsm, hooked).await;
+    }
+    tracing::warn!("{}", why());
+    core.metrics.receipt(metric);
+    Ok(())
+}
+
 /// Whether a correlation missing now may still be written: one of our submits awaits its
 /// answer, or other replicas (whose submits we do not see) write to the same store.
 fn could_be_in_flight(core: &Core) -> bool {
@@ -247,16 +259,9 @@ async fn unmatched(
     dsm: DeliverSm,
     hooked: Hooked,
 ) -> Result<(), CommandStatus> {
-    match hooked.ask(dsm, None, false).await {
-        Asked::Forward(dsm) => again(core, upstream, id_format, dsm).await,
-        Asked::Drop => {
-            core.metrics.receipt("handler_answered");
-            Ok(())
-        }
-        Asked::Refuse(status) => {
-            core.metrics.receipt("handler_rejected");
-            Err(status)
-        }
+    match hooked.ask(dsm, None, false).await.forwarded(core)? {
+        Some(dsm) => again(core, upstream, id_format, dsm).await,
+        None => Ok(()),
     }
 }
 

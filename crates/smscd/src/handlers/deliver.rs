@@ -42,6 +42,24 @@ pub enum Asked {
     Refuse(CommandStatus),
 }
 
+impl Asked {
+    /// The PDU to go on with, or the upstream's answer now (Ok: `reply()`, Err: `reject`),
+    /// counted as the handler's.
+    pub fn forwarded(self, core: &Core) -> Result<Option<DeliverSm>, CommandStatus> {
+        match self {
+            Asked::Forward(dsm) => Ok(Some(dsm)),
+            Asked::Drop => {
+                core.metrics.receipt("handler_answered");
+                Ok(None)
+            }
+            Asked::Refuse(status) => {
+                core.metrics.receipt("handler_rejected");
+                Err(status)
+            }
+        }
+    }
+}
+
 impl Hooked {
     /// Ask the handler about `dsm`; `matched`: the message a receipt reports on; `answered`:
     /// the upstream has its answer already (a parked receipt), so a failure forwards it as is.
@@ -86,15 +104,8 @@ pub async fn deliver(
     if crate::receipts::is_report(dsm.esm_class) {
         return crate::receipts::on_receipt_hooked(core, upstream, id_format, dsm, hooked).await;
     }
-    match hooked.ask(dsm, None, false).await {
-        Asked::Forward(dsm) => crate::receipts::on_upstream_deliver(core, upstream, id_format, dsm).await,
-        Asked::Drop => {
-            core.metrics.receipt("handler_answered");
-            Ok(())
-        }
-        Asked::Refuse(status) => {
-            core.metrics.receipt("handler_rejected");
-            Err(status)
-        }
+    match hooked.ask(dsm, None, false).await.forwarded(core)? {
+        Some(dsm) => crate::receipts::on_upstream_deliver(core, upstream, id_format, dsm).await,
+        None => Ok(()),
     }
 }
