@@ -9,6 +9,8 @@
 #   BENCH_HA_CELLS   binds:window cells of redis-ha (Sentinel with and without WAIT, Cluster;
 #                default 4:64, the single-instance headline cell)
 #   BENCH_REDIS_EXTRA  YAML appended to the redis scenario's two relay configs
+#   BENCH_SAF_DESTINATIONS  distinct destination numbers of the saf scenario's messages (default
+#                1000: traffic to many subscribers; 1 measures one destination's in-order drain)
 #   BENCH_GEN_CPUS / BENCH_SRV_CPUS  taskset cpu lists for the generator and the server under
 #                test in single-server scenarios (default: empty, no pinning: on the shared
 #                2-core box pinning cost up to 20x, see docs/benchmarks.md; e.g. 0 and 1 on a quiet one)
@@ -37,9 +39,14 @@ RESULTS=$OUT/results.jsonl
 CFG=$OUT/cfg
 mkdir -p "$CFG"
 
+has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+
 echo "== build (release)"
 cargo build --release -q -p smscd -p smsc-bench
-CARGO_TARGET_DIR=$TARGET/bench-peers cargo build --release -q --manifest-path tools/bench/smpp34-smsc/Cargo.toml
+# Only the peers scenario runs it (a separate build: not worth its minutes otherwise).
+if has peers; then
+  CARGO_TARGET_DIR=$TARGET/bench-peers cargo build --release -q --manifest-path tools/bench/smpp34-smsc/Cargo.toml
+fi
 BIN=$TARGET/release
 SMPP34=$TARGET/bench-peers/release/smpp34-smsc
 
@@ -131,8 +138,6 @@ for off in 0 1 10 20 30 31 40 41 42 43 50 51 52 53 54 55 60 61 62 63 64 65 70 71
     exit 1
   fi
 done
-
-has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 echo "== machine: $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), load $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -378,14 +383,18 @@ fi
 # 6: store-and-forward on Redis (issue 16): queue then drain. The relay's only upstream is down,
 # so every submit is held in Redis (accept rate); then the upstream (an smscd with the sim)
 # starts and the relay drains the queue (drain rate, polled on the Redis sorted set, bounded).
+# The messages go to BENCH_SAF_DESTINATIONS numbers (default 1000, round robin): the drain keeps
+# order per destination, so one destination's messages go one after the other and a single
+# destination measures that serial round trip, not the drain.
 # Footprint: Redis used_memory and the relay's RSS per held message. Lost = accepted - what the
 # upstream counted; dup = the excess. Figures in $OUT/saf.md (one line per run).
 if has saf; then
   if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
     echo "== saf: redis-server/redis-cli not installed (tools/deps.sh apt); skipped"
   else
-    echo "| run | accepted | accept/s | drain s | drain/s | delivered | lost | dup | redis bytes/msg | relay RSS bytes/msg | load1 |" >"$OUT/saf.md"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|" >>"$OUT/saf.md"
+    DESTS=${BENCH_SAF_DESTINATIONS:-1000}
+    echo "| run | destinations | accepted | accept/s | drain s | drain/s | delivered | lost | dup | redis bytes/msg | relay RSS bytes/msg | load1 |" >"$OUT/saf.md"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|" >>"$OUT/saf.md"
     for run in $(seq 1 "$RUNS"); do
       start redis-saf "" redis-server --bind 127.0.0.1 --port $((P + 91)) --save '' --appendonly no
       REDIS=$LAST_PID
@@ -407,7 +416,7 @@ $saf"
       rss0=$(awk '/VmRSS/{print $2*1024}' "/proc/$RELAY/status")
       load=$(cut -d' ' -f1 /proc/loadavg)
       pin "$GEN_CPUS" "$BIN/smsc-bench" esme --binds 4 --window 256 --duration "$SECS" --drain 5 \
-        --addr 127.0.0.1:$((P + 54)) --target smscd-saf --json 2>>"$OUT/gen.log" >"$OUT/saf-accept.json" || true
+        --destinations "$DESTS" --addr 127.0.0.1:$((P + 54)) --target smscd-saf --json 2>>"$OUT/gen.log" >"$OUT/saf-accept.json" || true
       accepted=$(jq '.submit_sm_ok // 0' "$OUT/saf-accept.json")
       accept_rate=$(jq '.submit_sm_per_sec // 0 | floor' "$OUT/saf-accept.json")
       held=$(rc zcard 'bench:saf:{bench}:due')
@@ -424,11 +433,11 @@ $saf"
       t1=$(date +%s.%N)
       delivered=$(curl -s "http://127.0.0.1:$((P + 43))/metrics" |
         awk '/^smscd_submits_total\{/ && /account="relay"/ && /status="ESME_ROK"/ {s += $NF} END {print s+0}')
-      jq -nr --argjson run "$run" --argjson a "$accepted" --argjson ar "$accept_rate" --argjson t0 "$t0" --argjson t1 "$t1" \
+      jq -nr --argjson run "$run" --argjson dests "$DESTS" --argjson a "$accepted" --argjson ar "$accept_rate" --argjson t0 "$t0" --argjson t1 "$t1" \
         --argjson d "$delivered" --argjson h "$held" --argjson m0 "$mem0" --argjson m1 "$mem1" \
         --argjson r0 "$rss0" --argjson r1 "$rss1" --argjson l "$load" '
         ($t1 - $t0) as $s |
-        "| \($run) | \($a) | \($ar) | \($s*10|round/10) | \(if $s > 0 then ($a/$s|floor) else 0 end) | \($d) | \([$a-$d,0]|max) | \([$d-$a,0]|max) | \(if $h > 0 then (($m1-$m0)/$h|floor) else 0 end) | \(if $h > 0 then (($r1-$r0)/$h|floor) else 0 end) | \($l) |"' \
+        "| \($run) | \($dests) | \($a) | \($ar) | \($s*10|round/10) | \(if $s > 0 then ($a/$s|floor) else 0 end) | \($d) | \([$a-$d,0]|max) | \([$d-$a,0]|max) | \(if $h > 0 then (($m1-$m0)/$h|floor) else 0 end) | \(if $h > 0 then (($r1-$r0)/$h|floor) else 0 end) | \($l) |"' \
         | tee -a "$OUT/saf.md"
       stop "$UP"
       stop "$RELAY"

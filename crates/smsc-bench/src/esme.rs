@@ -28,6 +28,10 @@ const MAX_SEND: Duration = Duration::from_secs(3600);
 const HANDSHAKE: Duration = Duration::from_secs(10);
 /// Poll interval while waiting on other binds or the rate budget.
 const TICK: Duration = Duration::from_millis(2);
+/// The first destination number; `--destinations N` uses this one and the N - 1 after it.
+const DESTINATION_BASE: u64 = 31_600_000_000;
+/// The most distinct destinations (they keep DESTINATION_BASE's 11 digits).
+pub const MAX_DESTINATIONS: u64 = 100_000_000;
 
 /// Relative weights of the message kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +98,10 @@ pub struct EsmeConfig {
     pub count: Option<u64>,
     pub mix: Mix,
     pub registered_delivery: bool,
+    /// Distinct destination numbers the messages are spread over (1 to [`MAX_DESTINATIONS`]):
+    /// message `j` of bind `i` goes to destination `(i + j * binds) % destinations`, so every
+    /// run sends the same sequence.
+    pub destinations: u64,
     /// After sending: the longest wait for outstanding responses and receipts.
     pub drain: Duration,
     /// Server process whose CPU use to report (Linux /proc).
@@ -114,6 +122,7 @@ impl EsmeConfig {
             count: None,
             mix: Mix::default(),
             registered_delivery: false,
+            destinations: 1,
             drain: Duration::from_secs(10),
             server_pid: None,
         }
@@ -140,6 +149,19 @@ struct Template {
     frames: Vec<Bytes>,
     /// Offset of the UDH reference octet in each frame (long messages).
     udh_ref_at: Option<usize>,
+    /// Offset of the destination's digits in each frame (same in every part).
+    dest_at: usize,
+}
+
+/// The 11 digits of destination number `k` (below [`MAX_DESTINATIONS`]).
+fn destination_digits(k: u64) -> [u8; 11] {
+    let mut n = DESTINATION_BASE + k % MAX_DESTINATIONS;
+    let mut out = [b'0'; 11];
+    for d in out.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out
 }
 
 fn templates(mix: Mix, rd: bool, source: &str) -> Result<Vec<(u32, Template)>, String> {
@@ -154,11 +176,13 @@ fn templates(mix: Mix, rd: bool, source: &str) -> Result<Vec<(u32, Template)>, S
         let (dc, parts) = concat::split_text(text, Method::Udh8(0)).map_err(|e| e.to_string())?;
         let mut frames = Vec::new();
         let mut udh_ref_at = None;
+        // Header, empty service_type, source ton/npi/addr\0, destination ton/npi.
+        let dest_at = 16 + 1 + 2 + source.len() + 1 + 2;
         for part in &parts {
             let sm = part.short_message();
             let body = Body::SubmitSm(SubmitSm {
                 source: Address::new(1, 1, source.to_string()),
-                destination: Address::new(1, 1, "31600000000"),
+                destination: Address::new(1, 1, destination_digits(0).to_vec()),
                 esm_class: if part.esm_class_udhi { concat::ESM_CLASS_UDHI } else { 0 },
                 registered_delivery: u8::from(rd),
                 data_coding: dc.0,
@@ -166,13 +190,16 @@ fn templates(mix: Mix, rd: bool, source: &str) -> Result<Vec<(u32, Template)>, S
                 ..SubmitSm::default()
             });
             let frame = Pdu::new(1, body).to_bytes().map_err(|e| e.to_string())?;
+            if frame.get(dest_at..dest_at + 11) != Some(&destination_digits(0)[..]) {
+                return Err("destination not where the template expects it".into());
+            }
             if part.udh.is_some() {
                 // short_message is the frame's tail (no TLVs); the reference is UDH octet 3.
                 udh_ref_at = Some(frame.len() - sm.len() + 3);
             }
             frames.push(frame);
         }
-        out.push((weight, Template { frames, udh_ref_at }));
+        out.push((weight, Template { frames, udh_ref_at, dest_at }));
     }
     Ok(out)
 }
@@ -304,6 +331,7 @@ fn merge(
         window,
         rate_target: cfg.rate,
         registered_delivery: cfg.registered_delivery,
+        destinations: cfg.destinations.clamp(1, MAX_DESTINATIONS),
         mix: cfg.mix.to_string(),
         send_secs,
         wall_secs: wall,
@@ -609,6 +637,8 @@ async fn bind_task(
         let mut stopped = false;
         let send_start = Instant::now();
         let mut msg_no: u64 = 0;
+        let destinations = cfg.destinations.clamp(1, MAX_DESTINATIONS);
+        let binds = cfg.binds.clamp(1, 1024) as u64;
         // Bounded by hard_end (checked every pass; every await below is either I/O that makes
         // progress or a TICK sleep).
         loop {
@@ -649,6 +679,10 @@ async fn bind_task(
                         sending = false;
                         break;
                     }
+                    let dest = (destinations > 1).then(|| {
+                        let k = (idx as u64).wrapping_add(msg_no.wrapping_mul(binds)) % destinations;
+                        destination_digits(k)
+                    });
                     for f in &t.frames {
                         seq = if seq >= 0x7FFF_FFFF { 2 } else { seq + 1 };
                         let at = out.len();
@@ -656,6 +690,9 @@ async fn bind_task(
                         out[at + 12..at + 16].copy_from_slice(&seq.to_be_bytes());
                         if let Some(r) = t.udh_ref_at {
                             out[at + r] = msg_no as u8;
+                        }
+                        if let Some(d) = &dest {
+                            out[at + t.dest_at..at + t.dest_at + 11].copy_from_slice(d);
                         }
                         b.slots[(seq & b.mask) as usize] = now_ns;
                         b.outstanding += 1;
@@ -732,6 +769,28 @@ mod tests {
         lat.sort_unstable();
         // a: first receipt 30 against the earliest send 5; c: 20 - 7.
         assert_eq!(lat, vec![13, 25]);
+    }
+
+    /// Each part of each kind, patched for destination `k`, decodes with that destination (and
+    /// the rest of the submit as the template had it).
+    #[test]
+    fn destinations_are_patched_in_place() {
+        let mix = Mix { gsm7: 1, ucs2: 1, long: 1 };
+        let t = templates(mix, true, "10003").expect("templates");
+        for (_, t) in &t {
+            for f in &t.frames {
+                for (k, want) in [(0, "31600000000"), (7, "31600000007"), (99_999_999, "31699999999")] {
+                    let mut b = BytesMut::from(&f[..]);
+                    b[t.dest_at..t.dest_at + 11].copy_from_slice(&destination_digits(k));
+                    let Ok(Pdu { body: Body::SubmitSm(sm), .. }) = Pdu::decode(b.freeze()) else {
+                        panic!("patched frame does not decode as submit_sm");
+                    };
+                    assert_eq!(&sm.destination.addr[..], want.as_bytes());
+                    assert_eq!(&sm.source.addr[..], b"10003");
+                    assert_eq!(sm.registered_delivery, 1);
+                }
+            }
+        }
     }
 
     #[test]

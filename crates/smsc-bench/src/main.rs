@@ -119,6 +119,11 @@ struct EsmeArgs {
     /// Ask for a receipt with every submit_sm and account for them.
     #[arg(long)]
     registered_delivery: bool,
+    /// Spread the messages over this many destination numbers (31600000000 and the ones after
+    /// it, round robin: the same sequence every run). 1 sends everything to one number.
+    #[arg(long, default_value_t = 1,
+        value_parser = clap::value_parser!(u64).range(1..=smsc_bench::esme::MAX_DESTINATIONS))]
+    destinations: u64,
     /// After sending: the longest wait for responses and receipts, seconds.
     #[arg(long, default_value_t = 10.0)]
     drain: f64,
@@ -157,6 +162,7 @@ fn main() -> ExitCode {
         count: a.count,
         mix: a.mix,
         registered_delivery: a.registered_delivery,
+        destinations: a.destinations,
         drain: Duration::from_secs_f64(a.drain),
         server_pid: a.server_pid,
     };

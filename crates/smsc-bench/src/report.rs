@@ -42,6 +42,8 @@ pub struct Report {
     /// Requested submit_sm/s across the fleet; None: as fast as the window allows.
     pub rate_target: Option<u64>,
     pub registered_delivery: bool,
+    /// Distinct destination numbers the messages went to.
+    pub destinations: u64,
     pub mix: String,
     /// Length of the sending phase (the rates below are over it).
     pub send_secs: f64,
@@ -83,7 +85,7 @@ pub struct Report {
 impl Report {
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "{} binds={} window={} rate={} rd={} mix={}: {:.0} submit_sm/s ok={} failed={} unanswered={} \
+            "{} binds={} window={} rate={} rd={} mix={} destinations={}: {:.0} submit_sm/s ok={} failed={} unanswered={} \
              resp p50={:.0}us p99={:.0}us p999={:.0}us max={:.0}us",
             self.target,
             self.binds,
@@ -91,6 +93,7 @@ impl Report {
             self.rate_target.map_or("max".to_string(), |r| r.to_string()),
             self.registered_delivery,
             self.mix,
+            self.destinations,
             self.submit_sm_per_sec,
             self.submit_sm_ok,
             self.submit_sm_failed,

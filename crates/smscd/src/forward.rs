@@ -15,8 +15,8 @@
 //! twice when the replica that sent it dies before recording the outcome (another one takes it
 //! when the lease ends), or when the upstream does not answer in time (unknown outcome: retried).
 //! It is never sent after its expiry: each claim checks it first. Order per destination: the
-//! messages of one destination in a claim are sent one after the other, and when one is not
-//! taken the later ones wait for the next attempt too.
+//! messages of one destination are sent one after the other, and when one is not taken the
+//! later ones are given back behind it ([`drain`]).
 
 use crate::core::Core;
 use crate::router::Target;
@@ -25,19 +25,15 @@ use crate::store::queue::{Final, Queued};
 use crate::store::{Correlation, StoreError};
 use crate::upstream::SubmitFailure;
 use bytes::Bytes;
-use futures::StreamExt;
 use smpp::receipt::{MessageIdFormat, MessageState, Receipt, Stat};
 use smpp::{Body, CommandStatus, DeliverSm, Pdu, SubmitSm};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod drain;
+
 /// How often each replica looks for due messages.
 const TICK: Duration = Duration::from_millis(100);
-/// Messages claimed per round trip.
-const BATCH: usize = 1000;
-/// Destinations sent to at once (each one's messages in order).
-const PARALLEL: usize = 512;
 /// The pseudo upstream under which an expiry receipt is correlated (it never leaves the store).
 pub const SAF_UPSTREAM: &str = "store-and-forward";
 
@@ -212,79 +208,15 @@ pub async fn view(core: &Core, accounts: &[String], max: usize) -> Result<serde_
     Ok(serde_json::Value::Object(out))
 }
 
-/// Claim and send what is due for `account`, batch after batch while batches come back full.
+/// Claim and send what is due for `account` (see [`drain`]).
 pub async fn drain_account(core: &Arc<Core>, account: &str) {
-    loop {
-        let lease = core.config.get().store_and_forward.lease;
-        let claimed = match core.queue.claim(account, unix_ms(), lease, BATCH).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(account, error = %e, "store-and-forward: claim failed");
-                return;
-            }
-        };
-        let full = claimed.len() == BATCH;
-        // By destination, keeping the claim's order (due time) within each.
-        let mut groups: Vec<Vec<(Queued, SubmitSm)>> = Vec::new();
-        let mut index: HashMap<Bytes, usize> = HashMap::new();
-        for m in claimed {
-            let Some(sm) = decode(&m) else {
-                tracing::warn!(account, id = %m.id, "held submit does not decode: dropped as undeliverable");
-                end(core, account, &m, Final::Undeliverable).await;
-                continue;
-            };
-            let i = *index.entry(sm.destination.addr.clone()).or_insert_with(|| {
-                groups.push(Vec::new());
-                groups.len() - 1
-            });
-            groups[i].push((m, sm));
-        }
-        futures::stream::iter(groups)
-            .for_each_concurrent(PARALLEL, |group| send_in_order(core, account, group))
-            .await;
-        if !full || core.stop.is_cancelled() || core.is_draining() {
-            return;
-        }
-    }
+    drain::account(core, account).await;
 }
 
 fn decode(m: &Queued) -> Option<SubmitSm> {
     match Pdu::decode(m.submit.clone()).ok()?.body {
         Body::SubmitSm(sm) => Some(sm),
         _ => None,
-    }
-}
-
-/// One destination's messages, in order: once one is not taken, the rest wait with it.
-async fn send_in_order(core: &Arc<Core>, account: &str, group: Vec<(Queued, SubmitSm)>) {
-    let mut blocked = false;
-    for (m, sm) in group {
-        let now = unix_ms();
-        if now >= m.expires_ms {
-            expire(core, account, &m, &sm).await;
-            continue;
-        }
-        if blocked {
-            retry(core, account, &m, now, false).await;
-            continue;
-        }
-        // We did the scheduling; the rest of the validity goes along as an absolute time, so a
-        // relative one does not restart at the upstream.
-        let mut out = sm.clone();
-        out.schedule_delivery_time = Bytes::new();
-        out.validity_period = Bytes::from(smpp::time::format_absolute(m.expires_ms));
-        match send(core, account, public_id(&m.id), out).await {
-            Sent::Taken => taken(core, account, &m).await,
-            Sent::Refused(status) => {
-                tracing::info!(account, id = %m.id, %status, "held submit refused by the upstream: undeliverable");
-                end(core, account, &m, Final::Undeliverable).await;
-                final_receipt(core, account, &m, &sm, MessageState::Undeliverable).await;
-            }
-            Sent::NotNow => {
-                blocked = true;
-                retry(core, account, &m, now, true).await;
-            }
-        }
     }
 }
 
@@ -361,29 +293,12 @@ pub fn backoff(attempts: u32, min: Duration, max: Duration) -> Duration {
     min.saturating_mul(factor).min(max)
 }
 
-async fn retry(core: &Core, account: &str, m: &Queued, now: u64, attempted: bool) {
-    let policy = core.config.get().store_and_forward.clone();
-    let attempts = m.attempts + u32::from(attempted);
-    let wait =
-        if attempted { backoff(m.attempts, policy.retry_min, policy.retry_max) } else { policy.retry_min };
-    // Never later than its expiry, so that it expires on time.
-    let due = now.saturating_add(wait.as_millis() as u64).min(m.expires_ms);
-    if let Err(e) = core.queue.retry(account, &m.id, due, attempts).await {
+/// Give a claimed message back, due again at `due_ms` after `attempts` attempts.
+async fn retry_at(core: &Core, account: &str, m: &Queued, due_ms: u64, attempts: u32) {
+    if let Err(e) = core.queue.retry(account, &m.id, due_ms, attempts).await {
         tracing::debug!(account, id = %m.id, error = %e, "retry not recorded: the lease brings it back");
     }
     core.metrics.forwarded(account, &m.route, "retried", 1);
-}
-
-/// A held submit an upstream took: out of the queue, ENROUTE for query_sm until its receipt.
-async fn taken(core: &Core, account: &str, m: &Queued) {
-    let policy = core.config.get().store_and_forward.clone();
-    // Kept at least as long as a final state would be, even with relayed ids not recorded.
-    let keep = policy.keep_relayed.max(policy.keep_final);
-    if let Err(e) = core.queue.relayed(account, &m.id, unix_ms(), keep).await {
-        // Sent but not recorded: the lease brings it back and it is sent again.
-        tracing::warn!(account, id = %m.id, error = %e, "held submit's outcome not recorded");
-    }
-    core.metrics.forwarded(account, &m.route, "delivered", 1);
 }
 
 async fn end(core: &Core, account: &str, m: &Queued, state: Final) {

@@ -14,7 +14,7 @@ use common::replicas::{free_port, Ports, Ready, RedisServer, Replica, BIN};
 use common::*;
 use smpp::session::BindKind;
 use smpp::{Body, CommandStatus, DeliverSm, Pdu, QuerySm, ReplaceSm, SubmitSm};
-use smsc_api::smscd_config::SmscdConfig;
+use smsc_api::smscd_config::{SmscdConfig, StoreConfig};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
@@ -398,6 +398,89 @@ async fn two_replicas_on_redis_the_accepting_one_sigkilled_the_other_delivers_ev
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(tx);
+}
+
+// ---- the drain: many destinations at once, each in order -------------------------------------
+
+/// Issue 16: the drain keeps order per destination while many destinations drain at once. While
+/// the carrier is down, 1 002 messages to A and 3 to each of five other destinations are held
+/// (the drain keeps trying: each destination's first is not taken and the rest are given back
+/// behind it). The carrier comes up answering nothing: A's first message and the first of each
+/// other destination are sent, none a second (each waits for the one before it), and the others
+/// do not wait behind A. Then it answers everything: each destination's messages arrive in the
+/// order they were held, each once, A's last two (more than one claim of 1 000, so in a later
+/// claim) behind its first thousand. On Redis. Before forward/drain.rs, the rest of a
+/// destination were given back with a shorter wait than the first one's growing backoff, so
+/// they went before it (the carrier's first six were a74 and b0-1..b4-1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_waiting_on_the_carrier_does_not_hold_up_the_others_and_each_stays_in_order() {
+    let redis = RedisServer::start();
+    let port = free_port();
+    let mut cfg = relay_config(port);
+    cfg.store = StoreConfig::Redis {
+        url: redis.url(),
+        sentinel: None,
+        cluster: None,
+        wait: None,
+        key_prefix: "drain".into(),
+        ttl: Duration::from_secs(3600),
+    };
+    // Longer than the test's first wait: only a send that does not wait for A's answer passes.
+    cfg.server.submit_timeout_ms = 10_000;
+    cfg.store_and_forward.lease = Duration::from_secs(60);
+    let relay = Daemon::start(cfg).await;
+    let esme = bind(relay.smpp, BindKind::Transmitter, "esme", "secret").await.expect("bind");
+    let (a_count, others, per_other) = (1002, 5, 3);
+    // Held in this order: A's, then the others' interleaved.
+    let mut order: Vec<(String, String)> =
+        (0..a_count).map(|i| ("3162000".into(), format!("a{i}"))).collect();
+    for i in 0..per_other {
+        for d in 0..others {
+            order.push((format!("316300{d}"), format!("b{d}-{i}")));
+        }
+    }
+    let mut want: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (dest, text) in &order {
+        want.entry(dest.clone()).or_default().push(text.clone());
+    }
+    for (dest, text) in &order {
+        let resp = send(&esme, submit_text(dest, 0, text)).await;
+        assert!(message_id(&resp).is_some(), "{text} not held: {:?}", resp.command_status);
+    }
+    let total = order.len();
+    wait_metric(&relay, "smscd_held_submits", &["account=\"esme\""], total as f64, Duration::from_secs(10))
+        .await;
+
+    let carrier = Carrier::start_on(port, Answer::Never).await;
+    // A's first message and the first of each other destination, none answered.
+    let first: BTreeSet<String> =
+        std::iter::once("a0".to_owned()).chain((0..others).map(|d| format!("b{d}-0"))).collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while carrier.count() < first.len() {
+        assert!(
+            Instant::now() < deadline,
+            "the others wait behind A's unanswered message: the carrier got {:?}",
+            carrier.texts()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got: BTreeSet<String> = carrier.texts().into_iter().collect();
+    assert_eq!(got, first, "one message per destination while none is answered");
+
+    carrier.answer_all_from_now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while carrier.count() < total {
+        assert!(Instant::now() < deadline, "{} of {total} at the carrier", carrier.count());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let texts = carrier.texts();
+    for (dest, sent) in &want {
+        let arrived: Vec<&String> = texts.iter().filter(|t| sent.contains(t)).collect();
+        let sent: Vec<&String> = sent.iter().collect();
+        assert_eq!(arrived, sent, "destination {dest}: arrival order (each once)");
+    }
+    assert_eq!(texts.len(), total, "nothing sent twice");
+    wait_metric(&relay, "smscd_held_submits", &["account=\"esme\""], 0.0, Duration::from_secs(10)).await;
 }
 
 // ---- submit_multi and data_sm -------------------------------------------------------------------

@@ -188,6 +188,23 @@ pub trait MessageQueue: Send + Sync + 'static {
         keep: Duration,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
+    /// [`relayed`](Self::relayed) for each of `ids`, in as few round trips as the store allows
+    /// (the drain records what the upstreams took in batches).
+    fn relayed_many<'a>(
+        &'a self,
+        account: &'a str,
+        ids: &'a [String],
+        now_ms: u64,
+        keep: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            for id in ids {
+                self.relayed(account, id, now_ms, keep).await?;
+            }
+            Ok(())
+        })
+    }
+
     /// End a message: out of the queue, its state kept for `keep` (query_sm). Also for an id
     /// that was never held (a relayed message's final receipt).
     fn finish<'a>(

@@ -16,7 +16,8 @@
 //!
 //! Each operation is one Lua script (atomic, one round trip). The claim script reads the hashes
 //! of the ids it claims by name (built from the prefix, same slot) rather than from KEYS, since
-//! which ids are due is only known inside the script.
+//! which ids are due is only known inside the script; the batched relayed record does the same,
+//! so one round trip covers a batch.
 
 use super::queue::{Change, Final, Lookup, MessageQueue, Queued, Replacement, Stats};
 use super::redis::RedisStore;
@@ -100,6 +101,33 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
 "#;
 
+/// RELAYED_LUA for many ids at once, their hashes named from the prefix as in CLAIM_LUA. KEYS:
+/// zset, sub zset, routes. ARGV: now, keep ms, hash key prefix, then the ids.
+const RELAYED_MANY_LUA: &str = r#"
+redis.call('ZREM', KEYS[1], unpack(ARGV, 4))
+redis.call('ZREM', KEYS[2], unpack(ARGV, 4))
+local held = {}
+for i = 4, #ARGV do
+  local k = ARGV[3] .. ARGV[i]
+  local r = redis.call('HMGET', k, 'pdu', 'rt', 'st')
+  if r[1] then
+    redis.call('HDEL', k, 'pdu')
+    if r[2] then held[r[2]] = (held[r[2]] or 0) + 1 end
+  end
+  if not r[3] then
+    redis.call('HSET', k, 'rl', ARGV[1])
+    redis.call('PEXPIRE', k, ARGV[2])
+  end
+end
+for rt, n in pairs(held) do
+  if redis.call('HINCRBY', KEYS[3], rt, -n) <= 0 then redis.call('HDEL', KEYS[3], rt) end
+end
+return 1
+"#;
+
+/// Ids per RELAYED_MANY_LUA call, at most (Lua's `unpack` has a stack limit of about 8000).
+const RELAYED_CHUNK: usize = 1000;
+
 /// KEYS: zset, hash, sub zset, routes. ARGV: id, now, keep ms, then (replace only) pdu, due or
 /// '', exp or ''. 1 done, 0 unknown, 2 ended (or relayed: with the upstream, out of reach),
 /// 3 in flight.
@@ -131,6 +159,7 @@ pub struct RedisQueue {
     retry: Script,
     finish: Script,
     relayed: Script,
+    relayed_many: Script,
     change: Script,
 }
 
@@ -145,6 +174,7 @@ impl RedisQueue {
             retry: Script::new(RETRY_LUA),
             finish: Script::new(&format!("{UNHOLD_LUA}{FINISH_LUA}")),
             relayed: Script::new(&format!("{UNHOLD_LUA}{RELAYED_LUA}")),
+            relayed_many: Script::new(RELAYED_MANY_LUA),
             change: Script::new(&format!("{UNHOLD_LUA}{CHANGE_LUA}")),
         }
     }
@@ -338,6 +368,27 @@ impl MessageQueue for RedisQueue {
             self.keys(&mut inv, account, id);
             inv.arg(id).arg(now_ms).arg(keep.as_millis().max(1) as u64);
             self.invoke::<i64>(inv).await.map(|_| ())
+        })
+    }
+
+    fn relayed_many<'a>(
+        &'a self,
+        account: &'a str,
+        ids: &'a [String],
+        now_ms: u64,
+        keep: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            for chunk in ids.chunks(RELAYED_CHUNK) {
+                let mut inv = self.relayed_many.prepare_invoke();
+                inv.key(self.due_key(account)).key(self.sub_key(account)).key(self.routes_key(account));
+                inv.arg(now_ms).arg(keep.as_millis().max(1) as u64).arg(self.msg_prefix(account));
+                for id in chunk {
+                    inv.arg(id);
+                }
+                self.invoke::<i64>(inv).await?;
+            }
+            Ok(())
         })
     }
 

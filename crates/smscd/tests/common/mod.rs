@@ -398,14 +398,21 @@ pub struct Carrier {
     pub port: u16,
     /// Arrival time and short_message of every submit_sm, in arrival order.
     pub received: Arc<Mutex<Vec<(tokio::time::Instant, String)>>>,
-    held: Arc<Mutex<Vec<smpp::session::Responder>>>,
+    held: Arc<Mutex<Held>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// [`Answer::Never`]'s responders, until [`Carrier::answer_all_from_now`].
+#[derive(Default)]
+struct Held {
+    responders: Vec<smpp::session::Responder>,
+    answer_now: bool,
 }
 
 struct CarrierHandler {
     answer: Answer,
     received: Arc<Mutex<Vec<(tokio::time::Instant, String)>>>,
-    held: Arc<Mutex<Vec<smpp::session::Responder>>>,
+    held: Arc<Mutex<Held>>,
     next: u64,
 }
 
@@ -428,7 +435,18 @@ impl Handler for CarrierHandler {
                     let _ = responder.respond(body);
                 });
             }
-            Answer::Never => self.held.lock().unwrap().push(responder),
+            Answer::Never => {
+                let mut held = self.held.lock().unwrap();
+                if held.answer_now {
+                    let body = Body::SubmitSmResp(smpp::SubmitSmResp {
+                        message_id: id.into(),
+                        ..Default::default()
+                    });
+                    let _ = responder.respond(body);
+                } else {
+                    held.responders.push(responder);
+                }
+            }
         }
         Reply::Deferred
     }
@@ -444,7 +462,7 @@ impl Carrier {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("carrier listen");
         let port = listener.local_addr().expect("carrier addr").port();
         let received = Arc::new(Mutex::new(Vec::new()));
-        let held = Arc::new(Mutex::new(Vec::new()));
+        let held = Arc::new(Mutex::new(Held::default()));
         let (r, h) = (received.clone(), held.clone());
         let task = tokio::spawn(async move {
             while let Ok((s, peer)) = listener.accept().await {
@@ -474,13 +492,27 @@ impl Carrier {
     /// [`Answer::Never`]: answer the oldest held submit with ESME_ROK; false if none is held.
     pub fn answer_oldest(&self) -> bool {
         let mut held = self.held.lock().unwrap();
-        if held.is_empty() {
+        if held.responders.is_empty() {
             return false;
         }
-        let r = held.remove(0);
+        let r = held.responders.remove(0);
         drop(held);
         let body = Body::SubmitSmResp(smpp::SubmitSmResp { message_id: "held".into(), ..Default::default() });
         r.respond(body).is_ok()
+    }
+
+    /// [`Answer::Never`]: answer every held submit with ESME_ROK, oldest first, and from now on
+    /// every submit as it arrives.
+    pub fn answer_all_from_now(&self) {
+        let mut held = self.held.lock().unwrap();
+        held.answer_now = true;
+        for (i, r) in held.responders.drain(..).enumerate() {
+            let body = Body::SubmitSmResp(smpp::SubmitSmResp {
+                message_id: format!("held{i}").into(),
+                ..Default::default()
+            });
+            let _ = r.respond(body);
+        }
     }
 
     /// The most submit_sm that arrived within any one-second window.
@@ -499,7 +531,7 @@ impl Carrier {
 impl Drop for Carrier {
     fn drop(&mut self) {
         self.task.abort();
-        self.held.lock().unwrap().clear();
+        self.held.lock().unwrap().responders.clear();
     }
 }
 
