@@ -246,15 +246,29 @@ async fn rematch(core: &Arc<Core>, p: Pending) {
 /// A receipt whose correlation `corr` was found: forwarded with our id, or dropped when its
 /// submit did not ask for it.
 async fn matched(core: &Core, p: Pending, corr: Correlation) -> Result<(), CommandStatus> {
-    let Pending { upstream, mut dsm, upstream_id, key, state, kind, parsed } = p;
-    let upstream = upstream.as_str();
     // Only an SMSC receipt in a known final state ends the correlation; acknowledgements,
     // notifications and states we do not know leave it for the final receipt.
-    let final_ = kind == kind::SMSC_RECEIPT && is_final(state);
-    // The final state for query_sm, whether or not the ESME wanted this receipt.
-    if let (true, Some(st)) = (final_, state) {
-        crate::forward::receipt(core, &corr.account, &corr.our_id, st).await;
-    }
+    let final_ = p.kind == kind::SMSC_RECEIPT && is_final(p.state);
+    // The final state for query_sm, whether or not the ESME wanted this receipt. Written beside
+    // the queueing rather than before it: on Redis both share one round trip (one after the
+    // other was a second round trip per receipt before the upstream's answer). The record does
+    // not depend on the queueing: a receipt the upstream resends (queueing failed) records the
+    // same state again.
+    let state = p.state;
+    let record = async {
+        if let (true, Some(st)) = (final_, state) {
+            crate::forward::receipt(core, &corr.account, &corr.our_id, st).await;
+        }
+    };
+    let ((), r) = futures::join!(record, forward(core, p, &corr, final_));
+    r
+}
+
+/// The rest of [`matched`]: the receipt queued for (or sent to) the ESME with our id, or
+/// dropped when its submit did not ask for it.
+async fn forward(core: &Core, p: Pending, corr: &Correlation, final_: bool) -> Result<(), CommandStatus> {
+    let Pending { upstream, mut dsm, upstream_id, key, state, kind, parsed } = p;
+    let upstream = upstream.as_str();
     // A final receipt's correlation goes with its queueing (enqueue_final); one not wanted
     // goes now.
     if !wanted(corr.registered_delivery, kind, state) {
@@ -284,13 +298,13 @@ async fn matched(core: &Core, p: Pending, corr: Correlation) -> Result<(), Comma
     }
     let forget = final_.then_some((upstream, key.as_str()));
     if let Some(sink) = core.sink.get() {
-        if let Some(taken) = sink.receipt(upstream, &corr, &dsm, state, forget).await {
+        if let Some(taken) = sink.receipt(upstream, corr, &dsm, state, forget).await {
             taken?;
             core.metrics.receipt("webhook");
             return Ok(());
         }
     }
-    enqueue(core, &corr.account, dsm, Some(corr.our_id), forget).await?;
+    enqueue(core, &corr.account, dsm, Some(corr.our_id.clone()), forget).await?;
     core.metrics.receipt("queued");
     Ok(())
 }
