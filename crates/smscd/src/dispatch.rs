@@ -234,11 +234,20 @@ async fn accepted(
     given: Option<String>,
 ) -> Result<String, CommandStatus> {
     let id = given.unwrap_or_else(|| core.ids.next_id());
-    let id = correlate(core, account, upstream, id_format, rd, upstream_id, id, budget).await?;
-    // ENROUTE for query_sm until its receipt (see crate::message_ops).
+    // ENROUTE for query_sm until its receipt (see crate::message_ops), written beside the
+    // correlation rather than after it: on Redis both commands share one round trip of the
+    // multiplexed connection (one after the other was a second round trip per submit before
+    // the ESME's answer). If the correlation then fails, the ESME gets ESME_RSYSERR and never
+    // learns the id: its record is never asked for and expires.
     // Bounded by the budget: a slow store costs the query_sm answer, never the submit's.
-    let _ = tokio::time::timeout_at(budget.deadline, crate::forward::relayed(core, account, &id)).await;
-    Ok(id)
+    let record = async {
+        let _ = tokio::time::timeout_at(budget.deadline, crate::forward::relayed(core, account, &id)).await;
+    };
+    let (correlated, ()) = futures::join!(
+        correlate(core, account, upstream, id_format, rd, upstream_id, id.clone(), budget),
+        record
+    );
+    correlated
 }
 
 /// [`accepted`] for a submit that has our id `id` already (a held one, see [`crate::forward`]).

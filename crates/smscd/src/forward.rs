@@ -324,7 +324,7 @@ pub async fn relayed(core: &Core, account: &str, id: &str) {
     if keep.is_zero() {
         return;
     }
-    if let Err(e) = core.queue.relayed(account, id, unix_ms(), keep).await {
+    if let Err(e) = core.queue.relayed_at_once(account, id, unix_ms(), keep).await {
         tracing::debug!(account, id, error = %e, "relayed message not recorded: query_sm will not find it");
     }
 }

@@ -341,8 +341,7 @@ async fn matched(
     hooked: Option<Hooked>,
     answered: bool,
 ) -> Result<(), CommandStatus> {
-    let Pending { upstream, mut dsm, upstream_id, key, mut state, kind, mut parsed, .. } = p;
-    let upstream = upstream.as_str();
+    let Pending { upstream, mut dsm, upstream_id, key, mut state, kind, mut parsed, id_format } = p;
     let mut rewritten = false;
     if let Some(hooked) = hooked {
         set_our_id(&mut dsm, &upstream_id, &corr.our_id, parsed.take());
@@ -368,7 +367,7 @@ async fn matched(
                 if let (true, Some(st)) = (final_, state) {
                     crate::forward::receipt(core, &corr.account, &corr.our_id, st).await;
                     if let Err(e) =
-                        core.store.take_correlation(upstream, std::slice::from_ref(&key), true).await
+                        core.store.take_correlation(&upstream, std::slice::from_ref(&key), true).await
                     {
                         tracing::debug!(error = %e, "correlation of a dropped receipt not removed: it expires");
                     }
@@ -378,13 +377,36 @@ async fn matched(
             }
         }
     }
+    let p = Pending { upstream, dsm, upstream_id, key, id_format, state, kind, parsed };
     // Only an SMSC receipt in a known final state ends the correlation; acknowledgements,
     // notifications and states we do not know leave it for the final receipt.
-    let final_ = kind == kind::SMSC_RECEIPT && is_final(state);
-    // The final state for query_sm, whether or not the ESME wanted this receipt.
-    if let (true, Some(st)) = (final_, state) {
-        crate::forward::receipt(core, &corr.account, &corr.our_id, st).await;
-    }
+    let final_ = p.kind == kind::SMSC_RECEIPT && is_final(p.state);
+    // The final state for query_sm, whether or not the ESME wanted this receipt. Written beside
+    // the queueing rather than before it: on Redis both share one round trip (one after the
+    // other was a second round trip per receipt before the upstream's answer). The record does
+    // not depend on the queueing: a receipt the upstream resends (queueing failed) records the
+    // same state again.
+    let state = p.state;
+    let record = async {
+        if let (true, Some(st)) = (final_, state) {
+            crate::forward::receipt(core, &corr.account, &corr.our_id, st).await;
+        }
+    };
+    let ((), r) = futures::join!(record, forward(core, p, &corr, final_, rewritten));
+    r
+}
+
+/// The rest of [`matched`]: the receipt queued for (or sent to) the ESME with our id, or
+/// dropped when its submit did not ask for it. `rewritten`: our id is in it already.
+async fn forward(
+    core: &Core,
+    p: Pending,
+    corr: &Correlation,
+    final_: bool,
+    rewritten: bool,
+) -> Result<(), CommandStatus> {
+    let Pending { upstream, mut dsm, upstream_id, key, state, kind, parsed, .. } = p;
+    let upstream = upstream.as_str();
     // A final receipt's correlation goes with its queueing (enqueue_final); one not wanted
     // goes now.
     if !wanted(corr.registered_delivery, kind, state) {
@@ -402,13 +424,13 @@ async fn matched(
     }
     let forget = final_.then_some((upstream, key.as_str()));
     if let Some(sink) = core.sink.get() {
-        if let Some(taken) = sink.receipt(upstream, &corr, &dsm, state, forget).await {
+        if let Some(taken) = sink.receipt(upstream, corr, &dsm, state, forget).await {
             taken?;
             core.metrics.receipt("webhook");
             return Ok(());
         }
     }
-    enqueue(core, &corr.account, dsm, Some(corr.our_id), forget).await?;
+    enqueue(core, &corr.account, dsm, Some(corr.our_id.clone()), forget).await?;
     core.metrics.receipt("queued");
     Ok(())
 }

@@ -11,7 +11,10 @@ use common::replicas::{free_port, Ports, Ready, RedisServer, Replica};
 use common::*;
 use smpp::session::{esme, BindKind, Handler, Reply, Request, SessionConfig};
 use smpp::{Bind, Body, CommandStatus, DeliverSm};
+use smscd::store::memory_queue::MemoryQueue;
+use smscd::store::queue::{Final, Lookup, MessageQueue};
 use smscd::store::redis::{pack_id, RedisStore};
+use smscd::store::redis_queue::RedisQueue;
 use smscd::store::{Correlation, Delivery, Store, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -163,6 +166,41 @@ async fn store_final_receipt_queued_and_correlation_deleted_in_one_step() {
     drop(r);
     let e = s.enqueue_final("acc", delivery(3), "up", "5").await;
     assert!(e.is_err(), "{e:?}");
+}
+
+/// The query_sm record of a submit relayed at once, written beside its correlation (so its
+/// final receipt may be recorded first): ENROUTE until a final state, and a final state already
+/// there stays; nothing is held. Checked on Redis and on memory alike.
+async fn relayed_at_once_semantics(q: &dyn MessageQueue) {
+    let (keep_relayed, keep_final) = (Duration::from_secs(3600), Duration::from_secs(60));
+    q.relayed_at_once("acc", "r1", 1_000, keep_relayed).await.expect("relayed");
+    assert_eq!(q.lookup("acc", "r1", 1_001).await.expect("lookup"), Some(Lookup::Relayed { at_ms: 1_000 }));
+    q.finish("acc", "r1", Final::Delivered, 2_000, keep_final).await.expect("finish");
+    let ended = Some(Lookup::Ended { state: Final::Delivered, at_ms: 2_000 });
+    assert_eq!(q.lookup("acc", "r1", 2_001).await.expect("lookup"), ended);
+    // The receipt came first: the later record leaves its state.
+    q.finish("acc", "r2", Final::Rejected, 3_000, keep_final).await.expect("finish");
+    q.relayed_at_once("acc", "r2", 3_001, keep_relayed).await.expect("relayed");
+    let ended = Some(Lookup::Ended { state: Final::Rejected, at_ms: 3_000 });
+    assert_eq!(q.lookup("acc", "r2", 3_002).await.expect("lookup"), ended);
+    assert_eq!(q.depth("acc").await.expect("depth"), (0, None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_at_once_record_on_redis_and_memory_alike() {
+    relayed_at_once_semantics(&MemoryQueue::default()).await;
+    let r = RedisServer::start();
+    let q = RedisQueue::new(store(&r, "ra", "c1", Duration::from_secs(30)), "ra");
+    relayed_at_once_semantics(&q).await;
+    // Each record expires: ENROUTE after keep_relayed, a final state after keep_final, also
+    // when the relayed record came after it (the final state and its expiry stay).
+    let mut c = redis_conn(&r.url()).await;
+    q.relayed_at_once("acc", "r3", 4_000, Duration::from_secs(3600)).await.expect("relayed");
+    for (id, lo, hi) in [("r1", 1, 60_000), ("r2", 1, 60_000), ("r3", 60_001, 3_600_000)] {
+        let key = format!("ra:saf:{{acc}}:m:{id}");
+        let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut c).await.expect("PTTL");
+        assert!((lo..=hi).contains(&ttl), "{key}: ttl {ttl}");
+    }
 }
 
 /// Issue 14: the bounds every store keeps, checked on Redis and on memory alike: a full queue

@@ -205,6 +205,19 @@ pub trait MessageQueue: Send + Sync + 'static {
         })
     }
 
+    /// [`relayed`](MessageQueue::relayed) for an id that was never held (a submit relayed at
+    /// once): the same record, without looking for the id in the queue (on Redis a third of the
+    /// commands: this runs once per relayed submit).
+    fn relayed_at_once<'a>(
+        &'a self,
+        account: &'a str,
+        id: &'a str,
+        now_ms: u64,
+        keep: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.relayed(account, id, now_ms, keep)
+    }
+
     /// End a message: out of the queue, its state kept for `keep` (query_sm). Also for an id
     /// that was never held (a relayed message's final receipt).
     fn finish<'a>(

@@ -128,6 +128,15 @@ return 1
 /// Ids per RELAYED_MANY_LUA call, at most (Lua's `unpack` has a stack limit of about 8000).
 const RELAYED_CHUNK: usize = 1000;
 
+/// KEYS: hash. ARGV: now, keep ms. [`RELAYED_LUA`] for an id never held: nothing to take out
+/// of the queue; a final state already there (its receipt came first) stays.
+const RELAYED_AT_ONCE_LUA: &str = r#"
+if redis.call('HEXISTS', KEYS[1], 'st') == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'rl', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"#;
+
 /// KEYS: zset, hash, sub zset, routes. ARGV: id, now, keep ms, then (replace only) pdu, due or
 /// '', exp or ''. 1 done, 0 unknown, 2 ended (or relayed: with the upstream, out of reach),
 /// 3 in flight.
@@ -160,6 +169,7 @@ pub struct RedisQueue {
     finish: Script,
     relayed: Script,
     relayed_many: Script,
+    relayed_at_once: Script,
     change: Script,
 }
 
@@ -175,6 +185,7 @@ impl RedisQueue {
             finish: Script::new(&format!("{UNHOLD_LUA}{FINISH_LUA}")),
             relayed: Script::new(&format!("{UNHOLD_LUA}{RELAYED_LUA}")),
             relayed_many: Script::new(RELAYED_MANY_LUA),
+            relayed_at_once: Script::new(RELAYED_AT_ONCE_LUA),
             change: Script::new(&format!("{UNHOLD_LUA}{CHANGE_LUA}")),
         }
     }
@@ -389,6 +400,20 @@ impl MessageQueue for RedisQueue {
                 self.invoke::<i64>(inv).await?;
             }
             Ok(())
+        })
+    }
+
+    fn relayed_at_once<'a>(
+        &'a self,
+        account: &'a str,
+        id: &'a str,
+        now_ms: u64,
+        keep: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut inv = self.relayed_at_once.prepare_invoke();
+            inv.key(self.msg_key(account, id)).arg(now_ms).arg(keep.as_millis().max(1) as u64);
+            self.invoke::<i64>(inv).await.map(|_| ())
         })
     }
 
