@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use smsc_api::crd::SmscCluster;
 
-use super::cache::{cached, Cached};
+use super::cache::{cached, Cached, Stored};
 use super::context::Context;
 use super::drift::{self, APPLIED_HASH_ANNOTATION};
 use crate::build::{Children, Plan};
@@ -125,7 +125,7 @@ fn refuse_foreign<K: k8s_openapi::Resource>(
 async fn prune<K>(ctx: &Context, ns: &str, cluster: &str, uid: Option<&str>, keep: Option<&str>) -> Result<()>
 where
     K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Cached
+        + Stored
         + k8s_openapi::Resource
         + Clone
         + DeserializeOwned

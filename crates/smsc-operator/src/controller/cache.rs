@@ -11,7 +11,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -23,6 +23,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde::de::DeserializeOwned;
 
+use super::compact::{CompactDeployment, CompactPod};
 use crate::error::{Error, Result};
 
 /// kubectl's copy of the last applied object (children edited with `kubectl apply`).
@@ -38,12 +39,13 @@ pub struct Stores {
     pub(super) roles: Store<Role>,
     pub(super) role_bindings: Store<RoleBinding>,
     pub(super) config_maps: Store<ConfigMap>,
-    pub(super) deployments: Store<Deployment>,
+    /// Compact: see [`super::compact`].
+    pub(super) deployments: Store<CompactDeployment>,
     pub(super) services: Store<Service>,
     pub(super) pdbs: Store<PodDisruptionBudget>,
     pub(super) hpas: Store<HorizontalPodAutoscaler>,
-    /// Trimmed to metadata and the containers' waiting reasons ([`super::observe::trim_pod`]).
-    pub(super) pods: Store<Pod>,
+    /// Metadata and why a container is stuck: see [`super::compact`].
+    pub(super) pods: Store<CompactPod>,
     pub(super) leases: Store<Lease>,
 }
 
@@ -52,11 +54,11 @@ pub(super) struct Writers {
     pub(super) roles: reflector::store::Writer<Role>,
     pub(super) role_bindings: reflector::store::Writer<RoleBinding>,
     pub(super) config_maps: reflector::store::Writer<ConfigMap>,
-    pub(super) deployments: reflector::store::Writer<Deployment>,
+    pub(super) deployments: reflector::store::Writer<CompactDeployment>,
     pub(super) services: reflector::store::Writer<Service>,
     pub(super) pdbs: reflector::store::Writer<PodDisruptionBudget>,
     pub(super) hpas: reflector::store::Writer<HorizontalPodAutoscaler>,
-    pub(super) pods: reflector::store::Writer<Pod>,
+    pub(super) pods: reflector::store::Writer<CompactPod>,
     pub(super) leases: reflector::store::Writer<Lease>,
 }
 
@@ -125,36 +127,52 @@ impl Stores {
     }
 }
 
-/// The cache holding children of kind `Self`.
-pub trait Cached: kube::Resource<DynamicType = ()> + Clone + Sized + 'static {
+/// A kind whose cache holds it as it is (all but Deployments).
+pub trait Stored: kube::Resource<DynamicType = ()> + Clone + Sized + 'static {
     fn store(s: &Stores) -> &Store<Self>;
 }
 
-macro_rules! cached {
+/// A kind of child a reconcile reads from the caches.
+pub trait Cached: kube::Resource<DynamicType = ()> + Clone + Sized + 'static {
+    /// The cached object `ns/name`.
+    fn get(s: &Stores, ns: &str, name: &str) -> Option<Self>;
+}
+
+macro_rules! stored {
     ($($kind:ty => $field:ident),* $(,)?) => {
-        $(impl Cached for $kind {
+        $(impl Stored for $kind {
             fn store(s: &Stores) -> &Store<Self> {
                 &s.$field
+            }
+        }
+        impl Cached for $kind {
+            fn get(s: &Stores, ns: &str, name: &str) -> Option<Self> {
+                s.$field.get(&ObjectRef::new(name).within(ns)).map(|k| (*k).clone())
             }
         })*
     };
 }
 
-cached! {
+stored! {
     ServiceAccount => service_accounts,
     Role => roles,
     RoleBinding => role_bindings,
     ConfigMap => config_maps,
-    Deployment => deployments,
     Service => services,
     PodDisruptionBudget => pdbs,
     HorizontalPodAutoscaler => hpas,
     Lease => leases,
 }
 
+impl Cached for Deployment {
+    fn get(s: &Stores, ns: &str, name: &str) -> Option<Self> {
+        s.deployments.get(&ObjectRef::new(name).within(ns)).map(|c| c.expand())
+    }
+}
+
 /// The cached object `ns/name`.
 pub(super) fn cached<K: Cached>(stores: &Stores, ns: &str, name: &str) -> Option<K> {
-    K::store(stores).get(&ObjectRef::new(name).within(ns)).map(|k| (*k).clone())
+    K::get(stores, ns, name)
 }
 
 /// Map a watched object to the SmscCluster it belongs to, only when `fingerprint` changed

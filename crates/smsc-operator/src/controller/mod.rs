@@ -7,12 +7,14 @@
 //! - [`observe`]: reading the outside world (Secrets, the Lease holder, Deployment and HPA);
 //! - [`pods`]: acting on the smscd Pods (the role label);
 //! - [`context`]: shared state (settings, caches, Events, per-cluster memory);
-//! - [`cache`]: the caches and the watches (reflectors) that fill them.
+//! - [`cache`]: the caches and the watches (reflectors) that fill them, with [`compact`] the
+//!   form Deployments are kept in.
 //!
 //! [`run`] wires the watches to the reconcile.
 
 mod apply;
 mod cache;
+mod compact;
 mod context;
 mod drift;
 mod observe;
@@ -23,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{Future, StreamExt};
+use futures::{Future, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -82,8 +84,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         watcher(api_for::<Deployment>(c, &ns), children.clone())
             .default_backoff()
             .modify(observe::trim_deployment)
+            .map_ok(|ev| compact::compact_event(ev, compact::CompactDeployment::new))
             .reflect(w.deployments),
-        observe::deployment_material,
+        |d: &compact::CompactDeployment| d.material,
     );
     Controller::for_stream_with(cluster_trigger, cluster_store, ar.clone())
         .with_config(RuntimeConfig::default().debounce(Duration::from_millis(500)).concurrency(CONCURRENCY))
@@ -106,13 +109,13 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             },
         )
         .watches_stream(
-            // Whole Pods are listed and trimmed on arrival: the waiting reasons are in the status.
+            // Whole Pods are listed (the waiting reasons are in the status) and kept compact.
             watcher(api_for::<Pod>(c, &ns), children.clone())
                 .default_backoff()
-                .modify(observe::trim_pod)
+                .map_ok(|ev| compact::compact_event(ev, compact::CompactPod::new))
                 .reflect(w.pods)
                 .touched_objects(),
-            move |pod: Pod| {
+            move |pod: compact::CompactPod| {
                 let cluster = pod.labels().get(labels::INSTANCE_LABEL).cloned();
                 let cached = |k: &str| in_store(&pod_store, k);
                 changed_filter(

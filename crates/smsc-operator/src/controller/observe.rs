@@ -6,9 +6,7 @@ use std::collections::HashMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{
-    ConfigMap, ContainerState, ContainerStateWaiting, ContainerStatus, Pod, PodStatus, Secret, Service,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
@@ -16,6 +14,7 @@ use smsc_api::crd::{DlrStoreType, SmscCluster};
 use smsc_api::names::{ROLE_ACTIVE, ROLE_LABEL};
 
 use super::cache::{cached, hash_of, trim_meta};
+use super::compact::CompactPod;
 use super::context::Context;
 use crate::build;
 use crate::error::{Error, Result, Verb};
@@ -288,9 +287,9 @@ const STUCK: [(&str, &str); 5] = [
 ];
 
 /// Why the cluster's Pods do not start, while some of the Deployment's Pods exist but are not
-/// ready. Read from the Pod cache (its watch keeps the containers' waiting reasons, see
-/// [`trim_pod`]), so a cluster whose Pods stay unready costs no request: a LIST per reconcile was
-/// 1,000 LISTs every 10 s at 1,000 clusters.
+/// ready. Read from the Pod cache (its watch keeps each Pod's stuck reason, see
+/// [`super::compact::CompactPod`]), so a cluster whose Pods stay unready costs no request: a
+/// LIST per reconcile was 1,000 LISTs every 10 s at 1,000 clusters.
 pub(super) fn pod_problem(
     ctx: &Context,
     ns: &str,
@@ -301,49 +300,22 @@ pub(super) fn pod_problem(
         return None;
     }
     let selector = labels::selector(cluster);
-    let pods = ctx.stores.pods.state_filter(|p| {
-        p.namespace().as_deref() == Some(ns) && selector.iter().all(|(k, v)| p.labels().get(k) == Some(v))
+    let mut pods = ctx.stores.pods.state_filter(|p| {
+        p.stuck.is_some()
+            && p.namespace().as_deref() == Some(ns)
+            && selector.iter().all(|(k, v)| p.labels().get(k) == Some(v))
     });
-    let mut pods: Vec<Pod> = pods.iter().map(|p| (**p).clone()).collect();
     // The first stuck Pod by name, so the message does not flap with the cache's order.
     pods.sort_by_key(|p| p.name_any());
-    stuck_pods(&pods)
-}
-
-/// What the Pod cache keeps: the metadata a reconcile reads (labels, owner) and each container's
-/// waiting reason and message; the spec and the rest of the status are most of a Pod's bytes and
-/// nothing reads them.
-pub(super) fn trim_pod(p: &mut Pod) {
-    trim_meta(&mut p.metadata);
-    p.spec = None;
-    let Some(st) = p.status.take() else { return };
-    let keep = |cs: Option<Vec<ContainerStatus>>| {
-        cs.map(|cs| {
-            cs.into_iter()
-                .map(|c| ContainerStatus {
-                    name: c.name,
-                    state: c.state.and_then(|s| s.waiting).map(|w| ContainerState {
-                        waiting: Some(ContainerStateWaiting { reason: w.reason, message: w.message }),
-                        ..ContainerState::default()
-                    }),
-                    ..ContainerStatus::default()
-                })
-                .collect()
-        })
-    };
-    p.status = Some(PodStatus {
-        init_container_statuses: keep(st.init_container_statuses),
-        container_statuses: keep(st.container_statuses),
-        ..PodStatus::default()
-    });
+    pods.first().and_then(|p| p.stuck.clone())
 }
 
 /// What of a Pod can change a reconcile's outcome: its role label and whether (and why) a
 /// container is stuck. A Pod event triggers a reconcile only when this changes, so status churn
 /// (probes, restarts counted, IPs) costs nothing.
-pub(super) fn pod_material(p: &Pod) -> String {
+pub(super) fn pod_material(p: &CompactPod) -> String {
     let role = p.labels().get(ROLE_LABEL).map(String::as_str).unwrap_or_default();
-    let stuck = stuck_pods(std::slice::from_ref(p)).map(|(r, m)| format!("{r}\u{1f}{m}")).unwrap_or_default();
+    let stuck = p.stuck.as_ref().map(|(r, m)| format!("{r}\u{1f}{m}")).unwrap_or_default();
     format!("{role}\u{1f}{stuck}")
 }
 
@@ -456,47 +428,18 @@ mod tests {
         assert!(config.is_some_and(|c| c.0 == "CreateContainerConfigError" && c.1.contains("secret")));
     }
 
-    /// The cache keeps what `stuck_pods` and the role label read, and not the rest.
-    #[test]
-    fn trimmed_pods_keep_the_waiting_reasons_and_labels() {
-        let mut p: Pod = serde_json::from_value(json!({
-            "metadata": { "name": "sms-0", "namespace": "default",
-                "labels": { ROLE_LABEL: ROLE_ACTIVE },
-                "managedFields": [{ "manager": "kubelet", "operation": "Update" }] },
-            "spec": { "containers": [{ "name": "smscd", "image": "smscd:1" }] },
-            "status": { "phase": "Pending", "podIP": "10.0.0.1",
-                "conditions": [{ "type": "Ready", "status": "False" }],
-                "initContainerStatuses": [{ "name": "init", "image": "x", "imageID": "", "ready": true,
-                    "restartCount": 0, "state": { "terminated": { "exitCode": 0 } } }],
-                "containerStatuses": [{ "name": "smscd", "image": "x", "imageID": "", "ready": false,
-                    "restartCount": 4, "state": { "waiting": { "reason": "CrashLoopBackOff", "message": "back-off 40s" } } }] },
-        }))
-        .unwrap_or_else(|e| panic!("{e}"));
-        let before = stuck_pods(std::slice::from_ref(&p));
-        assert!(before.is_some());
-        trim_pod(&mut p);
-        assert_eq!(stuck_pods(std::slice::from_ref(&p)), before);
-        assert_eq!(p.labels().get(ROLE_LABEL).map(String::as_str), Some(ROLE_ACTIVE));
-        assert!(p.spec.is_none() && p.metadata.managed_fields.is_none());
-        let st = p.status.unwrap_or_default();
-        assert!(st.phase.is_none() && st.pod_ip.is_none() && st.conditions.is_none());
-        let c = st.container_statuses.unwrap_or_default();
-        assert_eq!((c[0].restart_count, c[0].image.as_str()), (0, ""), "restarts and image dropped");
-        let init = st.init_container_statuses.unwrap_or_default();
-        assert!(init[0].state.is_none(), "only waiting states are kept");
-    }
-
     /// Status churn does not reconcile; a new role or a container getting (un)stuck does.
     #[test]
     fn pod_material_changes_only_with_the_role_or_a_stuck_reason() {
-        let base = pod_material(&pod("a", Some(("ContainerCreating", ""))));
-        assert_eq!(base, pod_material(&pod("a", None)), "not stuck either way");
-        let stuck = pod_material(&pod("a", Some(("ErrImagePull", "not found"))));
+        let m = |p: Pod| pod_material(&CompactPod::new(p));
+        let base = m(pod("a", Some(("ContainerCreating", ""))));
+        assert_eq!(base, m(pod("a", None)), "not stuck either way");
+        let stuck = m(pod("a", Some(("ErrImagePull", "not found"))));
         assert_ne!(base, stuck);
-        assert_ne!(stuck, pod_material(&pod("a", Some(("ErrImagePull", "timeout")))), "the message is shown");
+        assert_ne!(stuck, m(pod("a", Some(("ErrImagePull", "timeout")))), "the message is shown");
         let mut active = pod("a", None);
         active.metadata.labels = Some([(ROLE_LABEL.to_string(), ROLE_ACTIVE.to_string())].into());
-        assert_ne!(base, pod_material(&active));
+        assert_ne!(base, m(active));
     }
 }
 
