@@ -332,20 +332,26 @@ def on_submit(pdu, session):
     return None
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_pdu_rewrites_answers_routes_and_rejects() {
+/// smscd running PDU_POLICY in front of one upstream (the default chain), that upstream bound:
+/// bound, not only registered, since a submit before the session is up is refused.
+async fn policy_daemon() -> (Upstream, Daemon, tempfile::TempDir) {
     let up = Upstream::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let script = write(dir.path(), "policy.py", PDU_POLICY);
     let mut cfg = config_with(&script, vec![account("acct", "pw")]);
     cfg.binds = vec![upstream("up", up.port, "u", "p")];
     cfg.routing.default_chain = vec!["bind:up".into()];
-    let mut d = Daemon::start(cfg).await;
-    // Bound, not only registered: a submit before the session is up is refused.
+    let d = Daemon::start(cfg).await;
     eventually("upstream bound", Duration::from_secs(20), || {
         d.core().upstreams.get("up").is_some_and(|u| u.bound_sessions() == 1)
     })
     .await;
+    (up, d, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_pdu_rewrites_answers_routes_and_rejects() {
+    let (up, mut d, _dir) = policy_daemon().await;
     let e = bind(d.smpp, BindKind::Transceiver, "acct", "pw").await.expect("bind");
     // Rewritten destination, default routing: the carrier sees the new number.
     let first = submit_status(&e, submit("0031612345678", 0)).await;
@@ -385,17 +391,7 @@ fn multi(dests: &[&str]) -> Body {
 /// with that status. The npm smpp ESME gets the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_multi_destinations_go_through_on_pdu_submit_sm() {
-    let up = Upstream::start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let script = write(dir.path(), "policy.py", PDU_POLICY);
-    let mut cfg = config_with(&script, vec![account("acct", "pw")]);
-    cfg.binds = vec![upstream("up", up.port, "u", "p")];
-    cfg.routing.default_chain = vec!["bind:up".into()];
-    let mut d = Daemon::start(cfg).await;
-    eventually("upstream bound", Duration::from_secs(20), || {
-        d.core().upstreams.get("up").is_some_and(|u| u.bound_sessions() == 1)
-    })
-    .await;
+    let (up, mut d, _dir) = policy_daemon().await;
     let e = bind(d.smpp, BindKind::Transceiver, "acct", "pw").await.expect("bind");
     let dests = ["0031612345678", "local", "tosim", "bad", "4477"];
     let r = within("submit_multi", e.session.request(multi(&dests))).await.expect("submit_multi_resp");
