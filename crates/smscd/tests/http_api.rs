@@ -71,6 +71,19 @@ struct Receiver {
     port: u16,
     got: Arc<Mutex<Vec<Got>>>,
     running: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    /// While down: a socket bound to the port but not listening, so connections are refused
+    /// and no other test's `free_port` can take the port before the receiver comes back (CI
+    /// saw the check below fail once, most likely for that).
+    held: Option<tokio::net::TcpSocket>,
+}
+
+/// A socket on 127.0.0.1:`port` that may share it with the receiver's (SO_REUSEPORT).
+fn shared_socket(port: u16) -> std::io::Result<tokio::net::TcpSocket> {
+    let s = tokio::net::TcpSocket::new_v4()?;
+    s.set_reuseaddr(true)?;
+    s.set_reuseport(true)?;
+    s.bind(SocketAddr::from(([127, 0, 0, 1], port)))?;
+    Ok(s)
 }
 
 async fn record(
@@ -93,7 +106,7 @@ async fn record(
 
 impl Receiver {
     async fn start() -> Receiver {
-        let mut r = Receiver { port: free_port(), got: Arc::default(), running: None };
+        let mut r = Receiver { port: free_port(), got: Arc::default(), running: None, held: None };
         r.up().await;
         r
     }
@@ -103,9 +116,9 @@ impl Receiver {
     }
 
     async fn up(&mut self) {
-        let listener = within("receiver bind", tokio::net::TcpListener::bind(("127.0.0.1", self.port)))
-            .await
-            .expect("receiver port");
+        let listener = shared_socket(self.port).and_then(|s| s.listen(64)).expect("receiver port");
+        // Listening again: the placeholder can go.
+        self.held = None;
         let app = Router::new().fallback(record).with_state(self.got.clone());
         let stop = CancellationToken::new();
         let s = stop.clone();
@@ -117,6 +130,7 @@ impl Receiver {
     }
 
     async fn down(&mut self) {
+        self.held = Some(shared_socket(self.port).expect("hold the receiver port"));
         if let Some((stop, task)) = self.running.take() {
             stop.cancel();
             // Keep-alive connections end with the server; abort if one lingers.
