@@ -5,6 +5,7 @@
 #
 #   tools/cluster.sh up      start it (or reuse the one already up); last line: export KUBECONFIG=...
 #   tools/cluster.sh down    stop it, remove its state; no process is left behind
+#   tools/cluster.sh clean   tear down a stale cluster (its processes died without `down`), keep a live one
 #   tools/cluster.sh env     print `export KUBECONFIG=...` and `export PATH=<k8s bin>:$PATH`
 #   tools/cluster.sh status  exit 0 when it answers /readyz
 #
@@ -365,6 +366,18 @@ cmd_down_locked() {
   rm -f "$CLUSTER_DIR/state"
 }
 
+# A cluster whose processes died without `down` (a killed run, a restarted machine) is torn
+# down here, which puts back what its real node changed (sysctls, tables); a live one is kept.
+cmd_clean() {
+  [ -d "$CLUSTER_DIR" ] || return 0
+  exec 8>"$CLUSTER_DIR/.lock"
+  flock 8
+  [ -n "$(state_dir)" ] || return 0
+  all_alive && return 0
+  log "cleaning up a stale cluster"
+  cmd_down_locked
+}
+
 cmd_down() {
   [ -d "$CLUSTER_DIR" ] || return 0
   exec 8>"$CLUSTER_DIR/.lock"
@@ -379,6 +392,7 @@ cmd_down() {
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
+  clean) cmd_clean ;;
   env)
     echo "export PATH=$BIN:\$PATH"
     echo "export KUBECONFIG=$KUBECONFIG_PATH"
@@ -388,5 +402,5 @@ case "${1:-}" in
     fi
     ;;
   status) is_up ;;
-  *) echo "usage: tools/cluster.sh up|down|env|status" >&2; exit 2 ;;
+  *) echo "usage: tools/cluster.sh up|down|clean|env|status" >&2; exit 2 ;;
 esac

@@ -17,6 +17,9 @@ export SMSC_REAL_NODE="${SMSC_REAL_NODE:-1}"
 if [ "$SMSC_REAL_NODE" = 1 ]; then
   # The images the real node runs (imported by `up`, the Pod sandbox image first of all).
   tools/images.sh build
+  # The baseline is the machine as it was before any real node: a run killed before its `down`
+  # left its sysctls set, and its stale state knows the values to put back.
+  tools/cluster.sh clean
   node_baseline="$(mktemp)"
   tools/realnode.sh baseline >"$node_baseline"
 fi
