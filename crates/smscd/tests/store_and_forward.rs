@@ -108,22 +108,6 @@ async fn receipts(
     (got, stat)
 }
 
-async fn metric(d: &Daemon, name: &str, filters: &[&str]) -> f64 {
-    metric_sum(&d.metrics().await, name, filters)
-}
-
-async fn wait_metric(d: &Daemon, name: &str, filters: &[&str], want: f64, limit: Duration) {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let v = metric(d, name, filters).await;
-        if v == want {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{name}{filters:?} = {v}, want {want}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_while_the_carrier_is_down_then_delivered_once_with_every_receipt() {
     let port = free_port();
@@ -133,7 +117,7 @@ async fn held_while_the_carrier_is_down_then_delivered_once_with_every_receipt()
     let ids = submit_held(&esme, n, "3161000", "").await;
     let want: BTreeSet<String> = ids.iter().cloned().collect();
     assert_eq!(want.len(), n, "distinct ids");
-    wait_metric(&relay, "smscd_held_submits", &["account=\"esme\""], n as f64, Duration::from_secs(10)).await;
+    relay.wait_metric("smscd_held_submits", &["account=\"esme\""], n as f64, Duration::from_secs(10)).await;
     // The admin view lists them, earliest due first.
     let (code, body) = http_get(relay.admin, "/queue/esme").await;
     assert_eq!(code, 200, "{body}");
@@ -155,10 +139,9 @@ async fn held_while_the_carrier_is_down_then_delivered_once_with_every_receipt()
     assert!(got.values().all(|c| *c == 1), "one receipt each: {got:?}");
     assert!(stat.values().all(|s| s == "DELIVRD"), "{stat:?}");
     // Exactly once at the carrier (no crash here, so no duplicate).
-    let at_carrier =
-        metric(&carrier, "smscd_submits_total", &["account=\"up\"", "status=\"ESME_ROK\""]).await;
+    let at_carrier = carrier.metric("smscd_submits_total", &["account=\"up\"", "status=\"ESME_ROK\""]).await;
     assert_eq!(at_carrier, n as f64);
-    wait_metric(&relay, "smscd_held_submits", &["account=\"esme\""], 0.0, Duration::from_secs(10)).await;
+    relay.wait_metric("smscd_held_submits", &["account=\"esme\""], 0.0, Duration::from_secs(10)).await;
     // The final state stays visible to query_sm.
     let q =
         send(&esme, Body::QuerySm(QuerySm { message_id: Bytes::from(ids[0].clone()), ..Default::default() }))
@@ -184,8 +167,8 @@ async fn validity_shorter_than_the_outage_expires_with_receipts_and_nothing_sent
     let (got, stat) = receipts(&mut esme.delivered, &want, Duration::from_secs(20)).await;
     assert_eq!(got.len(), n, "an expiry receipt each: {got:?}");
     assert!(stat.values().all(|s| s == "EXPIRED"), "{stat:?}");
-    wait_metric(&relay, "smscd_held_submits", &["account=\"esme\""], 0.0, Duration::from_secs(5)).await;
-    assert_eq!(metric(&relay, "smscd_store_and_forward_total", &["result=\"expired\""]).await, n as f64);
+    relay.wait_metric("smscd_held_submits", &["account=\"esme\""], 0.0, Duration::from_secs(5)).await;
+    assert_eq!(relay.metric("smscd_store_and_forward_total", &["result=\"expired\""]).await, n as f64);
     // The carrier returns: nothing is left to send it.
     let carrier = Carrier::start_on(port, Answer::After(Duration::ZERO)).await;
     let core = relay.core().clone();
@@ -313,7 +296,7 @@ async fn query_cancel_replace_on_held_messages_and_bad_inputs() {
     // The carrier returns: the replaced text and the third go; the cancelled never do.
     let carrier = Carrier::start_on(port, Answer::After(Duration::ZERO)).await;
     eventually("two at the carrier", Duration::from_secs(30), || carrier.count() >= 2).await;
-    wait_metric(&relay, "smscd_held_submits", &["account=\"esme\""], 0.0, Duration::from_secs(10)).await;
+    relay.wait_metric("smscd_held_submits", &["account=\"esme\""], 0.0, Duration::from_secs(10)).await;
     let mut texts = carrier.texts();
     texts.sort();
     assert_eq!(texts, vec!["m2".to_owned(), "replaced".to_owned()]);
@@ -333,7 +316,7 @@ async fn routes_without_store_and_forward_still_refuse_while_down() {
     let esme = bind(relay.smpp, BindKind::Transceiver, "esme", "secret").await.expect("bind");
     let r = send(&esme, submit_text("3161000", 0, "x")).await;
     assert!(!r.command_status.is_ok(), "refused, not held");
-    assert_eq!(metric(&relay, "smscd_held_submits", &["account=\"esme\""]).await, 0.0);
+    assert_eq!(relay.metric("smscd_held_submits", &["account=\"esme\""]).await, 0.0);
 }
 
 // ---- two replicas on one Redis ------------------------------------------------------------------
@@ -389,8 +372,7 @@ async fn two_replicas_on_redis_the_accepting_one_sigkilled_the_other_delivers_ev
     assert!(missing.is_empty(), "no receipt for {} of {n}: {missing:?}\n{}", missing.len(), b.logs());
     assert!(stat.values().all(|s| s == "DELIVRD"), "{stat:?}");
     // At least once; a duplicate needs A to have sent before it died, and the carrier was down.
-    let at_carrier =
-        metric(&carrier, "smscd_submits_total", &["account=\"up\"", "status=\"ESME_ROK\""]).await;
+    let at_carrier = carrier.metric("smscd_submits_total", &["account=\"up\"", "status=\"ESME_ROK\""]).await;
     assert_eq!(at_carrier, n as f64, "each exactly once at the carrier");
     let deadline = Instant::now() + Duration::from_secs(10);
     while b.metric("smscd_held_submits", &["account=\"esme\""]).await != 0.0 {
@@ -425,8 +407,10 @@ async fn a_destination_waiting_on_the_carrier_does_not_hold_up_the_others_and_ea
         key_prefix: "drain".into(),
         ttl: Duration::from_secs(3600),
     };
-    // Longer than the test's first wait: only a send that does not wait for A's answer passes.
-    cfg.server.submit_timeout_ms = 10_000;
+    // The test waits at most this long after the first submit: only a drain that does not wait
+    // for that submit's answer passes.
+    let submit_timeout_ms = 10_000;
+    cfg.server.submit_timeout_ms = submit_timeout_ms;
     cfg.store_and_forward.lease = Duration::from_secs(60);
     let relay = Daemon::start(cfg).await;
     let esme = bind(relay.smpp, BindKind::Transmitter, "esme", "secret").await.expect("bind");
@@ -448,18 +432,24 @@ async fn a_destination_waiting_on_the_carrier_does_not_hold_up_the_others_and_ea
         assert!(message_id(&resp).is_some(), "{text} not held: {:?}", resp.command_status);
     }
     let total = order.len();
-    wait_metric(&relay, "smscd_held_submits", &["account=\"esme\""], total as f64, Duration::from_secs(10))
+    relay
+        .wait_metric("smscd_held_submits", &["account=\"esme\""], total as f64, Duration::from_secs(10))
         .await;
 
     let carrier = Carrier::start_on(port, Answer::Never).await;
     // A's first message and the first of each other destination, none answered.
     let first: BTreeSet<String> =
         std::iter::once("a0".to_owned()).chain((0..others).map(|d| format!("b{d}-0"))).collect();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // The relay binds when its reconnect backoff says (slow on a loaded machine), so the clock
+    // starts at the first submit: a drain that waited for an answer could send nothing else
+    // before that submit's timeout.
+    eventually("the first held message at the carrier", Duration::from_secs(60), || carrier.count() >= 1)
+        .await;
+    let deadline = Instant::now() + Duration::from_millis(submit_timeout_ms);
     while carrier.count() < first.len() {
         assert!(
             Instant::now() < deadline,
-            "the others wait behind A's unanswered message: the carrier got {:?}",
+            "the others wait behind an unanswered message: the carrier got {:?}",
             carrier.texts()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -480,7 +470,7 @@ async fn a_destination_waiting_on_the_carrier_does_not_hold_up_the_others_and_ea
         assert_eq!(arrived, sent, "destination {dest}: arrival order (each once)");
     }
     assert_eq!(texts.len(), total, "nothing sent twice");
-    wait_metric(&relay, "smscd_held_submits", &["account=\"esme\""], 0.0, Duration::from_secs(10)).await;
+    relay.wait_metric("smscd_held_submits", &["account=\"esme\""], 0.0, Duration::from_secs(10)).await;
 }
 
 // ---- submit_multi and data_sm -------------------------------------------------------------------
@@ -608,24 +598,23 @@ async fn held_metrics_per_account_and_route_oldest_age_retries_expiries_and_the_
     submit_held(&esme, 2, "3162000", "000000000002000R").await;
     let held = |route: &str| format!("route=\"{route}\"");
     let (default, rule) = (held("default"), held("rule-0"));
-    wait_metric(&relay, "smscd_held_submits", &["account=\"esme\"", &default], 3.0, Duration::from_secs(10))
+    relay
+        .wait_metric("smscd_held_submits", &["account=\"esme\"", &default], 3.0, Duration::from_secs(10))
         .await;
-    wait_metric(&relay, "smscd_held_submits", &["account=\"esme\"", &rule], 2.0, Duration::from_secs(10))
-        .await;
+    relay.wait_metric("smscd_held_submits", &["account=\"esme\"", &rule], 2.0, Duration::from_secs(10)).await;
     // The rule's two expire; the default's three stay, retried while the carrier is down.
-    wait_metric(&relay, "smscd_held_submits", &["account=\"esme\"", &rule], 0.0, Duration::from_secs(20))
-        .await;
+    relay.wait_metric("smscd_held_submits", &["account=\"esme\"", &rule], 0.0, Duration::from_secs(20)).await;
     let expired = ["account=\"esme\"", rule.as_str(), "result=\"expired\""];
-    assert_eq!(metric(&relay, "smscd_store_and_forward_total", &expired).await, 2.0);
+    assert_eq!(relay.metric("smscd_store_and_forward_total", &expired).await, 2.0);
     let retried = ["account=\"esme\"", default.as_str(), "result=\"retried\""];
     assert!(
-        metric(&relay, "smscd_store_and_forward_total", &retried).await >= 3.0,
+        relay.metric("smscd_store_and_forward_total", &retried).await >= 3.0,
         "each retried at least once"
     );
     let expired_default = ["account=\"esme\"", default.as_str(), "result=\"expired\""];
-    assert_eq!(metric(&relay, "smscd_store_and_forward_total", &expired_default).await, 0.0);
+    assert_eq!(relay.metric("smscd_store_and_forward_total", &expired_default).await, 0.0);
     // The oldest held submit was accepted more than 2 s ago (the expiries took that long).
-    let oldest = metric(&relay, "smscd_held_oldest_seconds", &["account=\"esme\""]).await;
+    let oldest = relay.metric("smscd_held_oldest_seconds", &["account=\"esme\""]).await;
     assert!(oldest >= 2.0, "oldest held submit's age: {oldest}");
 
     // `smscd queue` asks the admin listener and prints a table.
@@ -788,14 +777,14 @@ async fn submit_multi_holds_the_destinations_no_target_takes_now_when_the_route_
         other => panic!("submit_multi: {:?} {other:?}", r.command_status),
     };
     eventually("the first at its carrier", Duration::from_secs(10), || now.count() == 1).await;
-    wait_metric(
-        &relay,
-        "smscd_held_submits",
-        &["account=\"esme\"", "route=\"rule-0\""],
-        1.0,
-        Duration::from_secs(10),
-    )
-    .await;
+    relay
+        .wait_metric(
+            "smscd_held_submits",
+            &["account=\"esme\"", "route=\"rule-0\""],
+            1.0,
+            Duration::from_secs(10),
+        )
+        .await;
     let held = format!("{id}.1");
     let (code, body) = http_get(relay.admin, "/queue/esme").await;
     assert_eq!(code, 200);
@@ -804,7 +793,7 @@ async fn submit_multi_holds_the_destinations_no_target_takes_now_when_the_route_
     // Its carrier comes up: it is sent there, under the submit_multi's id.
     let later = Carrier::start_on(later_port, Answer::After(Duration::ZERO)).await;
     eventually("the held one at its carrier", Duration::from_secs(30), || later.count() == 1).await;
-    wait_metric(&relay, "smscd_held_submits", &["account=\"esme\""], 0.0, Duration::from_secs(10)).await;
+    relay.wait_metric("smscd_held_submits", &["account=\"esme\""], 0.0, Duration::from_secs(10)).await;
     assert_eq!(later.texts(), vec!["fan".to_owned()]);
     assert_eq!(now.count(), 1, "nothing sent twice");
 }

@@ -124,6 +124,24 @@ impl Daemon {
     pub async fn metrics(&self) -> String {
         http_get(self.admin, "/metrics").await.1
     }
+
+    /// [`metric_sum`] of the daemon's metrics now.
+    pub async fn metric(&self, name: &str, filters: &[&str]) -> f64 {
+        metric_sum(&self.metrics().await, name, filters)
+    }
+
+    /// Poll the metric until it is `want`; fails past `limit`.
+    pub async fn wait_metric(&self, name: &str, filters: &[&str], want: f64, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let v = self.metric(name, filters).await;
+            if v == want {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{name}{filters:?} = {v}, want {want}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 impl Drop for Daemon {
