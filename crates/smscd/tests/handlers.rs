@@ -384,6 +384,24 @@ fn multi(dests: &[&str]) -> Body {
     })
 }
 
+/// A submit_multi of `dests`: the destinations in unsuccess_smes with their statuses, or the
+/// PDU's own error status.
+async fn multi_unsuccess(e: &Esme, dests: &[&str]) -> Result<Vec<(String, CommandStatus)>, CommandStatus> {
+    let r = within("submit_multi", e.session.request(multi(dests))).await.expect("submit_multi_resp");
+    match r.body {
+        Body::SubmitMultiResp(resp) if r.command_status.is_ok() => {
+            assert!(!resp.message_id.is_empty());
+            Ok(resp
+                .unsuccess_smes
+                .iter()
+                .map(|u| (String::from_utf8_lossy(&u.address.addr).into_owned(), u.error_status_code))
+                .collect())
+        }
+        _ if !r.command_status.is_ok() => Err(r.command_status),
+        other => panic!("submit_multi: {:?} {other:?}", r.command_status),
+    }
+}
+
 /// Each destination of a submit_multi goes through on_pdu("submit_sm") as the submit_sm it
 /// becomes, so the script's policy cannot be bypassed: rewritten (the carrier sees the new
 /// number), answered here, routed to the script's chain, or rejected (in unsuccess_smes with the
@@ -394,26 +412,16 @@ async fn submit_multi_destinations_go_through_on_pdu_submit_sm() {
     let (up, mut d, _dir) = policy_daemon().await;
     let e = bind(d.smpp, BindKind::Transceiver, "acct", "pw").await.expect("bind");
     let dests = ["0031612345678", "local", "tosim", "bad", "4477"];
-    let r = within("submit_multi", e.session.request(multi(&dests))).await.expect("submit_multi_resp");
-    match r.body {
-        Body::SubmitMultiResp(resp) if r.command_status.is_ok() => {
-            assert!(!resp.message_id.is_empty());
-            let unsuccess: Vec<(String, CommandStatus)> = resp
-                .unsuccess_smes
-                .iter()
-                .map(|u| (String::from_utf8_lossy(&u.address.addr).into_owned(), u.error_status_code))
-                .collect();
-            assert_eq!(unsuccess, vec![("bad".to_string(), CommandStatus::ESME_RINVDSTADR)]);
-        }
-        other => panic!("submit_multi: {:?} {other:?}", r.command_status),
-    }
+    assert_eq!(
+        multi_unsuccess(&e, &dests).await,
+        Ok(vec![("bad".to_string(), CommandStatus::ESME_RINVDSTADR)])
+    );
     // Only the rewritten and the untouched destinations reach the carrier (in either order).
     let mut seen = up.seen();
     seen.sort();
     assert_eq!(seen, vec!["+31612345678".to_string(), "4477".to_string()]);
     // Every destination refused by the script: the PDU gets the script's status, nothing is sent.
-    let r = within("submit_multi", e.session.request(multi(&["bad"]))).await.expect("submit_multi_resp");
-    assert_eq!(r.command_status, CommandStatus::ESME_RINVDSTADR);
+    assert_eq!(multi_unsuccess(&e, &["bad"]).await, Err(CommandStatus::ESME_RINVDSTADR));
     assert_eq!(up.seen().len(), 2);
     let m = d.metrics().await;
     assert_eq!(
@@ -481,6 +489,10 @@ const DELIVER_POLICY: &str = r#"from siphon import smpp
 async def on_deliver(pdu, session):
     if pdu.is_receipt:
         r = pdu.receipt
+        if pdu.text.endswith("text:reject"):
+            return pdu.reject(smpp.ESME_RX_R_APPN)
+        if pdu.text.endswith("text:raise"):
+            raise ValueError("a bug in the billing hook")
         if r.account is None and r.id.startswith("vendor-"):
             # An upstream that prefixes its ids: repaired here, then matched.
             pdu.text = pdu.text.replace("id:vendor-", "id:", 1)
@@ -593,12 +605,17 @@ async fn deliver_sm_handler_rewrites_rejects_and_answers_mo() {
 /// An upstream's receipt for message `upstream_id` (in the text; also in receipted_message_id
 /// when `tlv`).
 fn upstream_receipt(upstream_id: &str, tlv: bool) -> Body {
+    upstream_receipt_saying(upstream_id, tlv, "hello")
+}
+
+/// [`upstream_receipt`] whose text field (the receipt text's last) is `text`.
+fn upstream_receipt_saying(upstream_id: &str, tlv: bool, text: &str) -> Body {
     let mut r = smpp::DeliverSm {
         source: smpp::Address::new(1, 1, "3161"),
         destination: smpp::Address::new(0, 0, "12345"),
         esm_class: 0x04,
         short_message: Bytes::from(format!(
-            "id:{upstream_id} sub:001 dlvrd:001 submit date:2601011200 done date:2601011201 stat:DELIVRD err:000 text:hello"
+            "id:{upstream_id} sub:001 dlvrd:001 submit date:2601011200 done date:2601011201 stat:DELIVRD err:000 text:{text}"
         )),
         ..Default::default()
     };
@@ -640,44 +657,85 @@ async fn deliver_sm_handler_sees_receipts_with_our_id_the_upstream_id_and_the_ac
     d.shutdown().await;
 }
 
+/// A submit the upstream holds, a receipt for it (upstream id `upstream_id`, text field `text`)
+/// sent before the submit_sm_resp, so it is parked (answered 0 at once); then the submit is
+/// answered. Our id.
+async fn submit_with_parked_receipt(
+    up: &Upstream,
+    e: &Esme,
+    upstream_id: &str,
+    tlv: bool,
+    text: &str,
+) -> String {
+    up.hold(true);
+    let submitted = tokio::spawn({
+        let session = e.session.clone();
+        async move { within("submit", session.request(submit("3161", 1))).await }
+    });
+    eventually("submit held by the upstream", Duration::from_secs(10), || up.held() == 1).await;
+    let r = within("receipt", up.session().request(upstream_receipt_saying(upstream_id, tlv, text)))
+        .await
+        .expect("resp");
+    assert_eq!(r.command_status, CommandStatus::ESME_ROK, "{upstream_id}: parked, answered at once");
+    up.hold(false);
+    up.release();
+    let resp = submitted.await.expect("task").expect("submit_sm_resp");
+    match resp.body {
+        Body::SubmitSmResp(r) if resp.command_status.is_ok() => {
+            String::from_utf8_lossy(&r.message_id).into_owned()
+        }
+        other => panic!("submit: {:?} {other:?}", resp.command_status),
+    }
+}
+
+/// The id a delivered receipt reports on, and the handler's mark (TLV 0x1400) if any.
+fn receipt_seen(got: &smpp::DeliverSm) -> (String, Option<String>) {
+    let text = String::from_utf8_lossy(got.payload()).into_owned();
+    let id = smpp::receipt::Receipt::parse(&text).map(|r| r.id).unwrap_or_default();
+    (id, got.tlvs.get(smpp::Tag(0x1400)).map(|b| String::from_utf8_lossy(b).into_owned()))
+}
+
 /// A receipt that overtakes its submit_sm_resp is parked (the upstream answered 0 at once) and
 /// reaches the handler once matched, still with our id and the account; one that never matches
 /// reaches it as it came when its wait ends, and the id the script repairs is matched then.
+/// The upstream has its answer already, so nobody is left to refuse a parked receipt to: the
+/// handler's reject drops it (counted), and a handler that fails forwards it as it came even
+/// with `on_error: reject` (losing a receipt to a script bug is worse than an unmarked one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_receipts_reach_the_deliver_handler_matched_or_as_they_came() {
     let (mut d, up, mut e, _dir) = deliver_setup().await;
     for (n, upstream_id) in [(1, "up1"), (2, "vendor-up2")] {
-        up.hold(true);
-        let submitted = tokio::spawn({
-            let session = e.session.clone();
-            async move { within("submit", session.request(submit("3161", 1))).await }
-        });
-        eventually("submit held by the upstream", Duration::from_secs(10), || up.held() == 1).await;
-        let r = within("receipt", up.session().request(upstream_receipt(upstream_id, n == 1)))
-            .await
-            .expect("resp");
-        assert_eq!(r.command_status, CommandStatus::ESME_ROK, "{upstream_id}: parked, answered at once");
-        up.hold(false);
-        up.release();
-        let resp = submitted.await.expect("task").expect("submit_sm_resp");
-        let ours = match resp.body {
-            Body::SubmitSmResp(r) if resp.command_status.is_ok() => {
-                String::from_utf8_lossy(&r.message_id).into_owned()
-            }
-            other => panic!("submit: {:?} {other:?}", resp.command_status),
-        };
-        let got = next_delivered(&mut e).await;
-        let text = String::from_utf8_lossy(got.payload()).into_owned();
-        let id = smpp::receipt::Receipt::parse(&text).map(|r| r.id).unwrap_or_default();
-        assert_eq!(id, ours, "{upstream_id}: the ESME gets our id: {text}");
-        let seen = got.tlvs.get(smpp::Tag(0x1400)).map(|b| String::from_utf8_lossy(b).into_owned());
+        let ours = submit_with_parked_receipt(&up, &e, upstream_id, n == 1, "hello").await;
+        let (id, seen) = receipt_seen(&next_delivered(&mut e).await);
+        assert_eq!(id, ours, "{upstream_id}: the ESME gets our id");
         if n == 1 {
             let want = format!("up:{ours}:id:{ours}:up1:acct:DELIVRD:2:000");
             assert_eq!(seen.as_deref(), Some(want.as_str()), "what the handler saw");
         }
     }
+    // Rejected by the handler once matched: dropped and counted, never delivered.
+    submit_with_parked_receipt(&up, &e, "up3", true, "reject").await;
+    d.wait_metric(
+        "smscd_upstream_receipts_total",
+        &["result=\"handler_rejected\""],
+        1.0,
+        Duration::from_secs(20),
+    )
+    .await;
+    // The handler raises (on_error is reject): forwarded as it came, with our id, unmarked; and
+    // it is the next receipt the ESME gets, so the rejected one was not delivered.
+    let ours = submit_with_parked_receipt(&up, &e, "up4", true, "raise").await;
+    let (id, seen) = receipt_seen(&next_delivered(&mut e).await);
+    assert_eq!((id, seen), (ours, None), "the receipt the failing handler saw, as it came");
     let m = d.metrics().await;
-    assert_eq!(metric_sum(&m, "smscd_upstream_receipts_total", &["result=\"parked\""]), 2.0, "{m}");
+    assert_eq!(metric_sum(&m, "smscd_upstream_receipts_total", &["result=\"parked\""]), 4.0, "{m}");
+    // Each matched (none shown as it came but the vendor's, which is not counted unmatched).
+    assert_eq!(metric_sum(&m, "smscd_upstream_receipts_total", &["result=\"unmatched\""]), 0.0, "{m}");
+    assert_eq!(
+        metric_sum(&m, "smscd_handler_errors_total", &["on_pdu:deliver_sm", "kind=\"exception\""]),
+        1.0,
+        "{m}"
+    );
     d.shutdown().await;
 }
 
@@ -928,6 +986,12 @@ async fn bad_handlers_are_answered_counted_and_never_hang() {
     }
     let m = d.metrics().await;
     assert_eq!(metric_sum(&m, "smscd_handler_errors_total", &["kind=\"timeout\""]), 2.0, "{m}");
+    // A submit_multi: a destination whose call fails is in unsuccess_smes with ESME_RSYSERR, the
+    // others go on; every one failing refuses the PDU with it.
+    let r = multi_unsuccess(&e, &["raise", "ok", "type"]).await;
+    let sys = CommandStatus::ESME_RSYSERR;
+    assert_eq!(r, Ok(vec![("raise".to_string(), sys), ("type".to_string(), sys)]));
+    assert_eq!(multi_unsuccess(&e, &["raise"]).await, Err(sys));
     // on_error: continue routes the PDU as it came (the sim answers with our id).
     let mut cfg = d.core().config.get().as_ref().clone();
     cfg.handlers.as_mut().expect("handlers").on_error = OnHandlerError::Continue;
@@ -944,6 +1008,8 @@ async fn bad_handlers_are_answered_counted_and_never_hang() {
         assert!(Instant::now() < deadline, "on_error: continue not applied");
     }
     assert!(submit_status(&e, submit("spin", 0)).await.is_ok(), "a timeout routed on with continue");
+    // And for each destination of a submit_multi: none is unsuccessful.
+    assert_eq!(multi_unsuccess(&e, &["raise", "ok", "type"]).await, Ok(vec![]));
     d.shutdown().await;
 }
 
