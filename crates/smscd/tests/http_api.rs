@@ -72,9 +72,24 @@ struct Receiver {
     got: Arc<Mutex<Vec<Got>>>,
     running: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
     /// While down: a socket bound to the port but not listening, so connections are refused
-    /// and no other test's `free_port` can take the port before the receiver comes back (CI
-    /// saw the check below fail once, most likely for that).
+    /// and no other test's `free_port` can take the port before the receiver comes back.
     held: Option<tokio::net::TcpSocket>,
+}
+
+/// A port no other receiver of this test binary has had. SO_REUSEPORT lets every socket that
+/// sets it share a port, so two receivers given the same `free_port` (it releases the port it
+/// found) would both listen on it, and one would answer while the other is down: CI saw
+/// "receiver still answers" twice. Only receivers set SO_REUSEPORT here, and test binaries
+/// run one at a time, so a port unique among them is theirs alone.
+fn receiver_port() -> u16 {
+    static TAKEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    for _ in 0..1000 {
+        let port = free_port();
+        if TAKEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
+    panic!("no port left that no receiver had");
 }
 
 /// A socket on 127.0.0.1:`port` that may share it with the receiver's (SO_REUSEPORT).
@@ -106,7 +121,7 @@ async fn record(
 
 impl Receiver {
     async fn start() -> Receiver {
-        let mut r = Receiver { port: free_port(), got: Arc::default(), running: None, held: None };
+        let mut r = Receiver { port: receiver_port(), got: Arc::default(), running: None, held: None };
         r.up().await;
         r
     }
