@@ -25,11 +25,8 @@ use crate::store::queue::{Final, Queued};
 use crate::store::{Correlation, StoreError};
 use crate::upstream::SubmitFailure;
 use bytes::Bytes;
-use futures::stream::FuturesUnordered;
-use futures::StreamExt;
 use smpp::receipt::{MessageIdFormat, MessageState, Receipt, Stat};
 use smpp::{Body, CommandStatus, DeliverSm, Pdu, SubmitSm};
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,10 +34,6 @@ mod drain;
 
 /// How often each replica looks for due messages.
 const TICK: Duration = Duration::from_millis(100);
-/// Account passes under way at once, at most (each up to its own lanes, see [`drain`]).
-const ACCOUNTS_AT_ONCE: usize = 64;
-/// How often a long pass refreshes its account's gauges (and once at its end).
-const GAUGES_EVERY: Duration = Duration::from_secs(1);
 /// The pseudo upstream under which an expiry receipt is correlated (it never leaves the store).
 pub const SAF_UPSTREAM: &str = "store-and-forward";
 
@@ -140,76 +133,25 @@ async fn hold_as(
     }
 }
 
-/// Drain the message store until `core.stop`: every [`TICK`], each account whose last pass
-/// has ended starts another (claim what is due and send it, see [`drain`]). Only while active
-/// (a standby has no upstream binds) and not draining.
-///
-/// Each account drains in its own pass, beside the others: a pass lasts while anything of its
-/// account is due or in flight, and one account's messages to an upstream that leaves a submit
-/// unanswered (up to the submit timeout) must not hold up every other account's.
+/// Drain the message store until `core.stop`: every [`TICK`], for each account, claim what is
+/// due and send it. Only while active (a standby has no upstream binds) and not draining.
 pub async fn run(core: Arc<Core>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut passes = FuturesUnordered::new();
-    let mut running: HashSet<String> = HashSet::new();
-    // What each account's last pass left blocked, while no pass of it runs.
-    let mut blocked: HashMap<String, drain::Blocked> = HashMap::new();
-    // Where the next round of starts begins, so that with more accounts than ACCOUNTS_AT_ONCE
-    // the first ones in the config do not always go first.
-    let mut first = 0usize;
     loop {
         tokio::select! {
-            Some((account, left)) = passes.next(), if !passes.is_empty() => {
-                running.remove(&account);
-                blocked.insert(account, left);
-                continue;
-            }
             _ = tick.tick() => {}
             _ = core.stop.cancelled() => break,
         }
-        if !core.is_active() || core.is_draining() {
-            continue;
-        }
         let accounts: Vec<String> = core.config.get().accounts.iter().map(|a| a.system_id.clone()).collect();
-        if blocked.len() > accounts.len() {
-            // Accounts removed from the config.
-            let now: HashSet<&String> = accounts.iter().collect();
-            blocked.retain(|a, _| now.contains(a));
-        }
-        let n = accounts.len();
-        for account in accounts.into_iter().cycle().skip(first % n.max(1)).take(n) {
-            if passes.len() >= ACCOUNTS_AT_ONCE {
+        for account in accounts {
+            if !core.is_active() || core.is_draining() {
                 break;
             }
-            if !running.insert(account.clone()) {
-                continue;
-            }
-            let left = blocked.remove(&account).unwrap_or_default();
-            passes.push(pass(core.clone(), account, left));
-        }
-        first = first.wrapping_add(1);
-    }
-    // Stopping: the passes under way end their sends (each sees `core.stop`) before we return.
-    while passes.next().await.is_some() {}
-}
-
-/// One pass of `account` ([`drain::account`]) with its gauges, refreshed while it lasts (while
-/// anything is due or in flight) and at its end; `blocked`: what its last pass left blocked.
-async fn pass(core: Arc<Core>, account: String, mut blocked: drain::Blocked) -> (String, drain::Blocked) {
-    {
-        let drain = drain::account(&core, &account, &mut blocked);
-        tokio::pin!(drain);
-        let mut every = tokio::time::interval(GAUGES_EVERY);
-        every.tick().await;
-        loop {
-            tokio::select! {
-                () = &mut drain => break,
-                _ = every.tick() => gauges(&core, &account).await,
-            }
+            drain_account(&core, &account).await;
+            gauges(&core, &account).await;
         }
     }
-    gauges(&core, &account).await;
-    (account, blocked)
 }
 
 async fn gauges(core: &Core, account: &str) {
@@ -264,6 +206,11 @@ pub async fn view(core: &Core, accounts: &[String], max: usize) -> Result<serde_
         );
     }
     Ok(serde_json::Value::Object(out))
+}
+
+/// Claim and send what is due for `account` (see [`drain`]).
+pub async fn drain_account(core: &Arc<Core>, account: &str) {
+    drain::account(core, account).await;
 }
 
 fn decode(m: &Queued) -> Option<SubmitSm> {

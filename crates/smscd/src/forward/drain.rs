@@ -12,20 +12,15 @@
 //!   replica that dies before the write gives those messages to another one after the lease
 //!   (sent twice: the at-least-once case docs/delivery-guarantees.md states).
 //!
-//! When one message of a lane is not taken, the lane is blocked behind it: the later ones of
-//! that destination are given back due when it is (so they come back behind it, not before it
-//! as a shorter wait would bring them), without an attempt, until it comes back and goes first.
-//! A message held for that destination meanwhile is due at once, before the blocked one, so it
-//! is given back behind it too (with the carrier back, it would go out ahead of older ones).
-//!
-//! A pass runs while anything is due or in flight: while sends are in flight it claims again
-//! every [`TICK`], so a destination whose upstream leaves a send unanswered (up to the submit
-//! budget) holds up nobody else's messages, those due later included. It ends once a claim
-//! comes back short and every lane is through; the blocks it leaves are carried to the
-//! account's next pass ([`Blocked`]). Other accounts drain in their own passes beside it
-//! ([`super::run`]).
+//! When one message of a lane is not taken, the lane stays blocked for the rest of the pass: the
+//! later ones of that destination are given back due when it is (so they come back behind it,
+//! not before it as a shorter wait would bring them), without an attempt. A pass claims only
+//! what was due when it began, so what it gave back waits for a later pass (every `TICK`).
+//! A pass ends when its last lane does: a destination whose upstream keeps a send unanswered
+//! for the whole submit budget holds up messages that became due after the pass began (not the
+//! ones claimed with it) that long.
 
-use super::{decode, expire, final_receipt, retry_at, send, Sent, TICK};
+use super::{decode, expire, final_receipt, retry_at, send, Sent};
 use crate::core::Core;
 use crate::sim::unix_ms;
 use crate::store::queue::{Final, Queued};
@@ -45,9 +40,6 @@ const BATCH: usize = 1000;
 /// Claimed messages not yet through their lane, at most, before the next claim: with one
 /// claim's worth in the lanes the next is fetched, so the lanes do not run dry between claims.
 const AHEAD: usize = 2 * BATCH;
-/// The same bound for the claim made every [`TICK`] while sends are in flight: a destination
-/// whose send is unanswered keeps its claimed backlog, which must not stop the others' claims.
-const MAX_AHEAD: usize = 8 * BATCH;
 /// Destinations sent to at once (each one's messages in order).
 const PARALLEL: usize = 512;
 /// Taken messages recorded per store round trip, at most.
@@ -74,114 +66,57 @@ struct Lane {
     /// too (the store orders equal due times by id, and ids grow in acceptance order; spacing
     /// them a millisecond apart would cap a large backlog of one destination at 1 000/s).
     blocked: Option<u64>,
-    /// The one not taken: its id. When a claim brings it back it unblocks the lane (it goes
-    /// first, the rest behind it).
-    blocked_by: Option<String>,
-}
-
-impl Lane {
-    /// A claim that covered every message due by `upto` came back short without the one this
-    /// lane is blocked behind, though it was due: it is gone (cancelled, expired, or another
-    /// replica has it), and blocks nothing any more.
-    fn forget_gone_blocker(&mut self, upto: u64) {
-        let (Some(due), Some(id)) = (self.blocked, self.blocked_by.as_ref()) else { return };
-        if due <= upto && !self.waiting.iter().any(|i| i.m.id == *id) {
-            (self.blocked, self.blocked_by) = (None, None);
-        }
-    }
-}
-
-/// Per account, from one pass to the next: each destination whose first message was not taken,
-/// with that message's id and the due time it was given back with.
-#[derive(Default)]
-pub struct Blocked(HashMap<Bytes, (u64, String)>);
-
-impl Blocked {
-    /// A pass's lane for `dest`: blocked behind the message remembered for it, its others given
-    /// back due no earlier than that one is (and not in the past: `now`).
-    fn lane(&self, dest: &Bytes, now: u64) -> Lane {
-        match self.0.get(dest) {
-            Some((due, id)) => {
-                Lane { blocked: Some((*due).max(now)), blocked_by: Some(id.clone()), ..Lane::default() }
-            }
-            None => Lane::default(),
-        }
-    }
-
-    /// After a pass whose last claim covered every message due by `covered`: the lanes it left
-    /// blocked, and the blocks from before that it did not see whose message is not due yet.
-    fn keep(&mut self, lanes: HashMap<Bytes, Lane>, covered: u64) {
-        self.0.retain(|dest, (due, _)| *due > covered && !lanes.contains_key(dest));
-        for (dest, lane) in lanes {
-            if let (Some(due), Some(id)) = (lane.blocked, lane.blocked_by) {
-                self.0.insert(dest, (due, id));
-            }
-        }
-    }
 }
 
 /// How one message's step ended.
 enum Step {
     /// An upstream took it: to record.
     Taken(Queued),
-    /// Not taken (or given back unsent): the lane is blocked behind it (this id), due again at
-    /// this time.
-    Blocked(u64, String),
+    /// Not taken (or given back unsent): the lane is blocked behind it, due again at this time.
+    Blocked(u64),
     /// Ended or given back, recorded already.
     Done,
 }
 
-/// Claim and send what is due for `account` until a claim comes back short and every lane is
-/// through, claiming again every [`TICK`] while sends are in flight (see the module doc); stops
-/// claiming when the replica stops, drains or stands by. `blocked`: the account's destinations
-/// left blocked by its earlier passes, updated.
-pub async fn account(core: &Arc<Core>, account: &str, blocked: &mut Blocked) {
+/// Claim and send what was due for `account` when this pass began until a claim comes back
+/// short (or the replica stops or drains), then finish what was claimed.
+pub async fn account(core: &Arc<Core>, account: &str) {
     let mut lanes: HashMap<Bytes, Lane> = HashMap::new();
     // Lanes with a message waiting and no step running, oldest first.
     let mut ready: VecDeque<Bytes> = VecDeque::new();
     let mut steps = FuturesUnordered::new();
     let mut claiming: Option<BoxFuture<'_, Result<Vec<Queued>, StoreError>>> = None;
-    // The claim in flight covers what is due by this time (unix ms); the last short one, by
-    // `covered`.
-    let (mut claim_upto, mut covered) = (0u64, 0u64);
+    let pass_start = unix_ms();
     let mut lease_end_ms = 0;
     let mut more = true;
-    let mut stopping = false;
-    // Sends are in flight and a TICK passed since the last claim: claim again.
-    let mut look_again = false;
-    let mut reclaim_at = tokio::time::Instant::now();
     // Claimed and not yet through their lane.
     let mut ahead = 0usize;
     let mut taken: Vec<Queued> = Vec::new();
     let mut flush_at: Option<tokio::time::Instant> = None;
     let mut writes = FuturesUnordered::new();
-    // Bounded: each round either starts a step, a claim or a write, or awaits one of them (or a
-    // timer). Claims stop once one comes back short and nothing is in flight (each step ends
-    // within the submit budget), or when the replica stops, drains or stands by.
+    // Bounded: each pass either starts a step, a claim or a write, or awaits one of them (or
+    // the flush timer); the claims stop when one comes back short, and every step ends.
     loop {
         while steps.len() < PARALLEL {
             let Some(dest) = ready.pop_front() else { break };
             let Some(lane) = lanes.get_mut(&dest) else { continue };
             let Some(item) = lane.waiting.pop_front() else { continue };
-            if lane.blocked_by.as_ref().is_some_and(|id| *id == item.m.id) {
-                // The one it was blocked behind, back: it goes now, the rest behind it.
-                (lane.blocked, lane.blocked_by) = (None, None);
-            }
             lane.busy = true;
             let follow = lane.blocked;
             steps.push(async move { (dest, step(core, account, item, follow).await) });
         }
-        if core.stop.is_cancelled() || core.is_draining() || !core.is_active() {
-            (more, stopping) = (false, true);
+        if core.stop.is_cancelled() || core.is_draining() {
+            more = false;
         }
-        let room = if look_again { MAX_AHEAD } else { AHEAD };
-        if (more || look_again) && !stopping && claiming.is_none() && ahead + BATCH <= room {
-            look_again = false;
+        if more && claiming.is_none() && ahead + BATCH <= AHEAD {
             let lease = core.config.get().store_and_forward.lease;
-            claim_upto = unix_ms();
-            lease_end_ms = claim_upto.saturating_add(lease.as_millis() as u64);
-            reclaim_at = tokio::time::Instant::now() + TICK;
-            claiming = Some(core.queue.claim(account, claim_upto, lease, BATCH));
+            let now = unix_ms();
+            lease_end_ms = now.saturating_add(lease.as_millis() as u64);
+            // What was due when the pass began, the lease from now: a message given back in this
+            // pass (due later) is not claimed again by it, so the pass ends and a blocked lane
+            // does not keep giving back the same messages.
+            let lease = lease + Duration::from_millis(now.saturating_sub(pass_start));
+            claiming = Some(core.queue.claim(account, pass_start, lease, BATCH));
         }
         let idle = claiming.is_none() && steps.is_empty();
         let flush_due = flush_at.is_some_and(|t| t <= tokio::time::Instant::now());
@@ -189,10 +124,8 @@ pub async fn account(core: &Arc<Core>, account: &str, blocked: &mut Blocked) {
             writes.push(record(core, account, take_batch(&mut taken, &mut flush_at)));
         }
         if idle && writes.is_empty() && taken.is_empty() {
-            blocked.keep(lanes, covered);
             return;
         }
-        let reclaim = !look_again && !stopping && claiming.is_none() && !steps.is_empty();
         tokio::select! {
             Some((dest, s)) = steps.next(), if !steps.is_empty() => {
                 ahead = ahead.saturating_sub(1);
@@ -205,7 +138,7 @@ pub async fn account(core: &Arc<Core>, account: &str, blocked: &mut Blocked) {
                         }
                         taken.push(m);
                     }
-                    Step::Blocked(due, id) => (lane.blocked, lane.blocked_by) = (Some(due), Some(id)),
+                    Step::Blocked(due) => lane.blocked = Some(due),
                     Step::Done => {}
                 }
                 if !lane.waiting.is_empty() {
@@ -224,7 +157,7 @@ pub async fn account(core: &Arc<Core>, account: &str, blocked: &mut Blocked) {
                         continue;
                     }
                 };
-                more = !stopping && claimed.len() == BATCH;
+                more = more && claimed.len() == BATCH;
                 for m in claimed {
                     let Some(sm) = decode(&m) else {
                         tracing::warn!(account, id = %m.id, "held submit does not decode: dropped as undeliverable");
@@ -232,31 +165,20 @@ pub async fn account(core: &Arc<Core>, account: &str, blocked: &mut Blocked) {
                         continue;
                     };
                     let dest = sm.destination.addr.clone();
-                    let lane = lanes.entry(dest.clone()).or_insert_with(|| blocked.lane(&dest, claim_upto));
+                    let lane = lanes.entry(dest.clone()).or_default();
                     if lane.waiting.is_empty() && !lane.busy {
                         ready.push_back(dest);
                     }
                     lane.waiting.push_back(Item { m, sm, lease_end_ms });
                     ahead += 1;
                 }
-                if !more {
-                    covered = claim_upto;
-                    for lane in lanes.values_mut() {
-                        lane.forget_gone_blocker(claim_upto);
-                    }
-                }
             }
             Some(()) = writes.next(), if !writes.is_empty() => {}
             // Written at the loop's top (a full set of writes: when one of them ends).
             _ = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)),
                 if flush_at.is_some() && writes.len() < WRITES => {}
-            // Sends in flight and nothing claimed since the last short claim: look again.
-            _ = tokio::time::sleep_until(reclaim_at), if reclaim => look_again = true,
             // Not reached: with nothing claimed, sent or written the loop returned above.
-            else => {
-                blocked.keep(lanes, covered);
-                return;
-            }
+            else => return,
         }
     }
 }
@@ -287,7 +209,7 @@ async fn step(core: &Arc<Core>, account: &str, item: Item, follow: Option<u64>) 
     let budget = core.config.get().server.submit_timeout_ms.max(1);
     if now.saturating_add(budget) >= lease_end_ms {
         retry_at(core, account, &m, now, m.attempts).await;
-        return Step::Blocked(now, m.id);
+        return Step::Blocked(now);
     }
     // We did the scheduling; the rest of the validity goes along as an absolute time, so a
     // relative one does not restart at the upstream.
@@ -308,7 +230,7 @@ async fn step(core: &Arc<Core>, account: &str, item: Item, follow: Option<u64>) 
             // Never later than its expiry, so that it expires on time.
             let due = now.saturating_add(wait.as_millis() as u64).min(m.expires_ms);
             retry_at(core, account, &m, due, m.attempts.saturating_add(1)).await;
-            Step::Blocked(due, m.id)
+            Step::Blocked(due)
         }
     }
 }
