@@ -135,6 +135,8 @@ async fn hold_as(
 
 /// Drain the message store until `core.stop`: every [`TICK`], for each account, claim what is
 /// due and send it. Only while active (a standby has no upstream binds) and not draining.
+/// The accounts go one after the other: one whose pass waits on an unanswered send holds up
+/// the rest (docs/delivery-guarantees.md states it).
 pub async fn run(core: Arc<Core>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

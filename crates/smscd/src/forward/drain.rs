@@ -18,7 +18,9 @@
 //! what was due when it began, so what it gave back waits for a later pass (every `TICK`).
 //! A pass ends when its last lane does: a destination whose upstream keeps a send unanswered
 //! for the whole submit budget holds up messages that became due after the pass began (not the
-//! ones claimed with it) that long.
+//! ones claimed with it) that long. The block does not outlive the pass: a message held for
+//! that destination afterwards is due at once, before the one given back, and a later pass can
+//! send it first (docs/delivery-guarantees.md states it).
 
 use super::{decode, expire, final_receipt, retry_at, send, Sent};
 use crate::core::Core;
