@@ -792,10 +792,6 @@ fn rfc3339(ms: u64) -> String {
     format!("20{}-{}-{}T{}:{}:{}Z", &t[0..2], &t[2..4], &t[4..6], &t[6..8], &t[8..10], &t[10..12])
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_submits_with_a_real_client_and_plain_http_to_the_tls_port_fails() {
     let dir = tempfile::tempdir().expect("dir");

@@ -164,6 +164,11 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// The wall clock in unix ms (the clock smscd schedules by).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Sum of a metric's samples whose label text contains every `filters` entry.
 pub fn metric_sum(text: &str, name: &str, filters: &[&str]) -> f64 {
     text.lines()
