@@ -50,6 +50,7 @@ async fn a_dead_listener_fails_liveness() {
     assert_eq!(http_get(d.admin, "/healthz").await.0, 200);
     let core = d.core().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a listener");
+    let addr = listener.local_addr().expect("listener address");
     let extra = tokio::spawn(smscd::inbound::serve_with(
         core.clone(),
         std::sync::Arc::new(smscd::inbound::Sessions::default()),
@@ -58,8 +59,11 @@ async fn a_dead_listener_fails_liveness() {
         None,
         smscd::inbound::connection_slots(&core),
     ));
-    // Still live while it runs.
-    tokio::task::yield_now().await;
+    // Running (an ESME binds through it; a task aborted before its first poll never started
+    // its loop, which CI once did here after a bare yield), and still live.
+    let e =
+        bind(addr, BindKind::Transceiver, "esme", "secret").await.expect("bind through the extra listener");
+    drop(e);
     assert_eq!(http_get(d.admin, "/healthz").await.0, 200);
     extra.abort();
     let _ = extra.await;
