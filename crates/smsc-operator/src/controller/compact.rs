@@ -46,7 +46,7 @@ impl CompactDeployment {
 
 /// What the cache keeps of a Pod: its metadata (trimmed) and, when a container waits for a
 /// reason that does not clear by itself, that reason and message
-/// ([`super::observe::stuck_pods`]).
+/// ([`super::observe::stuck_pod`]).
 // Deserialize: only for the bound of the controller's `watches_stream`; it is never read from
 // the API server (the watch reads whole Pods and compacts them).
 #[derive(Clone, Debug, serde::Deserialize)]
@@ -57,7 +57,7 @@ pub struct CompactPod {
 
 impl CompactPod {
     pub fn new(p: Pod) -> Self {
-        let stuck = super::observe::stuck_pods(std::slice::from_ref(&p));
+        let stuck = super::observe::stuck_pod(&p);
         let mut metadata = p.metadata;
         super::cache::trim_meta(&mut metadata);
         CompactPod { metadata, stuck }
@@ -144,7 +144,7 @@ mod tests {
         }))
         .unwrap_or_else(|e| panic!("{e}"));
         let c = CompactPod::new(p.clone());
-        assert_eq!(c.stuck, super::super::observe::stuck_pods(&[p]));
+        assert_eq!(c.stuck, super::super::observe::stuck_pod(&p));
         assert!(c.stuck.is_some());
         assert_eq!(kube::ResourceExt::labels(&c).get("smsc.io/role").map(String::as_str), Some("active"));
         assert!(c.metadata.managed_fields.is_none());

@@ -324,19 +324,18 @@ pub(super) fn unready_pods(d: &DeploymentObs) -> bool {
     d.replicas > d.ready
 }
 
-/// The first container (init containers first) waiting for a reason in [`STUCK`].
-pub(super) fn stuck_pods(pods: &[Pod]) -> Option<(String, String)> {
-    pods.iter().find_map(|p| {
-        let st = p.status.as_ref()?;
-        let containers =
-            st.init_container_statuses.iter().flatten().chain(st.container_statuses.iter().flatten());
-        containers.into_iter().find_map(|c| {
-            let waiting = c.state.as_ref()?.waiting.as_ref()?;
-            let why = waiting.reason.as_deref()?;
-            let (_, reason) = STUCK.iter().find(|(w, _)| *w == why)?;
-            let detail = waiting.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
-            Some((reason.to_string(), format!("Pod {} container {}: {why}{detail}", p.name_any(), c.name)))
-        })
+/// The Pod's first container (init containers first) waiting for a reason in [`STUCK`]: the
+/// condition reason and the message naming the Pod and the container.
+pub(super) fn stuck_pod(p: &Pod) -> Option<(String, String)> {
+    let st = p.status.as_ref()?;
+    let containers =
+        st.init_container_statuses.iter().flatten().chain(st.container_statuses.iter().flatten());
+    containers.into_iter().find_map(|c| {
+        let waiting = c.state.as_ref()?.waiting.as_ref()?;
+        let why = waiting.reason.as_deref()?;
+        let (_, reason) = STUCK.iter().find(|(w, _)| *w == why)?;
+        let detail = waiting.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+        Some((reason.to_string(), format!("Pod {} container {}: {why}{detail}", p.name_any(), c.name)))
     })
 }
 
@@ -416,15 +415,16 @@ mod tests {
 
     #[test]
     fn stuck_containers_name_the_pod_and_the_reason() {
-        assert_eq!(stuck_pods(&[pod("a", None), pod("b", Some(("ContainerCreating", "")))]), None);
-        let pull = stuck_pods(&[pod("a", None), pod("b", Some(("ErrImagePull", "not found")))]);
+        assert_eq!(stuck_pod(&pod("a", None)), None);
+        assert_eq!(stuck_pod(&pod("b", Some(("ContainerCreating", "")))), None);
+        let pull = stuck_pod(&pod("b", Some(("ErrImagePull", "not found"))));
         assert_eq!(
             pull,
             Some(("ImagePullFailed".into(), "Pod b container smscd: ErrImagePull: not found".into()))
         );
-        let crash = stuck_pods(&[pod("c", Some(("CrashLoopBackOff", "back-off 10s")))]).map(|p| p.0);
+        let crash = stuck_pod(&pod("c", Some(("CrashLoopBackOff", "back-off 10s")))).map(|p| p.0);
         assert_eq!(crash.as_deref(), Some("CrashLoopBackOff"));
-        let config = stuck_pods(&[pod("d", Some(("CreateContainerConfigError", "secret \"x\" not found")))]);
+        let config = stuck_pod(&pod("d", Some(("CreateContainerConfigError", "secret \"x\" not found"))));
         assert!(config.is_some_and(|c| c.0 == "CreateContainerConfigError" && c.1.contains("secret")));
     }
 
