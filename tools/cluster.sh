@@ -206,7 +206,7 @@ cmd_up() {
     fi
     die "a cluster runs under $CLUSTER_DIR but does not answer /readyz; see $(state_dir)/logs, or run tools/cluster.sh down"
   fi
-  [ -n "$(state_dir)" ] && { log "cleaning up a stale cluster"; cmd_down_locked; }
+  down_stale_locked
 
   local started=$SECONDS st
   st="$(mktemp -d "${TMPDIR:-/tmp}/smsc-cluster.XXXXXX")"
@@ -366,16 +366,21 @@ cmd_down_locked() {
   rm -f "$CLUSTER_DIR/state"
 }
 
-# A cluster whose processes died without `down` (a killed run, a restarted machine) is torn
-# down here, which puts back what its real node changed (sysctls, tables); a live one is kept.
+# State left by a cluster that is not running (a killed run, a restarted machine): torn down,
+# which puts back what its real node changed (sysctls, tables). Called with the lock held and
+# all_alive false.
+down_stale_locked() {
+  [ -n "$(state_dir)" ] || return 0
+  log "cleaning up a stale cluster"
+  cmd_down_locked
+}
+
+# `up`'s clean-up on its own, before anything starts; a live cluster is kept.
 cmd_clean() {
   [ -d "$CLUSTER_DIR" ] || return 0
   exec 8>"$CLUSTER_DIR/.lock"
   flock 8
-  [ -n "$(state_dir)" ] || return 0
-  all_alive && return 0
-  log "cleaning up a stale cluster"
-  cmd_down_locked
+  all_alive || down_stale_locked
 }
 
 cmd_down() {
