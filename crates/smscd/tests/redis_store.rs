@@ -808,12 +808,13 @@ async fn redis_restart_mid_traffic_loses_no_acknowledged_receipt() {
     r.kill();
     // The replicas notice (gauge, the /readyz body) but stay Ready: one Redis outage must not
     // empty the Service of every replica (issue 13 item 16) ...
-    poll_until("A's smscd_store_up gauge at 0", Duration::from_secs(10), || {
-        let a_admin = a.admin;
-        async move { metric_sum(&http_get(a_admin, "/metrics").await.1, "smscd_store_up", &[]) == 0.0 }
-    })
-    .await;
     for rep in [&a, &b] {
+        // Each replica's health check notices on its own tick: wait for each one's gauge.
+        let admin = rep.admin;
+        poll_until("the replica's smscd_store_up gauge at 0", Duration::from_secs(10), || async move {
+            metric_sum(&http_get(admin, "/metrics").await.1, "smscd_store_up", &[]) == 0.0
+        })
+        .await;
         let (code, body) = http_get(rep.admin, "/readyz").await;
         assert_eq!(code, 200, "replica {} not Ready with the store down: {body}", rep.name);
         assert!(body.contains("store unavailable"), "{body}");
